@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Benchmark of the registration API through the real Caddy handler:
+# /ping and /subscribe on SQLite and on PostgreSQL, 50 concurrent clients,
+# 100,000 registered gateways, each printed beside the same load against a
+# Caddy `respond` handler in the same run (the ceiling of the HTTP path).
+#
+# Usage: bench/api/run.sh [seconds per run, default 10]
+# Needs wrk (apt-get install wrk); PostgreSQL from GATEHOUSE_TEST_POSTGRES
+# (skipped when unset).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-10}
+conns=50
+gateways=${GATEHOUSE_BENCH_GATEWAYS:-100000}
+port=18480
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+caddy_pid=""
+cleanup() { [ -n "$caddy_pid" ] && kill "$caddy_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+go build -o "$tmp/caddy" ./cmd/caddy
+go build -o "$tmp/seed" ./bench/api/seed
+
+# wrk_run NAME PATH [SCRIPT] prints "requests/s p99(ms)".
+wrk_run() {
+	local out
+	out=$(RUN="r$RANDOM" TOKENS="$tmp/tokens.txt" wrk -t2 -c"$conns" -d"${secs}s" --latency ${3:+-s "$3"} "http://127.0.0.1:$port$2")
+	local rps p99 non2xx
+	rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+	p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
+	non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
+	if [ -n "$non2xx" ]; then echo "$1: $non2xx non-2xx answers" >&2; echo "$out" >&2; fi
+	echo "$rps $p99"
+}
+
+start_caddy() {
+	cat >"$tmp/Caddyfile" <<CADDY
+{
+	admin off
+	auto_https off
+	persist_config off
+	log { level ERROR }
+	gatehouse {
+		zone bench.example.org
+		storage $1
+		rate_limit subscribe 1ns 1000000000
+	}
+}
+:$port {
+	handle /ceiling {
+		respond "{}" 200
+	}
+	handle {
+		gatehouse
+	}
+}
+CADDY
+	"$tmp/caddy" run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+	caddy_pid=$!
+	for _ in $(seq 100); do
+		curl -fsS "http://127.0.0.1:$port/connectivity-check" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	cat "$tmp/caddy.log" >&2
+	exit 1
+}
+
+stop_caddy() { kill "$caddy_pid"; wait "$caddy_pid" 2>/dev/null || true; caddy_pid=""; }
+
+report() { # label rps p99 ceiling_rps
+	awk -v l="$1" -v r="$2" -v p="$3" -v c="$4" 'BEGIN { printf "%-22s %10.0f req/s  p99 %7.2f ms  %5.1f%% of ceiling\n", l, r, p, 100*r/c }'
+}
+
+run_store() { # name storage-args seed-args
+	echo "== $1: seeding $gateways gateways"
+	"$tmp/seed" $3 -n "$gateways" -tokens "$tmp/tokens.txt" 2>&1 | sed 's/^/   /'
+	start_caddy "$2"
+	read -r c_rps c_p99 < <(wrk_run ceiling /ceiling)
+	read -r p_rps p_p99 < <(wrk_run ping /ping "$PWD/bench/api/ping.lua")
+	read -r s_rps s_p99 < <(wrk_run subscribe /subscribe "$PWD/bench/api/subscribe.lua")
+	stop_caddy
+	report "$1 respond (ceiling)" "$c_rps" "$c_p99" "$c_rps"
+	report "$1 /ping" "$p_rps" "$p_p99" "$c_rps"
+	report "$1 /subscribe" "$s_rps" "$s_p99" "$c_rps"
+}
+
+run_store sqlite "sqlite $tmp/registry.db" "-driver sqlite -path $tmp/registry.db"
+
+if [ -n "${GATEHOUSE_TEST_POSTGRES:-}" ]; then
+	schema="gh_bench_$RANDOM"
+	sep='?'; [[ $GATEHOUSE_TEST_POSTGRES == *\?* ]] && sep='&'
+	dsn="${GATEHOUSE_TEST_POSTGRES}${sep}search_path=$schema"
+	psql "$GATEHOUSE_TEST_POSTGRES" -qc "CREATE SCHEMA $schema"
+	run_store postgres "postgres \"$dsn\"" "-driver postgres -dsn $dsn"
+	psql "$GATEHOUSE_TEST_POSTGRES" -qc "DROP SCHEMA $schema CASCADE"
+else
+	echo "GATEHOUSE_TEST_POSTGRES unset: PostgreSQL skipped"
+fi

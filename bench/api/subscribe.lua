@@ -1,0 +1,12 @@
+-- Each request registers a new name, unique per thread and run.
+local i = 0
+prefix = ""
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("prefix", os.getenv("RUN") .. "t" .. threads .. "n")
+end
+function request()
+  i = i + 1
+  return wrk.format("GET", "/subscribe?name=" .. prefix .. i)
+end

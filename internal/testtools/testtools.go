@@ -1,0 +1,44 @@
+// Package testtools finds the external programs and services that tests use
+// (dig, curl, PostgreSQL, ...). On a developer's machine a missing tool skips
+// the test and names the Debian package to install; in CI, where
+// GATEHOUSE_REQUIRE_TOOLS=1, a missing tool fails it.
+package testtools
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// Required reports whether missing tools must fail tests (CI).
+func Required() bool { return os.Getenv("GATEHOUSE_REQUIRE_TOOLS") == "1" }
+
+// Missing skips or fails t because what is missing; install says how to get it.
+func Missing(t testing.TB, what, install string) {
+	t.Helper()
+	if Required() {
+		t.Fatalf("%s is required (GATEHOUSE_REQUIRE_TOOLS=1): %s", what, install)
+	}
+	t.Skipf("%s not available: %s", what, install)
+}
+
+// Binary returns the path of the named program, or skips/fails t naming the
+// Debian package that provides it.
+func Binary(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Missing(t, name, "apt-get install "+debianPackage)
+	}
+	return p
+}
+
+// PostgresDSN returns GATEHOUSE_TEST_POSTGRES, or skips/fails t.
+func PostgresDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv("GATEHOUSE_TEST_POSTGRES")
+	if dsn == "" {
+		Missing(t, "PostgreSQL", "set GATEHOUSE_TEST_POSTGRES, e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	}
+	return dsn
+}

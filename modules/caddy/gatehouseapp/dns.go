@@ -1,0 +1,297 @@
+package gatehouseapp
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/gatehouse-project/gatehouse/modules/dnszone"
+)
+
+// DNSConfig is the zone's authoritative DNS service.
+type DNSConfig struct {
+	// Listen are the addresses served, each "udp/HOST:PORT" or
+	// "tcp/HOST:PORT" (Caddy network addresses, so reloads keep the sockets).
+	Listen []string `json:"listen"`
+	// Nameservers are the apex NS records with their glue addresses.
+	Nameservers []dnszone.Nameserver `json:"nameservers"`
+	// TunnelAddrs answer for names in tunnel mode: this cloud's addresses.
+	TunnelAddrs []netip.Addr `json:"tunnel_addrs"`
+	// APIAddrs answer for api.ZONE (default: TunnelAddrs).
+	APIAddrs []netip.Addr `json:"api_addrs,omitempty"`
+	// ApexAddrs answer A/AAAA at the apex.
+	ApexAddrs []netip.Addr `json:"apex_addrs,omitempty"`
+	// Hosts are further static names inside the zone.
+	Hosts []dnszone.Host `json:"hosts,omitempty"`
+	// CAA, MX and TXT records of the apex.
+	CAA []dnszone.CAA `json:"caa,omitempty"`
+	MX  []dnszone.MX  `json:"mx,omitempty"`
+	TXT []string      `json:"txt,omitempty"`
+	// Contact is the SOA's responsible mailbox (default hostmaster.ZONE).
+	Contact string `json:"contact,omitempty"`
+	// NegativeTTL is the SOA minimum, the TTL of NXDOMAIN and NODATA
+	// answers (default 60s).
+	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
+	// StaticTTL, GatewayTTL and ChallengeTTL (defaults 1h, 60s, 60s).
+	StaticTTL    caddy.Duration `json:"static_ttl,omitempty"`
+	GatewayTTL   caddy.Duration `json:"gateway_ttl,omitempty"`
+	ChallengeTTL caddy.Duration `json:"challenge_ttl,omitempty"`
+	// TransferAllow lists the prefixes allowed to AXFR the zone over TCP.
+	TransferAllow []netip.Prefix `json:"transfer_allow,omitempty"`
+	// RRL is UDP response rate limiting, per client prefix.
+	RRL *RRLConfig `json:"rrl,omitempty"`
+}
+
+// RRLConfig is response rate limiting against reflection attacks.
+type RRLConfig struct {
+	// Disabled turns it off.
+	Disabled bool `json:"disabled,omitempty"`
+	// ResponsesPerSecond per client prefix (default 100).
+	ResponsesPerSecond float64 `json:"responses_per_second,omitempty"`
+	// Window is how long a prefix may burst (default 2s).
+	Window caddy.Duration `json:"window,omitempty"`
+	// Slip: every Slip-th limited answer goes out truncated (default 2).
+	Slip int `json:"slip,omitempty"`
+}
+
+func (c *DNSConfig) zoneConfig(zone string) dnszone.Config {
+	zc := dnszone.Config{
+		Zone: zone, Nameservers: c.Nameservers, TunnelAddrs: c.TunnelAddrs,
+		APIAddrs: c.APIAddrs, ApexAddrs: c.ApexAddrs, Hosts: c.Hosts,
+		CAA: c.CAA, MX: c.MX, TXT: c.TXT, TransferAllow: c.TransferAllow,
+		SOA: dnszone.SOA{RName: c.Contact, Minimum: time.Duration(c.NegativeTTL)},
+		TTL: dnszone.TTL{Static: time.Duration(c.StaticTTL), Gateway: time.Duration(c.GatewayTTL), Challenge: time.Duration(c.ChallengeTTL)},
+	}
+	if c.RRL != nil {
+		zc.RRL = dnszone.RRL{Disabled: c.RRL.Disabled, ResponsesPerSecond: c.RRL.ResponsesPerSecond, Window: time.Duration(c.RRL.Window), Slip: c.RRL.Slip}
+	}
+	return zc
+}
+
+func (c *DNSConfig) validate(zone string) error {
+	if len(c.Listen) == 0 {
+		return fmt.Errorf("gatehouse dns: at least one listen address is required")
+	}
+	for _, l := range c.Listen {
+		na, err := caddy.ParseNetworkAddress(l)
+		if err != nil {
+			return fmt.Errorf("gatehouse dns: listen %q: %w", l, err)
+		}
+		if na.Network != "udp" && na.Network != "tcp" && na.Network != "udp4" && na.Network != "udp6" && na.Network != "tcp4" && na.Network != "tcp6" {
+			return fmt.Errorf("gatehouse dns: listen %q: network must be udp or tcp", l)
+		}
+	}
+	return c.zoneConfig(zone).Validate()
+}
+
+// startDNS opens the listeners through Caddy (so a reload reuses the
+// sockets instead of failing to bind them again) and serves the zone.
+func (a *App) startDNS(ctx context.Context) error {
+	var pcs []net.PacketConn
+	var lns []net.Listener
+	closeAll := func() {
+		for _, pc := range pcs {
+			_ = pc.Close()
+		}
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}
+	for _, l := range a.DNS.Listen {
+		na, err := caddy.ParseNetworkAddress(l)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		for port := range na.PortRangeSize() {
+			c, err := na.Listen(ctx, port, net.ListenConfig{})
+			if err != nil {
+				closeAll()
+				return fmt.Errorf("gatehouse dns: listen %s: %w", l, err)
+			}
+			switch c := c.(type) {
+			case net.PacketConn:
+				pcs = append(pcs, c)
+			case net.Listener:
+				lns = append(lns, c)
+			default:
+				closeAll()
+				return fmt.Errorf("gatehouse dns: listen %s: unexpected %T", l, c)
+			}
+		}
+	}
+	a.dnsServer = dnszone.NewServer(a.dnsHandler, pcs, lns, dnszone.ServerOptions{})
+	if err := a.dnsServer.Start(); err != nil {
+		closeAll()
+		return err
+	}
+	return nil
+}
+
+func (c *DNSConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	addrs := func(args []string) ([]netip.Addr, error) {
+		out := make([]netip.Addr, 0, len(args))
+		for _, s := range args {
+			ip, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, d.Errf("%q is not an IP address", s)
+			}
+			out = append(out, ip)
+		}
+		return out, nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		args := d.RemainingArgs()
+		var err error
+		switch key {
+		case "listen":
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			c.Listen = append(c.Listen, args...)
+		case "nameserver":
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			ns := dnszone.Nameserver{Name: args[0]}
+			if ns.Addrs, err = addrs(args[1:]); err != nil {
+				return err
+			}
+			c.Nameservers = append(c.Nameservers, ns)
+		case "tunnel_address":
+			ips, err := addrs(args)
+			if err != nil || len(ips) == 0 {
+				return orArgErr(d, err)
+			}
+			c.TunnelAddrs = append(c.TunnelAddrs, ips...)
+		case "api_address":
+			ips, err := addrs(args)
+			if err != nil || len(ips) == 0 {
+				return orArgErr(d, err)
+			}
+			c.APIAddrs = append(c.APIAddrs, ips...)
+		case "apex_address":
+			ips, err := addrs(args)
+			if err != nil || len(ips) == 0 {
+				return orArgErr(d, err)
+			}
+			c.ApexAddrs = append(c.ApexAddrs, ips...)
+		case "host":
+			if len(args) < 2 {
+				return d.ArgErr()
+			}
+			h := dnszone.Host{Name: args[0]}
+			if h.Addrs, err = addrs(args[1:]); err != nil {
+				return err
+			}
+			c.Hosts = append(c.Hosts, h)
+		case "caa":
+			if len(args) != 3 {
+				return d.Errf("caa: want <flag> <tag> <value>")
+			}
+			flag, err := strconv.ParseUint(args[0], 10, 8)
+			if err != nil {
+				return d.Errf("caa: flag %q: %v", args[0], err)
+			}
+			c.CAA = append(c.CAA, dnszone.CAA{Flag: uint8(flag), Tag: args[1], Value: args[2]})
+		case "mx":
+			if len(args) != 2 {
+				return d.Errf("mx: want <preference> <host>")
+			}
+			pref, err := strconv.ParseUint(args[0], 10, 16)
+			if err != nil {
+				return d.Errf("mx: preference %q: %v", args[0], err)
+			}
+			c.MX = append(c.MX, dnszone.MX{Preference: uint16(pref), Host: args[1]})
+		case "txt":
+			if len(args) != 1 {
+				return d.Errf("txt: want one quoted value")
+			}
+			c.TXT = append(c.TXT, args[0])
+		case "contact":
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			c.Contact = args[0]
+		case "negative_ttl", "static_ttl", "gateway_ttl", "challenge_ttl":
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur < 0 {
+				return d.Errf("%s: bad duration %q", key, args[0])
+			}
+			*map[string]*caddy.Duration{"negative_ttl": &c.NegativeTTL, "static_ttl": &c.StaticTTL,
+				"gateway_ttl": &c.GatewayTTL, "challenge_ttl": &c.ChallengeTTL}[key] = caddy.Duration(dur)
+		case "transfer_allow":
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, s := range args {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					ip, ierr := netip.ParseAddr(s)
+					if ierr != nil {
+						return d.Errf("transfer_allow: %q is not a prefix or address", s)
+					}
+					p = netip.PrefixFrom(ip, ip.BitLen())
+				}
+				c.TransferAllow = append(c.TransferAllow, p)
+			}
+		case "rrl":
+			if err := c.parseRRL(d, args); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized dns option %q", key)
+		}
+	}
+	return nil
+}
+
+// parseRRL reads `rrl off` or `rrl <responses/s> [<window> [<slip>]]`.
+func (c *DNSConfig) parseRRL(d *caddyfile.Dispenser, args []string) error {
+	if len(args) == 1 && strings.EqualFold(args[0], "off") {
+		c.RRL = &RRLConfig{Disabled: true}
+		return nil
+	}
+	if len(args) < 1 || len(args) > 3 {
+		return d.Errf("rrl: want off, or <responses_per_second> [<window> [<slip>]]")
+	}
+	rps, err := strconv.ParseFloat(args[0], 64)
+	if err != nil || rps <= 0 {
+		return d.Errf("rrl: %q is not a positive rate", args[0])
+	}
+	c.RRL = &RRLConfig{ResponsesPerSecond: rps}
+	if len(args) > 1 {
+		w, err := caddy.ParseDuration(args[1])
+		if err != nil || w <= 0 {
+			return d.Errf("rrl: window %q: want a positive duration", args[1])
+		}
+		c.RRL.Window = caddy.Duration(w)
+	}
+	if len(args) > 2 {
+		if c.RRL.Slip, err = strconv.Atoi(args[2]); err != nil {
+			return d.Errf("rrl: slip %q is not an integer", args[2])
+		}
+	}
+	return nil
+}
+
+func orArgErr(d *caddyfile.Dispenser, err error) error {
+	if err != nil {
+		return err
+	}
+	return d.ArgErr()
+}

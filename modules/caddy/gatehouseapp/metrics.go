@@ -1,0 +1,65 @@
+package gatehouseapp
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics exports the app's counters through Caddy's metrics registry. The
+// counters themselves live in the plain packages (dnszone, hub), which know
+// nothing of Prometheus; this collector reads their snapshots on scrape.
+type metrics struct {
+	app *App
+
+	gateways, sessions                          *prometheus.Desc
+	sessionsTotal, sessionsReplaced, refused    *prometheus.Desc
+	dnsQueries, dnsResponses, dnsLimited, dnsTC *prometheus.Desc
+}
+
+func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
+	const ns = "gatehouse"
+	m := &metrics{
+		app:              a,
+		gateways:         prometheus.NewDesc(ns+"_zone_gateways", "Live gateways answered by DNS.", nil, nil),
+		sessions:         prometheus.NewDesc(ns+"_tunnel_sessions", "Live tunnel sessions.", nil, nil),
+		sessionsTotal:    prometheus.NewDesc(ns+"_tunnel_sessions_total", "Tunnel sessions registered.", nil, nil),
+		sessionsReplaced: prometheus.NewDesc(ns+"_tunnel_sessions_replaced_total", "Tunnel sessions closed because a newer one took the name.", nil, nil),
+		refused:          prometheus.NewDesc(ns+"_tunnel_handshakes_refused_total", "Tunnel handshakes refused.", nil, nil),
+		dnsQueries:       prometheus.NewDesc(ns+"_dns_queries_total", "DNS queries received.", []string{"proto"}, nil),
+		dnsResponses:     prometheus.NewDesc(ns+"_dns_responses_total", "DNS responses sent.", []string{"rcode"}, nil),
+		dnsLimited:       prometheus.NewDesc(ns+"_dns_rate_limited_total", "UDP responses withheld (dropped) or slipped by rate limiting.", []string{"action"}, nil),
+		dnsTC:            prometheus.NewDesc(ns+"_dns_truncated_total", "UDP responses truncated because they did not fit.", nil, nil),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	return m, reg.Register(m)
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.gateways, m.sessions, m.sessionsTotal, m.sessionsReplaced, m.refused, m.dnsQueries, m.dnsResponses, m.dnsLimited, m.dnsTC} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	hs := m.app.hub.Stats()
+	ch <- prometheus.MustNewConstMetric(m.sessions, prometheus.GaugeValue, float64(hs.Live))
+	ch <- prometheus.MustNewConstMetric(m.sessionsTotal, prometheus.CounterValue, float64(hs.Registered))
+	ch <- prometheus.MustNewConstMetric(m.sessionsReplaced, prometheus.CounterValue, float64(hs.Replaced))
+	ch <- prometheus.MustNewConstMetric(m.refused, prometheus.CounterValue, float64(hs.Refused))
+	if m.app.dnsHandler == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(m.gateways, prometheus.GaugeValue, float64(m.app.dnsIndex.Len()))
+	s := m.app.dnsHandler.Stats()
+	ch <- prometheus.MustNewConstMetric(m.dnsQueries, prometheus.CounterValue, float64(s.UDP), "udp")
+	ch <- prometheus.MustNewConstMetric(m.dnsQueries, prometheus.CounterValue, float64(s.TCP), "tcp")
+	for rcode, n := range s.Rcodes {
+		ch <- prometheus.MustNewConstMetric(m.dnsResponses, prometheus.CounterValue, float64(n), rcode)
+	}
+	ch <- prometheus.MustNewConstMetric(m.dnsLimited, prometheus.CounterValue, float64(s.RateLimited), "drop")
+	ch <- prometheus.MustNewConstMetric(m.dnsLimited, prometheus.CounterValue, float64(s.Slipped), "slip")
+	ch <- prometheus.MustNewConstMetric(m.dnsTC, prometheus.CounterValue, float64(s.Truncated))
+}

@@ -1,0 +1,49 @@
+package dnszone
+
+import (
+	"strings"
+
+	"github.com/gatehouse-project/gatehouse/modules/registry"
+)
+
+// PutAddresses updates the mode and addresses of g and keeps the records
+// the index already holds for it. It serves the steady stream of pings,
+// which change addresses at most, without reading records from the store.
+// A gateway the index does not hold is added without records: callers
+// bringing one back from expiry use Put.
+func (x *Index) PutAddresses(g *registry.Gateway) {
+	if g == nil {
+		return
+	}
+	name, ok := gatewayLabel(g.Name)
+	if !ok {
+		return
+	}
+	if g.Expired {
+		x.Remove(name)
+		return
+	}
+	e := makeEntry(g, nil)
+	s := x.shard(name)
+	s.mu.Lock()
+	old, existed := s.m[name]
+	if existed {
+		if rs := old.recs(); len(rs) > 0 {
+			ext := extra{recs: rs}
+			if e.ext != nil {
+				ext.pub6, ext.local = e.ext.pub6, e.ext.local
+			}
+			e.ext = &ext
+		}
+		if old.equal(e) {
+			s.mu.Unlock()
+			return
+		}
+	}
+	s.m[strings.Clone(name)] = e
+	s.mu.Unlock()
+	if !existed {
+		x.n.Add(1)
+	}
+	x.bump()
+}

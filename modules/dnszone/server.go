@@ -1,0 +1,340 @@
+package dnszone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// ServerOptions tunes the transports. Zero values take the defaults.
+type ServerOptions struct {
+	// ReadTimeout bounds the wait for the first query on a TCP connection.
+	// Default 2s.
+	ReadTimeout time.Duration `json:"read_timeout,omitempty"`
+	// IdleTimeout bounds the wait for each further query on a TCP
+	// connection (RFC 7766 6.2.3). Default 8s.
+	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
+	// WriteTimeout bounds each write on a TCP connection, so that a client
+	// that stops reading (during a zone transfer, say) cannot hold a
+	// goroutine forever. Default 10s.
+	WriteTimeout time.Duration `json:"write_timeout,omitempty"`
+	// MaxTCPConns bounds the open TCP connections per listener; further
+	// clients wait in the kernel's accept queue. Default 1024.
+	MaxTCPConns int `json:"max_tcp_conns,omitempty"`
+	// MaxTCPQueries bounds the queries served on one TCP connection.
+	// Default 128.
+	MaxTCPQueries int `json:"max_tcp_queries,omitempty"`
+	// UDPSize is the read buffer for one UDP query. Default 4096.
+	UDPSize int `json:"udp_size,omitempty"`
+}
+
+func (o ServerOptions) withDefaults() ServerOptions {
+	setDuration(&o.ReadTimeout, 2*time.Second)
+	setDuration(&o.IdleTimeout, 8*time.Second)
+	setDuration(&o.WriteTimeout, 10*time.Second)
+	if o.MaxTCPConns <= 0 {
+		o.MaxTCPConns = 1024
+	}
+	if o.MaxTCPQueries == 0 {
+		o.MaxTCPQueries = 128
+	}
+	if o.UDPSize < dns.MinMsgSize {
+		o.UDPSize = 4096
+	}
+	return o
+}
+
+// Errors of Server.Start.
+var (
+	ErrServerStarted = errors.New("dns server already started")
+	ErrNoListeners   = errors.New("dns server has no listener")
+	ErrServerClosed  = errors.New("dns server shut down")
+)
+
+// Server serves a Handler on sockets opened by someone else (the Caddy
+// adapter, or tests). It owns them from Start on and closes them at
+// Shutdown.
+type Server struct {
+	h    *Handler
+	srvs []*dns.Server
+	pcs  []net.PacketConn
+	lns  []*tcpListener
+
+	mu       sync.Mutex
+	started  bool
+	stopping atomic.Bool
+	wg       sync.WaitGroup
+	errc     chan error
+}
+
+// NewServer returns a server of h on the given UDP sockets and TCP
+// listeners.
+func NewServer(h *Handler, pcs []net.PacketConn, lns []net.Listener, opts ServerOptions) *Server {
+	o := opts.withDefaults()
+	s := &Server{h: h, errc: make(chan error, len(pcs)+len(lns))}
+	newDNSServer := func() *dns.Server {
+		return &dns.Server{
+			Handler:       h,
+			ReadTimeout:   o.ReadTimeout,
+			IdleTimeout:   func() time.Duration { return o.IdleTimeout },
+			MaxTCPQueries: o.MaxTCPQueries,
+			UDPSize:       o.UDPSize,
+			MsgAcceptFunc: acceptQuery,
+			MsgInvalidFunc: func([]byte, error) {
+				h.stats.malformed.Add(1)
+			},
+		}
+	}
+	for _, pc := range pcs {
+		srv := newDNSServer()
+		srv.PacketConn = pc
+		s.pcs = append(s.pcs, pc)
+		s.srvs = append(s.srvs, srv)
+	}
+	for _, ln := range lns {
+		tl := &tcpListener{
+			Listener:     ln,
+			writeTimeout: o.WriteTimeout,
+			slots:        make(chan struct{}, o.MaxTCPConns),
+			done:         make(chan struct{}),
+			conns:        map[*tcpConn]struct{}{},
+		}
+		srv := newDNSServer()
+		srv.Listener = tl
+		s.lns = append(s.lns, tl)
+		s.srvs = append(s.srvs, srv)
+	}
+	return s
+}
+
+// acceptQuery lets every request reach the handler, which answers opcodes,
+// section counts and EDNS itself (so that the rules are unit-testable in
+// Answer), and ignores responses: answering one could loop between two
+// servers or reflect traffic.
+func acceptQuery(dh dns.Header) dns.MsgAcceptAction {
+	if dh.Bits&(1<<15) != 0 {
+		return dns.MsgIgnore
+	}
+	return dns.MsgAccept
+}
+
+// Start serves every socket in its own goroutine, owned by the Server
+// until Shutdown, and returns once all of them are listening.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	switch {
+	case s.stopping.Load():
+		s.mu.Unlock()
+		return ErrServerClosed
+	case s.started:
+		s.mu.Unlock()
+		return ErrServerStarted
+	case len(s.srvs) == 0:
+		s.mu.Unlock()
+		return ErrNoListeners
+	}
+	// The lock is held until every goroutine is counted, so that a
+	// concurrent Shutdown waits for all of them.
+	s.started = true
+	for _, srv := range s.srvs {
+		ready := make(chan struct{})
+		exited := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(ready) }
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer close(exited)
+			if err := srv.ActivateAndServe(); err != nil && !s.stopping.Load() {
+				s.errc <- fmt.Errorf("dns server on %s: %w", serverAddr(srv), err)
+			}
+		}()
+		select {
+		case <-ready:
+		case <-exited:
+		}
+	}
+	s.mu.Unlock()
+	select {
+	case err := <-s.errc:
+		_ = s.Shutdown(context.Background())
+		return err
+	default:
+		return nil
+	}
+}
+
+// Serve starts the server, runs until ctx ends or a socket fails, then
+// shuts down, giving TCP connections shutdownGrace to finish. It returns
+// nil when ctx ended, the failure otherwise.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	if serr := s.Shutdown(sctx); err == nil && !errors.Is(serr, context.DeadlineExceeded) {
+		err = serr
+	}
+	return err
+}
+
+// shutdownGrace is how long Serve lets TCP connections finish.
+const shutdownGrace = 5 * time.Second
+
+// Errors returns failures of sockets after Start (a socket closed under the
+// server); the server keeps serving its other sockets.
+func (s *Server) Errors() <-chan error { return s.errc }
+
+// Shutdown stops reading, lets the queries in flight finish until ctx
+// ends, then closes what remains, and returns when every goroutine of the
+// server has exited. It returns ctx's error when it had to cut connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.stopping.Swap(true) {
+		return nil
+	}
+	s.mu.Lock()
+	started := s.started
+	s.mu.Unlock()
+	// Closing the sockets first ends the read loops at once. A socket
+	// shared with the next configuration (Caddy's reload-safe sockets)
+	// survives this: miekg/dns sets the read deadline before every read,
+	// so the deadline the shutdown moves costs the other reader one
+	// spurious timeout (TestServerSharedSocketReload).
+	for _, pc := range s.pcs {
+		_ = pc.Close()
+	}
+	for _, ln := range s.lns {
+		_ = ln.Close()
+	}
+	var err error
+	if started {
+		var wg sync.WaitGroup
+		errs := make([]error, len(s.srvs))
+		for i, srv := range s.srvs {
+			wg.Go(func() { errs[i] = srv.ShutdownContext(ctx) })
+		}
+		wg.Wait()
+		for _, e := range errs {
+			// A server whose socket failed earlier says it is not
+			// started: nothing to report.
+			if errors.Is(e, context.Canceled) || errors.Is(e, context.DeadlineExceeded) {
+				err = e
+			}
+		}
+	}
+	for _, ln := range s.lns {
+		ln.closeConns()
+	}
+	s.wg.Wait()
+	return err
+}
+
+func serverAddr(srv *dns.Server) string {
+	if srv.PacketConn != nil {
+		return "udp/" + srv.PacketConn.LocalAddr().String()
+	}
+	return "tcp/" + srv.Listener.Addr().String()
+}
+
+// tcpListener bounds the open connections, puts a deadline on every write
+// (miekg/dns sets none), backs off on accept errors such as running out of
+// file descriptors (miekg/dns retries at once), and keeps the connections
+// so that Shutdown can close those that outlive its context.
+type tcpListener struct {
+	net.Listener
+	writeTimeout time.Duration
+	slots        chan struct{}
+	done         chan struct{}
+	closeOnce    sync.Once
+
+	mu    sync.Mutex
+	conns map[*tcpConn]struct{}
+}
+
+func (l *tcpListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			tc := &tcpConn{Conn: c, l: l}
+			l.mu.Lock()
+			l.conns[tc] = struct{}{}
+			l.mu.Unlock()
+			return tc, nil
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() && !isTemporary(err) {
+			<-l.slots
+			return nil, err
+		}
+		select {
+		case <-time.After(delay):
+		case <-l.done:
+			<-l.slots
+			return nil, net.ErrClosed
+		}
+	}
+}
+
+// isTemporary reports accept errors worth retrying (EMFILE, ECONNABORTED);
+// net.Error.Temporary is deprecated but still the only portable test.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (l *tcpListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+func (l *tcpListener) closeConns() {
+	l.mu.Lock()
+	conns := make([]*tcpConn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+type tcpConn struct {
+	net.Conn
+	l         *tcpListener
+	closeOnce sync.Once
+}
+
+func (c *tcpConn) Write(b []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.l.writeTimeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *tcpConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+		<-c.l.slots
+	})
+	return err
+}

@@ -1,0 +1,113 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// MaxLocalAddrs bounds how many LAN addresses one gateway may report.
+const MaxLocalAddrs = 8
+
+type pendingPing struct {
+	ctx  context.Context
+	req  PingRequest
+	done chan PingResult
+}
+
+// Ping records that the gateway owning token is alive, seen from public,
+// with the given LAN addresses (nil keeps the stored ones). Pings from many
+// gateways are committed together (group commit), so one database
+// transaction serves many requests while each still returns only once its
+// own write is durable.
+func (r *Registry) Ping(ctx context.Context, token string, public netip.Addr, local []netip.Addr) (*Gateway, error) {
+	if CheckTokenSyntax(token) != nil {
+		return nil, ErrNotFound
+	}
+	if len(local) > MaxLocalAddrs {
+		return nil, fmt.Errorf("%w: at most %d local addresses", ErrInvalidInput, MaxLocalAddrs)
+	}
+	req := PingRequest{TokenHash: HashToken(token), At: r.now().UTC(), LocalAddrs: local}
+	public = public.Unmap()
+	switch {
+	case public.Is4():
+		req.PublicV4 = public
+	case public.Is6():
+		req.PublicV6 = public
+	}
+	p := &pendingPing{ctx: ctx, req: req, done: make(chan PingResult, 1)}
+	select {
+	case r.pings <- p:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-r.stop:
+		return nil, fmt.Errorf("registry stopped")
+	}
+	select {
+	case res := <-p.done:
+		return res.Gateway, res.Err
+	case <-ctx.Done():
+		// The write may still land; that is harmless for a ping.
+		return nil, ctx.Err()
+	}
+}
+
+func (r *Registry) pingLoop() {
+	batch := make([]*pendingPing, 0, r.cfg.PingBatch)
+	reqs := make([]PingRequest, 0, r.cfg.PingBatch)
+	for {
+		batch, reqs = batch[:0], reqs[:0]
+		select {
+		case p := <-r.pings:
+			batch = append(batch, p)
+		case <-r.stop:
+			return
+		}
+	drain:
+		for len(batch) < r.cfg.PingBatch {
+			select {
+			case p := <-r.pings:
+				batch = append(batch, p)
+			default:
+				break drain
+			}
+		}
+		live := batch[:0]
+		for _, p := range batch {
+			if p.ctx.Err() != nil {
+				p.done <- PingResult{Err: p.ctx.Err()}
+				continue
+			}
+			live = append(live, p)
+			reqs = append(reqs, p.req)
+		}
+		if len(live) == 0 {
+			continue
+		}
+		// The batch outlives any single caller's context: one client
+		// hanging up must not roll back its neighbours' pings.
+		results := r.store.PingBatch(context.Background(), reqs)
+		for i, p := range live {
+			res := results[i]
+			if res.Err == nil {
+				r.emitPing(res)
+			}
+			p.done <- res
+		}
+	}
+}
+
+// emitPing tells observers the gateway's state after a ping. Observers
+// compare it with what they hold, so an unchanged ping costs them a lookup.
+func (r *Registry) emitPing(res PingResult) {
+	if res.WasExpired {
+		// Observers dropped the expired gateway; they need all of it back.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.emitRecords(ctx, res.Gateway); err == nil {
+			return
+		}
+	}
+	r.emit(Event{Name: res.Gateway.Name, Gateway: res.Gateway})
+}

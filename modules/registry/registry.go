@@ -1,0 +1,192 @@
+// Package registry holds the gateways that Gatehouse knows: their names, hashed
+// tokens, modes, reported addresses, email accounts and DNS records, and the
+// rules that govern them (name syntax, tokens, reclamation, expiry).
+//
+// It knows nothing of HTTP, DNS wire formats or Caddy. Stores (SQLite,
+// PostgreSQL) live in sub-packages and implement Store; the Registry type
+// layers the business rules on top of any Store.
+package registry
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Mode says which address NAME.ZONE resolves to.
+type Mode string
+
+const (
+	// ModeTunnel points the name at the cloud's tunnel addresses.
+	ModeTunnel Mode = "tunnel"
+	// ModeDynamic points the name at the public address the gateway reports.
+	ModeDynamic Mode = "dynamic"
+)
+
+// Valid reports whether m is a known mode.
+func (m Mode) Valid() bool { return m == ModeTunnel || m == ModeDynamic }
+
+// Gateway is one registered name. Secrets are only ever held as SHA-256 hashes.
+type Gateway struct {
+	Name        string
+	TokenHash   []byte
+	Mode        Mode
+	Description string
+
+	// AccountID is the owner's email account, 0 when none was set.
+	AccountID int64
+	// Email is the account's address, filled by reads that join accounts.
+	Email string
+	// OptOut is the account's opt-out flag, filled by reads that join accounts.
+	OptOut bool
+	// EmailVerified is true once the owner followed the verification link.
+	EmailVerified bool
+	// VerifyTokenHash is the hash of the pending email verification token.
+	VerifyTokenHash []byte
+	VerifyExpires   time.Time
+	// ReclaimTokenHash is the hash of the pending single-use reclamation token.
+	ReclaimTokenHash []byte
+	ReclaimExpires   time.Time
+
+	LastPing time.Time
+	PublicV4 netip.Addr
+	PublicV6 netip.Addr
+	// LocalAddrs are the LAN addresses the gateway reports.
+	LocalAddrs []netip.Addr
+	// Expired is set by the sweeper when the gateway has been silent for too
+	// long; its addresses are cleared and DNS answers NXDOMAIN until it pings.
+	Expired bool
+	Created time.Time
+}
+
+// Record is one DNS record in a gateway's own subtree.
+type Record struct {
+	// Gateway is the owning gateway's name.
+	Gateway string
+	// Owner is the name relative to NAME.ZONE: "" for NAME itself,
+	// "_acme-challenge", "www", "_acme-challenge.www", ...
+	Owner string
+	// Type is "TXT", "A", "AAAA" or "CNAME".
+	Type  string
+	Value string
+	TTL   time.Duration
+	// Created orders records and lets stale challenges be pruned.
+	Created time.Time
+}
+
+// Account is an email address that owns gateways.
+type Account struct {
+	ID      int64
+	Email   string
+	OptOut  bool
+	Created time.Time
+}
+
+// PingRequest is one gateway's periodic report.
+type PingRequest struct {
+	TokenHash []byte
+	At        time.Time
+	// PublicV4 / PublicV6: the address seen on the connection; the zero
+	// value leaves the stored one unchanged.
+	PublicV4 netip.Addr
+	PublicV6 netip.Addr
+	// LocalAddrs replaces the stored LAN addresses when non-nil.
+	LocalAddrs []netip.Addr
+}
+
+// PingResult answers one PingRequest of a batch.
+type PingResult struct {
+	Gateway *Gateway // nil with Err
+	// WasExpired is true when this ping brought an expired gateway back.
+	WasExpired bool
+	Err        error
+}
+
+// RecordFilter selects records for deletion or lookup; empty fields match
+// anything (libdns delete semantics).
+type RecordFilter struct {
+	Owner *string // nil: any owner
+	Type  string
+	Value string
+}
+
+// Errors that callers branch on. The API maps them to its JSON error names.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrNameTaken     = errors.New("name already registered")
+	ErrInvalidName   = errors.New("invalid name")
+	ErrReservedName  = errors.New("reserved name")
+	ErrTokenMismatch = errors.New("token mismatch")
+	ErrNoEmail       = errors.New("no verified email")
+	ErrTooMany       = errors.New("too many records")
+	ErrConflict      = errors.New("conflicting record")
+)
+
+// Store persists gateways, accounts and records. Every method is atomic: it
+// either applies entirely or not at all. Implementations must be safe for
+// concurrent use.
+type Store interface {
+	// CreateGateway inserts g; ErrNameTaken if the name exists. When email
+	// is non-empty, the account is found or created in the same transaction
+	// and g.AccountID set.
+	CreateGateway(ctx context.Context, g *Gateway, email string) error
+	// Gateway returns the named gateway (with its account joined) or ErrNotFound.
+	Gateway(ctx context.Context, name string) (*Gateway, error)
+	// GatewayByToken finds a gateway by its token hash, or ErrNotFound.
+	GatewayByToken(ctx context.Context, tokenHash []byte) (*Gateway, error)
+	// GatewayByReclaimToken finds a gateway by its reclamation token hash.
+	GatewayByReclaimToken(ctx context.Context, hash []byte) (*Gateway, error)
+	// GatewayByVerifyToken finds a gateway by its email verification token hash.
+	GatewayByVerifyToken(ctx context.Context, hash []byte) (*Gateway, error)
+	// UpdateGateway reads the named gateway under a write lock, calls fn, and
+	// writes every field of the result back in the same transaction. If fn
+	// returns an error nothing is written. email, when non-nil, re-links the
+	// gateway to the account of that address (created if needed; "" unlinks).
+	UpdateGateway(ctx context.Context, name string, fn func(g *Gateway) (email *string, err error)) (*Gateway, error)
+	// SetAccountOptOut updates the opt-out flag of an account.
+	SetAccountOptOut(ctx context.Context, accountID int64, optOut bool) error
+	// DeleteGateway removes the gateway and its records, or ErrNotFound.
+	DeleteGateway(ctx context.Context, name string) error
+	// PingBatch applies several pings in one transaction (group commit).
+	// Unknown tokens give ErrNotFound in their own result only. A ping clears
+	// Expired.
+	PingBatch(ctx context.Context, pings []PingRequest) []PingResult
+	// ExpireSilent marks every non-expired gateway whose last ping (or
+	// creation, if it never pinged) is before cutoff as expired, clears its
+	// addresses, and returns their names.
+	ExpireSilent(ctx context.Context, cutoff time.Time) ([]string, error)
+	// GatewaysByPublicIP lists the non-expired gateways whose last public
+	// IPv4 or IPv6 address is ip.
+	GatewaysByPublicIP(ctx context.Context, ip netip.Addr) ([]*Gateway, error)
+	// ForEachGateway calls fn for every gateway with its records, in name
+	// order, to load in-memory indexes at start. fn must not call the store.
+	ForEachGateway(ctx context.Context, fn func(g *Gateway, recs []Record) error) error
+	// CountGateways returns the number of registered gateways.
+	CountGateways(ctx context.Context) (int, error)
+
+	// Records returns the gateway's records (all owners), oldest first.
+	Records(ctx context.Context, gateway string) ([]Record, error)
+	// AppendRecords adds records; an identical record (owner, type, value)
+	// already present is kept, not duplicated. If the gateway would then
+	// hold more than max records, nothing is written and ErrTooMany returned.
+	AppendRecords(ctx context.Context, gateway string, recs []Record, max int) error
+	// SetRecords replaces, for every (owner, type) pair present in recs,
+	// the whole RRset with the given records, atomically; same max rule.
+	SetRecords(ctx context.Context, gateway string, recs []Record, max int) error
+	// DeleteRecords removes the records matching any of the filters and
+	// returns those removed.
+	DeleteRecords(ctx context.Context, gateway string, filters []RecordFilter) ([]Record, error)
+	// PruneRecords deletes records of the given owner and type created
+	// before cutoff, across all gateways, and returns the affected gateways.
+	PruneRecords(ctx context.Context, owner, rtype string, cutoff time.Time) ([]string, error)
+
+	// Changes delivers the names of gateways changed by other processes
+	// sharing the store. A shared store (PostgreSQL) announces every write
+	// inside the writing transaction (pg_notify), so a committed change is
+	// never silent; a process does not receive its own announcements.
+	// Unshared stores return a nil channel. The channel closes when ctx ends.
+	Changes(ctx context.Context) (<-chan string, error)
+
+	Close() error
+}

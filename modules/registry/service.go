@@ -1,0 +1,478 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/mail"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// Errors of the registration flows, beyond the store's.
+var (
+	// ErrReclaimable is ErrNameTaken for a name whose owner has a verified
+	// email, so a reclamation can be asked for.
+	ErrReclaimable     = errors.New("name taken, reclamation possible")
+	ErrInvalidEmail    = errors.New("invalid email address")
+	ErrInvalidInput    = errors.New("invalid input")
+	ErrExpiredToken    = errors.New("token expired")
+	ErrOutsideSubtree  = errors.New("record outside the gateway's subtree")
+	ErrUnsupportedType = errors.New("unsupported record type")
+)
+
+// Notifier delivers the mails of the email flows. The registry decides when
+// a mail is due; the notifier decides what it looks like.
+type Notifier interface {
+	SendVerification(ctx context.Context, to, name, token string) error
+	SendReclamation(ctx context.Context, to, name, token string) error
+}
+
+// Event tells observers (the DNS index, the tunnel hub) what changed.
+type Event struct {
+	Name string
+	// Gateway is the new state; nil when the gateway was removed.
+	Gateway *Gateway
+	// Records is the gateway's full record set when RecordsChanged.
+	Records        []Record
+	RecordsChanged bool
+	// Revoked is set when the gateway's token stopped working (reclaimed,
+	// unsubscribed) or it expired: live tunnels for the name must close.
+	Revoked bool
+}
+
+// Config holds the registry's policy.
+type Config struct {
+	// ExpireAfter is how long a silent gateway keeps its addresses; 0 never.
+	ExpireAfter time.Duration
+	// ReclaimTTL is how long a mailed reclamation token stays valid.
+	ReclaimTTL time.Duration
+	// VerifyTTL is how long an email verification link stays valid.
+	VerifyTTL time.Duration
+	// ChallengeLifetime is after how long a forgotten ACME challenge TXT
+	// value is pruned.
+	ChallengeLifetime time.Duration
+	// MaxRecords bounds the records one gateway may hold.
+	MaxRecords int
+	// SweepInterval is how often expiry and pruning run.
+	SweepInterval time.Duration
+	// PingBatch is the most pings committed in one transaction.
+	PingBatch int
+	// PingWorkers is how many batches may commit at once (1 for SQLite's
+	// single writer; more for PostgreSQL).
+	PingWorkers int
+	// Reserved names in addition to the built-in ones.
+	Reserved []string
+}
+
+func (c *Config) setDefaults() {
+	if c.ReclaimTTL == 0 {
+		c.ReclaimTTL = 24 * time.Hour
+	}
+	if c.VerifyTTL == 0 {
+		c.VerifyTTL = 72 * time.Hour
+	}
+	if c.ChallengeLifetime == 0 {
+		c.ChallengeLifetime = 24 * time.Hour
+	}
+	if c.MaxRecords == 0 {
+		c.MaxRecords = 64
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = time.Minute
+		if c.ExpireAfter > 0 && c.ExpireAfter/4 < c.SweepInterval {
+			c.SweepInterval = max(c.ExpireAfter/4, 100*time.Millisecond)
+		}
+	}
+	if c.PingBatch == 0 {
+		c.PingBatch = 256
+	}
+	if c.PingWorkers == 0 {
+		c.PingWorkers = 1
+	}
+}
+
+// Registry applies Gatehouse's registration rules over a Store.
+type Registry struct {
+	store    Store
+	cfg      Config
+	names    *Names
+	notifier Notifier
+	now      func() time.Time
+
+	mu        sync.RWMutex
+	observers []func(Event)
+
+	pings chan *pendingPing
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// New returns a Registry over store. Call Start to run the pinger and the
+// sweeper, and Stop to end them.
+func New(store Store, cfg Config, notifier Notifier) *Registry {
+	cfg.setDefaults()
+	return &Registry{
+		store:    store,
+		cfg:      cfg,
+		names:    NewNames(cfg.Reserved),
+		notifier: notifier,
+		now:      time.Now,
+		pings:    make(chan *pendingPing, 4096),
+		stop:     make(chan struct{}),
+	}
+}
+
+// Store returns the underlying store.
+func (r *Registry) Store() Store { return r.store }
+
+// Names returns the name checker.
+func (r *Registry) Names() *Names { return r.names }
+
+// Observe registers fn to be called, synchronously, after every change.
+func (r *Registry) Observe(fn func(Event)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.observers = append(r.observers, fn)
+}
+
+func (r *Registry) emit(ev Event) {
+	r.mu.RLock()
+	obs := r.observers
+	r.mu.RUnlock()
+	for _, fn := range obs {
+		fn(ev)
+	}
+}
+
+// Reload re-reads a gateway from the store and tells observers; used when
+// another process sharing the store announced a change.
+func (r *Registry) Reload(ctx context.Context, name string) error {
+	g, err := r.store.Gateway(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		r.emit(Event{Name: name, Revoked: true})
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	recs, err := r.store.Records(ctx, name)
+	if err != nil {
+		return err
+	}
+	r.emit(Event{Name: name, Gateway: g, Records: recs, RecordsChanged: true, Revoked: g.Expired})
+	return nil
+}
+
+// Start runs the ping committers and the sweeper until Stop.
+func (r *Registry) Start() {
+	for range r.cfg.PingWorkers {
+		r.wg.Go(r.pingLoop)
+	}
+	r.wg.Go(r.sweepLoop)
+}
+
+// Stop ends the background work and waits for it.
+func (r *Registry) Stop() {
+	close(r.stop)
+	r.wg.Wait()
+}
+
+// SubscribeRequest is a registration or a reclamation of a name.
+type SubscribeRequest struct {
+	Name             string
+	Email            string
+	ReclamationToken string
+	Description      string
+	Mode             Mode
+}
+
+// Subscription is what a successful subscribe returns; Token is shown once.
+type Subscription struct {
+	Name  string
+	Token string
+	// Reclaimed is true when an existing name moved to a new token.
+	Reclaimed bool
+}
+
+const maxDescription = 256
+
+// Subscribe registers req.Name, or, with a matching reclamation token,
+// gives the existing name a new token (the old one stops working).
+func (r *Registry) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscription, error) {
+	if err := r.names.Check(req.Name); err != nil {
+		return nil, err
+	}
+	if req.Mode == "" {
+		req.Mode = ModeTunnel
+	}
+	if !req.Mode.Valid() {
+		return nil, fmt.Errorf("%w: mode must be tunnel or dynamic", ErrInvalidInput)
+	}
+	if err := checkText(req.Description, maxDescription, "description"); err != nil {
+		return nil, err
+	}
+	if req.Email != "" {
+		if err := checkEmail(req.Email); err != nil {
+			return nil, err
+		}
+	}
+	if req.ReclamationToken != "" {
+		return r.reclaimWithToken(ctx, req)
+	}
+	token, hash := NewToken()
+	now := r.now().UTC()
+	g := &Gateway{Name: req.Name, TokenHash: hash, Mode: req.Mode, Description: req.Description, Created: now}
+	var verifyToken string
+	if req.Email != "" {
+		var vh []byte
+		verifyToken, vh = NewToken()
+		g.VerifyTokenHash, g.VerifyExpires = vh, now.Add(r.cfg.VerifyTTL)
+	}
+	err := r.store.CreateGateway(ctx, g, req.Email)
+	if errors.Is(err, ErrNameTaken) {
+		existing, gerr := r.store.Gateway(ctx, req.Name)
+		if gerr == nil && existing.EmailVerified && existing.AccountID != 0 {
+			return nil, ErrReclaimable
+		}
+		return nil, ErrNameTaken
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.emit(Event{Name: g.Name, Gateway: g, RecordsChanged: true})
+	if verifyToken != "" && r.notifier != nil {
+		// The name is registered either way; a mail that failed can be
+		// asked for again with /setemail.
+		_ = r.notifier.SendVerification(ctx, req.Email, g.Name, verifyToken)
+	}
+	return &Subscription{Name: g.Name, Token: token}, nil
+}
+
+func (r *Registry) reclaimWithToken(ctx context.Context, req SubscribeRequest) (*Subscription, error) {
+	if CheckTokenSyntax(req.ReclamationToken) != nil {
+		return nil, ErrTokenMismatch
+	}
+	token, hash := NewToken()
+	now := r.now()
+	g, err := r.store.UpdateGateway(ctx, req.Name, func(g *Gateway) (*string, error) {
+		if !TokenMatches(req.ReclamationToken, g.ReclaimTokenHash) {
+			return nil, ErrTokenMismatch
+		}
+		if now.After(g.ReclaimExpires) {
+			return nil, ErrExpiredToken
+		}
+		g.TokenHash = hash
+		g.ReclaimTokenHash, g.ReclaimExpires = nil, time.Time{}
+		g.Mode = req.Mode
+		if req.Description != "" {
+			g.Description = req.Description
+		}
+		return nil, nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil, ErrTokenMismatch
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.emit(Event{Name: g.Name, Gateway: g, Revoked: true})
+	return &Subscription{Name: g.Name, Token: token, Reclaimed: true}, nil
+}
+
+// Authenticate returns the gateway that owns token.
+func (r *Registry) Authenticate(ctx context.Context, token string) (*Gateway, error) {
+	if CheckTokenSyntax(token) != nil {
+		return nil, ErrNotFound
+	}
+	return r.store.GatewayByToken(ctx, HashToken(token))
+}
+
+// Unsubscribe deletes the gateway that owns token (or reclamation token).
+func (r *Registry) Unsubscribe(ctx context.Context, token, reclamationToken string) error {
+	var g *Gateway
+	var err error
+	switch {
+	case token != "":
+		g, err = r.Authenticate(ctx, token)
+	case reclamationToken != "":
+		if CheckTokenSyntax(reclamationToken) != nil {
+			return ErrNotFound
+		}
+		g, err = r.store.GatewayByReclaimToken(ctx, HashToken(reclamationToken))
+		if err == nil && r.now().After(g.ReclaimExpires) {
+			return ErrExpiredToken
+		}
+	default:
+		return fmt.Errorf("%w: token or reclamationToken required", ErrInvalidInput)
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.store.DeleteGateway(ctx, g.Name); err != nil {
+		return err
+	}
+	r.emit(Event{Name: g.Name, Revoked: true})
+	return nil
+}
+
+// Reclaim mails a single-use reclamation token to the verified email of name.
+func (r *Registry) Reclaim(ctx context.Context, name string) error {
+	if err := r.names.Check(name); err != nil {
+		return err
+	}
+	token, hash := NewToken()
+	now := r.now()
+	g, err := r.store.UpdateGateway(ctx, name, func(g *Gateway) (*string, error) {
+		if g.AccountID == 0 || !g.EmailVerified || g.Email == "" {
+			return nil, ErrNoEmail
+		}
+		g.ReclaimTokenHash, g.ReclaimExpires = hash, now.Add(r.cfg.ReclaimTTL)
+		return nil, nil
+	})
+	if err != nil {
+		return err
+	}
+	if r.notifier == nil {
+		return fmt.Errorf("reclaim: no mailer configured")
+	}
+	return r.notifier.SendReclamation(ctx, g.Email, g.Name, token)
+}
+
+// SetEmail links the gateway to email (unverified) and mails a verification link.
+func (r *Registry) SetEmail(ctx context.Context, token, email string, optOut bool) error {
+	if err := checkEmail(email); err != nil {
+		return err
+	}
+	g, err := r.Authenticate(ctx, token)
+	if err != nil {
+		return err
+	}
+	verifyToken, vh := NewToken()
+	now := r.now()
+	g, err = r.store.UpdateGateway(ctx, g.Name, func(g *Gateway) (*string, error) {
+		g.EmailVerified = false
+		g.VerifyTokenHash, g.VerifyExpires = vh, now.Add(r.cfg.VerifyTTL)
+		return &email, nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.store.SetAccountOptOut(ctx, g.AccountID, optOut); err != nil {
+		return err
+	}
+	if r.notifier == nil {
+		return fmt.Errorf("setemail: no mailer configured")
+	}
+	return r.notifier.SendVerification(ctx, email, g.Name, verifyToken)
+}
+
+// VerifyEmail marks the email behind a verification link as verified.
+func (r *Registry) VerifyEmail(ctx context.Context, s string) (*Gateway, error) {
+	if CheckTokenSyntax(s) != nil {
+		return nil, ErrNotFound
+	}
+	g, err := r.store.GatewayByVerifyToken(ctx, HashToken(s))
+	if err != nil {
+		return nil, err
+	}
+	now := r.now()
+	return r.store.UpdateGateway(ctx, g.Name, func(g *Gateway) (*string, error) {
+		if !TokenMatches(s, g.VerifyTokenHash) {
+			return nil, ErrNotFound
+		}
+		if now.After(g.VerifyExpires) {
+			return nil, ErrExpiredToken
+		}
+		g.EmailVerified = true
+		g.VerifyTokenHash, g.VerifyExpires = nil, time.Time{}
+		return nil, nil
+	})
+}
+
+// RevokeEmail un-verifies the gateway's email: it can no longer reclaim.
+func (r *Registry) RevokeEmail(ctx context.Context, token string) error {
+	g, err := r.Authenticate(ctx, token)
+	if err != nil {
+		return err
+	}
+	_, err = r.store.UpdateGateway(ctx, g.Name, func(g *Gateway) (*string, error) {
+		g.EmailVerified = false
+		g.VerifyTokenHash, g.VerifyExpires = nil, time.Time{}
+		g.ReclaimTokenHash, g.ReclaimExpires = nil, time.Time{}
+		return nil, nil
+	})
+	return err
+}
+
+// Discover lists the live gateways last seen from ip.
+func (r *Registry) Discover(ctx context.Context, ip netip.Addr) ([]*Gateway, error) {
+	return r.store.GatewaysByPublicIP(ctx, ip.Unmap())
+}
+
+const maxChallenge = 255
+
+// AddChallenge adds an ACME DNS-01 value to _acme-challenge.NAME (the
+// compatible /dnsconfig). Several values coexist, as a certificate for NAME
+// and *.NAME needs two at once.
+func (r *Registry) AddChallenge(ctx context.Context, token, value string) error {
+	if value == "" || len(value) > maxChallenge || !printableASCII(value) {
+		return fmt.Errorf("%w: challenge must be 1 to %d printable ASCII characters", ErrInvalidInput, maxChallenge)
+	}
+	g, err := r.Authenticate(ctx, token)
+	if err != nil {
+		return err
+	}
+	rec := Record{Gateway: g.Name, Owner: "_acme-challenge", Type: "TXT", Value: value, TTL: 60 * time.Second, Created: r.now().UTC()}
+	if err := r.store.AppendRecords(ctx, g.Name, []Record{rec}, r.cfg.MaxRecords); err != nil {
+		return err
+	}
+	return r.emitRecords(ctx, g)
+}
+
+func (r *Registry) emitRecords(ctx context.Context, g *Gateway) error {
+	recs, err := r.store.Records(ctx, g.Name)
+	if err != nil {
+		return err
+	}
+	r.emit(Event{Name: g.Name, Gateway: g, Records: recs, RecordsChanged: true})
+	return nil
+}
+
+func checkEmail(email string) error {
+	if len(email) > 254 || !utf8.ValidString(email) {
+		return ErrInvalidEmail
+	}
+	a, err := mail.ParseAddress(email)
+	if err != nil || a.Address != email || !strings.Contains(email, "@") {
+		return ErrInvalidEmail
+	}
+	return nil
+}
+
+func checkText(s string, maxLen int, what string) error {
+	if len(s) > maxLen {
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalidInput, what, maxLen)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not UTF-8", ErrInvalidInput, what)
+	}
+	for _, c := range s {
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("%w: %s contains control characters", ErrInvalidInput, what)
+		}
+	}
+	return nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,122 @@
+package sqlitestore
+
+import (
+	"database/sql"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/modules/registry"
+)
+
+// TestUpgradeFromV1 builds a database as the first release left it, with
+// data, and checks that Open upgrades it in place and keeps the data.
+func TestUpgradeFromV1(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := sql.Open("sqlite", path+"?_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, db, migrations[:1]); err != nil {
+		t.Fatalf("migrate to v1: %v", err)
+	}
+	created := time.Date(2024, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO accounts (id, email, optout, created) VALUES (7, 'old@example.org', 1, ?)`, []any{created.UnixNano()}},
+		{`INSERT INTO gateways (name, token_hash, mode, description, account_id, public_v4, created)
+			VALUES ('legacy', ?, 'dynamic', 'from v1', 7, '198.51.100.7', ?)`, []any{registry.HashToken("legacy"), created.UnixNano()}},
+		{`INSERT INTO records (gateway, owner, type, value, ttl_seconds, created)
+			VALUES ('legacy', '_acme-challenge', 'TXT', 'abc', 60, ?)`, []any{created.UnixNano()}},
+	} {
+		if _, err := db.ExecContext(ctx, q.sql, q.args...); err != nil {
+			t.Fatalf("%s: %v", q.sql, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open of a v1 database: %v", err)
+	}
+	defer s.Close()
+	var version, steps int
+	if err := s.reader.QueryRowContext(ctx, `SELECT max(version), count(*) FROM schema_migrations`).Scan(&version, &steps); err != nil {
+		t.Fatal(err)
+	}
+	if version != currentVersion || steps != len(migrations) {
+		t.Errorf("schema at version %d after %d steps, want %d after %d", version, steps, currentVersion, len(migrations))
+	}
+	var plan strings.Builder
+	rows, err := s.reader.QueryContext(ctx, `EXPLAIN QUERY PLAN SELECT name FROM gateways WHERE public_v4 = '198.51.100.7'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan.WriteString(detail)
+	}
+	rows.Close()
+	if !strings.Contains(plan.String(), "gateways_public_v4") {
+		t.Errorf("lookup by public IP does not use the v2 index: %s", plan.String())
+	}
+
+	g, err := s.Gateway(ctx, "legacy")
+	if err != nil {
+		t.Fatalf("Gateway(legacy) after upgrade: %v", err)
+	}
+	if g.Mode != registry.ModeDynamic || g.Description != "from v1" || g.AccountID != 7 || g.Email != "old@example.org" ||
+		!g.OptOut || g.PublicV4 != netip.MustParseAddr("198.51.100.7") || !g.Created.Equal(created) {
+		t.Errorf("Gateway(legacy) after upgrade = %+v", g)
+	}
+	if gs, err := s.GatewaysByPublicIP(ctx, netip.MustParseAddr("198.51.100.7")); err != nil || len(gs) != 1 {
+		t.Errorf("GatewaysByPublicIP after upgrade = %v, %v", gs, err)
+	}
+	recs, err := s.Records(ctx, "legacy")
+	if err != nil || len(recs) != 1 || recs[0].Value != "abc" || recs[0].TTL != time.Minute {
+		t.Errorf("Records(legacy) after upgrade = %+v, %v", recs, err)
+	}
+	s.Close()
+
+	// Opening an up-to-date database runs nothing more.
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatalf("second Open: %v", err)
+	}
+	if err := s.reader.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&steps); err != nil || steps != len(migrations) {
+		t.Errorf("second Open: %d migration rows, %v", steps, err)
+	}
+	s.Close()
+}
+
+// TestRefusesNewerSchema keeps an old binary from writing to a database
+// that a newer one has changed in ways it does not know.
+func TestRefusesNewerSchema(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "future.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.writer.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied) VALUES (?, 0)`, currentVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err := Open(ctx, path); err == nil {
+		s.Close()
+		t.Fatal("Open accepted a database from a newer version")
+	} else if !strings.Contains(err.Error(), "newer") {
+		t.Errorf("Open error = %v", err)
+	}
+}

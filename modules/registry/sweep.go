@@ -1,0 +1,51 @@
+package registry
+
+import (
+	"context"
+	"time"
+)
+
+func (r *Registry) sweepLoop() {
+	t := time.NewTicker(r.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), r.cfg.SweepInterval)
+			_ = r.Sweep(ctx)
+			cancel()
+		}
+	}
+}
+
+// Sweep expires the gateways silent for longer than ExpireAfter (they lose
+// their addresses and tunnels, not their names) and prunes challenge
+// values that were never cleaned up.
+func (r *Registry) Sweep(ctx context.Context) error {
+	now := r.now()
+	if r.cfg.ExpireAfter > 0 {
+		names, err := r.store.ExpireSilent(ctx, now.Add(-r.cfg.ExpireAfter))
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			g, err := r.store.Gateway(ctx, n)
+			if err != nil {
+				continue
+			}
+			r.emit(Event{Name: n, Gateway: g, Revoked: true})
+		}
+	}
+	pruned, err := r.store.PruneRecords(ctx, "_acme-challenge", "TXT", now.Add(-r.cfg.ChallengeLifetime))
+	if err != nil {
+		return err
+	}
+	for _, n := range pruned {
+		if g, err := r.store.Gateway(ctx, n); err == nil {
+			_ = r.emitRecords(ctx, g)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,288 @@
+// Package client is the gateway agent's end of the tunnel: it keeps a
+// session open to the cloud's tunnel endpoint (a WebSocket over HTTPS),
+// reconnects with jittered exponential backoff when it drops, and hands every
+// stream the cloud opens (one per ingress TLS connection) to a Handler. It
+// also writes PROXY protocol v2 headers, so that a local upstream learns the
+// original client's address.
+//
+// It does not decide where a stream goes (the Handler does), does not obtain
+// the gateway's token or certificate, and does not terminate TLS.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+)
+
+// ReasonShutdown is what the cloud is told when Run's context ends.
+const ReasonShutdown = "agent shutting down"
+
+// Backoff spaces reconnection attempts: the n-th consecutive failure waits
+// Min·2ⁿ, capped at Max, minus a random part of up to Jitter of it. Zero
+// fields take the defaults of DefaultBackoff.
+type Backoff struct {
+	// Min is the delay after the first failure. Default 1s.
+	Min time.Duration
+	// Max caps the delay. Default 1 minute.
+	Max time.Duration
+	// Jitter is the random fraction of each delay, in (0, 1]: a delay d
+	// becomes uniform in [d·(1-Jitter), d]. Default 0.5. It cannot be
+	// turned off: it is what spreads the reconnections of many agents
+	// after the cloud restarts.
+	Jitter float64
+	// ResetAfter is how long a session must have lasted to count as
+	// healthy, so that the next failure starts again from Min. Default 1
+	// minute.
+	ResetAfter time.Duration
+}
+
+// DefaultBackoff returns the values zero Backoff fields stand for.
+func DefaultBackoff() Backoff {
+	return Backoff{Min: time.Second, Max: time.Minute, Jitter: 0.5, ResetAfter: time.Minute}
+}
+
+func (b Backoff) withDefaults() Backoff {
+	d := DefaultBackoff()
+	if b.Min <= 0 {
+		b.Min = d.Min
+	}
+	if b.Max <= 0 {
+		b.Max = d.Max
+	}
+	if b.Max < b.Min {
+		b.Max = b.Min
+	}
+	if b.Jitter <= 0 || b.Jitter > 1 {
+		b.Jitter = d.Jitter
+	}
+	if b.ResetAfter <= 0 {
+		b.ResetAfter = d.ResetAfter
+	}
+	return b
+}
+
+// Delay is the wait after the attempt-th consecutive failure (from 0).
+func (b Backoff) Delay(attempt int) time.Duration {
+	b = b.withDefaults()
+	// Double step by step: Min<<attempt would overflow long before the
+	// loop ends at the cap.
+	d := b.Min
+	for i := 0; i < attempt && d < b.Max; i++ {
+		if d > b.Max/2 {
+			d = b.Max
+			break
+		}
+		d *= 2
+	}
+	return d - time.Duration(rand.Float64()*b.Jitter*float64(d))
+}
+
+// healthy reports whether a session that lasted connected resets the
+// series of delays.
+func (b Backoff) healthy(connected time.Duration) bool {
+	return connected >= b.withDefaults().ResetAfter
+}
+
+// State is a snapshot of the client's connection.
+type State struct {
+	// Connected is true while a session is up.
+	Connected bool
+	// Since is when Connected last changed (or Run started).
+	Since time.Time
+	// LastError is why the last attempt failed or the last session ended
+	// (a *tunnel.RefusedError when the cloud refused the handshake). It
+	// stays set after a reconnection; Connected tells the present.
+	LastError error
+	// RTT is the current session's last keepalive round trip.
+	RTT time.Duration
+	// Failures counts consecutive failed attempts, a session shorter than
+	// Backoff.ResetAfter counting as one; 0 while connected.
+	Failures int
+}
+
+// Client keeps the agent's tunnel up. Set the fields, then call Run.
+type Client struct {
+	// URL is the cloud's tunnel endpoint, e.g. wss://api.box.example.org/v1/tunnel.
+	URL string
+	// Name is the gateway's name and Token its secret; they authenticate
+	// the handshake. The token is never logged.
+	Name  string
+	Token string
+	// Handler serves each stream the cloud opens, in its own goroutine. It
+	// must answer the stream with Stream.Ack (after dialling its upstream,
+	// so that a failure reaches the cloud as a refusal) and return once the
+	// stream is done; the client closes the stream after it returns. The
+	// stream's Initiator says where it goes and who the client is.
+	Handler func(*tunnel.Stream)
+	// Backoff spaces reconnection attempts.
+	Backoff Backoff
+	// HTTPClient dials the WebSocket: its Transport carries the TLS
+	// configuration (roots, client certificates) and proxy settings. Nil
+	// means http.DefaultClient.
+	HTTPClient *http.Client
+	// HTTPHeader is added to the upgrade request (e.g. User-Agent).
+	HTTPHeader http.Header
+	// Config tunes the session; its HandshakeTimeout also bounds the dial.
+	Config tunnel.Config
+	// Logger receives connection events; nil discards them.
+	Logger *slog.Logger
+
+	running atomic.Bool
+
+	mu      sync.Mutex
+	state   State
+	session *tunnel.Session
+}
+
+// ErrRunning is returned by Run when the client is already running.
+var ErrRunning = errors.New("client already running")
+
+func (c *Client) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}
+
+func (c *Client) validate() error {
+	switch {
+	case c.URL == "":
+		return errors.New("client: no URL")
+	case c.Name == "" || c.Token == "":
+		return errors.New("client: no name or token")
+	case c.Handler == nil:
+		return errors.New("client: no handler")
+	}
+	return tunnel.VerifyConfig(c.Config)
+}
+
+// State returns the current connection state.
+func (c *Client) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.state
+	if c.session != nil {
+		st.RTT = c.session.RTT()
+	}
+	return st
+}
+
+// Run keeps the tunnel up until ctx ends: it connects, handshakes, serves
+// streams with Handler, and on any failure waits per Backoff and starts
+// again. It returns ctx's error once the session is closed and every
+// Handler has returned, or at once for an invalid configuration.
+func (c *Client) Run(ctx context.Context) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	if !c.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer c.running.Store(false)
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+
+	c.mu.Lock()
+	c.state = State{Since: time.Now()}
+	c.mu.Unlock()
+
+	attempt := 0
+	for {
+		connected, err := c.runSession(ctx, &handlers)
+		if ctx.Err() != nil {
+			c.setDisconnected(nil, attempt)
+			return ctx.Err()
+		}
+		if c.Backoff.healthy(connected) {
+			attempt = 0
+		}
+		delay := c.Backoff.Delay(attempt)
+		attempt++
+		c.setDisconnected(err, attempt)
+		c.logger().Warn("tunnel down", "error", err, "retry_in", delay, "failures", attempt)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// runSession makes one connection and serves it until it ends. It returns
+// how long the session was up (0 if it never came up) and why it ended.
+func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time.Duration, error) {
+	cfg := c.Config.WithDefaults()
+	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	defer cancel()
+	wc, _, err := websocket.Dial(dctx, c.URL, &websocket.DialOptions{
+		HTTPClient: c.HTTPClient,
+		HTTPHeader: c.HTTPHeader,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("dial %s: %w", c.URL, err)
+	}
+	conn := tunnel.WebSocketConn(wc)
+	if err := tunnel.ClientHandshake(dctx, conn, c.Name, c.Token); err != nil {
+		_ = conn.Close()
+		return 0, err
+	}
+	s, err := tunnel.NewSession(conn, cfg)
+	if err != nil {
+		_ = conn.Close()
+		return 0, err
+	}
+	start := time.Now()
+	c.mu.Lock()
+	c.session = s
+	c.state.Connected = true
+	c.state.Since = start
+	c.state.Failures = 0
+	c.mu.Unlock()
+	c.logger().Info("tunnel up", "url", c.URL, "gateway", c.Name)
+
+	for {
+		st, err := s.Accept(ctx)
+		if err != nil {
+			break
+		}
+		handlers.Add(1)
+		go func() {
+			defer handlers.Done()
+			defer st.Close()
+			c.Handler(st)
+		}()
+	}
+	if ctx.Err() != nil {
+		_ = s.CloseWithReason(ReasonShutdown)
+	} else {
+		_ = s.Close()
+	}
+	return time.Since(start), s.Err()
+}
+
+func (c *Client) setDisconnected(err error, failures int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Connected {
+		c.state.Since = time.Now()
+	}
+	c.state.Connected = false
+	c.session = nil
+	if err != nil {
+		c.state.LastError = err
+	}
+	c.state.Failures = failures
+}

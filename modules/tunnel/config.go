@@ -1,0 +1,105 @@
+package tunnel
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config tunes a Session. The zero value of every field means its default,
+// so Config{} is a valid configuration; DefaultConfig shows the values.
+type Config struct {
+	// StreamWindow is the receive window of each stream: how many bytes the
+	// peer may send before the application reads them, so the most memory
+	// one stream can hold. A Window update is sent once half of it has been
+	// read. Default DefaultWindow (256 KiB); MinWindow to MaxWindow.
+	StreamWindow uint32
+
+	// MaxStreams bounds the streams open at once on the session, both
+	// directions together. Initiators above it are refused with an Ack, and
+	// Open fails with ErrTooManyStreams. Default 4096.
+	MaxStreams int
+
+	// AcceptBacklog bounds the incoming streams waiting for Accept. An
+	// Initiator that finds the backlog full is refused. Default 256.
+	AcceptBacklog int
+
+	// KeepAliveInterval is how often the session pings the peer. Default 10s.
+	KeepAliveInterval time.Duration
+
+	// KeepAliveTimeout is how long the session waits without receiving
+	// anything from the peer before it closes with ErrKeepAliveTimeout. It
+	// must exceed KeepAliveInterval, since an idle peer is only heard from by
+	// its pings and pongs. Default 30s.
+	KeepAliveTimeout time.Duration
+
+	// WriteTimeout bounds the writing of one frame to the transport; a
+	// transport that accepts nothing for that long closes the session with
+	// ErrWriteTimeout. It is checked at each keepalive tick. Default 30s.
+	WriteTimeout time.Duration
+
+	// HandshakeTimeout bounds ClientHandshake and ServerHandshake when the
+	// caller (hub.ServeTunnel, client.Client) applies it. Default 10s.
+	HandshakeTimeout time.Duration
+}
+
+// DefaultConfig returns the configuration that zero fields stand for.
+func DefaultConfig() Config {
+	return Config{
+		StreamWindow:      DefaultWindow,
+		MaxStreams:        4096,
+		AcceptBacklog:     256,
+		KeepAliveInterval: 10 * time.Second,
+		KeepAliveTimeout:  30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		HandshakeTimeout:  10 * time.Second,
+	}
+}
+
+// WithDefaults returns c with its zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if c.StreamWindow == 0 {
+		c.StreamWindow = d.StreamWindow
+	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = d.MaxStreams
+	}
+	if c.AcceptBacklog == 0 {
+		c.AcceptBacklog = d.AcceptBacklog
+	}
+	if c.KeepAliveInterval == 0 {
+		c.KeepAliveInterval = d.KeepAliveInterval
+	}
+	if c.KeepAliveTimeout == 0 {
+		c.KeepAliveTimeout = max(d.KeepAliveTimeout, 3*c.KeepAliveInterval)
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = d.HandshakeTimeout
+	}
+	return c
+}
+
+// VerifyConfig reports whether c (with zero fields taken as defaults) is
+// usable. Its errors wrap ErrInvalidConfig.
+func VerifyConfig(c Config) error {
+	c = c.WithDefaults()
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.StreamWindow < MinWindow || c.StreamWindow > MaxWindow:
+		return bad("stream window %d outside [%d, %d]", c.StreamWindow, MinWindow, MaxWindow)
+	case c.MaxStreams < 0:
+		return bad("max streams %d is negative", c.MaxStreams)
+	case c.AcceptBacklog < 0:
+		return bad("accept backlog %d is negative", c.AcceptBacklog)
+	case c.KeepAliveInterval < 0, c.KeepAliveTimeout < 0, c.WriteTimeout < 0, c.HandshakeTimeout < 0:
+		return bad("negative duration")
+	case c.KeepAliveTimeout <= c.KeepAliveInterval:
+		return bad("keepalive timeout %v must exceed the interval %v", c.KeepAliveTimeout, c.KeepAliveInterval)
+	}
+	return nil
+}

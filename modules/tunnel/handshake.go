@@ -1,0 +1,100 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// ClientHandshake opens a session from the agent's side: it sends a
+// Handshake with name, key (the gateway's token) and ProtocolVersion, and
+// waits for the cloud's Ack. A refusal returns a *RefusedError carrying the
+// cloud's reason. ctx bounds the exchange; with the WebSocket adapter, a ctx
+// that ends mid-exchange also closes the connection.
+func ClientHandshake(ctx context.Context, conn Conn, name, key string) error {
+	b, err := Encode(Handshake{Name: name, Key: key, Version: ProtocolVersion})
+	if err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	if err := conn.WriteMessage(ctx, b); err != nil {
+		return fmt.Errorf("handshake: send: %w", err)
+	}
+	b, err = conn.ReadMessage(ctx)
+	if err != nil {
+		return fmt.Errorf("handshake: read answer: %w", err)
+	}
+	msg, err := Decode(b)
+	if err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	ack, ok := msg.(Ack)
+	if !ok || !ack.GUID.IsZero() {
+		return fmt.Errorf("handshake: %w: answered with %v", ErrProtocol, msg.Type())
+	}
+	if !ack.Ok {
+		return &RefusedError{Reason: ack.Message}
+	}
+	return nil
+}
+
+// genericRefusal is what the agent reads when authenticate fails with an
+// error that is not a *RefusedError: internal errors stay in the cloud.
+const genericRefusal = "authentication failed"
+
+// ServerHandshake answers an agent's handshake on the cloud's side: it reads
+// the Handshake, checks the version, calls authenticate with the name and
+// key, and sends the Ack. It returns the Handshake (its Key is the secret
+// token: do not log it) once accepted.
+//
+// When authenticate fails the agent is refused with a reason: the Reason of
+// a *RefusedError in the error chain, else a generic "authentication failed"
+// (the error itself may hold internal details). The returned error wraps
+// both ErrRefused and authenticate's error.
+func ServerHandshake(ctx context.Context, conn Conn, authenticate func(ctx context.Context, name, key string) error) (Handshake, error) {
+	b, err := conn.ReadMessage(ctx)
+	if err != nil {
+		return Handshake{}, fmt.Errorf("handshake: read: %w", err)
+	}
+	msg, err := Decode(b)
+	if err != nil {
+		refuse(ctx, conn, "malformed handshake")
+		return Handshake{}, fmt.Errorf("handshake: %w", err)
+	}
+	h, ok := msg.(Handshake)
+	if !ok {
+		refuse(ctx, conn, "expected a handshake")
+		return Handshake{}, fmt.Errorf("handshake: %w: got %v first", ErrProtocol, msg.Type())
+	}
+	if h.Version != ProtocolVersion {
+		reason := fmt.Sprintf("unsupported protocol version %d (server speaks %d)", h.Version, ProtocolVersion)
+		refuse(ctx, conn, reason)
+		return h, fmt.Errorf("handshake: %w", &RefusedError{Reason: reason})
+	}
+	if err := authenticate(ctx, h.Name, h.Key); err != nil {
+		reason := genericRefusal
+		var re *RefusedError
+		if errors.As(err, &re) && re.Reason != "" {
+			reason = re.Reason
+		}
+		refuse(ctx, conn, reason)
+		if errors.Is(err, ErrRefused) {
+			return h, fmt.Errorf("handshake: %w", err)
+		}
+		return h, fmt.Errorf("handshake: %w: %w", ErrRefused, err)
+	}
+	b, err = Encode(Ack{Ok: true})
+	if err != nil {
+		return h, fmt.Errorf("handshake: %w", err)
+	}
+	if err := conn.WriteMessage(ctx, b); err != nil {
+		return h, fmt.Errorf("handshake: send ack: %w", err)
+	}
+	return h, nil
+}
+
+// refuse sends a refusal Ack, best effort: the connection is closed next.
+func refuse(ctx context.Context, conn Conn, reason string) {
+	if b, err := Encode(Ack{Ok: false, Message: reason}); err == nil {
+		_ = conn.WriteMessage(ctx, b)
+	}
+}

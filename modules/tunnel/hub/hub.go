@@ -1,0 +1,300 @@
+// Package hub is the cloud's registry of live tunnel sessions, by gateway
+// name: the tunnel endpoint registers each agent's session here, and ingress
+// looks the session up to open a stream for a TLS connection. A newer session
+// for a name replaces (and closes) the older one.
+//
+// It does not authenticate agents (ServeTunnel's caller passes the
+// authenticate function, backed by the registry), decide where ingress goes,
+// nor know about Caddy; it keeps sessions of this process only (a multi-node
+// deployment records which node holds which tunnel elsewhere).
+package hub
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/coder/websocket"
+
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+)
+
+// ErrClosed is returned by Register once the hub is closed.
+var ErrClosed = errors.New("hub closed")
+
+// Reasons sent to an agent whose session the hub closes.
+const (
+	ReasonReplaced = "replaced by a newer session"
+	ReasonShutdown = "cloud shutting down"
+)
+
+// Hub holds the live sessions. The zero value is ready to use; Close stops
+// it. Its methods are safe for concurrent use.
+type Hub struct {
+	// Handler serves streams that agents open toward the cloud (for
+	// agent-to-agent forwarding), with the name of the agent that opened
+	// it. It must answer the stream (Stream.Ack) and return once the
+	// stream is done. Nil refuses such streams.
+	Handler func(from string, st *tunnel.Stream)
+
+	// Logger receives one event per session registered, refused, replaced
+	// or ended. Nil discards them. Tokens are never logged.
+	Logger *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[string]*tunnel.Session
+	closed   bool
+	stats    Stats
+	// wg counts the goroutines the hub owns (one watcher per registered
+	// session) and the ServeTunnel calls in progress; Close waits for them.
+	wg sync.WaitGroup
+}
+
+// Stats are counters for metrics.
+type Stats struct {
+	// Live is the number of registered sessions.
+	Live int
+	// Registered counts every session registered since the hub started.
+	Registered uint64
+	// Replaced counts sessions closed because a newer one took the name.
+	Replaced uint64
+	// Dropped counts sessions closed by Drop.
+	Dropped uint64
+	// Ended counts sessions that ended (any cause) and left the hub.
+	Ended uint64
+	// Refused counts tunnel connections whose handshake failed.
+	Refused uint64
+}
+
+func key(name string) string { return strings.ToLower(name) }
+
+func (h *Hub) logger() *slog.Logger {
+	if h.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return h.Logger
+}
+
+// Register makes s the live session of name (compared case-insensitively).
+// An older session for the same name is closed, telling its agent it was
+// replaced. s leaves the hub by itself when it ends. After Close, Register
+// closes s and returns ErrClosed.
+func (h *Hub) Register(name string, s *tunnel.Session) error {
+	k := key(name)
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		_ = s.CloseWithReason(ReasonShutdown)
+		return ErrClosed
+	}
+	if h.sessions == nil {
+		h.sessions = make(map[string]*tunnel.Session)
+	}
+	old := h.sessions[k]
+	if old == s {
+		h.mu.Unlock()
+		return nil
+	}
+	h.sessions[k] = s
+	h.stats.Registered++
+	if old != nil {
+		h.stats.Replaced++
+	}
+	h.wg.Add(1)
+	h.mu.Unlock()
+
+	go h.watch(k, s)
+	if old != nil {
+		// Outside the lock: closing waits for the old session's goroutines.
+		_ = old.CloseWithReason(ReasonReplaced)
+		h.logger().Info("tunnel session replaced", "gateway", k)
+	}
+	return nil
+}
+
+// watch removes s from the hub once it ends.
+func (h *Hub) watch(k string, s *tunnel.Session) {
+	defer h.wg.Done()
+	<-s.Done()
+	h.mu.Lock()
+	if h.sessions[k] == s {
+		delete(h.sessions, k)
+	}
+	h.stats.Ended++
+	h.mu.Unlock()
+}
+
+// Lookup returns the live session of name.
+func (h *Hub) Lookup(name string) (*tunnel.Session, bool) {
+	h.mu.Lock()
+	s := h.sessions[key(name)]
+	h.mu.Unlock()
+	if s == nil || s.Err() != nil {
+		return nil, false
+	}
+	return s, true
+}
+
+// Drop closes the session of name, if any, sending reason to the agent
+// (for example "gateway expired" or "token revoked"). It reports whether
+// there was one.
+func (h *Hub) Drop(name, reason string) bool {
+	k := key(name)
+	h.mu.Lock()
+	s := h.sessions[k]
+	if s != nil {
+		delete(h.sessions, k)
+		h.stats.Dropped++
+	}
+	h.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	_ = s.CloseWithReason(reason)
+	h.logger().Info("tunnel session dropped", "gateway", k, "reason", reason)
+	return true
+}
+
+// Len is the number of live sessions.
+func (h *Hub) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sessions)
+}
+
+// Names lists the gateways with a live session, sorted.
+func (h *Hub) Names() []string {
+	h.mu.Lock()
+	names := make([]string, 0, len(h.sessions))
+	for k := range h.sessions {
+		names = append(names, k)
+	}
+	h.mu.Unlock()
+	sort.Strings(names)
+	return names
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.stats
+	st.Live = len(h.sessions)
+	return st
+}
+
+// Close closes every session (telling agents the cloud is shutting down),
+// refuses new ones, and waits for the hub's goroutines and the ServeTunnel
+// calls in progress to finish.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	sessions := h.sessions
+	h.sessions = nil
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.CloseWithReason(ReasonShutdown)
+		}()
+	}
+	wg.Wait()
+	h.wg.Wait()
+	return nil
+}
+
+// enter counts a ServeTunnel call, unless the hub is closed.
+func (h *Hub) enter() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.wg.Add(1)
+	return true
+}
+
+// ServeTunnel is the agent's tunnel endpoint: it accepts the WebSocket
+// upgrade, runs the tunnel handshake with authenticate (which must check
+// that the key is the token of that name), registers the session under the
+// agent's name and blocks until the session ends. Call it from the HTTP
+// handler of the tunnel route.
+//
+// A failed upgrade is answered by the WebSocket library with an HTTP error;
+// a failed handshake with a refusal Ack. Streams the agent opens go to
+// Handler.
+func (h *Hub) ServeTunnel(w http.ResponseWriter, r *http.Request, authenticate func(ctx context.Context, name, key string) error, cfg tunnel.Config) {
+	log := h.logger().With("remote", r.RemoteAddr)
+	if err := tunnel.VerifyConfig(cfg); err != nil {
+		log.Error("tunnel endpoint misconfigured", "error", err)
+		http.Error(w, "tunnel endpoint misconfigured", http.StatusInternalServerError)
+		return
+	}
+	cfg = cfg.WithDefaults()
+	if !h.enter() {
+		http.Error(w, ReasonShutdown, http.StatusServiceUnavailable)
+		return
+	}
+	defer h.wg.Done()
+
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		log.Info("tunnel upgrade failed", "error", err)
+		return
+	}
+	conn := tunnel.WebSocketConn(c)
+	ctx, cancel := context.WithTimeout(r.Context(), cfg.HandshakeTimeout)
+	hs, err := tunnel.ServerHandshake(ctx, conn, authenticate)
+	cancel()
+	if err != nil {
+		_ = conn.Close()
+		h.mu.Lock()
+		h.stats.Refused++
+		h.mu.Unlock()
+		log.Info("tunnel handshake failed", "gateway", hs.Name, "error", err)
+		return
+	}
+	s, err := tunnel.NewSession(conn, cfg)
+	if err != nil {
+		_ = conn.Close()
+		log.Error("tunnel session", "gateway", hs.Name, "error", err)
+		return
+	}
+	log = log.With("gateway", key(hs.Name))
+	if err := h.Register(hs.Name, s); err != nil {
+		log.Info("tunnel session refused", "error", err)
+		return
+	}
+	log.Info("tunnel session started")
+	h.serveStreams(hs.Name, s)
+	log.Info("tunnel session ended", "reason", s.Err())
+}
+
+// serveStreams hands the streams an agent opens to Handler (or refuses
+// them) until the session ends, then waits for the handlers.
+func (h *Hub) serveStreams(name string, s *tunnel.Session) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		st, err := s.Accept(context.Background())
+		if err != nil {
+			return
+		}
+		if h.Handler == nil {
+			_ = st.Ack(false, "the cloud does not accept streams from agents")
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer st.Close()
+			h.Handler(name, st)
+		}()
+	}
+}

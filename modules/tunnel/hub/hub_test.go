@@ -1,0 +1,302 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var tokens = map[string]string{"home": "tok-home", "office": "tok-office"}
+
+func authenticate(_ context.Context, name, key string) error {
+	if tok, ok := tokens[name]; !ok || tok != key {
+		return &tunnel.RefusedError{Reason: "unknown gateway or token"}
+	}
+	return nil
+}
+
+// cloud runs a Hub behind an httptest server. Cleanup closes the hub before
+// the server, since ServeTunnel blocks while its session lives.
+func cloud(t *testing.T, h *Hub) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeTunnel(w, r, authenticate, tunnel.Config{})
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { h.Close() })
+	return srv.URL
+}
+
+// agent dials the hub, handshakes and returns the agent's session, which
+// echoes every stream the cloud opens. Cleanup closes it.
+func agent(t *testing.T, url, name, key string) (*tunnel.Session, error) {
+	t.Helper()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		return nil, err
+	}
+	conn := tunnel.WebSocketConn(c)
+	if err := tunnel.ClientHandshake(ctx, conn, name, key); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	s, err := tunnel.NewSession(conn, tunnel.Config{})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			st, err := s.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer st.Close()
+				st.Ack(true, "")
+				io.Copy(st, st)
+				st.CloseWrite()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		wg.Wait()
+	})
+	return s, nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitEnded(t *testing.T, s *tunnel.Session) error {
+	t.Helper()
+	select {
+	case <-s.Done():
+		return s.Err()
+	case <-time.After(10 * time.Second):
+		t.Fatal("session did not end")
+		return nil
+	}
+}
+
+// echoThrough opens a stream from the cloud's session of name and checks
+// that the agent echoes.
+func echoThrough(t *testing.T, h *Hub, name string) {
+	t.Helper()
+	s, ok := h.Lookup(name)
+	if !ok {
+		t.Fatalf("no session for %q", name)
+	}
+	st, err := s.Open(context.Background(), tunnel.Initiator{Gatename: name, ClientAddr: "192.0.2.1:1234"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	go func() {
+		st.Write([]byte("hello " + name))
+		st.CloseWrite()
+	}()
+	got, err := io.ReadAll(st)
+	if err != nil || string(got) != "hello "+name {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+}
+
+func TestServeRegisterLookup(t *testing.T) {
+	h := &Hub{}
+	url := cloud(t, h)
+	if _, err := agent(t, url, "home", "tok-home"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	echoThrough(t, h, "home")
+	// Names are case-insensitive, like DNS.
+	if _, ok := h.Lookup("HOME"); !ok {
+		t.Fatal("Lookup is case-sensitive")
+	}
+	if _, ok := h.Lookup("office"); ok {
+		t.Fatal("Lookup found a gateway that never connected")
+	}
+	if got := h.Names(); len(got) != 1 || got[0] != "home" {
+		t.Fatalf("Names() = %v", got)
+	}
+}
+
+func TestRefusedHandshake(t *testing.T) {
+	h := &Hub{}
+	url := cloud(t, h)
+	_, err := agent(t, url, "home", "wrong")
+	var re *tunnel.RefusedError
+	if !errors.As(err, &re) || re.Reason != "unknown gateway or token" {
+		t.Fatalf("agent error %v", err)
+	}
+	waitFor(t, "refusal count", func() bool { return h.Stats().Refused == 1 })
+	if h.Len() != 0 {
+		t.Fatal("refused agent registered")
+	}
+}
+
+func TestNewerSessionReplacesOlder(t *testing.T) {
+	h := &Hub{}
+	url := cloud(t, h)
+	first, err := agent(t, url, "home", "tok-home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "first registration", func() bool { return h.Stats().Registered == 1 })
+	older, _ := h.Lookup("home")
+
+	second, err := agent(t, url, "home", "tok-home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = waitEnded(t, first)
+	if !errors.Is(err, tunnel.ErrClosedByPeer) || !strings.Contains(err.Error(), ReasonReplaced) {
+		t.Fatalf("older agent session ended with %v", err)
+	}
+	waitFor(t, "replacement", func() bool {
+		s, ok := h.Lookup("home")
+		return ok && s != older
+	})
+	if second.Err() != nil {
+		t.Fatalf("newer session closed: %v", second.Err())
+	}
+	echoThrough(t, h, "home")
+	waitFor(t, "stats", func() bool {
+		st := h.Stats()
+		return st.Live == 1 && st.Registered == 2 && st.Replaced == 1 && st.Ended == 1
+	})
+}
+
+func TestDrop(t *testing.T) {
+	h := &Hub{}
+	url := cloud(t, h)
+	s, err := agent(t, url, "home", "tok-home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	if !h.Drop("home", "gateway expired") {
+		t.Fatal("Drop found nothing")
+	}
+	if h.Drop("home", "again") {
+		t.Fatal("second Drop found a session")
+	}
+	if err := waitEnded(t, s); !strings.Contains(err.Error(), "gateway expired") {
+		t.Fatalf("agent session ended with %v", err)
+	}
+	if _, ok := h.Lookup("home"); ok {
+		t.Fatal("dropped session still found")
+	}
+	if st := h.Stats(); st.Dropped != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestSessionEndRemoves(t *testing.T) {
+	h := &Hub{}
+	url := cloud(t, h)
+	s, err := agent(t, url, "office", "tok-office")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	s.Close()
+	waitFor(t, "removal", func() bool { return h.Len() == 0 })
+	if st := h.Stats(); st.Ended != 1 || st.Live != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestStreamsFromAgents(t *testing.T) {
+	t.Run("refused without handler", func(t *testing.T) {
+		h := &Hub{}
+		s, err := agent(t, cloud(t, h), "home", "tok-home")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Open(context.Background(), tunnel.Initiator{Gatename: "office", Ip: "10.0.0.5", Port: 22})
+		if !errors.Is(err, tunnel.ErrRefused) {
+			t.Fatalf("Open toward the cloud: %v", err)
+		}
+	})
+	t.Run("handled", func(t *testing.T) {
+		from := make(chan string, 1)
+		h := &Hub{Handler: func(name string, st *tunnel.Stream) {
+			from <- name + " -> " + st.Initiator().Gatename
+			st.Ack(true, "")
+			io.Copy(st, st)
+			st.CloseWrite()
+		}}
+		s, err := agent(t, cloud(t, h), "home", "tok-home")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := s.Open(context.Background(), tunnel.Initiator{Gatename: "office", Ip: "10.0.0.5", Port: 22})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		st.Write([]byte("x"))
+		st.CloseWrite()
+		if got, err := io.ReadAll(st); err != nil || string(got) != "x" {
+			t.Fatalf("%q %v", got, err)
+		}
+		if got := <-from; got != "home -> office" {
+			t.Fatalf("handler saw %q", got)
+		}
+	})
+}
+
+func TestClose(t *testing.T) {
+	h := &Hub{}
+	url := cloud(t, h)
+	s, err := agent(t, url, "home", "tok-home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	h.Close()
+	if err := waitEnded(t, s); !strings.Contains(err.Error(), ReasonShutdown) {
+		t.Fatalf("agent session ended with %v", err)
+	}
+	if _, err := agent(t, url, "home", "tok-home"); err == nil {
+		t.Fatal("connected to a closed hub")
+	}
+	if err := h.Register("home", s); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Register after Close: %v", err)
+	}
+}

@@ -1,0 +1,527 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// closeTimeout bounds the sending of the Ack that tells the peer why the
+// session closes.
+const closeTimeout = time.Second
+
+// sendQueueLen is how many ordered frames (Data, Terminator, Initiator, Ack
+// accepting a stream) may wait for the writer. Each holds up to MaxFrameSize,
+// so this bounds the session's send-side memory beyond what writers hold.
+const sendQueueLen = 32
+
+// Session multiplexes streams over one Conn. Both sides are symmetrical:
+// either may Open streams, and each Accepts the other's.
+//
+// Three goroutines, owned by the session and stopped by Close (or by the
+// peer going away), do its work: a reader that dispatches incoming frames
+// and never blocks on a stream (it buffers up to the stream's window, which
+// the peer may not exceed), a writer that alone writes to the Conn (control
+// frames first, then Data in the order streams queued it), and a keepalive
+// ticker.
+type Session struct {
+	conn  Conn
+	cfg   Config
+	start time.Time // base of the monotonic timestamps below
+
+	done      chan struct{}
+	closeOnce sync.Once
+	err       error  // why the session closed; written before done is closed
+	goodbye   []byte // Ack the writer sends before closing; written before done
+	killTimer *time.Timer
+
+	mu      sync.Mutex
+	streams map[GUID]*Stream
+
+	accept chan *Stream
+
+	// sendq carries frames whose order matters relative to a stream's Data.
+	sendq chan outFrame
+	// ctrl carries frames that may overtake Data (Window, Ping, Pong,
+	// refusals). The reader queues to it, so it never blocks; its length
+	// is bounded by closing the session when a peer makes it grow without
+	// reading.
+	ctrlMu   sync.Mutex
+	ctrl     [][]byte
+	ctrlWake chan struct{}
+
+	lastRecv   atomic.Int64 // time of the last frame from the peer
+	writeSince atomic.Int64 // start of the write in progress, 0 when idle
+
+	pingMu    sync.Mutex
+	pingNonce uint64
+	pingSent  time.Time
+	rtt       atomic.Int64
+
+	wg sync.WaitGroup
+}
+
+// outFrame is a queued frame; pooled is set when it came from framePool.
+type outFrame struct {
+	b      []byte
+	pooled *[]byte
+}
+
+// NewSession starts a session over conn, whose handshake (ClientHandshake or
+// ServerHandshake) is already done. The session owns conn from now on and
+// closes it when it ends.
+func NewSession(conn Conn, cfg Config) (*Session, error) {
+	if err := VerifyConfig(cfg); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	s := &Session{
+		conn:     conn,
+		cfg:      cfg,
+		start:    time.Now(),
+		done:     make(chan struct{}),
+		streams:  make(map[GUID]*Stream),
+		accept:   make(chan *Stream, cfg.AcceptBacklog),
+		sendq:    make(chan outFrame, sendQueueLen),
+		ctrlWake: make(chan struct{}, 1),
+	}
+	s.lastRecv.Store(s.now())
+	s.wg.Add(3)
+	go s.readLoop()
+	go s.writeLoop()
+	go s.keepalive()
+	return s, nil
+}
+
+// now is the time since the session started, in nanoseconds, never 0.
+func (s *Session) now() int64 { return int64(time.Since(s.start)) + 1 }
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err says why the session ended (it wraps ErrSessionClosed, and the cause:
+// ErrKeepAliveTimeout, ErrClosedByPeer, ErrProtocol, a transport error...),
+// or is nil while it runs.
+func (s *Session) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// RTT is the round-trip time measured by the last answered keepalive ping,
+// 0 before the first one.
+func (s *Session) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
+
+// NumStreams is the number of open streams, both directions.
+func (s *Session) NumStreams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
+
+// Close ends the session and every stream on it, and waits for the
+// session's goroutines to exit.
+func (s *Session) Close() error {
+	return s.CloseWithReason("")
+}
+
+// CloseWithReason is Close, telling the peer why first (as an Ack with Ok
+// false and the zero GUID, sent within a second): the peer's session ends
+// with an error wrapping ErrClosedByPeer and the reason. Queued data that
+// the writer has not sent yet is dropped.
+func (s *Session) CloseWithReason(reason string) error {
+	if len(reason) > maxMessageLen {
+		reason = reason[:maxMessageLen]
+	}
+	s.shutdown(ErrSessionClosed, reason)
+	s.wg.Wait()
+	return nil
+}
+
+// shutdown ends the session once. cause becomes Err (wrapped in
+// ErrSessionClosed); a non-empty reason is sent to the peer first.
+func (s *Session) shutdown(cause error, reason string) {
+	s.closeOnce.Do(func() {
+		if errors.Is(cause, ErrSessionClosed) {
+			s.err = cause
+		} else {
+			s.err = fmt.Errorf("%w: %w", ErrSessionClosed, cause)
+		}
+		if reason != "" {
+			if b, err := Encode(Ack{Ok: false, Message: reason}); err == nil {
+				// The writer sends the goodbye; the reader drains what the
+				// peer still sends until it hangs up, so that closing does
+				// not reset the connection and destroy the goodbye in the
+				// peer's receive buffer. The timer bounds both, and unblocks
+				// a writer stuck on a peer that does not read.
+				s.goodbye = b
+				s.killTimer = time.AfterFunc(closeTimeout, func() { _ = s.conn.Close() })
+			}
+		}
+		close(s.done)
+		if s.goodbye == nil {
+			_ = s.conn.Close()
+		}
+		s.mu.Lock()
+		streams := s.streams
+		s.streams = nil
+		s.mu.Unlock()
+		for _, st := range streams {
+			st.sessionClosed()
+		}
+	})
+}
+
+func (s *Session) closed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Open starts a stream toward the peer: it sends init as an Initiator (with
+// a fresh GUID and this side's window) and waits for the peer's Ack. A
+// refusal returns a *RefusedError with the peer's reason. If ctx ends first,
+// the stream is abandoned (the peer is told with a Terminator).
+func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
+	init.GUID = NewGUID()
+	init.Window = s.cfg.StreamWindow
+	b, err := Encode(init)
+	if err != nil {
+		return nil, err
+	}
+	st := newStream(s, init, true)
+	s.mu.Lock()
+	switch {
+	case s.streams == nil:
+		s.mu.Unlock()
+		return nil, s.err
+	case len(s.streams) >= s.cfg.MaxStreams:
+		s.mu.Unlock()
+		return nil, ErrTooManyStreams
+	}
+	s.streams[init.GUID] = st
+	s.mu.Unlock()
+
+	if err := s.enqueue(ctx, outFrame{b: b}, nil, nil); err != nil {
+		s.remove(st)
+		return nil, err
+	}
+	select {
+	case ack := <-st.ackCh:
+		if !ack.Ok {
+			return nil, &RefusedError{Reason: ack.Message}
+		}
+		return st, nil
+	case <-ctx.Done():
+		st.abandon()
+		return nil, ctx.Err()
+	case <-s.done:
+		return nil, s.err
+	}
+}
+
+// Accept returns the next stream the peer opened. The caller must answer it
+// with Stream.Ack (true to accept, false to refuse): until then the peer's
+// Open waits. Streams not accepted before the session closes are dropped.
+func (s *Session) Accept(ctx context.Context) (*Stream, error) {
+	select {
+	case st := <-s.accept:
+		return st, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.done:
+		return nil, s.err
+	}
+}
+
+// remove forgets st, so that later frames for it are ignored.
+func (s *Session) remove(st *Stream) {
+	s.mu.Lock()
+	if s.streams != nil && s.streams[st.id] == st {
+		delete(s.streams, st.id)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Session) lookup(g GUID) *Stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streams[g]
+}
+
+// enqueue hands an ordered frame to the writer, waiting for room. stop and
+// expired (either may be nil) abort the wait for a closing stream or a
+// passed deadline.
+func (s *Session) enqueue(ctx context.Context, f outFrame, stop <-chan struct{}, expired <-chan struct{}) error {
+	select {
+	case s.sendq <- f:
+		return nil
+	default:
+	}
+	select {
+	case s.sendq <- f:
+		return nil
+	case <-s.done:
+		return s.err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-stop:
+		return ErrStreamClosed
+	case <-expired:
+		return errDeadline
+	}
+}
+
+// queueCtrl hands a frame that may overtake Data to the writer, without
+// blocking.
+func (s *Session) queueCtrl(msg Message) error {
+	b, err := Encode(msg)
+	if err != nil {
+		return err
+	}
+	s.ctrlMu.Lock()
+	if len(s.ctrl) >= s.maxCtrl() {
+		s.ctrlMu.Unlock()
+		err := fmt.Errorf("%w: control queue full, the peer does not read", ErrProtocol)
+		s.shutdown(err, "")
+		return err
+	}
+	s.ctrl = append(s.ctrl, b)
+	s.ctrlMu.Unlock()
+	select {
+	case s.ctrlWake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// maxCtrl bounds the control queue: every stream may have a Window update
+// and an Ack pending, plus pings and pongs. More means the writer is stuck.
+func (s *Session) maxCtrl() int { return 2*s.cfg.MaxStreams + 1024 }
+
+func (s *Session) takeCtrl() [][]byte {
+	s.ctrlMu.Lock()
+	defer s.ctrlMu.Unlock()
+	if len(s.ctrl) == 0 {
+		return nil
+	}
+	c := s.ctrl
+	s.ctrl = nil
+	return c
+}
+
+func (s *Session) write(b []byte) error {
+	s.writeSince.Store(s.now())
+	// A context without Done: coder/websocket would arm a timer per write
+	// for a cancellable one, and a stuck write is undone by closing the conn.
+	err := s.conn.WriteMessage(context.Background(), b)
+	s.writeSince.Store(0)
+	return err
+}
+
+func (s *Session) writeLoop() {
+	defer s.wg.Done()
+	defer func() {
+		// After a goodbye the reader closes the conn, once the peer hung up.
+		if s.goodbye == nil {
+			_ = s.conn.Close()
+		}
+	}()
+	for {
+		// Control frames go first: they are small, and a Pong or a Window
+		// update must not wait behind a queue of Data.
+		if ctrl := s.takeCtrl(); ctrl != nil {
+			for _, b := range ctrl {
+				if err := s.write(b); err != nil {
+					s.shutdown(err, "")
+					return
+				}
+			}
+			continue
+		}
+		select {
+		case <-s.ctrlWake:
+		case f := <-s.sendq:
+			err := s.write(f.b)
+			if f.pooled != nil {
+				framePool.Put(f.pooled)
+			}
+			if err != nil {
+				s.shutdown(err, "")
+				return
+			}
+		case <-s.done:
+			if s.goodbye != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+				_ = s.conn.WriteMessage(ctx, s.goodbye)
+				cancel()
+			}
+			return
+		}
+	}
+}
+
+func (s *Session) readLoop() {
+	defer s.wg.Done()
+	for {
+		// As for writes, Close unblocks the read; no cancellable context.
+		b, err := s.conn.ReadMessage(context.Background())
+		if err != nil {
+			s.shutdown(err, "")
+			_ = s.conn.Close()
+			if s.killTimer != nil {
+				s.killTimer.Stop()
+			}
+			return
+		}
+		if s.closed() {
+			// Draining after a goodbye.
+			continue
+		}
+		s.lastRecv.Store(s.now())
+		if err := s.handle(b); err != nil {
+			if errors.Is(err, ErrClosedByPeer) || errors.Is(err, ErrSessionClosed) {
+				s.shutdown(err, "")
+			} else {
+				// Tell the peer what it did wrong before hanging up.
+				s.shutdown(err, err.Error())
+			}
+		}
+	}
+}
+
+func violation(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+// handle dispatches one incoming frame. It never blocks on a stream.
+func (s *Session) handle(b []byte) error {
+	if len(b) > 0 && MessageType(b[0]) == TypeData {
+		g, p, err := decodeData(b)
+		if err != nil {
+			return err
+		}
+		if st := s.lookup(g); st != nil {
+			return st.receive(p)
+		}
+		// A stream closed here while the peer was still sending: normal.
+		return nil
+	}
+	msg, err := Decode(b)
+	if err != nil {
+		return err
+	}
+	switch m := msg.(type) {
+	case Initiator:
+		return s.handleInitiator(m)
+	case Ack:
+		return s.handleAck(m)
+	case Window:
+		if st := s.lookup(m.GUID); st != nil {
+			return st.credit(m.Credit)
+		}
+	case Terminator:
+		if st := s.lookup(m.GUID); st != nil {
+			st.terminated(m.Half)
+		}
+	case Ping:
+		return s.queueCtrl(Pong(m))
+	case Pong:
+		s.pingMu.Lock()
+		if m.Nonce == s.pingNonce && !s.pingSent.IsZero() {
+			s.rtt.Store(int64(time.Since(s.pingSent)))
+			s.pingSent = time.Time{}
+		}
+		s.pingMu.Unlock()
+	default:
+		return violation("unexpected %v after the handshake", msg.Type())
+	}
+	return nil
+}
+
+func (s *Session) handleInitiator(m Initiator) error {
+	refuse := func(reason string) error {
+		return s.queueCtrl(Ack{Ok: false, Message: reason, GUID: m.GUID})
+	}
+	st := newStream(s, m, false)
+	s.mu.Lock()
+	switch {
+	case s.streams == nil:
+		s.mu.Unlock()
+		return nil
+	case s.streams[m.GUID] != nil:
+		s.mu.Unlock()
+		return refuse("duplicate stream GUID")
+	case len(s.streams) >= s.cfg.MaxStreams:
+		s.mu.Unlock()
+		return refuse(fmt.Sprintf("too many streams (limit %d)", s.cfg.MaxStreams))
+	}
+	s.streams[m.GUID] = st
+	s.mu.Unlock()
+	select {
+	case s.accept <- st:
+		return nil
+	default:
+		s.remove(st)
+		return refuse("accept backlog full")
+	}
+}
+
+func (s *Session) handleAck(m Ack) error {
+	if m.GUID.IsZero() {
+		if m.Ok {
+			return violation("session ack after the handshake")
+		}
+		return fmt.Errorf("%w: %s", ErrClosedByPeer, m.Message)
+	}
+	st := s.lookup(m.GUID)
+	if st == nil {
+		// An Open that gave up: its Terminator is on the way.
+		return nil
+	}
+	return st.acked(m)
+}
+
+func (s *Session) keepalive() {
+	defer s.wg.Done()
+	// A first ping right away gives an RTT before the first interval.
+	s.ping()
+	t := time.NewTicker(s.cfg.KeepAliveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		now := s.now()
+		if now-s.lastRecv.Load() > int64(s.cfg.KeepAliveTimeout) {
+			s.shutdown(fmt.Errorf("%w: nothing received for %v", ErrKeepAliveTimeout, s.cfg.KeepAliveTimeout), "")
+			return
+		}
+		if ws := s.writeSince.Load(); ws != 0 && now-ws > int64(s.cfg.WriteTimeout) {
+			s.shutdown(fmt.Errorf("%w: a frame took over %v", ErrWriteTimeout, s.cfg.WriteTimeout), "")
+			return
+		}
+		s.ping()
+	}
+}
+
+func (s *Session) ping() {
+	nonce := rand.Uint64()
+	s.pingMu.Lock()
+	s.pingNonce = nonce
+	s.pingSent = time.Now()
+	s.pingMu.Unlock()
+	_ = s.queueCtrl(Ping{Nonce: nonce})
+}

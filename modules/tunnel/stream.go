@@ -1,0 +1,581 @@
+package tunnel
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+)
+
+// errDeadline is what Read and Write return once a deadline has passed; it
+// is a net.Error whose Timeout() is true, as net.Conn requires.
+var errDeadline error = os.ErrDeadlineExceeded
+
+// Stream is one multiplexed byte stream: a net.Conn (deadlines included)
+// with half-close, and the Initiator that opened it.
+//
+// Data the peer sends is buffered up to this side's window until Read
+// consumes it; Write blocks while the peer's window is exhausted, so a slow
+// reader holds back only its own stream.
+type Stream struct {
+	sess   *Session
+	id     GUID
+	init   Initiator
+	opener bool // this side opened the stream
+
+	ackCh chan Ack // the peer's answer to Open; opener only
+
+	readable chan struct{} // signalled when data, EOF or an error arrives
+	writable chan struct{} // signalled when credit arrives or writes must fail
+	done     chan struct{} // closed by Close
+	wsem     chan struct{} // write lock: orders Ack, Data and Terminator (see lockWrite)
+
+	rd, wd deadline
+
+	mu          sync.Mutex
+	established bool // opener: Ack received; acceptor: Ack(true) sent
+	answered    bool // the Ack was sent (acceptor) or received (opener)
+	closed      bool // Close was called
+	sentFin     bool // this side sent a Terminator
+	recvFin     bool // the peer sent a Terminator
+	reset       bool // the peer's Terminator was a full close
+	sessErr     error
+	buf         recvBuffer
+	window      int64 // this side's receive window
+	recvAvail   int64 // bytes the peer may still send
+	unacked     int64 // bytes read but not yet granted back to the peer
+	sendCredit  int64 // bytes this side may still send
+}
+
+func newStream(s *Session, init Initiator, opener bool) *Stream {
+	st := &Stream{
+		sess:     s,
+		id:       init.GUID,
+		init:     init,
+		opener:   opener,
+		readable: make(chan struct{}, 1),
+		writable: make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		wsem:     make(chan struct{}, 1),
+		window:   int64(s.cfg.StreamWindow),
+	}
+	st.recvAvail = st.window
+	if opener {
+		st.ackCh = make(chan Ack, 1)
+	} else {
+		st.sendCredit = windowOrDefault(init.Window)
+	}
+	return st
+}
+
+func windowOrDefault(w uint32) int64 {
+	if w == 0 {
+		return DefaultWindow
+	}
+	return int64(w)
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// GUID is the stream's identifier on the wire.
+func (st *Stream) GUID() GUID { return st.id }
+
+// Initiator returns the metadata the stream was opened with: destination
+// Ip/Port, Gatename and the original client's address.
+func (st *Stream) Initiator() Initiator { return st.init }
+
+// Ack answers an accepted stream: ok true lets the peer's Open return and
+// data flow; false refuses it, and message reaches the peer's Open as the
+// RefusedError reason. Only streams from Accept are answered, once.
+func (st *Stream) Ack(ok bool, message string) error {
+	if len(message) > maxMessageLen {
+		message = message[:maxMessageLen]
+	}
+	st.mu.Lock()
+	if st.reset && !st.opener {
+		st.mu.Unlock()
+		return ErrStreamReset
+	}
+	if st.opener || st.answered {
+		st.mu.Unlock()
+		return ErrAlreadyAcked
+	}
+	if st.closed {
+		st.mu.Unlock()
+		return ErrStreamClosed
+	}
+	if err := st.sessErr; err != nil {
+		st.mu.Unlock()
+		return err
+	}
+	st.answered = true
+	st.mu.Unlock()
+
+	if !ok {
+		st.closeLocal()
+		return st.sess.queueCtrl(Ack{Ok: false, Message: message, GUID: st.id})
+	}
+	b, err := Encode(Ack{Ok: true, Message: message, GUID: st.id, Window: st.sess.cfg.StreamWindow})
+	if err != nil {
+		return err
+	}
+	// The peer must see the Ack before any of our data: under the write
+	// lock, no Write from another goroutine slips in between.
+	if err := st.lockWrite(st.done, nil); err != nil {
+		return err
+	}
+	defer st.unlockWrite()
+	st.mu.Lock()
+	st.established = true
+	st.mu.Unlock()
+	return st.sess.enqueue(context.Background(), outFrame{b: b}, st.done, nil)
+}
+
+// Read reads data the peer sent. It returns io.EOF after the peer's
+// CloseWrite or Close once the buffered data is consumed.
+func (st *Stream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		st.mu.Lock()
+		if st.buf.len() > 0 {
+			n := st.buf.read(p)
+			more := st.buf.len() > 0
+			var grant int64
+			st.unacked += int64(n)
+			// Grant the consumed bytes back once half the window is
+			// consumed: fewer Window frames than per-read updates, and the
+			// peer never runs dry while the other half is in flight.
+			if st.unacked >= st.window/2 && !st.recvFin && !st.closed {
+				grant = st.unacked
+				st.recvAvail += grant
+				st.unacked = 0
+			}
+			st.mu.Unlock()
+			if more {
+				// Another reader may be waiting.
+				signal(st.readable)
+			}
+			if grant > 0 {
+				_ = st.sess.queueCtrl(Window{GUID: st.id, Credit: uint32(grant)})
+			}
+			return n, nil
+		}
+		err := st.readErr()
+		st.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		if st.rd.passed() {
+			return 0, errDeadline
+		}
+		select {
+		case <-st.readable:
+		case <-st.rd.wait():
+			return 0, errDeadline
+		case <-st.done:
+		case <-st.sess.done:
+		}
+	}
+}
+
+// readErr says why a Read with nothing buffered must not wait; st.mu held.
+func (st *Stream) readErr() error {
+	switch {
+	case st.closed:
+		return ErrStreamClosed
+	case st.recvFin:
+		return io.EOF
+	case st.sessErr != nil:
+		return st.sessErr
+	case !st.established:
+		return ErrNotAcked
+	}
+	return nil
+}
+
+// writeErr says why a Write must fail; st.mu held.
+func (st *Stream) writeErr() error {
+	switch {
+	case st.closed:
+		return ErrStreamClosed
+	case st.sessErr != nil:
+		return st.sessErr
+	case st.reset:
+		return ErrStreamReset
+	case st.sentFin:
+		return fmt.Errorf("%w: write after CloseWrite", ErrStreamClosed)
+	case !st.established:
+		return ErrNotAcked
+	}
+	return nil
+}
+
+// Write sends p, split into Data frames of at most MaxDataSize bytes, each
+// waiting for send credit. It returns once every frame is queued for the
+// session writer (p is copied), so the data goes out even if Close follows.
+func (st *Stream) Write(p []byte) (int, error) {
+	if err := st.lockWrite(st.done, st.wd.wait()); err != nil {
+		return 0, err
+	}
+	defer st.unlockWrite()
+	n := 0
+	for len(p) > 0 {
+		size, err := st.takeCredit(len(p))
+		if err != nil {
+			return n, err
+		}
+		bp := framePool.Get().(*[]byte)
+		*bp = AppendData((*bp)[:0], st.id, p[:size])
+		f := outFrame{b: *bp, pooled: bp}
+		if err := st.sess.enqueue(context.Background(), f, st.done, st.wd.wait()); err != nil {
+			framePool.Put(bp)
+			st.mu.Lock()
+			st.sendCredit += int64(size)
+			st.mu.Unlock()
+			return n, st.failure(err)
+		}
+		n += size
+		p = p[size:]
+	}
+	return n, nil
+}
+
+// failure replaces a generic wait error with the stream's own reason.
+func (st *Stream) failure(err error) error {
+	if err == errDeadline {
+		return err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if e := st.writeErr(); e != nil {
+		return e
+	}
+	return err
+}
+
+// lockWrite takes the write lock. Every frame that must stay in order
+// behind the stream's Data (Ack, Data, Terminator) is queued under it, so
+// that a Close racing a Write cannot put Data behind the Terminator, which
+// the peer would take as a protocol violation. stop and expired abort the
+// wait (nil: only the session's end does).
+func (st *Stream) lockWrite(stop, expired <-chan struct{}) error {
+	select {
+	case st.wsem <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case st.wsem <- struct{}{}:
+		return nil
+	case <-expired:
+		return errDeadline
+	case <-stop:
+		return ErrStreamClosed
+	case <-st.sess.done:
+		return st.sess.err
+	}
+}
+
+func (st *Stream) unlockWrite() { <-st.wsem }
+
+// takeCredit waits for send credit and takes up to want bytes of it.
+func (st *Stream) takeCredit(want int) (int, error) {
+	for {
+		if st.wd.passed() {
+			return 0, errDeadline
+		}
+		st.mu.Lock()
+		if err := st.writeErr(); err != nil {
+			st.mu.Unlock()
+			return 0, err
+		}
+		if st.sendCredit > 0 {
+			n := int(min(int64(want), st.sendCredit, MaxDataSize))
+			st.sendCredit -= int64(n)
+			st.mu.Unlock()
+			return n, nil
+		}
+		st.mu.Unlock()
+		select {
+		case <-st.writable:
+		case <-st.wd.wait():
+			return 0, errDeadline
+		case <-st.done:
+		case <-st.sess.done:
+		}
+	}
+}
+
+// CloseWrite tells the peer that no more data comes from this side (it reads
+// EOF after what was written); reading goes on. It waits for a Write in
+// progress so that the Terminator follows all of its data.
+func (st *Stream) CloseWrite() error {
+	if err := st.lockWrite(st.done, nil); err != nil {
+		return err
+	}
+	defer st.unlockWrite()
+	st.mu.Lock()
+	if st.sentFin && !st.closed {
+		st.mu.Unlock()
+		return nil
+	}
+	if err := st.writeErr(); err != nil {
+		st.mu.Unlock()
+		return err
+	}
+	st.sentFin = true
+	both := st.recvFin
+	st.mu.Unlock()
+	if both {
+		st.sess.remove(st)
+	}
+	b, err := Encode(Terminator{GUID: st.id, Half: true})
+	if err != nil {
+		return err
+	}
+	return st.sess.enqueue(context.Background(), outFrame{b: b}, st.done, nil)
+}
+
+// Close ends the stream both ways: the peer reads EOF after the data already
+// written and its further writes fail with ErrStreamReset. Blocked Reads and
+// Writes return ErrStreamClosed. Close is idempotent.
+func (st *Stream) Close() error {
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return nil
+	}
+	var msg Message
+	switch {
+	case !st.opener && !st.answered:
+		// Never answered: closing refuses it.
+		st.answered = true
+		msg = Ack{Ok: false, Message: "stream closed", GUID: st.id}
+	case st.established && !st.reset && !(st.sentFin && st.recvFin) && st.sessErr == nil:
+		msg = Terminator{GUID: st.id}
+	}
+	st.mu.Unlock()
+	st.closeLocal()
+	if msg == nil {
+		return nil
+	}
+	if ack, ok := msg.(Ack); ok {
+		return st.sess.queueCtrl(ack)
+	}
+	b, err := Encode(msg)
+	if err != nil {
+		return err
+	}
+	// Behind the data this stream queued, including a Write in progress,
+	// which returns promptly now that st.done is closed. Only the
+	// session's end aborts these waits.
+	if err := st.lockWrite(nil, nil); err != nil {
+		return nil
+	}
+	defer st.unlockWrite()
+	err = st.sess.enqueue(context.Background(), outFrame{b: b}, nil, nil)
+	if err != nil && st.sess.closed() {
+		return nil
+	}
+	return err
+}
+
+// closeLocal marks the stream closed, wakes its waiters, frees its buffer
+// and forgets it in the session.
+func (st *Stream) closeLocal() {
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return
+	}
+	st.closed = true
+	st.buf.free()
+	close(st.done)
+	st.mu.Unlock()
+	st.rd.stop()
+	st.wd.stop()
+	st.sess.remove(st)
+}
+
+// abandon is an Open that gave up waiting: the peer may still accept the
+// stream, so it is told to drop it.
+func (st *Stream) abandon() {
+	st.mu.Lock()
+	st.closed = true
+	close(st.done)
+	st.mu.Unlock()
+	st.sess.remove(st)
+	if b, err := Encode(Terminator{GUID: st.id}); err == nil {
+		_ = st.sess.enqueue(context.Background(), outFrame{b: b}, nil, nil)
+	}
+}
+
+// receive buffers Data from the peer; it runs on the session's reader and
+// never blocks.
+func (st *Stream) receive(p []byte) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch {
+	case st.closed:
+		return nil
+	case !st.established:
+		return violation("data on stream %v before its ack", st.id)
+	case st.recvFin:
+		return violation("data on stream %v after its terminator", st.id)
+	case int64(len(p)) > st.recvAvail:
+		return violation("stream %v: %d bytes exceed the %d bytes of credit", st.id, len(p), st.recvAvail)
+	}
+	st.recvAvail -= int64(len(p))
+	st.buf.write(p)
+	signal(st.readable)
+	return nil
+}
+
+// credit adds the peer's Window grant.
+func (st *Stream) credit(n uint32) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.sendCredit += int64(n)
+	// A receiver grants back what it consumed, so credit never exceeds
+	// the largest window; more is a confused or malicious peer.
+	if st.sendCredit > MaxWindow {
+		return violation("stream %v: credit %d above the largest window", st.id, st.sendCredit)
+	}
+	signal(st.writable)
+	return nil
+}
+
+// terminated handles the peer's Terminator.
+func (st *Stream) terminated(half bool) {
+	st.mu.Lock()
+	st.recvFin = true
+	if !half {
+		st.reset = true
+	}
+	done := st.reset || st.sentFin
+	if !st.opener && !st.answered {
+		// Withdrawn before the application answered it.
+		st.answered = true
+		st.reset = true
+		done = true
+	}
+	if st.opener && !st.answered {
+		st.answered = true
+		st.ackCh <- Ack{Ok: false, Message: "stream closed by peer", GUID: st.id}
+	}
+	st.mu.Unlock()
+	signal(st.readable)
+	signal(st.writable)
+	if done {
+		st.sess.remove(st)
+	}
+}
+
+// acked handles the peer's answer to Open.
+func (st *Stream) acked(m Ack) error {
+	st.mu.Lock()
+	if !st.opener || st.answered {
+		st.mu.Unlock()
+		return violation("unexpected ack for stream %v", st.id)
+	}
+	st.answered = true
+	if m.Ok {
+		st.established = true
+		st.sendCredit += windowOrDefault(m.Window)
+	}
+	st.ackCh <- m
+	st.mu.Unlock()
+	if !m.Ok {
+		st.sess.remove(st)
+	}
+	return nil
+}
+
+// sessionClosed wakes the stream's waiters when the session ends. Buffered
+// data stays readable.
+func (st *Stream) sessionClosed() {
+	st.mu.Lock()
+	st.sessErr = st.sess.err
+	st.mu.Unlock()
+	signal(st.readable)
+	signal(st.writable)
+}
+
+// SetDeadline sets both the read and the write deadline.
+func (st *Stream) SetDeadline(t time.Time) error {
+	st.rd.set(t)
+	st.wd.set(t)
+	return nil
+}
+
+// SetReadDeadline makes Reads, pending ones included, fail with a timeout
+// after t; the zero time removes the deadline.
+func (st *Stream) SetReadDeadline(t time.Time) error {
+	st.rd.set(t)
+	return nil
+}
+
+// SetWriteDeadline makes Writes, pending ones included, fail with a timeout
+// after t. Data already queued is still sent.
+func (st *Stream) SetWriteDeadline(t time.Time) error {
+	st.wd.set(t)
+	return nil
+}
+
+// Addr is a stream endpoint that has no IP address: the gateway's name, or
+// the stream's GUID.
+type Addr string
+
+// Network is "tunnel".
+func (Addr) Network() string { return "tunnel" }
+
+func (a Addr) String() string { return string(a) }
+
+// clientAddr is the original client (ClientAddr), or the GUID.
+func (st *Stream) clientAddr() net.Addr {
+	if ap, err := netip.ParseAddrPort(st.init.ClientAddr); err == nil {
+		return net.TCPAddrFromAddrPort(ap)
+	}
+	return Addr(st.id.String())
+}
+
+// targetAddr is the destination (Ip:Port), or the gateway name.
+func (st *Stream) targetAddr() net.Addr {
+	if ip, err := netip.ParseAddr(st.init.Ip); err == nil {
+		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, st.init.Port))
+	}
+	return Addr(st.init.Gatename)
+}
+
+// LocalAddr is, on the side that accepted the stream, its destination
+// (Ip:Port, else the Gatename); on the side that opened it, the original
+// client's address (else the GUID).
+func (st *Stream) LocalAddr() net.Addr {
+	if st.opener {
+		return st.clientAddr()
+	}
+	return st.targetAddr()
+}
+
+// RemoteAddr is, on the side that accepted the stream, the original client's
+// address (ClientAddr, else the GUID), so that servers behind the tunnel log
+// the real client; on the side that opened it, the destination.
+func (st *Stream) RemoteAddr() net.Addr {
+	if st.opener {
+		return st.targetAddr()
+	}
+	return st.clientAddr()
+}
+
+var _ net.Conn = (*Stream)(nil)
