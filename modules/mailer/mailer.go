@@ -377,6 +377,7 @@ type dialer struct {
 	ctx         context.Context
 	implicitTLS bool
 	tlsConfig   *tls.Config
+	conn        net.Conn    // the TCP connection, once dialled
 	stop        func() bool // unhooks the close-on-cancel
 }
 
@@ -386,6 +387,7 @@ func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
+	d.conn = conn
 	// d.ctx, not ctx: go-mail cancels the dial context once connected.
 	d.stop = context.AfterFunc(d.ctx, func() { _ = conn.Close() })
 	if !d.implicitTLS {
@@ -400,9 +402,14 @@ func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	return tc, nil
 }
 
+// release closes the connection whatever happened: go-mail leaves it open
+// when the exchange fails before the message (EHLO, STARTTLS, AUTH).
 func (d *dialer) release() {
 	if d.stop != nil {
 		d.stop()
+	}
+	if d.conn != nil {
+		_ = d.conn.Close()
 	}
 }
 

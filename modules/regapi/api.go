@@ -189,6 +189,7 @@ var errorTable = []struct {
 	{registry.ErrTooMany, http.StatusBadRequest, "TooManyRecords"},
 	{registry.ErrOutsideSubtree, http.StatusForbidden, "OutsideSubtree"},
 	{registry.ErrNotFound, http.StatusNotFound, "NotFound"},
+	{registry.ErrNoMailer, http.StatusServiceUnavailable, "EmailUnavailable"},
 }
 
 func writeRegistryError(w http.ResponseWriter, err error) {

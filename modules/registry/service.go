@@ -22,6 +22,8 @@ var (
 	ErrExpiredToken    = errors.New("token expired")
 	ErrOutsideSubtree  = errors.New("record outside the gateway's subtree")
 	ErrUnsupportedType = errors.New("unsupported record type")
+	// ErrNoMailer: the email flows need a mail server this cloud lacks.
+	ErrNoMailer = errors.New("email is not configured on this server")
 )
 
 // Notifier delivers the mails of the email flows. The registry decides when
@@ -324,6 +326,9 @@ func (r *Registry) Reclaim(ctx context.Context, name string) error {
 	if err := r.names.Check(name); err != nil {
 		return err
 	}
+	if r.notifier == nil {
+		return ErrNoMailer
+	}
 	token, hash := NewToken()
 	now := r.now()
 	g, err := r.store.UpdateGateway(ctx, name, func(g *Gateway) (*string, error) {
@@ -336,9 +341,6 @@ func (r *Registry) Reclaim(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if r.notifier == nil {
-		return fmt.Errorf("reclaim: no mailer configured")
-	}
 	return r.notifier.SendReclamation(ctx, g.Email, g.Name, token)
 }
 
@@ -346,6 +348,9 @@ func (r *Registry) Reclaim(ctx context.Context, name string) error {
 func (r *Registry) SetEmail(ctx context.Context, token, email string, optOut bool) error {
 	if err := checkEmail(email); err != nil {
 		return err
+	}
+	if r.notifier == nil {
+		return ErrNoMailer
 	}
 	g, err := r.Authenticate(ctx, token)
 	if err != nil {
@@ -363,9 +368,6 @@ func (r *Registry) SetEmail(ctx context.Context, token, email string, optOut boo
 	}
 	if err := r.store.SetAccountOptOut(ctx, g.AccountID, optOut); err != nil {
 		return err
-	}
-	if r.notifier == nil {
-		return fmt.Errorf("setemail: no mailer configured")
 	}
 	return r.notifier.SendVerification(ctx, email, g.Name, verifyToken)
 }

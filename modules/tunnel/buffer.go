@@ -51,11 +51,15 @@ func (b *recvBuffer) read(p []byte) int {
 		p = p[n:]
 		if b.r == end {
 			chunkPool.Put(b.chunks[0])
-			b.chunks[0] = nil
-			b.chunks = b.chunks[1:]
+			// Shift rather than reslice, so that the slice keeps its
+			// capacity (a window's worth of pointers) and a busy stream
+			// does not reallocate it for every burst.
+			last := len(b.chunks) - 1
+			copy(b.chunks, b.chunks[1:])
+			b.chunks[last] = nil
+			b.chunks = b.chunks[:last]
 			b.r = 0
-			if len(b.chunks) == 0 {
-				b.chunks = nil
+			if last == 0 {
 				b.w = 0
 			}
 		}

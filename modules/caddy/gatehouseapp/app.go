@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -155,6 +157,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	workers := 1
 	switch a.Storage.Driver {
 	case "sqlite":
+		if err := os.MkdirAll(filepath.Dir(a.Storage.Path), 0o700); err != nil {
+			return fmt.Errorf("gatehouse: storage folder: %w", err)
+		}
 		a.store, err = sqlitestore.Open(openCtx, a.Storage.Path)
 	case "postgres":
 		a.store, err = pgstore.Open(openCtx, a.Storage.DSN)
