@@ -1,4 +1,6 @@
--- Each request registers a new name, unique per thread and run.
+-- Each request registers a new name, unique per thread and run. ENDPOINT
+-- (default /subscribe) lets the same load go to the ceiling handler.
+local endpoint = os.getenv("ENDPOINT") or "/subscribe"
 local i = 0
 prefix = ""
 local threads = 0
@@ -8,5 +10,5 @@ function setup(thread)
 end
 function request()
   i = i + 1
-  return wrk.format("GET", "/subscribe?name=" .. prefix .. i)
+  return wrk.format("GET", endpoint .. "?name=" .. prefix .. i)
 end

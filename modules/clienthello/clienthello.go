@@ -49,17 +49,17 @@ type Info struct {
 
 // Wire constants (RFC 8446 §5.1, §4, §4.2; RFC 6066 §3; RFC 7301).
 const (
-	recordHeaderLen       = 5
-	recordTypeHandshake   = 0x16
-	handshakeHeaderLen    = 4
-	typeClientHello       = 1
-	maxPlaintext          = 1 << 14 // largest record fragment a peer may send
-	extServerName         = 0
-	extALPN               = 16
-	sniHostName           = 0
-	maxSessionIDLen       = 32
-	clientRandomLen       = 32
-	tlsMajorVersion  byte = 3
+	recordHeaderLen          = 5
+	recordTypeHandshake      = 0x16
+	handshakeHeaderLen       = 4
+	typeClientHello          = 1
+	maxPlaintext             = 1 << 14 // largest record fragment a peer may send
+	extServerName            = 0
+	extALPN                  = 16
+	sniHostName              = 0
+	maxSessionIDLen          = 32
+	clientRandomLen          = 32
+	tlsMajorVersion     byte = 3
 )
 
 // Parse parses the ClientHello at the start of data, the bytes of TLS
@@ -117,8 +117,11 @@ func (a *assembler) feed(data []byte) (hello []byte, need int, err error) {
 		}
 		end := a.off + recordHeaderLen + n
 		if len(data) < end {
-			// Whatever else is missing must come after this record.
-			return nil, end + max(a.missing()-n, 0), nil
+			// What this record cannot hold needs at least one more.
+			if rest := a.missing() - n; rest > 0 {
+				return nil, end + recordHeaderLen + rest, nil
+			}
+			return nil, end, nil
 		}
 		frag := data[a.off+recordHeaderLen : end]
 		a.off = end

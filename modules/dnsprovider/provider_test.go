@@ -101,7 +101,9 @@ func TestChallengeLifecycle(t *testing.T) {
 	p := f.provider()
 	ctx := context.Background()
 	const zone = "box.example.org."
-	txt := func(v string) libdns.TXT { return libdns.TXT{Name: "_acme-challenge.myhome", TTL: time.Minute, Text: v} }
+	txt := func(v string) libdns.TXT {
+		return libdns.TXT{Name: "_acme-challenge.myhome", TTL: time.Minute, Text: v}
+	}
 
 	added, err := p.AppendRecords(ctx, zone, []libdns.Record{txt("one"), txt("two")})
 	if err != nil {

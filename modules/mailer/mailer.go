@@ -304,7 +304,16 @@ func (m *Mailer) send(ctx context.Context, kind string, mt mailTemplate, to stri
 
 // message builds the MIME message.
 func (m *Mailer) message(to *mail.Address, subject, body string) *gomail.Msg {
-	msg := gomail.NewMsg(gomail.WithNoDefaultUserAgent())
+	// Plain ASCII with short lines goes as is, so that the link and the
+	// token stay whole for any reader; anything else is quoted-printable.
+	// (go-mail labels unencoded bodies "8bit", which 7-bit content
+	// satisfies; its "7bit" encoding quoted-printable-encodes the body
+	// while labelling it 7bit.)
+	enc := gomail.EncodingQP
+	if isSevenBit(body) {
+		enc = gomail.NoEncoding
+	}
+	msg := gomail.NewMsg(gomail.WithNoDefaultUserAgent(), gomail.WithEncoding(enc))
 	msg.FromMailAddress(m.from)
 	msg.ToMailAddress(to)
 	msg.Subject(subject)
@@ -318,6 +327,24 @@ func (m *Mailer) message(to *mail.Address, subject, body string) *gomail.Msg {
 	msg.SetGenHeader(gomail.HeaderXAutoResponseSuppress, "All")
 	msg.SetBodyString(gomail.TypeTextPlain, body)
 	return msg
+}
+
+// isSevenBit reports whether body can travel unencoded: ASCII without
+// control characters other than line breaks and tabs, lines within the
+// 998 octets of RFC 5322 §2.1.1.
+func isSevenBit(body string) bool {
+	for line := range strings.Lines(body) {
+		if len(line) > 998 {
+			return false
+		}
+		for i := range len(line) {
+			c := line[i]
+			if c >= 0x7f || (c < ' ' && c != '\t' && c != '\n' && c != '\r') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // client prepares a go-mail client for one send, dialling through d. A

@@ -71,6 +71,10 @@ func TestSendVerification(t *testing.T) {
 	if !strings.Contains(body, "myhome.box.example.org") {
 		t.Fatalf("the name is missing from:\n%s", body)
 	}
+	// ASCII mail goes unencoded: the link is whole even in the raw message.
+	if !strings.Contains(string(msg.Raw), "\r\n"+link+"\r\n") || msg.Header.Get("Content-Transfer-Encoding") != "8bit" {
+		t.Fatalf("raw message:\n%s", msg.Raw)
+	}
 }
 
 // checkHeaders checks what every Gatehouse mail carries.
@@ -143,6 +147,21 @@ func TestCustomTemplates(t *testing.T) {
 	want := "Lien : https://example.org/v?s=1\nNom : maison.box.example.org\nJeton : tok\n"
 	if got := text(t, msg); got != want {
 		t.Fatalf("body %q, want %q", got, want)
+	}
+	if enc := msg.Header.Get("Content-Transfer-Encoding"); enc != "8bit" {
+		t.Fatalf("ascii body sent as %q", enc)
+	}
+	// Non-ASCII bodies are quoted-printable.
+	cfg.Templates.VerificationBody = "Vérifiez : {{.Link}}\n"
+	if m, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SendVerification(context.Background(), "owner@example.net", data); err != nil {
+		t.Fatal(err)
+	}
+	msg = next(t, s)
+	if got, enc := text(t, msg), msg.Header.Get("Content-Transfer-Encoding"); got != "Vérifiez : https://example.org/v?s=1\n" || enc != "quoted-printable" {
+		t.Fatalf("non-ascii body %q sent as %q", got, enc)
 	}
 	// The reclamation mail kept its default.
 	if err := m.SendReclamation(context.Background(), "owner@example.net", data); err != nil {

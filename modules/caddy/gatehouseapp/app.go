@@ -265,7 +265,9 @@ func (a *App) Stop() error {
 // apply keeps the DNS index and the live tunnels in step with the registry.
 func (a *App) apply(ev registry.Event) {
 	if ev.Revoked {
-		a.hub.Drop(ev.Name, "gateway "+revokeReason(ev))
+		// Drop waits for the agent to hear why; the registry must not.
+		reason := "gateway " + revokeReason(ev)
+		go a.hub.Drop(ev.Name, reason)
 	}
 	if a.dnsIndex == nil {
 		return

@@ -47,18 +47,20 @@ func (a *App) TunnelHandler() http.Handler {
 // authenticateTunnel admits a session for name only with name's own token,
 // so a gateway can never receive another gateway's traffic.
 func (a *App) authenticateTunnel(ctx context.Context, name, key string) error {
+	refuse := func(reason string) error { return &tunnel.RefusedError{Reason: reason} }
 	g, err := a.registry.Authenticate(ctx, key)
 	if errors.Is(err, registry.ErrNotFound) {
-		return errors.New("unknown token")
+		return refuse("unknown token")
 	}
 	if err != nil {
+		// Not a refusal: the agent only learns that authentication failed.
 		return fmt.Errorf("registry unavailable: %w", err)
 	}
 	if g.Name != name {
-		return fmt.Errorf("token does not belong to %q", name)
+		return refuse(fmt.Sprintf("token does not belong to %q", name))
 	}
 	if g.Expired {
-		return errors.New("gateway expired: ping to bring it back first")
+		return refuse("gateway expired: ping to bring it back first")
 	}
 	return nil
 }

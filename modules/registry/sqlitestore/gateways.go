@@ -40,10 +40,35 @@ func gatewayArgs(g *registry.Gateway, accountID int64) []any {
 		g.Created.UnixNano()}
 }
 
-// pingSQL updates one gateway by token and returns it in gatewayCols order,
-// plus whether it was expired. RETURNING sees only the new row, hence the
-// revived column (see the migration) and the account subqueries.
-const pingSQL = `UPDATE gateways SET
+// pingReturning lists what both ping statements return: the gateway in
+// gatewayCols order, then whether it was expired. RETURNING sees only the
+// new row, hence the revived column (see the migration) and the account
+// subqueries.
+const pingReturning = `RETURNING name, token_hash, mode, description, account_id,
+		(SELECT email FROM accounts WHERE accounts.id = gateways.account_id),
+		(SELECT optout FROM accounts WHERE accounts.id = gateways.account_id),
+		email_verified, verify_token_hash, verify_expires, reclaim_token_hash, reclaim_expires,
+		last_ping, public_v4, public_v6, local_addrs, expired, created, revived`
+
+// pingSameSQL is the usual ping: the gateway reports the public addresses
+// it is stored with. It leaves the address columns out of SET because
+// SQLite rewrites the entries of every index whose columns are SET, even to
+// the same value, and that extra dirty page per ping would double the WAL
+// written by each batch. When the addresses moved (or the token is
+// unknown) it matches nothing and pingMovedSQL follows.
+const pingSameSQL = `UPDATE gateways SET
+		last_ping = ?1,
+		local_addrs = CASE WHEN ?4 THEN ?5 ELSE local_addrs END,
+		revived = expired,
+		expired = 0
+	WHERE token_hash = ?6
+		AND (?2 IS NULL OR public_v4 IS ?2)
+		AND (?3 IS NULL OR public_v6 IS ?3)
+	` + pingReturning
+
+// pingMovedSQL is the ping that also stores new public addresses; a zero
+// address in the request keeps the stored one.
+const pingMovedSQL = `UPDATE gateways SET
 		last_ping = ?1,
 		public_v4 = coalesce(?2, public_v4),
 		public_v6 = coalesce(?3, public_v6),
@@ -51,11 +76,7 @@ const pingSQL = `UPDATE gateways SET
 		revived = expired,
 		expired = 0
 	WHERE token_hash = ?6
-	RETURNING name, token_hash, mode, description, account_id,
-		(SELECT email FROM accounts WHERE accounts.id = gateways.account_id),
-		(SELECT optout FROM accounts WHERE accounts.id = gateways.account_id),
-		email_verified, verify_token_hash, verify_expires, reclaim_token_hash, reclaim_expires,
-		last_ping, public_v4, public_v6, local_addrs, expired, created, revived`
+	` + pingReturning
 
 // CreateGateway inserts g, finding or creating the account of email in the
 // same transaction. A zero g.Created is set to now.
@@ -216,15 +237,19 @@ func affectedOne(res sql.Result, err error, what string) error {
 	return nil
 }
 
-// PingBatch applies the pings in one transaction, one prepared UPDATE ...
-// RETURNING each. If the transaction fails, every result carries its error.
+// PingBatch applies the pings in one transaction, with prepared UPDATE ...
+// RETURNING statements: one per ping when its addresses did not change, a
+// second when they did or the token is unknown. If the transaction fails,
+// every result carries its error.
 func (s *Store) PingBatch(ctx context.Context, pings []registry.PingRequest) []registry.PingResult {
 	results := make([]registry.PingResult, len(pings))
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		stmt := tx.StmtContext(ctx, s.ping)
-		// Closing the transaction's copy keeps the parent prepared
-		// statement for the next batch.
-		defer stmt.Close()
+		// The transaction's copies of the statements reuse the writer
+		// connection's prepared ones; closing them keeps those.
+		same := tx.StmtContext(ctx, s.pingSame)
+		defer same.Close()
+		moved := tx.StmtContext(ctx, s.pingMoved)
+		defer moved.Close()
 		now := time.Now()
 		for i, p := range pings {
 			results[i] = registry.PingResult{}
@@ -236,11 +261,15 @@ func (s *Store) PingBatch(ctx context.Context, pings []registry.PingRequest) []r
 			if at.IsZero() {
 				at = now
 			}
+			args := []any{at.UnixNano(), addrArg(p.PublicV4), addrArg(p.PublicV6),
+				boolArg(p.LocalAddrs != nil), addrsArg(p.LocalAddrs), p.TokenHash}
 			var r gatewayRow
 			var revived bool
-			err := stmt.QueryRowContext(ctx, at.UnixNano(), addrArg(p.PublicV4), addrArg(p.PublicV6),
-				boolArg(p.LocalAddrs != nil), addrsArg(p.LocalAddrs), p.TokenHash).
-				Scan(append(r.dest(), &revived)...)
+			dest := append(r.dest(), &revived)
+			err := same.QueryRowContext(ctx, args...).Scan(dest...)
+			if errors.Is(err, sql.ErrNoRows) {
+				err = moved.QueryRowContext(ctx, args...).Scan(dest...)
+			}
 			if errors.Is(err, sql.ErrNoRows) {
 				results[i].Err = registry.ErrNotFound
 				continue

@@ -37,9 +37,9 @@ type Store struct {
 	writer *sql.DB
 	// reader is a pool of read-only connections.
 	reader *sql.DB
-	// ping is PingBatch's UPDATE, prepared once on the writer connection
-	// and bound to each batch's transaction.
-	ping *sql.Stmt
+	// pingSame and pingMoved are PingBatch's UPDATEs, prepared once on
+	// the writer connection and bound to each batch's transaction.
+	pingSame, pingMoved *sql.Stmt
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -83,7 +83,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	reader.SetMaxIdleConns(n)
 
 	s := &Store{writer: writer, reader: reader}
-	if s.ping, err = writer.PrepareContext(ctx, pingSQL); err != nil {
+	if s.pingSame, err = writer.PrepareContext(ctx, pingSameSQL); err == nil {
+		s.pingMoved, err = writer.PrepareContext(ctx, pingMovedSQL)
+	}
+	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("prepare ping: %w", err)
 	}
@@ -93,8 +96,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // Close releases the connections. The store must not be used afterwards.
 func (s *Store) Close() error {
 	var errs []error
-	if s.ping != nil {
-		errs = append(errs, s.ping.Close())
+	for _, st := range []*sql.Stmt{s.pingSame, s.pingMoved} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
 	}
 	errs = append(errs, s.reader.Close(), s.writer.Close())
 	if err := errors.Join(errs...); err != nil {
