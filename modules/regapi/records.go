@@ -28,7 +28,9 @@ type recordsResponse struct {
 }
 
 func (a *API) v1Zones(w http.ResponseWriter, r *http.Request, g *registry.Gateway) {
-	writeJSON(w, http.StatusOK, map[string]any{"zones": []map[string]string{{"name": a.cfg.Zone + "."}}})
+	// The gateway can manage records both through the Gatehouse zone and
+	// through its own name taken as a zone.
+	writeJSON(w, http.StatusOK, map[string]any{"zones": []map[string]string{{"name": a.cfg.Zone + "."}, {"name": a.fqdn(g.Name) + "."}}})
 }
 
 // zoneOf checks that zone is the Gatehouse zone or inside g's subtree and
