@@ -149,7 +149,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		// Names the zone itself answers for cannot be registered.
 		reserved = append(append([]string{}, reserved...), zc.ReservedNames()...)
 	}
-	a.hub = &hub.Hub{Logger: slogger}
+	a.hub = a.acquireHub(slogger)
 
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -259,7 +259,7 @@ func (a *App) Stop() error {
 		err = a.dnsServer.Shutdown(ctx)
 		cancel()
 	}
-	return errors.Join(err, a.hub.Close())
+	return errors.Join(err, a.releaseHub())
 }
 
 // apply keeps the DNS index and the live tunnels in step with the registry.
@@ -294,6 +294,7 @@ func revokeReason(ev registry.Event) string {
 
 // Cleanup closes the store.
 func (a *App) Cleanup() error {
+	_ = a.releaseHub()
 	if a.store != nil {
 		return a.store.Close()
 	}
