@@ -9,4 +9,5 @@ import (
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehouseapp"
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehousedns"
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehousehandler"
+	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehouselistener"
 )

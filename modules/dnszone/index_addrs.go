@@ -47,3 +47,23 @@ func (x *Index) PutAddresses(g *registry.Gateway) {
 	}
 	x.bump()
 }
+
+// Names returns the names of every gateway indexed.
+func (x *Index) Names() []string {
+	var names []string
+	x.forEach(func(name string, _ entry) bool {
+		names = append(names, name)
+		return true
+	})
+	return names
+}
+
+// Has reports whether the named gateway is indexed.
+func (x *Index) Has(name string) bool {
+	name, ok := gatewayLabel(name)
+	if !ok {
+		return false
+	}
+	_, ok = x.get(name)
+	return ok
+}

@@ -123,6 +123,10 @@ var (
 	ErrConflict      = errors.New("conflicting record")
 )
 
+// ResyncAll is delivered by Store.Changes when individual changes may have
+// been missed.
+const ResyncAll = ""
+
 // Store persists gateways, accounts and records. Every method is atomic: it
 // either applies entirely or not at all. Implementations must be safe for
 // concurrent use.
@@ -186,6 +190,8 @@ type Store interface {
 	// inside the writing transaction (pg_notify), so a committed change is
 	// never silent; a process does not receive its own announcements.
 	// Unshared stores return a nil channel. The channel closes when ctx ends.
+	// ResyncAll in place of a name means changes may have been missed
+	// (the listener reconnected): the reader reloads everything.
 	Changes(ctx context.Context) (<-chan string, error)
 
 	Close() error

@@ -241,10 +241,38 @@ func (a *App) Start() error {
 // followChanges applies other nodes' writes to this node's in-memory state.
 func (a *App) followChanges(ctx context.Context, ch <-chan string) {
 	for name := range ch {
+		if name == registry.ResyncAll {
+			a.resync(ctx)
+			continue
+		}
 		if err := a.registry.Reload(ctx, name); err != nil && ctx.Err() == nil {
 			a.logger.Warn("reloading changed gateway", zap.String("name", name), zap.Error(err))
 		}
 	}
+}
+
+// resync reloads the whole zone after changes may have been missed. Names
+// gone from the store meanwhile are found by comparing with the index.
+func (a *App) resync(ctx context.Context) {
+	if a.dnsIndex == nil {
+		return
+	}
+	fresh := dnszone.NewIndex()
+	err := a.store.ForEachGateway(ctx, func(g *registry.Gateway, recs []registry.Record) error {
+		a.dnsIndex.Put(g, recs)
+		fresh.Put(g, recs)
+		return nil
+	})
+	if err != nil {
+		a.logger.Warn("resyncing the zone", zap.Error(err))
+		return
+	}
+	for _, name := range a.dnsIndex.Names() {
+		if !fresh.Has(name) {
+			a.dnsIndex.Remove(name)
+		}
+	}
+	a.logger.Info("zone resynced after a lost notification connection", zap.Int("gateways", a.dnsIndex.Len()))
 }
 
 // Stop ends the background work, the DNS service and the tunnels.

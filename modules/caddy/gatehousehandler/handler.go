@@ -24,11 +24,18 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("gatehouse", httpcaddyfile.Before, "respond")
 }
 
-// Handler serves the registration API. It has no options of its own: zone,
-// store, limits and mail are the `gatehouse` app's.
+// Handler serves the registration API, or with mode "offline" the page for
+// gateways without a live tunnel. Zone, store, limits and mail are the
+// `gatehouse` app's.
 type Handler struct {
-	api    *regapi.API
-	logger *zap.Logger
+	// Mode is "api" (the default: the registration API and the tunnel
+	// endpoint) or "offline" (the "gateway offline" page, for a `*.ZONE`
+	// site behind the gatehouse listener wrapper).
+	Mode string `json:"mode,omitempty"`
+
+	api     *regapi.API
+	offline *offlinePage
+	logger  *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -47,6 +54,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("gatehouse handler: the gatehouse app is not configured: %w", err)
 	}
 	app := appIface.(*gatehouseapp.App)
+	switch h.Mode {
+	case "", ModeAPI:
+	case ModeOffline:
+		h.offline = &offlinePage{app: app, logger: h.logger}
+		return nil
+	default:
+		return fmt.Errorf("gatehouse handler: unknown mode %q (api or offline)", h.Mode)
+	}
 	limits := app.Limiters()
 	h.api = regapi.New(app.Registry(), regapi.Config{
 		Zone:           app.ZoneName(),
@@ -80,13 +95,23 @@ func clientIP(r *http.Request) netip.Addr {
 // ServeHTTP answers the API; it never calls next, as every path under it
 // belongs to the API.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if h.offline != nil {
+		h.offline.ServeHTTP(w, r)
+		return nil
+	}
 	h.api.ServeHTTP(w, r)
 	return nil
 }
 
-// UnmarshalCaddyfile parses `gatehouse` (no arguments, no block).
+// UnmarshalCaddyfile parses `gatehouse [api|offline]` (no block).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
+	if d.NextArg() {
+		h.Mode = d.Val()
+		if h.Mode != ModeAPI && h.Mode != ModeOffline {
+			return d.Errf("unknown gatehouse mode %q (api or offline)", h.Mode)
+		}
+	}
 	if d.NextArg() {
 		return d.ArgErr()
 	}

@@ -1,6 +1,8 @@
 package pgstore
 
 import (
+	"github.com/gatehouse-project/gatehouse/modules/registry"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,8 +23,9 @@ const (
 // connection and delivers the changed gateway names until ctx ends or the
 // store closes; then the channel closes. The LISTEN is in place when
 // Changes returns, so every change committed afterwards is delivered. If
-// the connection drops, the listener reconnects with backoff; what other
-// nodes committed while it was down is not replayed.
+// the connection drops, the listener reconnects with backoff and, since
+// what other nodes committed meanwhile is not replayed, delivers
+// registry.ResyncAll.
 func (s *Store) Changes(ctx context.Context) (<-chan string, error) {
 	// Registering under the lock keeps Close from missing a listener
 	// that starts while it waits for the others.
@@ -78,6 +81,14 @@ func (s *Store) deliver(ctx context.Context, conn *pgx.Conn, out chan<- string) 
 				}
 				if conn, err = s.listen(ctx); err == nil {
 					backoff = minBackoff
+					// What other nodes committed while we were away
+					// is lost: ask the reader to reload everything.
+					select {
+					case out <- registry.ResyncAll:
+					case <-ctx.Done():
+						closeConn(conn)
+						return
+					}
 					break
 				}
 				// Jitter spreads the reconnections of many nodes after

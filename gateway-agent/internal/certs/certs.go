@@ -1,0 +1,366 @@
+// Package certs obtains and renews the gateway's certificates with
+// CertMagic: ACME DNS-01 through the cloud's records API
+// (modules/dnsprovider, authenticated with the name's token), storage in the
+// state directory, renewal in the background. Its GetCertificate serves the
+// newest certificate of a name, so a renewal takes effect without a restart.
+//
+// Several names can be managed at once (the current name and the one the
+// owner just chose); each uses its own token for its challenges. The package
+// does not register names nor decide which name is current.
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/libdns/libdns"
+
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/logging"
+	"github.com/gatehouse-project/gatehouse/modules/dnsprovider"
+)
+
+// Config configures a Manager.
+type Config struct {
+	// StateDir holds the certificates and the ACME account, under
+	// certmagic/.
+	StateDir string
+	// Directory is the ACME directory URL.
+	Directory string
+	// Roots verify the ACME directory's HTTPS certificate; nil means the
+	// system roots.
+	Roots *x509.CertPool
+	// Email is the ACME account contact (may be empty).
+	Email string
+	// Resolvers are the DNS servers (host:port) asked whether a challenge
+	// record is visible; empty means the zone's authoritative servers.
+	Resolvers []string
+	// Endpoint is the cloud's API, for the challenge records.
+	Endpoint string
+	// HTTPClient calls the cloud's API.
+	HTTPClient *http.Client
+	// Wildcard also obtains *.NAME.ZONE.
+	Wildcard bool
+	// RenewCheckInterval is how often certificates are checked for
+	// renewal; 0 means CertMagic's default (10 minutes).
+	RenewCheckInterval time.Duration
+	// PropagationTimeout bounds the wait for a challenge record to be
+	// visible; 0 means 2 minutes, -1 skips the check.
+	PropagationTimeout time.Duration
+	// OnChange is called (in its own goroutine) after a certificate was
+	// obtained or renewed, or an attempt failed.
+	OnChange func(fqdn string)
+	Logger   *slog.Logger
+}
+
+// Status is what is known of one name's certificate.
+type Status struct {
+	// Ready: a certificate for the name is loaded and not expired.
+	Ready     bool
+	NotBefore time.Time
+	NotAfter  time.Time
+	Issuer    string
+	// Obtaining: an attempt is under way and none has succeeded yet.
+	Obtaining bool
+	// LastError is why the last attempt failed, cleared by a success.
+	LastError string
+	// Obtained is when a certificate was last obtained or renewed.
+	Obtained time.Time
+}
+
+type nameState struct {
+	token     string
+	obtaining bool
+	lastErr   string
+	obtained  time.Time
+}
+
+// Manager manages the certificates of the gateway's names.
+type Manager struct {
+	cfg    Config
+	log    *slog.Logger
+	cache  *certmagic.Cache
+	magic  *certmagic.Config
+	issuer *certmagic.ACMEIssuer
+
+	mu       sync.Mutex
+	names    map[string]*nameState // by fqdn, lower case
+	fallback string                // the name served when a client sends no SNI
+	wg       sync.WaitGroup
+	stopped  bool
+}
+
+// New prepares a Manager; nothing is obtained before Manage.
+func New(cfg Config) (*Manager, error) {
+	if cfg.StateDir == "" || cfg.Directory == "" || cfg.Endpoint == "" {
+		return nil, errors.New("certs: state directory, ACME directory and cloud endpoint are required")
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger, names: map[string]*nameState{}}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	zl := logging.Zap(m.log.With("component", "certmagic"))
+	m.cache = certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return m.magic, nil },
+		RenewCheckInterval: cfg.RenewCheckInterval,
+		// OCSP is not checked more often than needed: public CAs are
+		// dropping it, and test CAs do not have it.
+		OCSPCheckInterval: 24 * time.Hour,
+		Logger:            zl,
+	})
+	m.magic = certmagic.New(m.cache, certmagic.Config{
+		Storage: &certmagic.FileStorage{Path: filepath.Join(cfg.StateDir, "certmagic")},
+		OnEvent: m.onEvent,
+		// No OCSP stapling: Let's Encrypt ended OCSP, and a missing
+		// responder must not hold a certificate back.
+		OCSP:   certmagic.OCSPConfig{DisableStapling: true},
+		Logger: zl,
+	})
+	m.issuer = certmagic.NewACMEIssuer(m.magic, certmagic.ACMEIssuer{
+		CA:                      cfg.Directory,
+		Email:                   cfg.Email,
+		Agreed:                  true,
+		TrustedRoots:            cfg.Roots,
+		DisableHTTPChallenge:    true,
+		DisableTLSALPNChallenge: true,
+		DNS01Solver: &certmagic.DNS01Solver{DNSManager: certmagic.DNSManager{
+			DNSProvider:        recordsProvider{m},
+			TTL:                60 * time.Second,
+			Resolvers:          cfg.Resolvers,
+			PropagationTimeout: cfg.PropagationTimeout,
+			Logger:             zl,
+		}},
+		Logger: zl,
+	})
+	m.magic.Issuers = []certmagic.Issuer{m.issuer}
+	return m, nil
+}
+
+// StorageDir is where CertMagic keeps the certificates (an upstream in
+// passthrough mode can read NAME.ZONE.crt and .key below it).
+func (m *Manager) StorageDir() string { return filepath.Join(m.cfg.StateDir, "certmagic") }
+
+func (m *Manager) subjects(fqdn string) []string {
+	if m.cfg.Wildcard {
+		return []string{fqdn, "*." + fqdn}
+	}
+	return []string{fqdn}
+}
+
+// Manage starts managing fqdn's certificates, with token for its
+// challenges: loaded from storage when there, else obtained in the
+// background (CertMagic retries with backoff), then renewed. ctx bounds the
+// background work.
+func (m *Manager) Manage(ctx context.Context, fqdn, token string) error {
+	fqdn = strings.ToLower(strings.TrimSuffix(fqdn, "."))
+	m.mu.Lock()
+	if m.stopped {
+		m.mu.Unlock()
+		return errors.New("certs: manager stopped")
+	}
+	ns := m.names[fqdn]
+	if ns == nil {
+		ns = &nameState{}
+		m.names[fqdn] = ns
+	}
+	ns.token = token
+	if m.fallback == "" {
+		m.fallback = fqdn
+	}
+	m.mu.Unlock()
+	if err := m.magic.ManageAsync(ctx, m.subjects(fqdn)); err != nil {
+		return fmt.Errorf("managing %s: %w", fqdn, err)
+	}
+	return nil
+}
+
+// Unmanage stops renewing fqdn (a name given up) and drops its
+// certificates from memory; storage keeps them until they expire.
+func (m *Manager) Unmanage(fqdn string) {
+	fqdn = strings.ToLower(fqdn)
+	var subs []certmagic.SubjectIssuer
+	for _, s := range m.subjects(fqdn) {
+		subs = append(subs, certmagic.SubjectIssuer{Subject: s})
+	}
+	m.cache.RemoveManaged(subs)
+	m.mu.Lock()
+	delete(m.names, fqdn)
+	if m.fallback == fqdn {
+		m.fallback = ""
+	}
+	m.mu.Unlock()
+}
+
+// SetFallback names the certificate served to clients that send no server
+// name (a LAN browser that opened https://192.168.1.10:8443/).
+func (m *Manager) SetFallback(fqdn string) {
+	m.mu.Lock()
+	m.fallback = strings.ToLower(fqdn)
+	m.mu.Unlock()
+}
+
+// GetCertificate is the tls.Config callback: the cached certificate for
+// the client's server name, which CertMagic replaces in the cache when it
+// renews.
+func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if hello.ServerName == "" {
+		m.mu.Lock()
+		fb := m.fallback
+		m.mu.Unlock()
+		if fb != "" {
+			h := *hello
+			h.ServerName = fb
+			hello = &h
+		}
+	}
+	return m.magic.GetCertificate(hello)
+}
+
+// Status reports on fqdn's certificate.
+func (m *Manager) Status(fqdn string) Status {
+	fqdn = strings.ToLower(fqdn)
+	var st Status
+	now := time.Now()
+	for _, c := range m.cache.AllMatchingCertificates(fqdn) {
+		if c.Leaf == nil || now.After(c.Leaf.NotAfter) {
+			continue
+		}
+		if c.Leaf.NotAfter.After(st.NotAfter) {
+			st.Ready = true
+			st.NotBefore, st.NotAfter = c.Leaf.NotBefore, c.Leaf.NotAfter
+			st.Issuer = c.Leaf.Issuer.CommonName
+		}
+	}
+	m.mu.Lock()
+	if ns := m.names[fqdn]; ns != nil {
+		st.Obtaining = ns.obtaining && !st.Ready
+		st.LastError = ns.lastErr
+		st.Obtained = ns.obtained
+	}
+	m.mu.Unlock()
+	return st
+}
+
+// Stop ends the background renewals.
+func (m *Manager) Stop() {
+	m.mu.Lock()
+	m.stopped = true
+	m.mu.Unlock()
+	m.cache.Stop()
+	m.wg.Wait()
+}
+
+// baseName maps a certificate identifier (NAME.ZONE or *.NAME.ZONE) to the
+// managed name.
+func baseName(id string) string {
+	return strings.ToLower(strings.TrimPrefix(id, "*."))
+}
+
+func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) error {
+	id, _ := data["identifier"].(string)
+	if id == "" {
+		return nil
+	}
+	name := baseName(id)
+	m.mu.Lock()
+	ns := m.names[name]
+	if ns == nil {
+		m.mu.Unlock()
+		return nil
+	}
+	switch event {
+	case "cert_obtaining":
+		ns.obtaining = true
+	case "cert_obtained":
+		ns.obtaining = false
+		ns.lastErr = ""
+		ns.obtained = time.Now()
+		m.log.Info("certificate obtained", "identifier", id, "renewal", data["renewal"])
+	case "cert_failed":
+		ns.obtaining = false
+		if err, ok := data["error"].(error); ok {
+			ns.lastErr = err.Error()
+		} else {
+			ns.lastErr = "certificate request failed"
+		}
+		m.log.Warn("certificate request failed", "identifier", id, "error", ns.lastErr)
+	default:
+		m.mu.Unlock()
+		return nil
+	}
+	stopped := m.stopped
+	if !stopped && m.cfg.OnChange != nil {
+		m.wg.Add(1)
+	}
+	m.mu.Unlock()
+	if !stopped && m.cfg.OnChange != nil {
+		// CertMagic caches the new certificate after this event; the
+		// callback runs apart so it sees it and so a slow callback does
+		// not hold CertMagic up.
+		go func() {
+			defer m.wg.Done()
+			m.cfg.OnChange(name)
+		}()
+	}
+	return nil
+}
+
+// recordsProvider is the libdns provider CertMagic's DNS-01 solver uses: it
+// sends each record through the cloud's API with the token of the managed
+// name the record belongs to.
+type recordsProvider struct{ m *Manager }
+
+func (p recordsProvider) provider(zone string, rec libdns.Record) (*dnsprovider.Provider, error) {
+	abs := strings.ToLower(strings.TrimSuffix(libdns.AbsoluteName(rec.RR().Name, zone), "."))
+	name := strings.TrimPrefix(abs, "_acme-challenge.")
+	p.m.mu.Lock()
+	ns := p.m.names[name]
+	p.m.mu.Unlock()
+	if ns == nil || ns.token == "" {
+		return nil, fmt.Errorf("certs: no token for the record %s", abs)
+	}
+	return &dnsprovider.Provider{Endpoint: p.m.cfg.Endpoint, Token: ns.token, HTTPClient: p.m.cfg.HTTPClient}, nil
+}
+
+func (p recordsProvider) AppendRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
+	var out []libdns.Record
+	for _, r := range recs {
+		dp, err := p.provider(zone, r)
+		if err != nil {
+			return out, err
+		}
+		added, err := dp.AppendRecords(ctx, zone, []libdns.Record{r})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, added...)
+	}
+	return out, nil
+}
+
+func (p recordsProvider) DeleteRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
+	var out []libdns.Record
+	for _, r := range recs {
+		dp, err := p.provider(zone, r)
+		if err != nil {
+			return out, err
+		}
+		deleted, err := dp.DeleteRecords(ctx, zone, []libdns.Record{r})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, deleted...)
+	}
+	return out, nil
+}
+
+var _ certmagic.DNSProvider = recordsProvider{}
