@@ -143,13 +143,14 @@ func (a *App) parseRateLimit(d *caddyfile.Dispenser) error {
 }
 
 func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	key := d.Val()
 	var s string
 	if !d.AllArgs(&s) {
 		return 0, d.ArgErr()
 	}
 	dur, err := caddy.ParseDuration(s)
 	if err != nil {
-		return 0, d.Errf("%s: %v", d.Val(), err)
+		return 0, d.Errf("%s: %v", key, err)
 	}
 	if dur < 0 {
 		return 0, d.Errf("negative duration %s", s)

@@ -1,0 +1,135 @@
+package gatehouseapp
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func parse(t *testing.T, input string) (*App, error) {
+	t.Helper()
+	app := new(App)
+	err := app.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+	return app, err
+}
+
+func TestCaddyfileFull(t *testing.T) {
+	app, err := parse(t, `gatehouse {
+		zone box.example.org
+		storage postgres {env.GATEHOUSE_PG}
+		expire_after 7d
+		reserved admin status
+		max_records 10
+		rate_limit subscribe 2m 5
+		rate_limit email 1h 1
+		dns {
+			listen udp/:53 tcp/:53
+			nameserver ns1.box.example.org 203.0.113.10 2001:db8::10
+			tunnel_address 203.0.113.10
+			api_address 203.0.113.11
+			host www 203.0.113.12
+			caa 0 issue letsencrypt.org
+			mx 10 mail.example.org
+			txt "v=spf1 -all"
+			contact hostmaster@example.org
+			negative_ttl 30s
+			transfer_allow 192.0.2.53 10.0.0.0/8
+			rrl 50 3s 4
+		}
+		email {
+			smtp smtp.example.org:587
+			from "Gatehouse <noreply@example.org>"
+			tls starttls
+			timeout 10s
+		}
+		tunnel {
+			keepalive_interval 5s
+			keepalive_timeout 20s
+			max_streams 100
+		}
+	}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app.Zone != "box.example.org" || app.Storage.Driver != "postgres" || app.Storage.DSN != "{env.GATEHOUSE_PG}" {
+		t.Fatalf("zone/storage: %+v", app)
+	}
+	if time.Duration(app.ExpireAfter) != 7*24*time.Hour || app.MaxRecords != 10 || strings.Join(app.Reserved, ",") != "admin,status" {
+		t.Fatalf("policy: %+v", app)
+	}
+	if app.RateLimits.Subscribe.Burst != 5 || time.Duration(app.RateLimits.Email.Every) != time.Hour || app.RateLimits.Reclaim != nil {
+		t.Fatalf("rate limits: %+v", app.RateLimits)
+	}
+	d := app.DNS
+	if len(d.Listen) != 2 || len(d.Nameservers[0].Addrs) != 2 || d.TunnelAddrs[0].String() != "203.0.113.10" ||
+		d.Hosts[0].Name != "www" || d.CAA[0].Tag != "issue" || d.MX[0].Preference != 10 || d.TXT[0] != "v=spf1 -all" ||
+		d.TransferAllow[0].String() != "192.0.2.53/32" || d.RRL.ResponsesPerSecond != 50 || d.RRL.Slip != 4 {
+		t.Fatalf("dns: %+v", d)
+	}
+	if app.Email.SMTP != "smtp.example.org:587" || app.Email.From != "Gatehouse <noreply@example.org>" {
+		t.Fatalf("email: %+v", app.Email)
+	}
+	if time.Duration(app.Tunnel.KeepAliveInterval) != 5*time.Second || app.Tunnel.MaxStreams != 100 {
+		t.Fatalf("tunnel: %+v", app.Tunnel)
+	}
+	// The Caddyfile only fills the JSON config: it round-trips.
+	b, err := json.Marshal(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back App
+	if err := json.Unmarshal(b, &back); err != nil || back.DNS.RRL.Window != caddy.Duration(3*time.Second) {
+		t.Fatalf("JSON round trip: %v %s", err, b)
+	}
+}
+
+func TestCaddyfileErrors(t *testing.T) {
+	for _, tc := range []struct{ name, input, want string }{
+		{"unknown option", `gatehouse { colour blue }`, "unrecognized gatehouse option"},
+		{"argument on the option", `gatehouse x { }`, "wrong argument count"},
+		{"storage driver", `gatehouse { storage mysql x }`, "unknown driver"},
+		{"storage arity", `gatehouse { storage sqlite }`, "want sqlite"},
+		{"duration", `gatehouse { expire_after soon }`, "expire_after"},
+		{"rate limit group", `gatehouse { rate_limit ping 1m 5 }`, "unknown endpoint group"},
+		{"rate limit burst", `gatehouse { rate_limit email 1m 0 }`, "burst"},
+		{"dns address", `gatehouse { dns { tunnel_address not-an-ip } }`, "not an IP address"},
+		{"dns option", `gatehouse { dns { recursion yes } }`, "unrecognized dns option"},
+		{"caa", `gatehouse { dns { caa 0 issue } }`, "caa"},
+		{"rrl", `gatehouse { dns { rrl fast } }`, "rrl"},
+		{"email incomplete", `gatehouse { email { smtp a:25 } }`, "smtp and from are required"},
+		{"tunnel option", `gatehouse { tunnel { speed 1 } }`, "unrecognized tunnel option"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// One directive a line, as a Caddyfile has them.
+			input := strings.NewReplacer("{ ", "{\n", " }", "\n}").Replace(tc.input)
+			_, err := parse(t, input)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		app  App
+		want string
+	}{
+		{App{Storage: StorageConfig{Driver: "sqlite", Path: "x"}}, "zone is required"},
+		{App{Zone: "z", Storage: StorageConfig{Driver: "postgres"}}, "needs a DSN"},
+		{App{Zone: "z", Storage: StorageConfig{Driver: "etcd"}}, "unknown storage driver"},
+		{App{Zone: "z", Storage: StorageConfig{Driver: "sqlite", Path: "x"}, ExpireAfter: -1}, "negative"},
+	} {
+		if err := tc.app.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: got %v, want %q", tc.app, err, tc.want)
+		}
+	}
+	dns := &DNSConfig{Listen: []string{"http/:53"}, TunnelAddrs: nil}
+	if err := dns.validate("box.example.org"); err == nil {
+		t.Error("a DNS listen address on a non-DNS network was accepted")
+	}
+}
