@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/exp/zapslog"
 
 	"github.com/gatehouse-project/gatehouse/modules/dnszone"
+	"github.com/gatehouse-project/gatehouse/modules/forward"
 	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 	"github.com/gatehouse-project/gatehouse/modules/registry/pgstore"
@@ -56,6 +57,8 @@ type App struct {
 	DNS *DNSConfig `json:"dns,omitempty"`
 	// Tunnel tunes the agents' tunnel sessions.
 	Tunnel *TunnelConfig `json:"tunnel,omitempty"`
+	// Forward holds the agent-to-agent forwarding rules.
+	Forward *ForwardConfig `json:"forward,omitempty"`
 
 	store      registry.Store
 	registry   *registry.Registry
@@ -66,6 +69,7 @@ type App struct {
 	dnsHandler *dnszone.Handler
 	dnsServer  *dnszone.Server
 	hub        *hub.Hub
+	relay      *forward.Relay
 	metrics    *metrics
 }
 

@@ -43,6 +43,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		}
 //		dns { … }
 //		tunnel { … }
+//		forward {
+//			allow <from> <to> [<port>...]
+//		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the option name
@@ -98,6 +101,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "dns":
 			a.DNS = new(DNSConfig)
 			if err := a.DNS.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+		case "forward":
+			a.Forward = new(ForwardConfig)
+			if err := a.Forward.unmarshalCaddyfile(d); err != nil {
 				return err
 			}
 		case "tunnel":

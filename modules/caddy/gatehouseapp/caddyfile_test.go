@@ -46,6 +46,11 @@ func TestCaddyfileFull(t *testing.T) {
 			tls starttls
 			timeout 10s
 		}
+		forward {
+			allow gw2 gw1 22 80
+			allow * public
+			open_timeout 5s
+		}
 		tunnel {
 			keepalive_interval 5s
 			keepalive_timeout 20s
@@ -76,6 +81,9 @@ func TestCaddyfileFull(t *testing.T) {
 	if time.Duration(app.Tunnel.KeepAliveInterval) != 5*time.Second || app.Tunnel.MaxStreams != 100 {
 		t.Fatalf("tunnel: %+v", app.Tunnel)
 	}
+	if f := app.Forward; len(f.Rules) != 2 || f.Rules[0].Ports[1] != 80 || f.Rules[1].From != "*" || time.Duration(f.OpenTimeout) != 5*time.Second {
+		t.Fatalf("forward: %+v", app.Forward)
+	}
 	// The Caddyfile only fills the JSON config: it round-trips.
 	b, err := json.Marshal(app)
 	if err != nil {
@@ -102,6 +110,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"rrl", `gatehouse { dns { rrl fast } }`, "rrl"},
 		{"email incomplete", `gatehouse { email { smtp a:25 } }`, "smtp and from are required"},
 		{"tunnel option", `gatehouse { tunnel { speed 1 } }`, "unrecognized tunnel option"},
+		{"forward port", `gatehouse { forward { allow a b ssh } }`, "not a port"},
+		{"forward arity", `gatehouse { forward { allow a } }`, "allow: want"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// One directive a line, as a Caddyfile has them.

@@ -13,6 +13,7 @@ type metrics struct {
 	gateways, sessions                          *prometheus.Desc
 	sessionsTotal, sessionsReplaced, refused    *prometheus.Desc
 	dnsQueries, dnsResponses, dnsLimited, dnsTC *prometheus.Desc
+	forwards, forwardBytes                      *prometheus.Desc
 }
 
 func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
@@ -28,6 +29,8 @@ func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
 		dnsResponses:     prometheus.NewDesc(ns+"_dns_responses_total", "DNS responses sent.", []string{"rcode"}, nil),
 		dnsLimited:       prometheus.NewDesc(ns+"_dns_rate_limited_total", "UDP responses withheld (dropped) or slipped by rate limiting.", []string{"action"}, nil),
 		dnsTC:            prometheus.NewDesc(ns+"_dns_truncated_total", "UDP responses truncated because they did not fit.", nil, nil),
+		forwards:         prometheus.NewDesc(ns+"_forward_streams_total", "Agent-to-agent streams by outcome.", []string{"outcome"}, nil),
+		forwardBytes:     prometheus.NewDesc(ns+"_forward_bytes_total", "Bytes relayed between agents.", []string{"direction"}, nil),
 	}
 	if reg == nil {
 		return m, nil
@@ -37,7 +40,7 @@ func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.gateways, m.sessions, m.sessionsTotal, m.sessionsReplaced, m.refused, m.dnsQueries, m.dnsResponses, m.dnsLimited, m.dnsTC} {
+	for _, d := range []*prometheus.Desc{m.gateways, m.sessions, m.sessionsTotal, m.sessionsReplaced, m.refused, m.dnsQueries, m.dnsResponses, m.dnsLimited, m.dnsTC, m.forwards, m.forwardBytes} {
 		ch <- d
 	}
 }
@@ -49,6 +52,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.sessionsTotal, prometheus.CounterValue, float64(hs.Registered))
 	ch <- prometheus.MustNewConstMetric(m.sessionsReplaced, prometheus.CounterValue, float64(hs.Replaced))
 	ch <- prometheus.MustNewConstMetric(m.refused, prometheus.CounterValue, float64(hs.Refused))
+	if r := m.app.relay; r != nil {
+		ch <- prometheus.MustNewConstMetric(m.forwards, prometheus.CounterValue, float64(r.Opened.Load()), "opened")
+		ch <- prometheus.MustNewConstMetric(m.forwards, prometheus.CounterValue, float64(r.Refused.Load()), "refused")
+		ch <- prometheus.MustNewConstMetric(m.forwardBytes, prometheus.CounterValue, float64(r.BytesUp.Load()), "to_target")
+		ch <- prometheus.MustNewConstMetric(m.forwardBytes, prometheus.CounterValue, float64(r.BytesDown.Load()), "to_initiator")
+	}
 	if m.app.dnsHandler == nil {
 		return
 	}

@@ -286,3 +286,20 @@ func (c *Client) setDisconnected(err error, failures int) {
 	}
 	c.state.Failures = failures
 }
+
+// ErrNotConnected is returned by Open while no session is up.
+var ErrNotConnected = errors.New("tunnel not connected")
+
+// Open opens a stream toward the cloud over the current session (for
+// agent-to-agent forwarding: init names the target gateway and its
+// internal destination) and returns once the far end has acknowledged it.
+// The error carries the cloud's or the target's reason for a refusal.
+func (c *Client) Open(ctx context.Context, init tunnel.Initiator) (*tunnel.Stream, error) {
+	c.mu.Lock()
+	s := c.session
+	c.mu.Unlock()
+	if s == nil {
+		return nil, ErrNotConnected
+	}
+	return s.Open(ctx, init)
+}
