@@ -172,6 +172,16 @@ func (h *Handler) find(rel string) node {
 	if h.static.top[top] {
 		return node{}
 	}
+	// The zone's own records (the apex ACME challenge) sit under labels
+	// that no gateway name can have.
+	if z, ok := h.idx.zoneEntry(); ok {
+		switch data, ent := z.lookupSub(rel); {
+		case data:
+			return node{kind: nodeData, gw: z, sub: rel}
+		case ent:
+			return node{kind: nodeENT}
+		}
+	}
 	e, ok := h.idx.get(top)
 	if !ok {
 		return node{}

@@ -34,8 +34,8 @@ func (h *Handler) transferAllowed(req *dns.Msg, client netip.Addr) bool {
 	return false
 }
 
-// transfer streams the whole zone (RFC 5936): SOA, the static names, every
-// gateway, SOA. An IXFR gets the same full transfer, which RFC 1995 4
+// transfer streams the whole zone (RFC 5936): SOA, the static names, the
+// zone's own records, every gateway, SOA. An IXFR gets the same full transfer, which RFC 1995 4
 // allows. The gateways are read shard by shard, so the transfer is not an
 // atomic snapshot: both SOAs carry the serial read at the start, and a
 // secondary sees later changes at the next serial.
@@ -56,6 +56,11 @@ func (h *Handler) transfer(w dns.ResponseWriter, req *dns.Msg, client netip.Addr
 			for _, rr := range n.rrs[rt] {
 				t.add(rr)
 			}
+		}
+	}
+	if z, ok := h.idx.zoneEntry(); ok {
+		for _, r := range z.recs() {
+			t.add(h.recordRR(r, r.owner+"."+h.zone))
 		}
 	}
 	h.idx.forEach(func(name string, e entry) bool {

@@ -54,6 +54,9 @@ func (a *API) owner(g *registry.Gateway, zone, name string) (string, error) {
 	if name != "@" && name != "" {
 		fqdn = name + "." + zone
 	}
+	if err := checkLabels(fqdn); err != nil {
+		return "", err
+	}
 	own := a.fqdn(g.Name)
 	switch {
 	case fqdn == own:
@@ -62,6 +65,15 @@ func (a *API) owner(g *registry.Gateway, zone, name string) (string, error) {
 		return strings.TrimSuffix(fqdn, "."+own), nil
 	}
 	return "", fmt.Errorf("%w: %s is outside %s", registry.ErrOutsideSubtree, fqdn, own)
+}
+
+// checkLabels refuses a name with an empty label ("a..b", ".a"), which
+// trimming would otherwise turn into another name.
+func checkLabels(fqdn string) error {
+	if strings.HasPrefix(fqdn, ".") || strings.Contains(fqdn, "..") {
+		return fmt.Errorf("%w: empty label in %q", registry.ErrInvalidInput, fqdn)
+	}
+	return nil
 }
 
 // relative turns a gateway-relative owner back into a zone-relative name.
@@ -182,7 +194,7 @@ func (a *API) v1DeleteRecords(w http.ResponseWriter, r *http.Request, g *registr
 	filters := make([]registry.RecordFilter, 0, len(recs))
 	for _, rec := range recs {
 		owner := rec.Owner
-		filters = append(filters, registry.RecordFilter{Owner: &owner, Type: rec.Type, Value: rec.Value})
+		filters = append(filters, registry.RecordFilter{Owner: &owner, Type: rec.Type, Value: rec.Value, TTL: rec.TTL})
 	}
 	deleted, err := a.reg.DeleteRecords(r.Context(), g, filters)
 	if err != nil {

@@ -116,6 +116,7 @@ func (r *Registry) SetRecords(ctx context.Context, g *Gateway, recs []Record) ([
 
 // DeleteRecords removes the records of g matching any filter.
 func (r *Registry) DeleteRecords(ctx context.Context, g *Gateway, filters []RecordFilter) ([]Record, error) {
+	filters = normalizeFilters(filters)
 	deleted, err := r.store.DeleteRecords(ctx, g.Name, filters)
 	if err != nil {
 		return nil, err
@@ -152,4 +153,32 @@ func (r *Registry) prepare(g *Gateway, recs []Record) error {
 		}
 	}
 	return nil
+}
+
+// normalizeFilters gives delete filters the forms the store holds, so that
+// a filter names a record however its fields were written: an address in
+// any notation, a CNAME target in any case or without its final dot, a TTL
+// outside the bounds clamped as it was when the record was written. A
+// value that does not parse is kept as given: it matches nothing.
+func normalizeFilters(filters []RecordFilter) []RecordFilter {
+	out := make([]RecordFilter, len(filters))
+	for i, f := range filters {
+		f.Type = strings.ToUpper(f.Type)
+		if f.Owner != nil {
+			owner := strings.ToLower(strings.TrimSuffix(*f.Owner, "."))
+			f.Owner = &owner
+		}
+		if f.Type != "" && f.Value != "" {
+			// Any owner below the name takes every type.
+			probe := Record{Owner: "x", Type: f.Type, Value: f.Value}
+			if CheckRecord(&probe) == nil {
+				f.Value = probe.Value
+			}
+		}
+		if f.TTL != 0 {
+			f.TTL = min(max(f.TTL, MinRecordTTL), MaxRecordTTL)
+		}
+		out[i] = f
+	}
+	return out
 }

@@ -109,6 +109,9 @@ type RecordFilter struct {
 	Owner *string // nil: any owner
 	Type  string
 	Value string
+	// TTL, when not 0, must equal the stored TTL: libdns deletes only
+	// records that match exactly in every field it is given.
+	TTL time.Duration
 }
 
 // Errors that callers branch on. The API maps them to its JSON error names.
@@ -185,8 +188,22 @@ type Store interface {
 	// before cutoff, across all gateways, and returns the affected gateways.
 	PruneRecords(ctx context.Context, owner, rtype string, cutoff time.Time) ([]string, error)
 
+	// ZoneRecords returns the records of the zone's own names, which
+	// belong to no gateway (the operator's ACME challenges at
+	// _acme-challenge.ZONE), oldest first; their Gateway is "".
+	ZoneRecords(ctx context.Context) ([]Record, error)
+	// AppendZoneRecords, SetZoneRecords, DeleteZoneRecords and
+	// PruneZoneRecords are AppendRecords, SetRecords, DeleteRecords and
+	// PruneRecords for the zone's own records, with the same rules; a
+	// shared store announces their changes as ZoneChange.
+	AppendZoneRecords(ctx context.Context, recs []Record, max int) error
+	SetZoneRecords(ctx context.Context, recs []Record, max int) error
+	DeleteZoneRecords(ctx context.Context, filters []RecordFilter) ([]Record, error)
+	// PruneZoneRecords reports whether it deleted anything.
+	PruneZoneRecords(ctx context.Context, owner, rtype string, cutoff time.Time) (bool, error)
+
 	// Changes delivers the names of gateways changed by other processes
-	// sharing the store. A shared store (PostgreSQL) announces every write
+	// sharing the store, and ZoneChange for the zone's own records. A shared store (PostgreSQL) announces every write
 	// inside the writing transaction (pg_notify), so a committed change is
 	// never silent; a process does not receive its own announcements.
 	// Unshared stores return a nil channel. The channel closes when ctx ends.

@@ -44,6 +44,10 @@ type Event struct {
 	// Revoked is set when the gateway's token stopped working (reclaimed,
 	// unsubscribed) or it expired: live tunnels for the name must close.
 	Revoked bool
+	// Zone is set when the zone's own records changed rather than a
+	// gateway: Name is ZoneChange, Gateway nil, and Records holds every
+	// zone record (RecordsChanged is set too).
+	Zone bool
 }
 
 // Config holds the registry's policy.
@@ -153,6 +157,9 @@ func (r *Registry) emit(ev Event) {
 // Reload re-reads a gateway from the store and tells observers; used when
 // another process sharing the store announced a change.
 func (r *Registry) Reload(ctx context.Context, name string) error {
+	if name == ZoneChange {
+		return r.emitZoneRecords(ctx)
+	}
 	g, err := r.store.Gateway(ctx, name)
 	if errors.Is(err, ErrNotFound) {
 		r.emit(Event{Name: name, Revoked: true})

@@ -22,7 +22,7 @@ func (r *Registry) sweepLoop() {
 
 // Sweep expires the gateways silent for longer than ExpireAfter (they lose
 // their addresses and tunnels, not their names) and prunes challenge
-// values that were never cleaned up.
+// values that were never cleaned up, the zone's own included.
 func (r *Registry) Sweep(ctx context.Context) error {
 	now := r.now()
 	if r.cfg.ExpireAfter > 0 {
@@ -46,6 +46,13 @@ func (r *Registry) Sweep(ctx context.Context) error {
 		if g, err := r.store.Gateway(ctx, n); err == nil {
 			_ = r.emitRecords(ctx, g)
 		}
+	}
+	zonePruned, err := r.store.PruneZoneRecords(ctx, ZoneChallenge, "TXT", now.Add(-r.cfg.ChallengeLifetime))
+	if err != nil {
+		return err
+	}
+	if zonePruned {
+		return r.emitZoneRecords(ctx)
 	}
 	return nil
 }

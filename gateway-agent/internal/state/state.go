@@ -37,6 +37,15 @@ type Registration struct {
 // Valid reports whether r names a registration.
 func (r *Registration) Valid() bool { return r != nil && r.Name != "" && r.Token != "" }
 
+// Clone returns a copy of r (nil for nil).
+func (r *Registration) Clone() *Registration {
+	if r == nil {
+		return nil
+	}
+	c := *r
+	return &c
+}
+
 // State is the content of the state file.
 type State struct {
 	// Cloud is the API the registrations belong to; a state made for

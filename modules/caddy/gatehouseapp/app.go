@@ -59,6 +59,14 @@ type App struct {
 	Tunnel *TunnelConfig `json:"tunnel,omitempty"`
 	// Forward holds the agent-to-agent forwarding rules.
 	Forward *ForwardConfig `json:"forward,omitempty"`
+	// OperatorToken is the cloud operator's credential for the records
+	// API: with it, the libdns provider (`dns gatehouse` in a tls block)
+	// manages the zone's own ACME challenge, _acme-challenge.ZONE, and
+	// nothing else, so that the cloud obtains its *.ZONE certificate. Give
+	// a placeholder such as {env.GATEHOUSE_OPERATOR_TOKEN}: it is resolved
+	// when the app is provisioned and then kept as a hash in memory only.
+	// At least 32 characters; empty (or an unset variable) disables it.
+	OperatorToken string `json:"operator_token,omitempty"`
 
 	store      registry.Store
 	registry   *registry.Registry
@@ -71,6 +79,8 @@ type App struct {
 	hub        *hub.Hub
 	relay      *forward.Relay
 	metrics    *metrics
+	// operatorHash is the SHA-256 of the operator token, nil without one.
+	operatorHash []byte
 }
 
 // StorageConfig selects the store: "sqlite" with a file path (the embedded
@@ -129,6 +139,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.Storage.Path = caddy.AppDataDir() + "/gatehouse/registry.db"
 	}
 	if err := a.Validate(); err != nil {
+		return err
+	}
+	if err := a.provisionOperator(repl); err != nil {
 		return err
 	}
 	if a.Email != nil {
@@ -227,6 +240,9 @@ func (a *App) Start() error {
 		if err != nil {
 			return fmt.Errorf("gatehouse: loading the zone: %w", err)
 		}
+		if err := a.loadZoneRecords(ctx); err != nil {
+			return err
+		}
 		a.logger.Info("zone loaded", zap.Int("gateways", a.dnsIndex.Len()), zap.Duration("took", time.Since(start)))
 		if err := a.startDNS(ctx); err != nil {
 			return err
@@ -276,6 +292,9 @@ func (a *App) resync(ctx context.Context) {
 			a.dnsIndex.Remove(name)
 		}
 	}
+	if err := a.loadZoneRecords(ctx); err != nil {
+		a.logger.Warn("resyncing the zone's own records", zap.Error(err))
+	}
 	a.logger.Info("zone resynced after a lost notification connection", zap.Int("gateways", a.dnsIndex.Len()))
 }
 
@@ -296,6 +315,13 @@ func (a *App) Stop() error {
 
 // apply keeps the DNS index and the live tunnels in step with the registry.
 func (a *App) apply(ev registry.Event) {
+	if ev.Zone {
+		// The zone's own records: no gateway, no tunnel.
+		if a.dnsIndex != nil {
+			a.dnsIndex.PutZone(ev.Records)
+		}
+		return
+	}
 	if ev.Revoked {
 		// Drop waits for the agent to hear why; the registry must not.
 		reason := "gateway " + revokeReason(ev)

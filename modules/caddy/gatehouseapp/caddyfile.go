@@ -31,6 +31,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		expire_after <duration>
 //		reserved     <name...>
 //		max_records  <n>
+//		operator_token <token>
 //		rate_limit   subscribe|reclaim|email <every> <burst>
 //		email {
 //			smtp     <host:port>
@@ -81,6 +82,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "reserved":
 			a.Reserved = append(a.Reserved, d.RemainingArgs()...)
 			if len(a.Reserved) == 0 {
+				return d.ArgErr()
+			}
+		case "operator_token":
+			if !d.AllArgs(&a.OperatorToken) {
 				return d.ArgErr()
 			}
 		case "max_records":

@@ -70,6 +70,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		SubscribeLimit: limits.Subscribe,
 		ReclaimLimit:   limits.Reclaim,
 		EmailLimit:     limits.Email,
+		Operator:       app.IsOperator,
 		OnError: func(r *http.Request, err error) {
 			h.logger.Error("request failed", zap.String("uri", r.URL.Path), zap.Error(err))
 		},

@@ -44,13 +44,13 @@ type offlinePage struct {
 
 // offlineData fills offlineTemplate.
 type offlineData struct {
-	Host      string // NAME.ZONE as asked
-	Name      string // the gateway's name, empty for an unknown host
-	Known     bool   // the name is registered
-	Live      bool   // a tunnel session is up, yet the listener fell back
-	LastSeen  string // the last ping, UTC; empty when unknown
-	Ago       string // how long ago, rounded
-	Expired   bool
+	Host       string // NAME.ZONE as asked
+	Name       string // the gateway's name, empty for an unknown host
+	Known      bool   // the name is registered
+	Live       bool   // a tunnel session is up, yet the listener fell back
+	LastSeen   string // the last ping, UTC; empty when unknown
+	Ago        string // how long ago, rounded
+	Expired    bool
 	RetryAfter int
 }
 

@@ -136,6 +136,10 @@ func (s *Store) DeleteRecords(ctx context.Context, gateway string, filters []reg
 				args = append(args, f.Value)
 				q += fmt.Sprintf(` AND value = $%d`, len(args))
 			}
+			if f.TTL != 0 {
+				args = append(args, ttlSeconds(f.TTL))
+				q += fmt.Sprintf(` AND ttl_seconds = $%d`, len(args))
+			}
 			b.Queue(q+` RETURNING `+recordCols, args...)
 		}
 		br := tx.SendBatch(ctx, b)

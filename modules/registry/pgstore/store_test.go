@@ -174,6 +174,27 @@ func TestChanges(t *testing.T) {
 	must(a.DeleteGateway(ctx, "beta"))
 	expectNames(t, "DeleteGateway", chB, "beta")
 
+	// The zone's own records are announced under ZoneChange.
+	zrec := registry.Record{Owner: registry.ZoneChallenge, Type: "TXT", Value: "z", TTL: time.Minute, Created: now.Add(-time.Hour)}
+	must(a.AppendZoneRecords(ctx, []registry.Record{zrec}, 10))
+	expectNames(t, "AppendZoneRecords", chB, registry.ZoneChange)
+	must(b.SetZoneRecords(ctx, []registry.Record{zrec}, 10))
+	expectNames(t, "SetZoneRecords", chA, registry.ZoneChange)
+	_, err = a.PruneZoneRecords(ctx, registry.ZoneChallenge, "TXT", now.Add(-time.Minute))
+	must(err)
+	expectNames(t, "PruneZoneRecords", chB, registry.ZoneChange)
+	must(a.AppendZoneRecords(ctx, []registry.Record{zrec}, 10))
+	expectNames(t, "AppendZoneRecords", chB, registry.ZoneChange)
+	_, err = a.DeleteZoneRecords(ctx, []registry.RecordFilter{{Value: "z"}})
+	must(err)
+	expectNames(t, "DeleteZoneRecords", chB, registry.ZoneChange)
+	// Deleting or pruning nothing announces nothing.
+	_, err = a.DeleteZoneRecords(ctx, []registry.RecordFilter{{Value: "z"}})
+	must(err)
+	_, err = a.PruneZoneRecords(ctx, registry.ZoneChallenge, "TXT", now)
+	must(err)
+	expectQuiet(t, "zone writes that changed nothing", chB)
+
 	expectQuiet(t, "the writer's own channel", chA)
 	expectQuiet(t, "another schema", chOther)
 }

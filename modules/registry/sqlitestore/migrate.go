@@ -75,6 +75,20 @@ var migrations = []migration{
 		// PruneRecords sweeps stale ACME challenges across all gateways.
 		`CREATE INDEX records_prune ON records(owner, type, created)`,
 	}},
+	{version: 3, stmts: []string{
+		// The zone's own records, which belong to no gateway: the
+		// operator's ACME challenges at _acme-challenge.ZONE. Few rows,
+		// so the identity index serves every lookup.
+		`CREATE TABLE zone_records (
+			id          INTEGER PRIMARY KEY,
+			owner       TEXT    NOT NULL,
+			type        TEXT    NOT NULL,
+			value       TEXT    NOT NULL,
+			ttl_seconds INTEGER NOT NULL,
+			created     INTEGER NOT NULL
+		)`,
+		`CREATE UNIQUE INDEX zone_records_identity ON zone_records(owner, type, value)`,
+	}},
 }
 
 // currentVersion is the schema version this code reads and writes.

@@ -128,6 +128,10 @@ func (s *Store) DeleteRecords(ctx context.Context, gateway string, filters []reg
 				q += ` AND value = ?`
 				args = append(args, f.Value)
 			}
+			if f.TTL != 0 {
+				q += ` AND ttl_seconds = ?`
+				args = append(args, ttlSeconds(f.TTL))
+			}
 			rows, err := tx.QueryContext(ctx, q+` RETURNING id, owner, type, value, ttl_seconds, created`, args...)
 			if err != nil {
 				return fmt.Errorf("delete records of %s: %w", gateway, err)

@@ -48,6 +48,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"SetRecordsReplacesNamedRRsets", testSetRecords},
 		{"DeleteRecordsFilters", testDeleteRecords},
 		{"PruneRecords", testPruneRecords},
+		{"DeleteRecordsMatchesTTL", testDeleteRecordsTTL},
+		{"ZoneRecords", testZoneRecords},
 		{"ConcurrentCreateSameName", testConcurrentCreate},
 		{"CancelledContextWritesNothing", testCancelledContext},
 	}
