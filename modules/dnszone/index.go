@@ -108,10 +108,24 @@ func (x *Index) Put(g *registry.Gateway, recs []registry.Record) {
 		x.Remove(name)
 		return
 	}
-	e := makeEntry(g, recs)
+	x.store(name, makeEntry(g, recs), false)
+}
+
+// store puts e under name, keeping the records already held when
+// keepRecords; the serial moves only when the answers change.
+func (x *Index) store(name string, e entry, keepRecords bool) {
 	s := x.shard(name)
 	s.mu.Lock()
 	old, existed := s.m[name]
+	if keepRecords && existed {
+		if rs := old.recs(); len(rs) > 0 {
+			ext := extra{recs: rs}
+			if e.ext != nil {
+				ext.pub6, ext.local = e.ext.pub6, e.ext.local
+			}
+			e.ext = &ext
+		}
+	}
 	if existed && old.equal(e) {
 		s.mu.Unlock()
 		return

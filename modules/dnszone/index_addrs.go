@@ -1,8 +1,6 @@
 package dnszone
 
 import (
-	"strings"
-
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
@@ -23,29 +21,7 @@ func (x *Index) PutAddresses(g *registry.Gateway) {
 		x.Remove(name)
 		return
 	}
-	e := makeEntry(g, nil)
-	s := x.shard(name)
-	s.mu.Lock()
-	old, existed := s.m[name]
-	if existed {
-		if rs := old.recs(); len(rs) > 0 {
-			ext := extra{recs: rs}
-			if e.ext != nil {
-				ext.pub6, ext.local = e.ext.pub6, e.ext.local
-			}
-			e.ext = &ext
-		}
-		if old.equal(e) {
-			s.mu.Unlock()
-			return
-		}
-	}
-	s.m[strings.Clone(name)] = e
-	s.mu.Unlock()
-	if !existed {
-		x.n.Add(1)
-	}
-	x.bump()
+	x.store(name, makeEntry(g, nil), true)
 }
 
 // Names returns the names of every gateway indexed.
