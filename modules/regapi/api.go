@@ -226,6 +226,8 @@ func itoa(n int) string {
 	return string(b)
 }
 
-func isNotFound(err error) bool    { return errors.Is(err, registry.ErrNotFound) }
-func isInvalidName(err error) bool { return errors.Is(err, registry.ErrInvalidName) || errors.Is(err, registry.ErrReservedName) }
-func isExpired(err error) bool     { return errors.Is(err, registry.ErrExpiredToken) }
+func isNotFound(err error) bool { return errors.Is(err, registry.ErrNotFound) }
+func isInvalidName(err error) bool {
+	return errors.Is(err, registry.ErrInvalidName) || errors.Is(err, registry.ErrReservedName)
+}
+func isExpired(err error) bool { return errors.Is(err, registry.ErrExpiredToken) }
