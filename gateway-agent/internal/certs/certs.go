@@ -97,6 +97,7 @@ type Manager struct {
 	fallback string                // the name served when a client sends no SNI
 	wg       sync.WaitGroup
 	stopped  bool
+	stop     chan struct{} // closed by Stop
 }
 
 // New prepares a Manager; nothing is obtained before Manage.
@@ -104,7 +105,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.StateDir == "" || cfg.Directory == "" || cfg.Endpoint == "" {
 		return nil, errors.New("certs: state directory, ACME directory and cloud endpoint are required")
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger, names: map[string]*nameState{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger, names: map[string]*nameState{}, stop: make(chan struct{})}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -177,8 +178,37 @@ func (m *Manager) Manage(ctx context.Context, fqdn, token string) error {
 		m.fallback = fqdn
 	}
 	m.mu.Unlock()
-	if err := m.magic.ManageAsync(ctx, m.subjects(fqdn)); err != nil {
+	if err := m.magic.ManageAsync(ctx, []string{fqdn}); err != nil {
 		return fmt.Errorf("managing %s: %w", fqdn, err)
+	}
+	if m.cfg.Wildcard {
+		// The wildcard waits for the name's own certificate: two first
+		// obtains at once race in CertMagic's creation of an ACME
+		// account without email (the second registers "mailto:default",
+		// which CAs refuse). Once one certificate is there, the account
+		// is too.
+		m.wg.Go(func() {
+			t := time.NewTicker(500 * time.Millisecond)
+			defer t.Stop()
+			for !m.Status(fqdn).Ready {
+				select {
+				case <-ctx.Done():
+					return
+				case <-m.stop:
+					return
+				case <-t.C:
+				}
+			}
+			m.mu.Lock()
+			_, still := m.names[fqdn]
+			m.mu.Unlock()
+			if !still {
+				return
+			}
+			if err := m.magic.ManageAsync(ctx, []string{"*." + fqdn}); err != nil {
+				m.log.Warn("managing the wildcard certificate", "name", "*."+fqdn, "error", err)
+			}
+		})
 	}
 	return nil
 }
@@ -253,7 +283,10 @@ func (m *Manager) Status(fqdn string) Status {
 // Stop ends the background renewals.
 func (m *Manager) Stop() {
 	m.mu.Lock()
-	m.stopped = true
+	if !m.stopped {
+		m.stopped = true
+		close(m.stop)
+	}
 	m.mu.Unlock()
 	m.cache.Stop()
 	m.wg.Wait()
