@@ -1,0 +1,9 @@
+package certs
+
+import (
+	"testing"
+
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }

@@ -1,0 +1,208 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+)
+
+// pipeConn is one end of an in-memory message transport for a tunnel
+// session pair.
+type pipeConn struct {
+	in, out chan []byte
+	once    *sync.Once
+	done    chan struct{}
+}
+
+func pipe() (*pipeConn, *pipeConn) {
+	a, b := make(chan []byte, 64), make(chan []byte, 64)
+	once, done := new(sync.Once), make(chan struct{})
+	return &pipeConn{in: a, out: b, once: once, done: done}, &pipeConn{in: b, out: a, once: once, done: done}
+}
+
+func (p *pipeConn) ReadMessage(ctx context.Context) ([]byte, error) {
+	select {
+	case m := <-p.in:
+		return m, nil
+	case <-p.done:
+		return nil, io.EOF
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *pipeConn) WriteMessage(ctx context.Context, b []byte) error {
+	select {
+	case p.out <- append([]byte(nil), b...):
+		return nil
+	case <-p.done:
+		return io.ErrClosedPipe
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *pipeConn) Close() error { p.once.Do(func() { close(p.done) }); return nil }
+
+// sessions returns a cloud-side and an agent-side session; the agent side
+// serves every stream with handle.
+func sessions(t *testing.T, handle func(*tunnel.Stream)) *tunnel.Session {
+	a, b := pipe()
+	cloud, err := tunnel.NewSession(a, tunnel.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := tunnel.NewSession(b, tunnel.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			st, err := agent.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			wg.Go(func() { defer st.Close(); handle(st) })
+		}
+	})
+	t.Cleanup(func() { cloud.Close(); agent.Close(); wg.Wait() })
+	return cloud
+}
+
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS()
+	cert := srv.TLS.Certificates[0]
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	srv.Close()
+	return cert, pool
+}
+
+func TestStreamsAreProxiedWithTheOriginalClient(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "xff=%s proto=%s path=%s", r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"), r.URL.Path)
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	cert, pool := selfSigned(t)
+	s, err := New(Config{Upstream: u, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloud := sessions(t, s.HandleStream)
+	defer s.Shutdown(context.Background())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := cloud.Open(ctx, tunnel.Initiator{Gatename: "home", ClientAddr: "203.0.113.5:4444"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tc := tls.Client(st, &tls.Config{RootCAs: pool, ServerName: "example.com"})
+	fmt.Fprintf(tc, "GET /x HTTP/1.1\r\nHost: home.box.test\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "xff=203.0.113.5 proto=https path=/x" {
+		t.Fatalf("upstream saw %q", b)
+	}
+
+	// The same server on a LAN listener at the same time.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "example.com"}, ForceAttemptHTTP2: true}}
+	resp, err = hc.Get("https://" + ln.Addr().String() + "/lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	hc.CloseIdleConnections()
+	if string(b) != "xff=127.0.0.1 proto=https path=/lan" || resp.ProtoMajor != 2 {
+		t.Fatalf("LAN client: %q over %s", b, resp.Proto)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != http.ErrServerClosed {
+		t.Fatalf("Serve after Shutdown: %v", err)
+	}
+}
+
+func TestPassthroughWithProxyHeader(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 16+12+5)
+		if _, err := io.ReadFull(c, b); err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- fmt.Sprintf("%x", b[:12]) + " " + net.IP(b[16:20]).String() + " " + string(b[28:])
+		c.Write([]byte("bye"))
+	}()
+	s, err := New(Config{Passthrough: true, ProxyProtocol: true, UpstreamAddr: ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	cloud := sessions(t, s.HandleStream)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := cloud.Open(ctx, tunnel.Initiator{Gatename: "home", ClientAddr: "198.51.100.7:5555"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("hello"))
+	st.CloseWrite()
+	b, _ := io.ReadAll(st)
+	if r := <-got; r != "0d0a0d0a000d0a515549540a 198.51.100.7 hello" || string(b) != "bye" {
+		t.Fatalf("upstream read %q, client got %q", r, b)
+	}
+}
+
+func TestPassthroughRefusesWhenUpstreamIsDown(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	s, _ := New(Config{Passthrough: true, UpstreamAddr: addr})
+	defer s.Shutdown(context.Background())
+	cloud := sessions(t, s.HandleStream)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := cloud.Open(ctx, tunnel.Initiator{Gatename: "home"})
+	if err == nil || !strings.Contains(err.Error(), "upstream unreachable") {
+		t.Fatalf("Open: %v", err)
+	}
+}

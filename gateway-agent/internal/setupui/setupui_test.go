@@ -1,0 +1,253 @@
+package setupui_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/cloudapi"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupui"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+)
+
+// fake plays the agent: "taken" is refused like the cloud refuses it, any
+// other name is accepted and becomes current after two status reads (the
+// certificate "arrives").
+type fake struct {
+	mu      sync.Mutex
+	st      status.Status
+	pending string
+	reads   int
+	emails  []string
+	target  string // URL of the chosen name, with the test server's port
+}
+
+func newFake() *fake {
+	return &fake{st: status.Status{Version: "test", Cloud: "https://api.box.test", Name: "gw-020000000001", Zone: "box.test",
+		FQDN: "gw-020000000001.box.test", Provisional: true, Mode: "tunnel", URL: "https://gw-020000000001.box.test/",
+		Tunnel:      status.Tunnel{Enabled: true, Connected: true, Since: time.Now()},
+		Certificate: status.Certificate{Ready: true, NotAfter: time.Now().Add(90 * 24 * time.Hour), Issuer: "Test CA"},
+		Ping:        status.Ping{Last: time.Now(), PublicIP: "203.0.113.9"},
+		LocalAddrs:  []string{"192.168.1.10"}}}
+}
+
+func (f *fake) Status() status.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pending != "" {
+		f.reads++
+		if f.reads > 2 {
+			f.st.Name, f.st.FQDN, f.st.Provisional, f.st.Pending = f.pending, f.pending+".box.test", false, ""
+			f.st.URL = f.target
+			f.pending = ""
+		} else {
+			f.st.Pending = f.pending
+		}
+	}
+	return f.st
+}
+
+func (f *fake) ChooseName(_ context.Context, name string) error {
+	if name == "taken" {
+		return &cloudapi.Error{Status: 400, Code: "UnavailableName", Reason: "name taken"}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending, f.reads = name, 0
+	return nil
+}
+
+func (f *fake) SetEmail(_ context.Context, email string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.emails = append(f.emails, email)
+	f.st.Email = email
+	return nil
+}
+
+func (f *fake) RequestReclaim(context.Context, string) error {
+	return &cloudapi.Error{Status: 400, Code: "NoEmail", Reason: "no verified email"}
+}
+
+func (f *fake) Reclaim(_ context.Context, name, token string) error {
+	if token != "good" {
+		return &cloudapi.Error{Status: 400, Code: "ReclamationTokenMismatch"}
+	}
+	return f.ChooseName(context.Background(), name)
+}
+
+func TestCrossOriginPostRefused(t *testing.T) {
+	f := newFake()
+	srv := httptest.NewServer(setupui.New(f, nil))
+	defer srv.Close()
+	req, _ := http.NewRequest("POST", srv.URL+"/name", strings.NewReader("name=evil"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "http://evil.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-origin POST: %d", resp.StatusCode)
+	}
+	if f.pending != "" {
+		t.Fatal("the cross-origin POST chose a name")
+	}
+	// The browser's own same-origin POST goes through.
+	req, _ = http.NewRequest("POST", srv.URL+"/name", strings.NewReader("name=fine"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", srv.URL)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/?await=fine" {
+		t.Fatalf("same-origin POST: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+func TestForeignHostRefused(t *testing.T) {
+	srv := httptest.NewServer(setupui.New(newFake(), nil))
+	defer srv.Close()
+	for host, want := range map[string]int{
+		"evil.example":             http.StatusMisdirectedRequest, // DNS rebinding
+		"gateway.local:8090":       http.StatusOK,
+		"192.168.1.10:8090":        http.StatusOK,
+		"[fd00::1]:8090":           http.StatusOK,
+		"gw-020000000001.box.test": http.StatusOK,
+	} {
+		req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestAPI(t *testing.T) {
+	f := newFake()
+	srv := httptest.NewServer(setupui.New(f, nil))
+	defer srv.Close()
+	post := func(path, body string) (int, map[string]any) {
+		resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	if code, m := post("/api/name", `{"name":"taken"}`); code != 400 || m["code"] != "UnavailableName" || m["error"] != "this name is already taken" {
+		t.Fatalf("refused name: %d %v", code, m)
+	}
+	if code, m := post("/api/email", `{"email":"me@example.com"}`); code != 200 || m["ok"] != true {
+		t.Fatalf("email: %d %v", code, m)
+	}
+	if code, m := post("/api/reclaim", `{"name":"old","token":"bad"}`); code != 400 || !strings.Contains(fmt.Sprint(m["error"]), "does not match") {
+		t.Fatalf("bad reclamation token: %d %v", code, m)
+	}
+	resp, err := http.Get(srv.URL + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st status.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.Email != "me@example.com" {
+		t.Fatalf("status: %v %+v", err, st)
+	}
+}
+
+// The page in a real browser: the status is shown, a refused name shows the
+// cloud's reason, an accepted one ends on the new name's HTTPS address.
+func TestSetupPageInChromium(t *testing.T) {
+	// The "gateway's" HTTPS page the browser is sent to at the end.
+	home := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "<!doctype html><title>home</title><h1>Welcome home</h1>")
+	}))
+	defer home.Close()
+	hu, _ := url.Parse(home.URL)
+	f := newFake()
+	f.target = fmt.Sprintf("https://myhome.box.test:%s/", hu.Port())
+	srv := httptest.NewServer(setupui.New(f, nil))
+	defer srv.Close()
+
+	ctx := testenv.Browser(t, 60*time.Second,
+		chromedp.Flag("host-resolver-rules", "MAP myhome.box.test 127.0.0.1"),
+		// The test server's certificate is httptest's, for 127.0.0.1.
+		chromedp.Flag("ignore-certificate-errors", true))
+
+	var shot []byte
+	var statusText string
+	if err := chromedp.Run(ctx,
+		chromedp.Navigate(srv.URL+"/"),
+		chromedp.WaitVisible("#name-form", chromedp.ByQuery),
+		chromedp.FullScreenshot(&shot, 100), // quality 100 makes a PNG,
+		chromedp.Text("#status", &statusText, chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckScreenshot(t, shot)
+	testenv.KeepScreenshot(t, "setup-page.png", shot)
+	for _, want := range []string{"gw-020000000001.box.test", "provisional", "connected", "valid until", "192.168.1.10", "203.0.113.9"} {
+		if !strings.Contains(statusText, want) {
+			t.Errorf("status lacks %q:\n%s", want, statusText)
+		}
+	}
+
+	var errText string
+	if err := chromedp.Run(ctx,
+		chromedp.SetValue("#name-input", "taken", chromedp.ByQuery),
+		chromedp.Click("#name-submit", chromedp.ByQuery),
+		chromedp.WaitVisible("#error", chromedp.ByQuery),
+		chromedp.Text("#error", &errText, chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errText, "already taken") {
+		t.Fatalf("refusal shown as %q", errText)
+	}
+
+	if err := chromedp.Run(ctx,
+		chromedp.SetValue("#name-input", "myhome", chromedp.ByQuery),
+		chromedp.Click("#name-submit", chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	// The waiting page refreshes until the "certificate" is there, then
+	// the server sends the browser to the new name. Queries made while a
+	// navigation is under way fail; they are retried.
+	var loc, body string
+	testenv.Eventually(t, 30*time.Second, "the browser to reach the new name", func() bool {
+		return chromedp.Run(ctx, chromedp.Location(&loc)) == nil && strings.HasPrefix(loc, "https://myhome.box.test")
+	})
+	if err := chromedp.Run(ctx,
+		chromedp.WaitVisible("h1", chromedp.ByQuery),
+		chromedp.Text("h1", &body, chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if loc != f.target || body != "Welcome home" {
+		t.Fatalf("ended on %s showing %q", loc, body)
+	}
+}

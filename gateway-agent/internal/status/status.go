@@ -1,0 +1,196 @@
+// Package status is the agent's report on itself: the name it serves, its
+// tunnel, certificate and last ping, and what is wrong in plain words. The
+// agent builds it, the setup page shows it, the local status endpoint and
+// the status file carry it as JSON, and the status command prints it.
+//
+// It never holds a token.
+package status
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/state"
+)
+
+// FileName is the status file in the state directory.
+const FileName = "status.json"
+
+// Status is a snapshot of the agent.
+type Status struct {
+	// Version of the agent.
+	Version string `json:"version"`
+	// Updated is when the snapshot was taken.
+	Updated time.Time `json:"updated"`
+	// Cloud is the registration API.
+	Cloud string `json:"cloud"`
+	// Name and FQDN are the name served; Provisional when it is the one
+	// derived from the MAC address.
+	Name        string `json:"name,omitempty"`
+	Zone        string `json:"zone,omitempty"`
+	FQDN        string `json:"fqdn,omitempty"`
+	Provisional bool   `json:"provisional,omitempty"`
+	Mode        string `json:"mode,omitempty"`
+	// URL is https://NAME.ZONE/.
+	URL string `json:"url,omitempty"`
+	// Pending is a name being switched to, waiting for its certificate.
+	Pending string `json:"pending,omitempty"`
+	// Email is the owner's email, as sent to the cloud.
+	Email string `json:"email,omitempty"`
+
+	Tunnel      Tunnel      `json:"tunnel"`
+	Certificate Certificate `json:"certificate"`
+	Ping        Ping        `json:"ping"`
+
+	// LocalAddrs are the LAN addresses last reported.
+	LocalAddrs []string `json:"local_addrs,omitempty"`
+	// LANURL is where LAN browsers reach the gateway over HTTPS.
+	LANURL string `json:"lan_url,omitempty"`
+	// Problems are what is wrong, in plain words; empty when all is well.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Tunnel is the tunnel's state (tunnel mode).
+type Tunnel struct {
+	// Enabled is false in dynamic DNS mode, and before the certificate
+	// is there.
+	Enabled   bool      `json:"enabled"`
+	Connected bool      `json:"connected"`
+	Since     time.Time `json:"since,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+	RTT       string    `json:"rtt,omitempty"`
+	Failures  int       `json:"failures,omitempty"`
+	// Note says why a tunnel that is not enabled is not.
+	Note string `json:"note,omitempty"`
+}
+
+// Certificate is the served name's certificate.
+type Certificate struct {
+	Ready     bool      `json:"ready"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
+	Issuer    string    `json:"issuer,omitempty"`
+	Obtaining bool      `json:"obtaining,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	// Wildcard tells whether *.NAME.ZONE (covering local.NAME.ZONE) is
+	// there too.
+	Wildcard bool `json:"wildcard,omitempty"`
+	// PendingReady tells whether the pending name's certificate is there,
+	// and PendingError why it is not.
+	PendingReady bool   `json:"pending_ready,omitempty"`
+	PendingError string `json:"pending_error,omitempty"`
+}
+
+// Ping is the last report to the cloud.
+type Ping struct {
+	Last      time.Time `json:"last,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+	// PublicIP is the address the cloud saw.
+	PublicIP string `json:"public_ip,omitempty"`
+}
+
+// Write writes st as indented JSON.
+func (st Status) Write(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(st)
+}
+
+// Save writes st to path atomically, readable by its owner only (it shows
+// the owner's email).
+func (st Status) Save(path string) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return state.WriteFileAtomic(path, append(b, '\n'), 0o600)
+}
+
+// Load reads a status file.
+func Load(path string) (Status, error) {
+	var st Status
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("status file %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// Text renders st for a terminal.
+func (st Status) Text() string {
+	var b strings.Builder
+	line := func(k, format string, args ...any) {
+		fmt.Fprintf(&b, "%-13s %s\n", k+":", fmt.Sprintf(format, args...))
+	}
+	name := st.FQDN
+	if name == "" {
+		name = "(not registered yet)"
+	}
+	if st.Provisional {
+		name += " (provisional: choose a name in the setup page)"
+	}
+	line("name", "%s", name)
+	if st.Pending != "" {
+		line("switching to", "%s (waiting for its certificate)", st.Pending)
+	}
+	line("mode", "%s", st.Mode)
+	switch {
+	case !st.Tunnel.Enabled:
+		line("tunnel", "off%s", paren(st.Tunnel.Note))
+	case st.Tunnel.Connected:
+		line("tunnel", "connected since %s (rtt %s)", st.Tunnel.Since.Format(time.RFC3339), st.Tunnel.RTT)
+	default:
+		line("tunnel", "down: %s", orNone(st.Tunnel.LastError))
+	}
+	switch {
+	case st.Certificate.Ready:
+		line("certificate", "valid until %s (%s)", st.Certificate.NotAfter.Format(time.RFC3339), st.Certificate.Issuer)
+	case st.Certificate.Obtaining:
+		line("certificate", "being obtained")
+	default:
+		line("certificate", "none: %s", orNone(st.Certificate.LastError))
+	}
+	if st.Ping.Last.IsZero() {
+		line("last ping", "never")
+	} else {
+		line("last ping", "%s from %s", st.Ping.Last.Format(time.RFC3339), orNone(st.Ping.PublicIP))
+	}
+	line("local addrs", "%s", orNone(strings.Join(st.LocalAddrs, ", ")))
+	if st.URL != "" {
+		line("url", "%s", st.URL)
+	}
+	if st.LANURL != "" {
+		line("lan url", "%s", st.LANURL)
+	}
+	if st.Email != "" {
+		line("email", "%s", st.Email)
+	}
+	if len(st.Problems) == 0 {
+		line("problems", "none")
+	}
+	for _, p := range st.Problems {
+		line("problem", "%s", p)
+	}
+	line("as of", "%s", st.Updated.Format(time.RFC3339))
+	return b.String()
+}
+
+func paren(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " (" + s + ")"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,347 @@
+// Package testenv starts the real programs the agent's tests run against:
+// the cloud (Caddy with the Gatehouse modules, built from ./cmd/caddy or
+// taken from GATEHOUSE_CADDY), Pebble as the ACME CA (built from the version
+// pinned in go.mod), the agent binary, and headless Chromium driven with
+// chromedp. Everything listens on loopback, ports are picked free, and each
+// process is stopped when its test ends.
+//
+// It is for tests only. A missing external tool (chromium, dig, curl) skips
+// the test locally and fails it in CI (internal/testtools).
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
+)
+
+// Zone is the zone of the test clouds.
+const Zone = "box.test"
+
+var (
+	buildMu  sync.Mutex
+	built    = map[string]string{}
+	buildDir string
+)
+
+// moduleRoot is the repository's root (where go.mod is).
+func moduleRoot(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || len(bytes.TrimSpace(out)) == 0 {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	return filepath.Dir(string(bytes.TrimSpace(out)))
+}
+
+// Main runs a test binary's tests, then removes the programs Build made.
+// Packages that use Build call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	buildMu.Lock()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	buildMu.Unlock()
+	os.Exit(code)
+}
+
+// Build builds a package of the module once per test binary and returns the
+// executable.
+func Build(t testing.TB, pkg string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built[pkg]; ok {
+		return p
+	}
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "gatehouse-agent-test-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildDir = d
+	}
+	out := filepath.Join(buildDir, strings.NewReplacer("/", "_", ".", "_").Replace(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = moduleRoot(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	built[pkg] = out
+	return out
+}
+
+// CaddyBinary is GATEHOUSE_CADDY (CI's xcaddy build) or ./cmd/caddy built.
+func CaddyBinary(t testing.TB) string {
+	if p := os.Getenv("GATEHOUSE_CADDY"); p != "" {
+		return p
+	}
+	return Build(t, "./cmd/caddy")
+}
+
+// AgentBinary is the gateway agent built.
+func AgentBinary(t testing.TB) string { return Build(t, "./gateway-agent/cmd/gateway-agent") }
+
+// FreePort returns a port free a moment ago for TCP and UDP on 127.0.0.1.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// Process is a program run for a test, its output kept.
+type Process struct {
+	t    testing.TB
+	Name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+func (p *Process) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// Output is what the process printed so far.
+func (p *Process) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// Start runs name with args in dir until Stop or the end of the test; the
+// output is logged if the test failed.
+func Start(t testing.TB, name, dir string, env []string, bin string, args ...string) *Process {
+	t.Helper()
+	p := &Process{t: t, Name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Dir = dir
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.Output())
+		}
+	})
+	return p
+}
+
+// Exited reports whether the process ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop interrupts the process and waits for it (killing it after 10s).
+func (p *Process) Stop() {
+	if p.Exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// Kill ends the process at once, as a power cut would.
+func (p *Process) Kill() {
+	if !p.Exited() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// Eventually retries cond every 100ms until it holds or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// SelfSignedCert writes a certificate and key for 127.0.0.1 and localhost
+// into dir, and returns their paths; the certificate is its own root.
+func SelfSignedCert(t testing.TB, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "gatehouse test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// Pebble is a running Pebble ACME CA.
+type Pebble struct {
+	*Process
+	// Directory is the ACME directory URL.
+	Directory string
+	// RootFile verifies Pebble's own HTTPS (the directory), not the
+	// certificates it issues: IssuedRoots has those.
+	RootFile string
+	mgmt     int
+}
+
+// StartPebble runs Pebble, checking DNS-01 challenges against dnsServer
+// (host:port), issuing certificates valid for validity. alwaysValid skips
+// the challenge checks (unit tests without a DNS server).
+func StartPebble(t testing.TB, dnsServer string, validity time.Duration, alwaysValid bool) *Pebble {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key := SelfSignedCert(t, dir)
+	port, mgmt := FreePort(t), FreePort(t)
+	cfg := fmt.Sprintf(`{"pebble": {
+		"listenAddress": "127.0.0.1:%d", "managementListenAddress": "127.0.0.1:%d",
+		"certificate": %q, "privateKey": %q, "httpPort": %d, "tlsPort": %d,
+		"ocspResponderURL": "", "externalAccountBindingRequired": false,
+		"retryAfter": {"authz": 1, "order": 1}, "keyAlgorithm": "ecdsa",
+		"profiles": {"default": {"description": "test", "validityPeriod": %d}}}}`,
+		port, mgmt, cert, key, FreePort(t), FreePort(t), int(validity/time.Second))
+	if err := os.WriteFile(filepath.Join(dir, "pebble.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"}
+	if alwaysValid {
+		env = append(env, "PEBBLE_VA_ALWAYS_VALID=1")
+	}
+	bin := Build(t, "github.com/letsencrypt/pebble/v2/cmd/pebble")
+	p := &Pebble{Directory: fmt.Sprintf("https://127.0.0.1:%d/dir", port), RootFile: cert, mgmt: mgmt}
+	p.Process = Start(t, "pebble", dir, env, bin, "-config", "pebble.json", "-dnsserver", dnsServer)
+	hc := p.mgmtClient()
+	Eventually(t, 30*time.Second, "pebble to listen", func() bool {
+		if p.Exited() {
+			t.Fatalf("pebble exited:\n%s", p.Output())
+		}
+		resp, err := hc.Get(p.Directory)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return p
+}
+
+func (p *Pebble) mgmtClient() *http.Client {
+	// Pebble's own listeners use the certificate made above; trusting
+	// it would need the file in a pool, and these requests carry nothing
+	// secret, so verification is skipped for them alone.
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+}
+
+// IssuedRoots returns Pebble's current root certificate (PEM), which the
+// certificates it issues chain to.
+func (p *Pebble) IssuedRoots(t testing.TB) []byte {
+	t.Helper()
+	resp, err := p.mgmtClient().Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", p.mgmt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("pebble roots: %d %v", resp.StatusCode, err)
+	}
+	return b
+}
+
+// Dig asks the DNS server on 127.0.0.1:port and returns the answer lines of
+// dig +short.
+func Dig(t testing.TB, port int, args ...string) []string {
+	t.Helper()
+	dig := testtools.Binary(t, "dig", "bind9-dnsutils")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	full := append([]string{"@127.0.0.1", "-p", fmt.Sprint(port), "+time=2", "+tries=2", "+short"}, args...)
+	out, err := exec.CommandContext(ctx, dig, full...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dig %v: %v\n%s", args, err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, ";") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
