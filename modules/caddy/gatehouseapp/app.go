@@ -200,7 +200,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.metrics, err2 = registerMetrics(ctx.GetMetricsRegistry(), a); err2 != nil {
 		return err2
 	}
-	return nil
+	// Last: on a reload, the hub's streams go to this App's relay as soon
+	// as it is provisioned, so nothing after it may fail.
+	return a.provisionForward(slogger)
 }
 
 // Validate checks the configuration.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/modules/forward"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
 
 // ForwardConfig says which gateways may reach services behind which
@@ -47,9 +51,29 @@ func (a *App) provisionForward(logger *slog.Logger) error {
 			return err == nil, err
 		},
 	}
-	a.hub.Handler = a.relay.Handle
+	useRelay(a.hub, a.relay)
 	return nil
 }
+
+// relays holds, for each shared hub, the relay of the newest App. The hub
+// and its sessions outlive a config reload, while the rules and the
+// registry the relay checks belong to one App; so the hub's Handler is set
+// once, before the hub serves any session (setting it later would race with
+// the sessions reading it), and reads the current relay on each stream.
+var relays sync.Map // *hub.Hub → *atomic.Pointer[forward.Relay]
+
+// useRelay makes h hand the streams agents open to r from now on.
+func useRelay(h *hub.Hub, r *forward.Relay) {
+	v, loaded := relays.LoadOrStore(h, new(atomic.Pointer[forward.Relay]))
+	cur := v.(*atomic.Pointer[forward.Relay])
+	cur.Store(r)
+	if !loaded {
+		h.Handler = func(from string, st *tunnel.Stream) { cur.Load().Handle(from, st) }
+	}
+}
+
+// forgetRelay drops h's entry once the hub is closed.
+func forgetRelay(h *hub.Hub) { relays.Delete(h) }
 
 // unmarshalCaddyfile reads
 //

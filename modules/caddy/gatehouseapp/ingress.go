@@ -23,7 +23,10 @@ var hubs = caddy.NewUsagePool()
 type sharedHub struct{ *hub.Hub }
 
 // Destruct implements caddy.Destructor.
-func (s sharedHub) Destruct() error { return s.Close() }
+func (s sharedHub) Destruct() error {
+	forgetRelay(s.Hub)
+	return s.Close()
+}
 
 func hubKey(zone string) string { return "gatehouse/hub/" + zone }
 

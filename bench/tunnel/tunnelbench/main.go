@@ -1,0 +1,901 @@
+// Command tunnelbench measures Gatehouse's tunnel frontend on loopback, in
+// one run, as ratios against a direct connection to the same TLS server
+// (and, for throughput, against PageKite): bulk download throughput, the
+// latency a small request gains, and the cloud's memory per idle stream
+// and per idle session. It starts the cloud (the Caddy binary given with
+// -caddy), a gateway HTTPS server and the agents' tunnel clients itself;
+// bench/tunnel/run.sh builds and runs it.
+//
+// Every loop is bounded in count and time, and all traffic stays on
+// 127.0.0.1.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
+)
+
+var (
+	caddyBin  = flag.String("caddy", "", "the cloud's Caddy binary (required)")
+	pagekite  = flag.String("pagekite", "/usr/bin/pagekite", "PageKite, for the throughput baseline; empty skips it")
+	size      = flag.Int64("size", 1<<30, "bytes of the bulk download")
+	rounds    = flag.Int("rounds", 3, "downloads per path (the median is kept); PageKite, much slower, downloads once")
+	latN      = flag.Int("latency-n", 2000, "requests per path over an established connection")
+	setupN    = flag.Int("setup-n", 300, "requests per path with a new connection each")
+	sessions  = flag.Int("sessions", 100, "idle sessions for the memory measurement")
+	streams   = flag.Int("streams", 10000, "idle streams for the memory measurement, spread over the sessions")
+	window    = flag.Int("stream-window", 1<<20, "the tunnel stream_window of the second cloud, beside one with the default (256 KiB)")
+	timeLimit = flag.Duration("time-limit", 20*time.Minute, "the whole run's bound")
+)
+
+const zone = "box.test"
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("tunnelbench: ")
+	if *caddyBin == "" {
+		log.Fatal("-caddy is required")
+	}
+	dir, err := os.MkdirTemp("", "tunnelbench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	b := &bench{dir: dir, deadline: time.Now().Add(*timeLimit)}
+	err = b.run()
+	b.stopAll()
+	// Not deferred: log.Fatal would skip it.
+	_ = os.RemoveAll(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+type bench struct {
+	dir      string
+	deadline time.Time
+
+	mu    sync.Mutex
+	procs []*exec.Cmd
+	stops []func()
+}
+
+func (b *bench) onStop(f func()) {
+	b.mu.Lock()
+	b.stops = append(b.stops, f)
+	b.mu.Unlock()
+}
+
+// stopAll ends what the run started, last first: agents, then processes.
+func (b *bench) stopAll() {
+	b.mu.Lock()
+	stops, procs := b.stops, b.procs
+	b.stops, b.procs = nil, nil
+	b.mu.Unlock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+	for _, p := range procs {
+		stopProc(p)
+	}
+}
+
+func stopProc(p *exec.Cmd) {
+	if p.Process == nil {
+		return
+	}
+	_ = p.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = p.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.Process.Kill()
+		<-done
+	}
+}
+
+func (b *bench) start(name string, env []string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = b.dir
+	cmd.Env = append(os.Environ(), env...)
+	logf, err := os.Create(filepath.Join(b.dir, filepath.Base(name)+"-"+strconv.Itoa(len(b.procs))+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.procs = append(b.procs, cmd)
+	b.mu.Unlock()
+	return cmd, nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (b *bench) run() error {
+	cert, pool, certFile, err := gatewayCert(b.dir)
+	if err != nil {
+		return err
+	}
+	gw, err := startGatewayServer(cert)
+	if err != nil {
+		return err
+	}
+	defer gw.Close()
+	gwAddr := gw.Addr().String()
+
+	// Two clouds, each with the gateway's tunnel: the default stream
+	// window, and a larger one, since a download's speed is at most a
+	// window per round trip of its Window updates.
+	var clouds [2]*cloud
+	for i, w := range []int{0, *window} {
+		c, err := b.startCloud(fmt.Sprintf("cloud%d", i), w)
+		if err != nil {
+			return err
+		}
+		token, err := c.subscribe("bench")
+		if err != nil {
+			return err
+		}
+		if _, err := b.agent(c, "bench", token, relayTo(gwAddr)); err != nil {
+			return err
+		}
+		clouds[i] = c
+	}
+	c := clouds[0]
+	cloudAddr := fmt.Sprintf("127.0.0.1:%d", c.https)
+	bigAddr := fmt.Sprintf("127.0.0.1:%d", clouds[1].https)
+	fmt.Printf("Gatehouse tunnel benchmark (loopback, %d cores shared by client, cloud, agent and server)\n\n", numCPU())
+
+	// 1. Throughput.
+	var pk *pagekiteRig
+	if *pagekite != "" {
+		if pk, err = b.startPagekite(gwAddr); err != nil {
+			log.Printf("PageKite baseline skipped: %v", err)
+			pk = nil
+		}
+	}
+	url := fmt.Sprintf("/big?n=%d", *size)
+	var direct, tun, tunBig, cloudCPU []float64
+	for r := range *rounds {
+		if err := b.checkTime(); err != nil {
+			return err
+		}
+		d, err := curlSpeed(certFile, gwAddr, url, "")
+		if err != nil {
+			return fmt.Errorf("direct download: %w", err)
+		}
+		stopProfile := c.profile(r)
+		cpu0 := c.cpuSeconds()
+		t, err := curlSpeed(certFile, cloudAddr, url, "")
+		cloudCPU = append(cloudCPU, c.cpuSeconds()-cpu0)
+		stopProfile()
+		if err != nil {
+			return fmt.Errorf("tunnel download: %w", err)
+		}
+		tb, err := curlSpeed(certFile, bigAddr, url, "")
+		if err != nil {
+			return fmt.Errorf("tunnel download (larger window): %w", err)
+		}
+		direct, tun, tunBig = append(direct, d), append(tun, t), append(tunBig, tb)
+		fmt.Printf("  round %d: direct %s, tunnel %s, tunnel with a %s window %s\n", r+1, mbs(d), mbs(t), human(int64(*window)), mbs(tb))
+	}
+	var kite float64
+	if pk != nil {
+		var got int64
+		kite, got, err = curlTransfer(certFile, "", url, pk.proxy)
+		pk.stop()
+		switch {
+		case err != nil && got > 0:
+			// PageKite sometimes drops a long transfer; its speed up to
+			// then is still its speed.
+			fmt.Printf("  pagekite (once): %s over the %s it sent before failing (%v)\n", mbs(kite), human(got), err)
+		case err != nil:
+			fmt.Printf("  pagekite (once): failed: %v\n", err)
+			pk = nil
+		default:
+			fmt.Printf("  pagekite (once): %s\n", mbs(kite))
+		}
+	}
+	md, mt, mb := median(direct), median(tun), median(tunBig)
+	fmt.Printf("Throughput, one HTTPS download of %s with curl (median of %d):\n", human(*size), *rounds)
+	fmt.Printf("  direct %s\n", mbs(md))
+	fmt.Printf("  tunnel, default 256 KiB stream window: %s = %.0f%% of direct (target >= 50%%)\n", mbs(mt), 100*mt/md)
+	fmt.Printf("  tunnel, stream_window %s:             %s = %.0f%% of direct\n", human(int64(*window)), mbs(mb), 100*mb/md)
+	fmt.Printf("  the cloud's CPU time per GiB relayed (default window): %.2f s\n", median(cloudCPU)*float64(1<<30)/float64(*size))
+	if pk != nil {
+		fmt.Printf("  pagekite: %s = %.1f%% of direct; the tunnel is %.0fx pagekite\n", mbs(kite), 100*kite/md, mt/kite)
+	}
+	fmt.Println()
+
+	// 2. Latency.
+	if err := b.checkTime(); err != nil {
+		return err
+	}
+	if err := latency(pool, gwAddr, cloudAddr); err != nil {
+		return err
+	}
+
+	// 3. Memory, in a cloud of its own so that the runs above leave no
+	// garbage in the figures.
+	if err := b.checkTime(); err != nil {
+		return err
+	}
+	return b.memory(cert)
+}
+
+func (b *bench) checkTime() error {
+	if time.Now().After(b.deadline) {
+		return fmt.Errorf("time limit %v reached", *timeLimit)
+	}
+	return nil
+}
+
+// ---- the cloud
+
+type cloud struct {
+	cmd          *exec.Cmd
+	dir          string
+	admin, https int
+	roots        *x509.CertPool
+	api          *http.Client
+}
+
+const caddyfile = `{
+	admin 127.0.0.1:%d
+	http_port %d
+	https_port %d
+	local_certs
+	skip_install_trust
+	persist_config off
+	log {
+		level ERROR
+	}
+	servers {
+		protocols h1 h2
+		listener_wrappers {
+			gatehouse
+			tls
+		}
+	}
+	gatehouse {
+		zone box.test
+		storage sqlite %s/registry.db
+		rate_limit subscribe 1ns 1000000000
+		%s
+	}
+}
+api.box.test {
+	gatehouse
+}
+*.box.test {
+	gatehouse offline
+}
+`
+
+func (b *bench) startCloud(name string, window int) (*cloud, error) {
+	dir := filepath.Join(b.dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	var ports [3]int
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = p
+	}
+	c := &cloud{dir: dir, admin: ports[0], https: ports[2]}
+	cfg := filepath.Join(dir, "Caddyfile")
+	tun := ""
+	if window > 0 {
+		tun = fmt.Sprintf("tunnel {\n\t\t\tstream_window %d\n\t\t}", window)
+	}
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, caddyfile, ports[0], ports[1], ports[2], dir, tun), 0o600); err != nil {
+		return nil, err
+	}
+	cmd, err := b.start(*caddyBin, []string{"XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"), "HOME=" + dir},
+		"run", "--config", cfg, "--adapter", "caddyfile")
+	if err != nil {
+		return nil, err
+	}
+	c.cmd = cmd
+	rootFile := filepath.Join(dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if time.Now().After(deadline) {
+			return nil, errors.New("the cloud did not come up in 60s")
+		}
+		time.Sleep(100 * time.Millisecond)
+		pemBytes, err := os.ReadFile(rootFile)
+		if err != nil {
+			continue
+		}
+		c.roots = x509.NewCertPool()
+		c.roots.AppendCertsFromPEM(pemBytes)
+		c.api = &http.Client{Timeout: 10 * time.Second, Transport: dialTo(fmt.Sprintf("127.0.0.1:%d", c.https), &tls.Config{RootCAs: c.roots})}
+		if resp, err := c.api.Get(fmt.Sprintf("https://api.box.test:%d/connectivity-check", c.https)); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return c, nil
+			}
+		}
+	}
+}
+
+// dialTo is a transport that connects to addr whatever the URL's host.
+func dialTo(addr string, cfg *tls.Config) *http.Transport {
+	return &http.Transport{
+		TLSClientConfig: cfg,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+		MaxIdleConnsPerHost: 1,
+	}
+}
+
+func (c *cloud) subscribe(name string) (string, error) {
+	resp, err := c.api.Get(fmt.Sprintf("https://api.box.test:%d/subscribe?name=%s", c.https, name))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var sub struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&sub); err != nil || sub.Token == "" {
+		return "", fmt.Errorf("subscribe %s: %d %v", name, resp.StatusCode, err)
+	}
+	return sub.Token, nil
+}
+
+// profile writes CPU profiles of the cloud and of this process (the
+// agent's side) during the first tunnel download, into the folder named by
+// TUNNELBENCH_PROFILE, for finding where the time goes.
+func (c *cloud) profile(round int) (stop func()) {
+	out := os.Getenv("TUNNELBENCH_PROFILE")
+	if out == "" || round != 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=2", c.admin))
+		if err != nil {
+			log.Printf("cloud profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(out, "cloud.pprof"))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	f, err := os.Create(filepath.Join(out, "agent.pprof"))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		log.Printf("agent profile: %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if f != nil {
+			f.Close()
+		}
+		<-done
+	}
+}
+
+// memory reads the cloud's resident set (from /proc) and its Go heap and
+// stacks in use (from the admin endpoint's metrics) after a garbage
+// collection, which the pprof heap endpoint runs when asked (gc=1), so
+// that garbage not yet collected does not count.
+func (c *cloud) memory() (rss, goMem float64, err error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", c.admin))
+	if err != nil {
+		return 0, 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
+			rss = kb * 1024
+		}
+	}
+	m, err := c.metrics()
+	if err != nil {
+		return 0, 0, err
+	}
+	return rss, m["go_memstats_heap_inuse_bytes"] + m["go_memstats_stack_inuse_bytes"], nil
+}
+
+// cpuSeconds is the cloud process's CPU time so far (user and system).
+func (c *cloud) cpuSeconds() float64 {
+	m, err := c.metrics()
+	if err != nil {
+		return 0
+	}
+	return m["process_cpu_seconds_total"]
+}
+
+func (c *cloud) metrics() (map[string]float64, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.admin))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	m := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && !strings.HasPrefix(f[0], "#") {
+			m[f[0]], _ = strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return m, sc.Err()
+}
+
+// ---- the gateway
+
+func gatewayCert(dir string) (tls.Certificate, *x509.CertPool, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "bench." + zone, Organization: []string{"Gatehouse bench gateway"}},
+		DNSNames:              []string{"bench." + zone, "*." + zone},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, "", err
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	file := filepath.Join(dir, "gateway.pem")
+	err = os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool, file, err
+}
+
+// startGatewayServer is the gateway's HTTPS server: /big?n=N sends N
+// bytes, anything else a small page.
+func startGatewayServer(cert tls.Certificate) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	chunk := make([]byte, 256<<10)
+	for i := range chunk {
+		chunk[i] = byte('a' + i%26)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/big" {
+				_, _ = io.WriteString(w, "small response from the gateway\n")
+				return
+			}
+			n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+			for n > 0 {
+				k := min(n, int64(len(chunk)))
+				if _, err := w.Write(chunk[:k]); err != nil {
+					return
+				}
+				n -= k
+			}
+		}),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+		ErrorLog:  log.New(io.Discard, "", 0),
+	}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	return ln, nil
+}
+
+// relayTo is the agent's stream handler of the gateway agent: dial the
+// gateway's server and copy both ways with half-closes. Copies toward the
+// stream use whole Data frames (tunnel.MaxDataSize): io.Copy's 32 KiB
+// would double the frames, and the cloud's work per byte.
+func relayTo(upstream string) func(*tunnel.Stream) {
+	return func(st *tunnel.Stream) {
+		up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
+		if err != nil {
+			_ = st.Ack(false, "upstream unreachable")
+			return
+		}
+		defer up.Close()
+		if err := st.Ack(true, ""); err != nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = io.Copy(up, st)
+			_ = up.(*net.TCPConn).CloseWrite()
+		}()
+		buf := make([]byte, tunnel.MaxDataSize)
+		_, _ = io.CopyBuffer(st, onlyReader{up}, buf)
+		_ = st.CloseWrite()
+		<-done
+	}
+}
+
+// onlyReader hides the connection's WriteTo, which would copy through a
+// 32 KiB buffer of its own.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+// agent runs a tunnel client for name until the run ends, and waits
+// until it is connected.
+func (b *bench) agent(c *cloud, name, token string, handler func(*tunnel.Stream)) (*client.Client, error) {
+	cl := &client.Client{
+		URL:        fmt.Sprintf("wss://api.box.test:%d/v1/tunnel", c.https),
+		Name:       name,
+		Token:      token,
+		Handler:    handler,
+		HTTPClient: &http.Client{Transport: dialTo(fmt.Sprintf("127.0.0.1:%d", c.https), &tls.Config{RootCAs: c.roots})},
+		Config:     tunnel.Config{AcceptBacklog: 1024},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = cl.Run(ctx) }()
+	b.onStop(func() { cancel(); <-done })
+	deadline := time.Now().Add(30 * time.Second)
+	for !cl.State().Connected {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("agent %s did not connect: %v", name, cl.State().LastError)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cl, nil
+}
+
+// ---- throughput
+
+// curlSpeed downloads path from bench.box.test with curl, through addr
+// (resolved) or through an HTTP CONNECT proxy, and returns bytes/s.
+func curlSpeed(cacert, addr, path, proxy string) (float64, error) {
+	speed, got, err := curlTransfer(cacert, addr, path, proxy)
+	if err == nil && got != *size {
+		err = fmt.Errorf("curl got %d bytes, want %d", got, *size)
+	}
+	return speed, err
+}
+
+// curlTransfer is curlSpeed that also returns how many bytes arrived,
+// whether or not the transfer completed.
+func curlTransfer(cacert, addr, path, proxy string) (float64, int64, error) {
+	args := []string{"-sS", "--max-time", "600", "--cacert", cacert, "-o", "/dev/null", "-w", "%{speed_download} %{size_download}"}
+	if proxy != "" {
+		args = append(args, "--proxy", proxy, "--proxytunnel", "https://bench."+zone+":443"+path)
+	} else {
+		host, port, _ := net.SplitHostPort(addr)
+		args = append(args, "--resolve", "bench."+zone+":"+port+":"+host, "https://bench."+zone+":"+port+path)
+	}
+	cmd := exec.Command("curl", args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("curl: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 2 {
+		return 0, 0, errors.Join(err, fmt.Errorf("curl printed %q", out))
+	}
+	got, _ := strconv.ParseInt(f[1], 10, 64)
+	speed, perr := strconv.ParseFloat(f[0], 64)
+	return speed, got, errors.Join(err, perr)
+}
+
+// pagekiteRig is a PageKite frontend and backend on loopback. Debian's
+// pagekite 1.5.2 crashes on Python 3 when it routes TLS by SNI (its
+// GetSni unpacks a str), so the baseline uses PageKite's other end-to-end
+// TLS path: the client asks the frontend for an HTTP CONNECT to
+// bench.box.test:443, which goes down the tunnel to a raw backend, and
+// TLS runs end to end inside it, as through Gatehouse.
+type pagekiteRig struct {
+	proxy string
+	stop  func()
+}
+
+func (b *bench) startPagekite(gwAddr string) (*pagekiteRig, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	home := filepath.Join(b.dir, "pagekite")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, err
+	}
+	env := []string{"HOME=" + home}
+	fe, err := b.start(*pagekite, env, "--clean", "--isfrontend", fmt.Sprintf("--ports=%d", port),
+		"--protos=http,raw", "--rawports=virtual", "--domain=raw:bench."+zone+":benchsecret",
+		"--logfile="+filepath.Join(home, "frontend.log"))
+	if err != nil {
+		return nil, err
+	}
+	be, err := b.start(*pagekite, env, "--clean", fmt.Sprintf("--frontend=127.0.0.1:%d", port),
+		"--service_on=raw/443:bench."+zone+":"+gwAddr+":benchsecret",
+		"--logfile="+filepath.Join(home, "backend.log"))
+	if err != nil {
+		return nil, err
+	}
+	rig := &pagekiteRig{proxy: fmt.Sprintf("http://127.0.0.1:%d", port), stop: func() { stopProc(be); stopProc(fe) }}
+	// Ready once a CONNECT through the frontend reaches the gateway.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := exec.Command("curl", "-sk", "--max-time", "3", "--proxy", rig.proxy, "--proxytunnel",
+			"https://bench."+zone+":443/").CombinedOutput()
+		if err == nil && strings.Contains(string(out), "small response") {
+			return rig, nil
+		}
+		if time.Now().After(deadline) {
+			rig.stop()
+			return nil, fmt.Errorf("pagekite did not come up: %v %s", err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// ---- latency
+
+func latency(pool *x509.CertPool, gwAddr, cloudAddr string) error {
+	tlsCfg := &tls.Config{RootCAs: pool, ServerName: "bench." + zone}
+	mk := func(addr string, keepAlive bool) *http.Client {
+		tr := dialTo(addr, tlsCfg)
+		tr.DisableKeepAlives = !keepAlive
+		tr.ForceAttemptHTTP2 = false
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1, as curl and the relay see it
+		return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	}
+	fmt.Println("Latency of a small request and response (Go client, interleaved direct/tunnel):")
+	for _, mode := range []struct {
+		name      string
+		keepAlive bool
+		n         int
+	}{
+		{"over an established connection", true, *latN},
+		{"with connection setup (TCP + TLS handshake each)", false, *setupN},
+	} {
+		direct, tun := mk(gwAddr, mode.keepAlive), mk(cloudAddr, mode.keepAlive)
+		var dd, td []time.Duration
+		for i := range mode.n + 50 {
+			d, err := timeGet(direct)
+			if err != nil {
+				return fmt.Errorf("direct request: %w", err)
+			}
+			t, err := timeGet(tun)
+			if err != nil {
+				return fmt.Errorf("tunnel request: %w", err)
+			}
+			if i >= 50 { // warm-up
+				dd, td = append(dd, d), append(td, t)
+			}
+		}
+		d50, d99 := percentile(dd, 50), percentile(dd, 99)
+		t50, t99 := percentile(td, 50), percentile(td, 99)
+		fmt.Printf("  %s, %d requests each:\n", mode.name, mode.n)
+		fmt.Printf("    direct p50 %v p99 %v   tunnel p50 %v p99 %v\n", us(d50), us(d99), us(t50), us(t99))
+		fmt.Printf("    added by the tunnel: p50 %v, p99 %v   (tunnel/direct p50 %.2fx)%s\n", us(t50-d50), us(t99-d99),
+			float64(t50)/float64(d50), map[bool]string{true: "   (target: p50 overhead <= 200µs)", false: ""}[mode.keepAlive])
+	}
+	fmt.Println()
+	return nil
+}
+
+func timeGet(c *http.Client) (time.Duration, error) {
+	start := time.Now()
+	resp, err := c.Get("https://bench." + zone + "/small")
+	if err != nil {
+		return 0, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return 0, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return time.Since(start), err
+}
+
+// ---- memory
+
+// memory measures a fresh cloud: idle, then with the idle sessions, then
+// with the idle streams (each a TLS connection through the cloud whose
+// handshake with the gateway is done, then silent).
+func (b *bench) memory(cert tls.Certificate) error {
+	c, err := b.startCloud("memcloud", 0)
+	if err != nil {
+		return err
+	}
+	names := make([]string, *sessions)
+	tokens := make([]string, *sessions)
+	for i := range names {
+		names[i] = fmt.Sprintf("idle%d", i)
+		if tokens[i], err = c.subscribe(names[i]); err != nil {
+			return err
+		}
+	}
+	settle := func() (float64, float64, error) {
+		time.Sleep(3 * time.Second)
+		return c.memory()
+	}
+	rss0, go0, err := settle()
+	if err != nil {
+		return err
+	}
+	// Each stream: the agent terminates TLS itself and then waits.
+	var gwConns sync.WaitGroup
+	var stopping = make(chan struct{})
+	b.onStop(func() { close(stopping); gwConns.Wait() })
+	handler := func(st *tunnel.Stream) {
+		if err := st.Ack(true, ""); err != nil {
+			return
+		}
+		tc := tls.Server(st, &tls.Config{Certificates: []tls.Certificate{cert}})
+		gwConns.Add(1)
+		defer gwConns.Done()
+		go func() { <-stopping; _ = tc.Close() }()
+		_, _ = io.Copy(io.Discard, tc)
+	}
+	for i := range names {
+		if _, err := b.agent(c, names[i], tokens[i], handler); err != nil {
+			return err
+		}
+	}
+	rss1, go1, err := settle()
+	if err != nil {
+		return err
+	}
+
+	conns := make([]net.Conn, 0, *streams)
+	defer func() {
+		for _, cn := range conns {
+			_ = cn.Close()
+		}
+	}()
+	var mu sync.Mutex
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var firstErr error
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				name := names[i%len(names)]
+				d := &net.Dialer{Timeout: 10 * time.Second}
+				cn, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", c.https),
+					&tls.Config{ServerName: name + "." + zone, InsecureSkipVerify: true})
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = fmt.Errorf("idle stream %d: %w", i, err)
+				}
+				if err == nil {
+					conns = append(conns, cn)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range *streams {
+		if time.Now().After(b.deadline) {
+			break
+		}
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	rss2, go2, err := settle()
+	if err != nil {
+		return err
+	}
+	m, err := c.metrics()
+	if err != nil {
+		return err
+	}
+	n := float64(len(conns))
+	fmt.Printf("Cloud memory, idle (%d sessions, then %d streams over them; each stream a TLS connection through the cloud, handshake done, silent):\n", *sessions, len(conns))
+	fmt.Printf("  relays active per the cloud's metrics: %.0f\n", m["gatehouse_ingress_active_relays"])
+	fmt.Printf("  per idle stream:  RSS %s, Go heap+stacks %s   (target <= 32 KiB)\n", kib((rss2-rss1)/n), kib((go2-go1)/n))
+	fmt.Printf("  per idle session: RSS %s, Go heap+stacks %s\n", kib((rss1-rss0)/float64(*sessions)), kib((go1-go0)/float64(*sessions)))
+	fmt.Printf("  cloud RSS: %s idle, %s with sessions, %s with streams\n", human(int64(rss0)), human(int64(rss1)), human(int64(rss2)))
+	return nil
+}
+
+// ---- formatting
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func percentile(v []time.Duration, p int) time.Duration {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+func mbs(bps float64) string { return fmt.Sprintf("%.0f MB/s", bps/1e6) }
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/1e3) }
+
+func kib(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
+
+func human(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	}
+	return fmt.Sprintf("%d KiB", b>>10)
+}
+
+func numCPU() int {
+	out, err := exec.Command("nproc").Output()
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}

@@ -1,0 +1,329 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
+)
+
+// tunnelCaddyfile is a cloud that is its own tunnel frontend: the
+// gatehouse listener wrapper before tls, the API site, and the offline
+// page for every other name of the zone.
+const tunnelCaddyfile = `{
+	admin 127.0.0.1:%ADMIN%
+	http_port %HTTP%
+	https_port %HTTPS%
+	local_certs
+	skip_install_trust
+	servers {
+		protocols h1 h2
+		listener_wrappers {
+			gatehouse {
+				peek_timeout 5s
+				open_timeout 5s
+			}
+			tls
+		}
+	}
+	gatehouse {
+		zone box.test
+		storage %STORAGE%
+		expire_after 7d
+		rate_limit subscribe 1ns 1000000
+	}
+}
+api.box.test {
+	gatehouse
+}
+*.box.test {
+	gatehouse offline
+}
+`
+
+func startTunnelCloud(t *testing.T, storage string) *cloud {
+	t.Helper()
+	if storage == "" || storage == "sqlite" {
+		storage = "sqlite %DIR%/registry.db"
+	}
+	c := startCloud(t, strings.Replace(tunnelCaddyfile, "%STORAGE%", storage, 1))
+	// The offline site's wildcard certificate comes from the local CA in
+	// the background; wait for it, so the first offline answer is a page.
+	eventually(t, 30*time.Second, "the wildcard certificate", func() bool {
+		code, _, err := c.tryCurl("nosuchgateway.box.test", "/")
+		return err == nil && code == 404
+	})
+	return c
+}
+
+// gatewayCert is a self-signed certificate of the gateway's own, as a
+// gateway obtains for NAME.ZONE (and www below it). Its subject names the
+// gateway, so that tests tell it from the cloud's.
+type gatewayCert struct {
+	cert tls.Certificate
+	pool *x509.CertPool
+	file string // PEM, for curl --cacert
+	org  string
+}
+
+func newGatewayCert(t *testing.T, name string) gatewayCert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := name + ".box.test"
+	org := "Gatehouse test gateway " + name
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: host, Organization: []string{org}},
+		DNSNames:              []string{host, "www." + host},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	file := filepath.Join(t.TempDir(), name+".pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return gatewayCert{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool: pool, file: file, org: org}
+}
+
+// gatewayServer is the gateway's own HTTPS server, on loopback, with its
+// own certificate: "/" says who answers, "/big?n=N" sends N bytes.
+func gatewayServer(t *testing.T, cert gatewayCert, hello string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+			chunk := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+			for n > 0 {
+				k := min(n, int64(len(chunk)))
+				if _, err := w.Write(chunk[:k]); err != nil {
+					return
+				}
+				n -= k
+			}
+			return
+		}
+		fmt.Fprintf(w, "%s (path %s)\n", hello, r.URL.Path)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert.cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// testAgent is a gateway's tunnel client running in the test process.
+type testAgent struct {
+	c      *client.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	inits []tunnel.Initiator
+}
+
+// subscribe registers name through the API and returns its token.
+func subscribe(t *testing.T, c *cloud, name string) string {
+	t.Helper()
+	code, sub := c.api("/subscribe?name=" + name)
+	if code != 200 {
+		t.Fatalf("subscribe %s: %d %v", name, code, sub)
+	}
+	return sub["token"].(string)
+}
+
+// startAgent runs a tunnel client for name with token, connected to the
+// cloud's tunnel endpoint and relaying every stream to upstream (host:port
+// of the gateway's HTTPS server), and waits until it is connected.
+func startAgent(t *testing.T, c *cloud, name, token, upstream string, backoff client.Backoff) *testAgent {
+	t.Helper()
+	roots := x509.NewCertPool()
+	pemBytes, err := os.ReadFile(c.rootCA())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots.AppendCertsFromPEM(pemBytes)
+	// The cloud's name is resolved to loopback, as curl --resolve does.
+	cloudAddr := fmt.Sprintf("127.0.0.1:%d", c.https)
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, cloudAddr)
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	a := &testAgent{done: make(chan struct{})}
+	a.c = &client.Client{
+		URL:        fmt.Sprintf("wss://api.box.test:%d/v1/tunnel", c.https),
+		Name:       name,
+		Token:      token,
+		HTTPClient: &http.Client{Transport: tr},
+		Backoff:    backoff,
+		// A thousand ingress connections at once arrive faster than a
+		// loaded test machine accepts them.
+		Config:  tunnel.Config{AcceptBacklog: 2048},
+		Handler: a.relay(upstream),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	go func() { defer close(a.done); _ = a.c.Run(ctx) }()
+	t.Cleanup(a.stop)
+	eventually(t, 20*time.Second, name+"'s tunnel to come up", func() bool { return a.c.State().Connected })
+	return a
+}
+
+// relay is the agent's stream handler: dial the gateway's server, accept
+// the stream, copy both ways with half-closes, as the gateway agent does.
+func (a *testAgent) relay(upstream string) func(*tunnel.Stream) {
+	return func(st *tunnel.Stream) {
+		a.mu.Lock()
+		a.inits = append(a.inits, st.Initiator())
+		a.mu.Unlock()
+		up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
+		if err != nil {
+			_ = st.Ack(false, "upstream unreachable")
+			return
+		}
+		defer up.Close()
+		if err := st.Ack(true, ""); err != nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = io.Copy(up, st)
+			_ = up.(*net.TCPConn).CloseWrite()
+		}()
+		_, _ = io.Copy(st, up)
+		_ = st.CloseWrite()
+		<-done
+	}
+}
+
+func (a *testAgent) initiators() []tunnel.Initiator {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]tunnel.Initiator(nil), a.inits...)
+}
+
+// stop ends the client and waits for it.
+func (a *testAgent) stop() {
+	a.cancel()
+	<-a.done
+}
+
+// curlResult is one curl run through the cloud's HTTPS port.
+type curlResult struct {
+	code    int
+	body    string
+	verbose string // curl -v's stderr: the certificate's subject and issuer
+}
+
+// curlTLS fetches https://host:PORT/path with real curl, host resolved to
+// loopback, trusting only cacert.
+func curlTLS(t *testing.T, c *cloud, host, path, cacert string) curlResult {
+	t.Helper()
+	r, err := tryCurlTLS(t, c, host, path, cacert)
+	if err != nil {
+		t.Fatalf("curl %s%s: %v\n%s", host, path, err, r.verbose)
+	}
+	return r
+}
+
+func tryCurlTLS(t *testing.T, c *cloud, host, path, cacert string) (curlResult, error) {
+	t.Helper()
+	curl := testtools.Binary(t, "curl", "curl")
+	cmd := exec.Command(curl, "-sS", "-v", "--max-time", "20", "--cacert", cacert,
+		"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, c.https),
+		"-o", "-", "-w", "\n%{http_code}", fmt.Sprintf("https://%s:%d%s", host, c.https, path))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	out := stdout.String()
+	r := curlResult{verbose: stderr.String()}
+	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
+		r.code, _ = strconv.Atoi(strings.TrimSpace(out[i+1:]))
+		r.body = out[:i]
+	}
+	return r, err
+}
+
+// certLine returns the "subject:" or "issuer:" line of curl -v's
+// certificate dump.
+func (r curlResult) certLine(field string) string {
+	for _, l := range strings.Split(r.verbose, "\n") {
+		if l = strings.TrimSpace(strings.TrimPrefix(l, "*")); strings.HasPrefix(l, field+":") {
+			return l
+		}
+	}
+	return ""
+}
+
+// dialGateway opens a TLS connection to name through the cloud's HTTPS
+// port, verifying the gateway's own certificate.
+func dialGateway(t *testing.T, c *cloud, name string, pool *x509.CertPool) (*tls.Conn, error) {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	return tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", c.https),
+		&tls.Config{ServerName: name + ".box.test", RootCAs: pool})
+}
+
+// adminMetrics returns the cloud's Prometheus metrics text.
+func adminMetrics(t *testing.T, c *cloud) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// metricValue returns the value of the sample named series (with its
+// labels, as printed) in Prometheus text, or -1.
+func metricValue(text, series string) float64 {
+	for _, l := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return -1
+}
