@@ -14,6 +14,14 @@ type Config struct {
 	// read. Default DefaultWindow (256 KiB); MinWindow to MaxWindow.
 	StreamWindow uint32
 
+	// MaxStreamWindow is how far a stream's receive window may grow when
+	// its reader keeps up and the sender is held back only by credit (a
+	// bulk transfer over a path whose round trip, not the reader, is the
+	// limit). A stalled reader never grows its window, so the memory a
+	// slow reader can pin stays StreamWindow. Default 4 MiB; at least
+	// StreamWindow, at most MaxWindow; equal to StreamWindow disables growth.
+	MaxStreamWindow uint32
+
 	// MaxStreams bounds the streams open at once on the session, both
 	// directions together. Initiators above it are refused with an Ack, and
 	// Open fails with ErrTooManyStreams. Default 4096.
@@ -46,6 +54,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		StreamWindow:      DefaultWindow,
+		MaxStreamWindow:   DefaultMaxWindow,
 		MaxStreams:        4096,
 		AcceptBacklog:     256,
 		KeepAliveInterval: 10 * time.Second,
@@ -60,6 +69,9 @@ func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	if c.StreamWindow == 0 {
 		c.StreamWindow = d.StreamWindow
+	}
+	if c.MaxStreamWindow == 0 {
+		c.MaxStreamWindow = max(d.MaxStreamWindow, c.StreamWindow)
 	}
 	if c.MaxStreams == 0 {
 		c.MaxStreams = d.MaxStreams
@@ -92,6 +104,8 @@ func VerifyConfig(c Config) error {
 	switch {
 	case c.StreamWindow < MinWindow || c.StreamWindow > MaxWindow:
 		return bad("stream window %d outside [%d, %d]", c.StreamWindow, MinWindow, MaxWindow)
+	case c.MaxStreamWindow < c.StreamWindow || c.MaxStreamWindow > MaxWindow:
+		return bad("max stream window %d outside [%d, %d]", c.MaxStreamWindow, c.StreamWindow, MaxWindow)
 	case c.MaxStreams < 0:
 		return bad("max streams %d is negative", c.MaxStreams)
 	case c.AcceptBacklog < 0:

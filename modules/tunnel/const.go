@@ -94,6 +94,9 @@ const (
 	// DefaultWindow is the receive window of a stream when the Initiator or
 	// Ack that opened it does not state one.
 	DefaultWindow = 256 << 10
+	// DefaultMaxWindow is how far a stream's window grows by default when
+	// its reader keeps up (see Config.MaxStreamWindow).
+	DefaultMaxWindow = 4 << 20
 	// MinWindow and MaxWindow bound the receive window a side may advertise
 	// and any single Window credit.
 	MinWindow = 16 << 10

@@ -48,6 +48,7 @@ type Stream struct {
 	window      int64 // this side's receive window
 	recvAvail   int64 // bytes the peer may still send
 	unacked     int64 // bytes read but not yet granted back to the peer
+	drained     bool  // a read emptied the buffer since the last grant
 	sendCredit  int64 // bytes this side may still send
 }
 
@@ -70,6 +71,24 @@ func newStream(s *Session, init Initiator, opener bool) *Stream {
 		st.sendCredit = windowOrDefault(init.Window)
 	}
 	return st
+}
+
+// grow doubles the receive window, up to the configured maximum, when the
+// reader emptied the buffer since the last grant: the reader caught up with
+// what arrived, so the sender was waiting for credit, not for the reader,
+// and a larger window buys throughput. A reader that falls behind never
+// empties the buffer and never grows its window. It returns the extra
+// credit to grant. Called with st.mu held.
+func (st *Stream) grow() int64 {
+	drained := st.drained
+	st.drained = false
+	limit := int64(st.sess.cfg.MaxStreamWindow)
+	if !drained || st.window >= limit {
+		return 0
+	}
+	inc := min(st.window, limit-st.window)
+	st.window += inc
+	return inc
 }
 
 func windowOrDefault(w uint32) int64 {
@@ -153,11 +172,12 @@ func (st *Stream) Read(p []byte) (int, error) {
 			more := st.buf.len() > 0
 			var grant int64
 			st.unacked += int64(n)
+			st.drained = st.drained || !more
 			// Grant the consumed bytes back once half the window is
 			// consumed: fewer Window frames than per-read updates, and the
 			// peer never runs dry while the other half is in flight.
 			if st.unacked >= st.window/2 && !st.recvFin && !st.closed {
-				grant = st.unacked
+				grant = st.unacked + st.grow()
 				st.recvAvail += grant
 				st.unacked = 0
 			}
