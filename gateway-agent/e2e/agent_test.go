@@ -91,7 +91,7 @@ func startAgent(t *testing.T, c *testenv.Cloud, p *testenv.Pebble, stateDir, up 
 	// A later -mac in extra wins.
 	args = append(args, "-mac", mac, "-upstream", up, "-local-addrs", lanAddr,
 		"-setup-listen", fmt.Sprintf("127.0.0.1:%d", setup), "-https-listen", fmt.Sprintf("127.0.0.1:%d", https),
-		"-ping-interval", "2s", "-log-level", "debug")
+		"-ping-interval", "2s", "-log-level", "debug", "-api-listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)))
 	args = append(args, extra...)
 	proc := testenv.Start(t, "gateway-agent", t.TempDir(), nil, testenv.AgentBinary(t), args...)
 	return &agentRun{Process: proc, setup: setup, https: https, stateDir: stateDir}

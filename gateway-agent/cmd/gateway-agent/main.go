@@ -6,6 +6,7 @@
 //	gateway-agent run      run the agent (the service)
 //	gateway-agent status   show the running agent's status
 //	gateway-agent setup    choose the name, set the email, reclaim a name
+//	gateway-agent forward  list, add or remove agent-to-agent forwardings
 //	gateway-agent version  print the version
 //
 // Every command takes the configuration flags (-h lists them); see
@@ -51,6 +52,7 @@ commands:
   run      run the agent
   status   show the running agent's status (or the last status file)
   setup    choose the gateway's name, set the owner's email, reclaim a name
+  forward  list|add|rm agent-to-agent forwardings of the running agent
   version  print the version
 
 "gateway-agent <command> -h" lists the flags.
@@ -69,6 +71,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdStatus(args, stdout, stderr)
 	case "setup":
 		return cmdSetup(args, stdin, stdout, stderr)
+	case "forward":
+		return cmdForward(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "gateway-agent %s %s %s/%s\n", fullVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

@@ -35,6 +35,8 @@ import (
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/certs"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/cloudapi"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/config"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/forward"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/localapi"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/mdns"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/netinfo"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/pinger"
@@ -43,6 +45,7 @@ import (
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/state"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
 
@@ -71,6 +74,11 @@ type Agent struct {
 	certs      *certs.Manager
 	proxy      *proxy.Server
 	upstream   *url.URL
+	// forwards are this gateway's local forwarding listeners (source
+	// side); target serves the forwarding streams other gateways open
+	// toward it.
+	forwards *forward.Manager
+	target   *forward.Target
 
 	wake        chan struct{}
 	pingTrigger chan struct{}
@@ -156,7 +164,41 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if a.proxy, err = proxy.New(pc); err != nil {
 		return nil, err
 	}
+	allow, err := cfg.ForwardAllow.Compile()
+	if err != nil {
+		return nil, err
+	}
+	a.target = &forward.Target{Allow: allow, DialTimeout: time.Duration(cfg.ForwardDialTimeout), Logger: a.log.With("component", "forward")}
+	a.forwards = forward.NewManager(tunnelOpener{a}, forward.Settings{TunnelWait: time.Duration(cfg.ForwardWait), Logger: a.log.With("component", "forward")})
 	return a, nil
+}
+
+// tunnelOpener opens forwarding streams on whichever tunnel client runs
+// now: the client is replaced when the gateway changes name.
+type tunnelOpener struct{ a *Agent }
+
+func (o tunnelOpener) Open(ctx context.Context, init tunnel.Initiator) (*tunnel.Stream, error) {
+	o.a.mu.Lock()
+	run := o.a.tun
+	o.a.mu.Unlock()
+	if run == nil {
+		return nil, client.ErrNotConnected
+	}
+	return run.c.Open(ctx, init)
+}
+
+// handleStream serves a stream the cloud opened: a forwarding from another
+// gateway (destination set) goes to the allow-list, public ingress to the
+// proxy.
+func (a *Agent) handleStream(st *tunnel.Stream) {
+	if forward.IsForwarding(st.Initiator()) {
+		a.mu.Lock()
+		ctx := a.runCtx
+		a.mu.Unlock()
+		a.target.Handle(ctx, st)
+		return
+	}
+	a.proxy.HandleStream(st)
 }
 
 func loadRoots(path string) (*x509.CertPool, error) {
@@ -275,10 +317,48 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("lan https listening", "addr", ln.Addr().String(), "passthrough", a.cfg.Passthrough)
 		wg.Go(func() { _ = a.proxy.Serve(ln) })
 	}
+	// The forwardings of the configuration listen from the start, before
+	// the tunnel is up: their connections wait for it (forward_wait).
+	for _, f := range a.cfg.Forwards {
+		if _, err := a.forwards.Add(f, "config"); err != nil {
+			a.forwards.Close()
+			if setupSrv != nil {
+				_ = setupSrv.Close()
+			}
+			_ = a.proxy.Shutdown(context.Background())
+			return fmt.Errorf("forwarding %s: %w", f.ListenAddr(), err)
+		}
+	}
+	var apiSrv *http.Server
+	if a.cfg.APIListen != "" {
+		key, err := localapi.LoadOrCreateKey(a.cfg.StateDir)
+		if err == nil {
+			var ln net.Listener
+			if ln, err = net.Listen("tcp", a.cfg.APIListen); err == nil {
+				apiSrv = &http.Server{Handler: localapi.New(key, a.forwards, a.log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second,
+					ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
+				wg.Go(func() { _ = apiSrv.Serve(ln) })
+				a.log.Info("local api listening", "addr", ln.Addr().String())
+			}
+		}
+		if err != nil {
+			a.forwards.Close()
+			if setupSrv != nil {
+				_ = setupSrv.Close()
+			}
+			_ = a.proxy.Shutdown(context.Background())
+			return fmt.Errorf("local api: %w", err)
+		}
+	}
 	defer func() {
 		cancel() // ends the goroutines wg waits for
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
+		if apiSrv != nil {
+			_ = apiSrv.Shutdown(sctx)
+		}
+		// Before the tunnel, so that no connection waits for it.
+		a.forwards.Close()
 		a.stopTunnel()
 		if setupSrv != nil {
 			_ = setupSrv.Shutdown(sctx)
@@ -508,7 +588,7 @@ func (a *Agent) ensureTunnel(reg *state.Registration) {
 		URL:        a.cfg.TunnelURL(),
 		Name:       reg.Name,
 		Token:      reg.Token,
-		Handler:    a.proxy.HandleStream,
+		Handler:    a.handleStream,
 		HTTPClient: a.tunnelHTTP,
 		HTTPHeader: http.Header{"User-Agent": {"gatehouse-gateway-agent/" + a.opts.Version}},
 		Backoff:    a.opts.TunnelBackoff,

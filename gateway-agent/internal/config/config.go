@@ -25,6 +25,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/forward"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/localapi"
 )
 
 // ACME directories of Let's Encrypt, the names "production" and "staging"
@@ -139,6 +142,23 @@ type Config struct {
 	// LocalAddrs overrides the LAN addresses reported in pings (default:
 	// the addresses of the default-route interface).
 	LocalAddrs []string `json:"local_addrs,omitempty"`
+	// APIListen is the local REST API's address (forwardings), loopback
+	// only; "" turns it off. Default "127.0.0.1:8091".
+	APIListen string `json:"api_listen"`
+	// Forwards are the forwardings opened at start: connections to Local
+	// go to Remote on IP behind Gateway, through the cloud.
+	Forwards []forward.Spec `json:"forwards,omitempty"`
+	// ForwardAllow is the allow-list of internal destinations other
+	// gateways may reach through this one. Empty (the default) refuses
+	// every forwarding toward this gateway.
+	ForwardAllow forward.AllowList `json:"forward_allow,omitempty"`
+	// ForwardDialTimeout bounds connecting to an allowed destination.
+	// Default 5s; keep it below the cloud's open_timeout (10s).
+	ForwardDialTimeout Duration `json:"forward_dial_timeout"`
+	// ForwardWait is how long a local connection accepted while the
+	// tunnel is down waits for it before it is closed. Default 5s; 0
+	// closes at once.
+	ForwardWait Duration `json:"forward_wait"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `json:"log_level"`
 	// LogFormat is text or json. Default text.
@@ -158,8 +178,13 @@ func Default() Config {
 		MDNSHost:     "gateway",
 		PingInterval: Duration(5 * time.Minute),
 		Mode:         "tunnel",
-		LogLevel:     "info",
-		LogFormat:    "text",
+		APIListen:    "127.0.0.1:8091",
+		// The cloud waits 10s for the target's answer by default: the
+		// dial must fail before that for its reason to arrive.
+		ForwardDialTimeout: Duration(5 * time.Second),
+		ForwardWait:        Duration(5 * time.Second),
+		LogLevel:           "info",
+		LogFormat:          "text",
 	}
 }
 
@@ -209,6 +234,32 @@ func boolean(p func(*Config) *bool) func(*Config, string) error {
 	}
 }
 
+func duration(p func(*Config) *Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		*p(c) = Duration(d)
+		return nil
+	}
+}
+
+// jsonList reads a JSON array, for the settings whose elements are objects:
+// in variables and flags they are written as in the file.
+func jsonList[T any](p func(*Config) *[]T) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		var out []T
+		dec := json.NewDecoder(strings.NewReader(v))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&out); err != nil {
+			return fmt.Errorf("want a JSON array as in the configuration file: %w", err)
+		}
+		*p(c) = out
+		return nil
+	}
+}
+
 // options lists every setting once; flags and variables derive from it.
 var options = []option{
 	{key: "cloud", usage: "registration API base URL, https://api.ZONE", set: str(func(c *Config) *string { return &c.Cloud })},
@@ -238,6 +289,11 @@ var options = []option{
 	{key: "proxy_protocol", bool: true, usage: "send a PROXY v2 header to the upstream (passthrough)", set: boolean(func(c *Config) *bool { return &c.ProxyProtocol })},
 	{key: "mac", usage: "MAC address for the provisional name (default: the default-route interface's)", set: str(func(c *Config) *string { return &c.MAC })},
 	{key: "local_addrs", usage: "LAN addresses to report, comma separated (default: detected)", set: list(func(c *Config) *[]string { return &c.LocalAddrs })},
+	{key: "api_listen", usage: "local REST API address, loopback only (empty: off)", set: str(func(c *Config) *string { return &c.APIListen })},
+	{key: "forwards", usage: `forwardings opened at start, JSON: [{"local":"2022","gateway":"gw1","ip":"192.168.1.10","remote":22}]`, set: jsonList(func(c *Config) *[]forward.Spec { return &c.Forwards })},
+	{key: "forward_allow", usage: `destinations other gateways may reach, JSON: [{"to":["192.168.1.0/24"],"ports":[22,"8000-8100"],"from":["gw2"]}]`, set: jsonList(func(c *Config) *[]forward.AllowRule { return (*[]forward.AllowRule)(&c.ForwardAllow) })},
+	{key: "forward_dial_timeout", usage: "bound on connecting to an allowed destination", set: duration(func(c *Config) *Duration { return &c.ForwardDialTimeout })},
+	{key: "forward_wait", usage: "how long a forwarded connection waits for a tunnel that is down", set: duration(func(c *Config) *Duration { return &c.ForwardWait })},
 	{key: "log_level", usage: "debug, info, warn or error", set: str(func(c *Config) *string { return &c.LogLevel })},
 	{key: "log_format", usage: "text or json", set: str(func(c *Config) *string { return &c.LogFormat })},
 }
@@ -301,9 +357,12 @@ func Load(fs *flag.FlagSet, args, env []string) (Config, []string, error) {
 	// or the environment said.
 	seen := map[string]bool{}
 	for _, p := range pending {
+		forwardsBefore, allowBefore := cfg.Forwards, cfg.ForwardAllow
 		var before []string
 		isList := false
 		switch p.opt.key {
+		case "forwards", "forward_allow":
+			isList = true
 		case "resolve":
 			before, isList = cfg.Resolve, true
 		case "acme_resolvers":
@@ -322,6 +381,10 @@ func Load(fs *flag.FlagSet, args, env []string) (Config, []string, error) {
 				cfg.ACMEResolvers = append(before, cfg.ACMEResolvers...)
 			case "local_addrs":
 				cfg.LocalAddrs = append(before, cfg.LocalAddrs...)
+			case "forwards":
+				cfg.Forwards = append(forwardsBefore, cfg.Forwards...)
+			case "forward_allow":
+				cfg.ForwardAllow = append(allowBefore, cfg.ForwardAllow...)
 			}
 		}
 		seen[p.opt.key] = true
@@ -401,6 +464,31 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.LocalAddrList(); err != nil {
 		return bad("%v", err)
+	}
+	if c.APIListen != "" {
+		if err := localapi.CheckListen(c.APIListen); err != nil {
+			return bad("%v", err)
+		}
+	}
+	locals := map[string]bool{}
+	for i, f := range c.Forwards {
+		if err := f.Validate(); err != nil {
+			return bad("forwards[%d]: %v", i, err)
+		}
+		// Port 0 picks a free port each time: never a clash.
+		if locals[f.ListenAddr()] && !strings.HasSuffix(f.ListenAddr(), ":0") {
+			return bad("forwards[%d]: local %s is used twice", i, f.ListenAddr())
+		}
+		locals[f.ListenAddr()] = true
+	}
+	if _, err := c.ForwardAllow.Compile(); err != nil {
+		return bad("forward_allow: %v", err)
+	}
+	if time.Duration(c.ForwardDialTimeout) <= 0 {
+		return bad("forward_dial_timeout %s: must be positive", time.Duration(c.ForwardDialTimeout))
+	}
+	if time.Duration(c.ForwardWait) < 0 {
+		return bad("forward_wait %s: must not be negative", time.Duration(c.ForwardWait))
 	}
 	if _, err := c.Level(); err != nil {
 		return bad("%v", err)

@@ -24,6 +24,9 @@ type CloudOptions struct {
 	Tunnel bool
 	// SMTP is the address of a mail server for the email flows.
 	SMTP string
+	// Forward is the body of the forward block (agent-to-agent rules),
+	// e.g. "allow gw2 gw1"; empty refuses every forwarding.
+	Forward string
 }
 
 // Cloud is a running cloud: Caddy with the Gatehouse modules, serving
@@ -84,6 +87,10 @@ func StartCloud(t testing.TB, o CloudOptions) *Cloud {
 			api_url https://api.box.test:%d
 		}`, o.SMTP, c.HTTPSPort)
 	}
+	forward := ""
+	if o.Forward != "" {
+		forward = "forward {\n" + o.Forward + "\n}"
+	}
 	cf := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	http_port %d
@@ -106,12 +113,13 @@ func StartCloud(t testing.TB, o CloudOptions) *Cloud {
 			keepalive_timeout 4s
 		}
 		%s
+		%s
 	}
 }
 api.box.test {
 	gatehouse
 }
-`, FreePort(t), FreePort(t), c.HTTPSPort, servers, c.Dir, expire, c.DNSPort, c.DNSPort, email)
+`, FreePort(t), FreePort(t), c.HTTPSPort, servers, c.Dir, expire, c.DNSPort, c.DNSPort, email, forward)
 	if err := os.WriteFile(filepath.Join(c.Dir, "Caddyfile"), []byte(cf), 0o600); err != nil {
 		t.Fatal(err)
 	}

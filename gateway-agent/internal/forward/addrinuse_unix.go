@@ -1,0 +1,7 @@
+//go:build !windows
+
+package forward
+
+import "syscall"
+
+var errAddrInUse error = syscall.EADDRINUSE
