@@ -219,6 +219,10 @@ func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
 	select {
 	case ack := <-st.ackCh:
 		if !ack.Ok {
+			// The read loop removes a refused stream too, but maybe
+			// after this caller has moved on; no refused stream may
+			// count against the session's limit once Open returns.
+			s.remove(st)
 			return nil, &RefusedError{Reason: ack.Message}
 		}
 		return st, nil
