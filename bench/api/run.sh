@@ -4,6 +4,12 @@
 # 100,000 registered gateways, each printed beside the same load against a
 # Caddy `respond` handler in the same run (the ceiling of the HTTP path).
 #
+# The gateways are seeded as having last pinged with the addresses the load
+# carries (127.0.0.1, LAN 192.168.1.20): the steady state, where a ping
+# refreshes a gateway's time and confirms its addresses. A ping that moves
+# a gateway to a new address also rewrites the address indexes; set
+# STEADY=0 to seed other addresses and measure that case.
+#
 # Usage: bench/api/run.sh [seconds per run, default 10]
 # Needs wrk (apt-get install wrk); PostgreSQL from GATEHOUSE_TEST_POSTGRES
 # (skipped when unset).
@@ -77,7 +83,9 @@ report() { # label rps p99 ceiling_rps
 
 run_store() { # name storage-args seed-args
 	echo "== $1: seeding $gateways gateways"
-	"$tmp/seed" $3 -n "$gateways" -tokens "$tmp/tokens.txt" 2>&1 | sed 's/^/   /'
+	local steady=()
+	[ "${STEADY:-1}" = 1 ] && steady=(-public 127.0.0.1 -local 192.168.1.20)
+	"$tmp/seed" $3 "${steady[@]}" -n "$gateways" -tokens "$tmp/tokens.txt" 2>&1 | sed 's/^/   /'
 	start_caddy "$2"
 	# Each endpoint's ceiling is the same requests, built by the same
 	# script, answered by Caddy's respond handler.

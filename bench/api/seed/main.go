@@ -24,6 +24,8 @@ func main() {
 	dsn := flag.String("dsn", "", "PostgreSQL DSN")
 	n := flag.Int("n", 100_000, "gateways to register")
 	tokensOut := flag.String("tokens", "tokens.txt", "file for the tokens")
+	public := flag.String("public", "", "public IPv4 address every gateway last pinged from (default: one per gateway in 198.51.0.0/16)")
+	local := flag.String("local", "", "LAN address every gateway last reported (default: none)")
 	flag.Parse()
 
 	ctx := context.Background()
@@ -57,6 +59,12 @@ func main() {
 					Name: fmt.Sprintf("bench%07d", i), TokenHash: hash, Mode: registry.ModeTunnel,
 					Created:  time.Now().UTC(),
 					PublicV4: netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}),
+				}
+				if *public != "" {
+					g.PublicV4 = netip.MustParseAddr(*public)
+				}
+				if *local != "" {
+					g.LocalAddrs = []netip.Addr{netip.MustParseAddr(*local)}
 				}
 				if err := store.CreateGateway(ctx, g, ""); err != nil {
 					errs <- err
