@@ -240,49 +240,10 @@ func affectedOne(res sql.Result, err error, what string) error {
 // PingBatch applies the pings in one transaction, with prepared UPDATE ...
 // RETURNING statements: one per ping when its addresses did not change, a
 // second when they did or the token is unknown. If the transaction fails,
-// every result carries its error.
+// every result carries its error. It runs below database/sql (pingBatchRaw).
 func (s *Store) PingBatch(ctx context.Context, pings []registry.PingRequest) []registry.PingResult {
 	results := make([]registry.PingResult, len(pings))
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		// The transaction's copies of the statements reuse the writer
-		// connection's prepared ones; closing them keeps those.
-		same := tx.StmtContext(ctx, s.pingSame)
-		defer same.Close()
-		moved := tx.StmtContext(ctx, s.pingMoved)
-		defer moved.Close()
-		now := time.Now()
-		for i, p := range pings {
-			results[i] = registry.PingResult{}
-			if len(p.TokenHash) == 0 {
-				results[i].Err = registry.ErrNotFound
-				continue
-			}
-			at := p.At
-			if at.IsZero() {
-				at = now
-			}
-			args := []any{at.UnixNano(), addrArg(p.PublicV4), addrArg(p.PublicV6),
-				boolArg(p.LocalAddrs != nil), addrsArg(p.LocalAddrs), p.TokenHash}
-			var r gatewayRow
-			var revived bool
-			dest := append(r.dest(), &revived)
-			err := same.QueryRowContext(ctx, args...).Scan(dest...)
-			if errors.Is(err, sql.ErrNoRows) {
-				err = moved.QueryRowContext(ctx, args...).Scan(dest...)
-			}
-			if errors.Is(err, sql.ErrNoRows) {
-				results[i].Err = registry.ErrNotFound
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("ping: %w", err)
-			}
-			g, err := r.gateway()
-			results[i] = registry.PingResult{Gateway: g, WasExpired: revived, Err: err}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.pingBatchRaw(ctx, pings, results); err != nil {
 		for i := range results {
 			results[i] = registry.PingResult{Err: err}
 		}

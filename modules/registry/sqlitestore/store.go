@@ -15,6 +15,7 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"runtime"
@@ -37,9 +38,11 @@ type Store struct {
 	writer *sql.DB
 	// reader is a pool of read-only connections.
 	reader *sql.DB
-	// pingSame and pingMoved are PingBatch's UPDATEs, prepared once on
-	// the writer connection and bound to each batch's transaction.
-	pingSame, pingMoved *sql.Stmt
+	// rawSame and rawMoved are PingBatch's UPDATEs, prepared once on the
+	// writer's driver connection rawOwner (see pingBatchRaw). Only the
+	// holder of the single writer connection touches them.
+	rawSame, rawMoved driver.Stmt
+	rawOwner          any
 }
 
 var _ registry.Store = (*Store)(nil)
@@ -82,24 +85,21 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	reader.SetMaxOpenConns(n)
 	reader.SetMaxIdleConns(n)
 
-	s := &Store{writer: writer, reader: reader}
-	if s.pingSame, err = writer.PrepareContext(ctx, pingSameSQL); err == nil {
-		s.pingMoved, err = writer.PrepareContext(ctx, pingMovedSQL)
-	}
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("prepare ping: %w", err)
-	}
-	return s, nil
+	return &Store{writer: writer, reader: reader}, nil
 }
 
 // Close releases the connections. The store must not be used afterwards.
 func (s *Store) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.pingSame, s.pingMoved} {
-		if st != nil {
-			errs = append(errs, st.Close())
-		}
+	if conn, err := s.writer.Conn(context.Background()); err == nil {
+		errs = append(errs, conn.Raw(func(any) error {
+			for _, st := range []driver.Stmt{s.rawSame, s.rawMoved} {
+				if st != nil {
+					errs = append(errs, st.Close())
+				}
+			}
+			return nil
+		}), conn.Close())
 	}
 	errs = append(errs, s.reader.Close(), s.writer.Close())
 	if err := errors.Join(errs...); err != nil {
