@@ -3,14 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
@@ -20,12 +16,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
+	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
 	"github.com/gatehouse-project/gatehouse/modules/dnsprovider"
 )
 
@@ -58,15 +55,9 @@ func loopbackClient(t *testing.T, rootFiles ...string) *http.Client {
 // certPool reads the PEM certificates of files into a pool.
 func certPool(t *testing.T, files ...string) *x509.CertPool {
 	t.Helper()
-	pool := x509.NewCertPool()
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !pool.AppendCertsFromPEM(b) {
-			t.Fatalf("no certificate in %s", f)
-		}
+	pool, err := testcert.PoolFromFiles(files...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return pool
 }
@@ -100,88 +91,26 @@ func newTestPKI(t *testing.T) *testPKI {
 	p.leafCert = filepath.Join(p.dir, "localhost.pem")
 	p.leafKey = filepath.Join(p.dir, "localhost-key.pem")
 
-	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	root := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "Gatehouse test root"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	rootDER, err := x509.CreateCertificate(rand.Reader, root, root, &rootKey.PublicKey, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ = x509.ParseCertificate(rootDER)
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, root, &leafKey.PublicKey, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(leafKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, p.rootPEM, "CERTIFICATE", rootDER)
-	writePEM(t, p.leafCert, "CERTIFICATE", leafDER)
-	writePEM(t, p.leafKey, "EC PRIVATE KEY", keyDER)
+	root := testcert.MustCA(t, testcert.Options{
+		Serial:  big.NewInt(1),
+		Subject: pkix.Name{CommonName: "Gatehouse test root"},
+	})
+	leaf := root.MustIssue(t, testcert.Options{
+		Serial:      big.NewInt(2),
+		Subject:     pkix.Name{CommonName: "localhost"},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	})
+	root.MustWrite(t, p.rootPEM, "")
+	leaf.MustWrite(t, p.leafCert, p.leafKey)
 	return p
 }
-
-func writePEM(t *testing.T, path, kind string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-var (
-	pebbleOnce sync.Once
-	pebblePath string
-	pebbleErr  error
-)
 
 // pebbleBinary builds Pebble, the ACME test CA pinned as a tool in go.mod,
 // once per test run.
 func pebbleBinary(t *testing.T) string {
 	t.Helper()
-	pebbleOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gatehouse-pebble-")
-		if err != nil {
-			pebbleErr = err
-			return
-		}
-		pebblePath = filepath.Join(dir, "pebble")
-		_, file, _, _ := runtime.Caller(0)
-		cmd := exec.Command("go", "build", "-o", pebblePath, "github.com/letsencrypt/pebble/v2/cmd/pebble")
-		cmd.Dir = filepath.Dir(filepath.Dir(file))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			pebbleErr = fmt.Errorf("go build pebble: %v\n%s", err, out)
-		}
-	})
-	if pebbleErr != nil {
-		t.Fatal(pebbleErr)
-	}
-	return pebblePath
+	return cloudtest.MustBuild(t, "github.com/letsencrypt/pebble/v2/cmd/pebble")
 }
 
 // pebble is one running Pebble, whose DNS-01 lookups go to a Gatehouse
@@ -422,7 +351,7 @@ func startCaddy(t *testing.T, caddyfile string, env ...string) *caddyProcess {
 	}
 	cmd := exec.Command(caddyBinary(t), "run", "--config", "Caddyfile", "--adapter", "caddyfile")
 	cmd.Dir = p.dir
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(p.dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(p.dir, "config"), "HOME="+p.dir)
+	cmd.Env = append(os.Environ(), cloudtest.CaddyEnv(p.dir)...)
 	cmd.Env = append(cmd.Env, env...)
 	w := lockedWriter{p.logMu, p.log}
 	cmd.Stdout, cmd.Stderr = w, w

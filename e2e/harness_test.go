@@ -7,72 +7,30 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
-)
-
-var (
-	buildOnce sync.Once
-	builtPath string
-	buildErr  error
+	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 )
 
 // caddyBinary returns GATEHOUSE_CADDY (CI sets it to the xcaddy build) or a
 // binary built from ./cmd/caddy once per test run.
 func caddyBinary(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("GATEHOUSE_CADDY"); p != "" {
-		return p
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gatehouse-caddy-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtPath = filepath.Join(dir, "caddy")
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Dir(filepath.Dir(file))
-		cmd := exec.Command("go", "build", "-o", builtPath, "./cmd/caddy")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtPath
+	return cloudtest.MustCaddyBinary(t)
 }
 
 // freePort returns a port that was free a moment ago on 127.0.0.1 for both
 // TCP and UDP.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
+	return cloudtest.MustFreePort(t)
 }
 
 // cloud is one running Caddy process.
@@ -121,7 +79,7 @@ func (c *cloud) start() {
 	c.t.Helper()
 	c.cmd = exec.Command(caddyBinary(c.t), "run", "--config", "Caddyfile", "--adapter", "caddyfile")
 	c.cmd.Dir = c.dir
-	c.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(c.dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(c.dir, "config"), "HOME="+c.dir)
+	c.cmd.Env = append(os.Environ(), cloudtest.CaddyEnv(c.dir)...)
 	c.cmd.Env = append(c.cmd.Env, c.env...)
 	w := lockedWriter{c.logMu, c.log}
 	c.cmd.Stdout, c.cmd.Stderr = w, w
@@ -178,7 +136,7 @@ func (c *cloud) logs() string {
 
 // rootCA is the local CA that signed the cloud's own certificates.
 func (c *cloud) rootCA() string {
-	return filepath.Join(c.dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
+	return cloudtest.LocalCARoot(c.dir)
 }
 
 // curl runs curl against https://HOST:PORT/PATH resolved to loopback and
@@ -266,11 +224,7 @@ func digStatus(t *testing.T, port int, args ...string) string {
 // eventually retries cond until it holds or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := cloudtest.WaitFor(what, timeout, 50*time.Millisecond, cond); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,13 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
@@ -26,6 +22,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
+	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -91,35 +88,16 @@ type gatewayCert struct {
 
 func newGatewayCert(t *testing.T, name string) gatewayCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	host := name + ".box.test"
 	org := "Gatehouse test gateway " + name
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: host, Organization: []string{org}},
-		DNSNames:              []string{host, "www." + host},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
+	c := testcert.MustSelfSigned(t, testcert.Options{
+		Serial:   big.NewInt(time.Now().UnixNano()),
+		Subject:  pkix.Name{CommonName: host, Organization: []string{org}},
+		DNSNames: []string{host, "www." + host},
+	})
 	file := filepath.Join(t.TempDir(), name+".pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return gatewayCert{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool: pool, file: file, org: org}
+	c.MustWrite(t, file, "")
+	return gatewayCert{cert: c.TLS(), pool: c.Pool(), file: file, org: org}
 }
 
 // gatewayServer is the gateway's own HTTPS server, on loopback, with its

@@ -30,6 +30,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 )
 
 var (
@@ -127,25 +129,9 @@ func (b *bench) checkTime() error {
 	return nil
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // waitFor polls cond every 100ms until it holds or timeout passes.
 func waitFor(what string, timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return nil
+	return cloudtest.WaitFor(what, timeout, 100*time.Millisecond, cond)
 }
 
 func (b *bench) run() error {
@@ -163,18 +149,18 @@ func (b *bench) run() error {
 	if err != nil {
 		return err
 	}
-	root := filepath.Join(b.dir, "cloud", "data", "caddy", "pki", "authorities", "local", "root.crt")
+	root := cloudtest.LocalCARoot(filepath.Join(b.dir, "cloud"))
 
 	allow := fmt.Sprintf(`[{"to":["127.0.0.1"],"ports":[%d,%d],"from":[%q]}]`, bulk.Port, echo.Port, sourceName)
 	targetSetup, err := b.startAgent("target", targetMAC, https, root, "-forward-allow", allow)
 	if err != nil {
 		return err
 	}
-	bulkLocal, err := freePort()
+	bulkLocal, err := cloudtest.FreeTCPPort()
 	if err != nil {
 		return err
 	}
-	echoLocal, err := freePort()
+	echoLocal, err := cloudtest.FreeTCPPort()
 	if err != nil {
 		return err
 	}
@@ -429,7 +415,7 @@ func (b *bench) startCloud() (int, error) {
 	}
 	var ports [3]int
 	for i := range ports {
-		p, err := freePort()
+		p, err := cloudtest.FreeTCPPort()
 		if err != nil {
 			return 0, err
 		}
@@ -459,11 +445,10 @@ api.box.test {
 	if err := os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte(cf), 0o600); err != nil {
 		return 0, err
 	}
-	env := []string{"XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"), "HOME=" + dir}
-	if err := b.start("cloud", env, *caddyBin, "run", "--config", filepath.Join(dir, "Caddyfile"), "--adapter", "caddyfile"); err != nil {
+	if err := b.start("cloud", cloudtest.CaddyEnv(dir), *caddyBin, "run", "--config", filepath.Join(dir, "Caddyfile"), "--adapter", "caddyfile"); err != nil {
 		return 0, err
 	}
-	root := filepath.Join(dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
+	root := cloudtest.LocalCARoot(dir)
 	err := waitFor("the cloud's API", 60*time.Second, func() bool {
 		pem, err := os.ReadFile(root)
 		if err != nil {
@@ -492,7 +477,7 @@ api.box.test {
 // without a certificate: the benchmark needs no ACME CA) and returns its
 // setup port, where its status is served.
 func (b *bench) startAgent(name, mac string, https int, root string, extra ...string) (int, error) {
-	setup, err := freePort()
+	setup, err := cloudtest.FreeTCPPort()
 	if err != nil {
 		return 0, err
 	}

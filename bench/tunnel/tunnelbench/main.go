@@ -13,14 +13,10 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +35,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
+	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -139,15 +137,6 @@ func (b *bench) start(name string, env []string, args ...string) (*exec.Cmd, err
 	b.procs = append(b.procs, cmd)
 	b.mu.Unlock()
 	return cmd, nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (b *bench) run() error {
@@ -318,7 +307,7 @@ func (b *bench) startCloud(name string, window int) (*cloud, error) {
 	}
 	var ports [3]int
 	for i := range ports {
-		p, err := freePort()
+		p, err := cloudtest.FreeTCPPort()
 		if err != nil {
 			return nil, err
 		}
@@ -333,13 +322,13 @@ func (b *bench) startCloud(name string, window int) (*cloud, error) {
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, caddyfile, ports[0], ports[1], ports[2], dir, tun), 0o600); err != nil {
 		return nil, err
 	}
-	cmd, err := b.start(*caddyBin, []string{"XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"), "HOME=" + dir},
+	cmd, err := b.start(*caddyBin, cloudtest.CaddyEnv(dir),
 		"run", "--config", cfg, "--adapter", "caddyfile")
 	if err != nil {
 		return nil, err
 	}
 	c.cmd = cmd
-	rootFile := filepath.Join(dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
+	rootFile := cloudtest.LocalCARoot(dir)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if time.Now().After(deadline) {
@@ -485,31 +474,17 @@ func (c *cloud) metrics() (map[string]float64, error) {
 // ---- the gateway
 
 func gatewayCert(dir string) (tls.Certificate, *x509.CertPool, string, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := testcert.SelfSigned(testcert.Options{
+		Serial:   big.NewInt(1),
+		Subject:  pkix.Name{CommonName: "bench." + zone, Organization: []string{"Gatehouse bench gateway"}},
+		DNSNames: []string{"bench." + zone, "*." + zone},
+	})
 	if err != nil {
 		return tls.Certificate{}, nil, "", err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "bench." + zone, Organization: []string{"Gatehouse bench gateway"}},
-		DNSNames:              []string{"bench." + zone, "*." + zone},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, nil, "", err
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
 	file := filepath.Join(dir, "gateway.pem")
-	err = os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool, file, err
+	err = c.WriteCert(file)
+	return c.TLS(), c.Pool(), file, err
 }
 
 // startGatewayServer is the gateway's HTTPS server: /big?n=N sends N
@@ -655,7 +630,7 @@ type pagekiteRig struct {
 }
 
 func (b *bench) startPagekite(gwAddr string) (*pagekiteRig, error) {
-	port, err := freePort()
+	port, err := cloudtest.FreeTCPPort()
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 )
 
 // CloudOptions shape a test cloud.
@@ -128,8 +130,7 @@ api.box.test {
 }
 
 func (c *Cloud) start(t testing.TB, bin string) {
-	env := []string{"XDG_DATA_HOME=" + filepath.Join(c.Dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(c.Dir, "config"), "HOME=" + c.Dir}
-	c.Process = Start(t, "caddy", c.Dir, env, bin, "run", "--config", "Caddyfile", "--adapter", "caddyfile")
+	c.Process = Start(t, "caddy", c.Dir, cloudtest.CaddyEnv(c.Dir), bin, "run", "--config", "Caddyfile", "--adapter", "caddyfile")
 	Eventually(t, 60*time.Second, "the cloud to answer", func() bool {
 		if c.Exited() {
 			t.Fatalf("caddy exited:\n%s", c.Output())
@@ -157,7 +158,7 @@ func (c *Cloud) API() string { return fmt.Sprintf("https://api.box.test:%d", c.H
 
 // RootCA is the local CA root that signs the cloud's certificates.
 func (c *Cloud) RootCA() string {
-	return filepath.Join(c.Dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
+	return cloudtest.LocalCARoot(c.Dir)
 }
 
 // Client trusts the cloud's CA (and extra PEM roots) and connects every

@@ -12,13 +12,8 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
@@ -33,72 +28,27 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
+	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
+	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
 )
 
 // Zone is the zone of the test clouds.
 const Zone = "box.test"
 
-var (
-	buildMu  sync.Mutex
-	built    = map[string]string{}
-	buildDir string
-)
-
-// moduleRoot is the repository's root (where go.mod is).
-func moduleRoot(t testing.TB) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || len(bytes.TrimSpace(out)) == 0 {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	return filepath.Dir(string(bytes.TrimSpace(out)))
-}
-
 // Main runs a test binary's tests, then removes the programs Build made.
 // Packages that use Build call it from TestMain.
-func Main(m *testing.M) {
-	code := m.Run()
-	buildMu.Lock()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
-	buildMu.Unlock()
-	os.Exit(code)
-}
+func Main(m *testing.M) { cloudtest.Main(m) }
 
 // Build builds a package of the module once per test binary and returns the
 // executable.
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if p, ok := built[pkg]; ok {
-		return p
-	}
-	if buildDir == "" {
-		d, err := os.MkdirTemp("", "gatehouse-agent-test-bin-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		buildDir = d
-	}
-	out := filepath.Join(buildDir, strings.NewReplacer("/", "_", ".", "_").Replace(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = moduleRoot(t)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	built[pkg] = out
-	return out
+	return cloudtest.MustBuild(t, pkg, "CGO_ENABLED=0")
 }
 
 // CaddyBinary is GATEHOUSE_CADDY (CI's xcaddy build) or ./cmd/caddy built.
 func CaddyBinary(t testing.TB) string {
-	if p := os.Getenv("GATEHOUSE_CADDY"); p != "" {
-		return p
-	}
-	return Build(t, "./cmd/caddy")
+	return cloudtest.MustCaddyBinary(t, "CGO_ENABLED=0")
 }
 
 // AgentBinary is the gateway agent built.
@@ -107,21 +57,7 @@ func AgentBinary(t testing.TB) string { return Build(t, "./gateway-agent/cmd/gat
 // FreePort returns a port free a moment ago for TCP and UDP on 127.0.0.1.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
+	return cloudtest.MustFreePort(t)
 }
 
 // Process is a program run for a test, its output kept.
@@ -217,37 +153,14 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 // into dir, and returns their paths; the certificate is its own root.
 func SelfSignedCert(t testing.TB, dir string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "gatehouse test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testcert.MustSelfSigned(t, testcert.Options{
+		Serial:      big.NewInt(time.Now().UnixNano()),
+		Subject:     pkix.Name{CommonName: "gatehouse test"},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	})
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	c.MustWrite(t, certFile, keyFile)
 	return certFile, keyFile
 }
 
