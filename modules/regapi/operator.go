@@ -96,37 +96,7 @@ func (a *API) opGetRecords(w http.ResponseWriter, r *http.Request) {
 // opReadRecords decodes and resolves an operator's records request, as
 // readRecords does a gateway's.
 func (a *API) opReadRecords(w http.ResponseWriter, r *http.Request, strict bool) (string, []registry.Record, bool) {
-	var req recordsRequest
-	if !a.decodeBody(w, r, &req) {
-		return "", nil, false
-	}
-	zone, err := a.opZoneOf(req.Zone)
-	if err != nil {
-		writeRegistryError(w, err)
-		return "", nil, false
-	}
-	if len(req.Records) == 0 {
-		writeError(w, http.StatusBadRequest, "BadRequest", "no records given")
-		return "", nil, false
-	}
-	recs := make([]registry.Record, 0, len(req.Records))
-	for i, b := range req.Records {
-		if b.TTL < 0 {
-			writeError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("record %d: negative ttl", i))
-			return "", nil, false
-		}
-		if strict && (b.Type == "" || b.Data == "") {
-			writeError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("record %d: type and data required", i))
-			return "", nil, false
-		}
-		owner, err := a.opOwner(zone, b.Name)
-		if err != nil {
-			writeRegistryError(w, err)
-			return "", nil, false
-		}
-		recs = append(recs, registry.Record{Owner: owner, Type: strings.ToUpper(b.Type), Value: b.Data, TTL: time.Duration(b.TTL) * time.Second})
-	}
-	return zone, recs, true
+	return a.decodeRecords(w, r, strict, a.opZoneOf, a.opOwner)
 }
 
 func (a *API) opAppendRecords(w http.ResponseWriter, r *http.Request) {

@@ -124,14 +124,24 @@ func (a *API) v1GetRecords(w http.ResponseWriter, r *http.Request, g *registry.G
 	writeJSON(w, http.StatusOK, recordsResponse{Records: a.toBodies(g, zone, recs)})
 }
 
-// readRecords decodes and resolves a records request; strict says whether
-// type and data are required (append, set) or act as wildcards (delete).
+// readRecords decodes and resolves a gateway's records request; strict
+// says whether type and data are required (append, set) or act as
+// wildcards (delete).
 func (a *API) readRecords(w http.ResponseWriter, r *http.Request, g *registry.Gateway, strict bool) (string, []registry.Record, bool) {
+	return a.decodeRecords(w, r, strict,
+		func(zone string) (string, error) { return a.zoneOf(g, zone) },
+		func(zone, name string) (string, error) { return a.owner(g, zone, name) })
+}
+
+// decodeRecords reads a records request body, resolves its zone with zoneOf
+// and each record's name with ownerOf, and answers 400 or 403 itself.
+func (a *API) decodeRecords(w http.ResponseWriter, r *http.Request, strict bool,
+	zoneOf func(zone string) (string, error), ownerOf func(zone, name string) (string, error)) (string, []registry.Record, bool) {
 	var req recordsRequest
 	if !a.decodeBody(w, r, &req) {
 		return "", nil, false
 	}
-	zone, err := a.zoneOf(g, req.Zone)
+	zone, err := zoneOf(req.Zone)
 	if err != nil {
 		writeRegistryError(w, err)
 		return "", nil, false
@@ -150,7 +160,7 @@ func (a *API) readRecords(w http.ResponseWriter, r *http.Request, g *registry.Ga
 			writeError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("record %d: type and data required", i))
 			return "", nil, false
 		}
-		owner, err := a.owner(g, zone, b.Name)
+		owner, err := ownerOf(zone, b.Name)
 		if err != nil {
 			writeRegistryError(w, err)
 			return "", nil, false
