@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -73,6 +74,9 @@ type App struct {
 	limits     Limiters
 	logger     *zap.Logger
 	cancel     context.CancelFunc
+	// background tracks the goroutines the app starts (following other
+	// nodes' changes, dropping revoked tunnels), so Stop can wait for them.
+	background *sync.WaitGroup
 	dnsIndex   *dnszone.Index
 	dnsHandler *dnszone.Handler
 	dnsServer  *dnszone.Server
@@ -166,6 +170,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		// Names the zone itself answers for cannot be registered.
 		reserved = append(append([]string{}, reserved...), zc.ReservedNames()...)
 	}
+	a.background = new(sync.WaitGroup)
 	a.hub = a.acquireHub(slogger)
 
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -254,7 +259,7 @@ func (a *App) Start() error {
 	if ch, err := a.store.Changes(ctx); err != nil {
 		return fmt.Errorf("gatehouse: listening for changes: %w", err)
 	} else if ch != nil {
-		go a.followChanges(ctx, ch)
+		a.background.Go(func() { a.followChanges(ctx, ch) })
 	}
 	a.logger.Info("gatehouse started", zap.String("zone", a.Zone), zap.String("storage", a.Storage.Driver))
 	return nil
@@ -306,6 +311,7 @@ func (a *App) Stop() error {
 		a.cancel()
 	}
 	a.registry.Stop()
+	a.background.Wait()
 	var err error
 	if a.dnsServer != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -327,7 +333,7 @@ func (a *App) apply(ev registry.Event) {
 	if ev.Revoked {
 		// Drop waits for the agent to hear why; the registry must not.
 		reason := "gateway " + revokeReason(ev)
-		go a.hub.Drop(ev.Name, reason)
+		a.background.Go(func() { a.hub.Drop(ev.Name, reason) })
 	}
 	if a.dnsIndex == nil {
 		return
