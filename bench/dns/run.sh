@@ -12,7 +12,9 @@
 #    runs ROUNDS times (alternating, best kept: the machine is shared), and
 #    the script prints queries/s, latency and the ratio zone/fixed (target
 #    >= 70%), and the server CPU time per answered query of each, which
-#    other load on the machine does not skew.
+#    other load on the machine does not skew. A third target, "app", is
+#    the Caddy build itself (./cmd/caddy) with the gatehouse app serving
+#    the same gateways from a SQLite registry it loads at start.
 #
 # Requires dnsperf (Debian package dnsperf). Knobs (environment):
 #   N=100000 QUERIES=200000 NX_SHARE=0.3 DURATION=10 CLIENTS=8 THREADS=1
@@ -30,6 +32,8 @@ ROUNDS=${ROUNDS:-3}
 MEASURE_N=${MEASURE_N:-1000000}
 FIXED_ADDR=127.0.0.1:5301
 ZONE_ADDR=127.0.0.1:5300
+APP_ADDR=127.0.0.1:5302
+APP_ADMIN=127.0.0.1:5303
 
 cd "$(dirname "$0")/../.."
 command -v dnsperf >/dev/null || { echo "dnsperf not found: apt-get install dnsperf" >&2; exit 1; }
@@ -47,6 +51,29 @@ trap cleanup EXIT
 
 echo "== building"
 go build -o "$work/" ./bench/dns/cmd/...
+go build -o "$work/caddy" ./cmd/caddy
+
+# The Caddy app: the same gateways in a SQLite registry, loaded at start,
+# answered by the gatehouse app's DNS listeners.
+"$work/seedstore" -n "$N" -path "$work/registry.db" 2>&1 | sed 's/^/   /'
+cat >"$work/Caddyfile" <<CADDY
+{
+	admin $APP_ADMIN
+	log {
+		level ERROR
+	}
+	gatehouse {
+		zone box.example.org
+		storage sqlite $work/registry.db
+		dns {
+			listen udp/$APP_ADDR tcp/$APP_ADDR
+			nameserver ns1.box.example.org 192.0.2.53
+			tunnel_address 192.0.2.10 2001:db8::10
+			rrl 1000000000
+		}
+	}
+}
+CADDY
 
 echo "== memory and load time, $MEASURE_N gateways"
 "$work/zoneserver" -measure -typical -n "$MEASURE_N"
@@ -118,6 +145,15 @@ for round in $(seq 1 "$ROUNDS"); do
 	perf zone "$ZONE_ADDR"
 	stop_server
 	grep -E 'loaded|rcodes' "$work/zone.log" | sed 's/^/   /'
+
+	"$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >"$work/app.log" 2>&1 &
+	server_pid=$!
+	for _ in $(seq 1 300); do
+		dig @"${APP_ADDR%:*}" -p "${APP_ADDR#*:}" +time=1 +tries=1 +short box.example.org SOA >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	perf app "$APP_ADDR"
+	stop_server
 done
 
 echo "== result (best of $ROUNDS)"
@@ -129,6 +165,9 @@ awk '
 	END {
 		printf "   fixed: %.0f q/s (avg latency %.3f ms), %.2f us CPU/query\n", best["fixed"], avg["fixed"], cpu["fixed"]
 		printf "   zone:  %.0f q/s (avg latency %.3f ms), %.2f us CPU/query\n", best["zone"], avg["zone"], cpu["zone"]
+		printf "   app:   %.0f q/s (avg latency %.3f ms), %.2f us CPU/query (the Caddy build with the gatehouse app)\n", best["app"], avg["app"], cpu["app"]
+		ratio_app = 100 * best["app"] / best["fixed"]
+		printf "   app/fixed queries/s:         %.1f%% (target >= 70%%): %s\n", ratio_app, (ratio_app >= 70 ? "met" : "NOT met")
 		ratio = 100 * best["zone"] / best["fixed"]
 		eff = 100 * cpu["fixed"] / cpu["zone"]
 		printf "   zone/fixed queries/s:        %.1f%% (target >= 70%%): %s\n", ratio, (ratio >= 70 ? "met" : "NOT met")
