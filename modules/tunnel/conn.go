@@ -40,8 +40,17 @@ func WebSocketConn(c *websocket.Conn) Conn {
 	return &wsConn{c: c}
 }
 
+// WebSocketClientConn is WebSocketConn for the dialing side, whose
+// connection to the network is bc: each frame reaches the network in one
+// write (see BatchConn).
+func WebSocketClientConn(c *websocket.Conn, bc *BatchConn) Conn {
+	c.SetReadLimit(MaxFrameSize)
+	return &wsConn{c: c, batch: bc}
+}
+
 type wsConn struct {
-	c *websocket.Conn
+	c     *websocket.Conn
+	batch *BatchConn // nil: writes go straight to the network
 	// buf is the frame returned by the last ReadMessage. It comes from
 	// framePool and goes back at the start of the next call, before the read
 	// blocks, so that an idle session holds no read buffer.
@@ -119,11 +128,25 @@ func wsError(err error) error {
 }
 
 func (w *wsConn) WriteMessage(ctx context.Context, p []byte) error {
-	return w.c.Write(ctx, websocket.MessageBinary, p)
+	if w.batch == nil {
+		return w.c.Write(ctx, websocket.MessageBinary, p)
+	}
+	w.batch.Begin()
+	err := w.c.Write(ctx, websocket.MessageBinary, p)
+	if ferr := w.batch.Flush(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 func (w *wsConn) Close() error {
 	w.closeOnce.Do(func() {
+		if w.batch != nil {
+			// Close the network first: a Flush blocked on a peer that
+			// does not read lets go at once, instead of holding up the
+			// TLS close_notify behind it for its five-second deadline.
+			_ = w.batch.Conn.Close()
+		}
 		// A connection that a failed read already closed is, for the
 		// session, successfully closed.
 		if err := w.c.CloseNow(); err != nil && !errors.Is(err, net.ErrClosed) {

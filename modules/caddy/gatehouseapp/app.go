@@ -69,11 +69,11 @@ type App struct {
 	// At least 32 characters; empty (or an unset variable) disables it.
 	OperatorToken string `json:"operator_token,omitempty"`
 
-	store      registry.Store
-	registry   *registry.Registry
-	limits     Limiters
-	logger     *zap.Logger
-	cancel     context.CancelFunc
+	store    registry.Store
+	registry *registry.Registry
+	limits   Limiters
+	logger   *zap.Logger
+	cancel   context.CancelFunc
 	// background tracks the goroutines the app starts (following other
 	// nodes' changes, dropping revoked tunnels), so Stop can wait for them.
 	background *sync.WaitGroup

@@ -20,8 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
@@ -227,14 +225,10 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 	cfg := c.Config.WithDefaults()
 	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
-	wc, _, err := websocket.Dial(dctx, c.URL, &websocket.DialOptions{
-		HTTPClient: c.HTTPClient,
-		HTTPHeader: c.HTTPHeader,
-	})
+	conn, _, err := c.dial(dctx)
 	if err != nil {
 		return 0, fmt.Errorf("dial %s: %w", c.URL, err)
 	}
-	conn := tunnel.WebSocketConn(wc)
 	if err := tunnel.ClientHandshake(dctx, conn, c.Name, c.Token); err != nil {
 		_ = conn.Close()
 		return 0, err
