@@ -11,6 +11,8 @@
 # STEADY=0 to seed other addresses and measure that case.
 #
 # Usage: bench/api/run.sh [seconds per run, default 10]
+# ROUNDS (default 3): runs of each endpoint and of its ceiling, alternating;
+# the medians are printed.
 # Needs wrk (apt-get install wrk); PostgreSQL from GATEHOUSE_TEST_POSTGRES
 # (skipped when unset).
 set -euo pipefail
@@ -32,13 +34,30 @@ go build -o "$tmp/seed" ./bench/api/seed
 # wrk_run NAME PATH [SCRIPT] prints "requests/s p99(ms)".
 wrk_run() {
 	local out
-	out=$(ENDPOINT="$2" RUN="r$RANDOM" TOKENS="$tmp/tokens.txt" wrk -t2 -c"$conns" -d"${secs}s" --latency ${3:+-s "$3"} "http://127.0.0.1:$port$2")
+	out=$(ENDPOINT="$2" RUN="r$(date +%s%N)" TOKENS="$tmp/tokens.txt" wrk -t2 -c"$conns" -d"${secs}s" --latency ${3:+-s "$3"} "http://127.0.0.1:$port$2")
 	local rps p99 non2xx
 	rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
 	p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
 	non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
 	if [ -n "$non2xx" ]; then echo "$1: $non2xx non-2xx answers" >&2; echo "$out" >&2; fi
 	echo "$rps $p99"
+}
+
+# median of the numbers on stdin
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# alternate CEILING_PATH PATH SCRIPT prints the medians over ROUNDS rounds:
+# "ceiling_rps ceiling_p99 rps p99".
+alternate() {
+	local i c_rps=() c_p99=() rps=() p99=() r p
+	for ((i = 0; i < ${ROUNDS:-3}; i++)); do
+		read -r r p < <(wrk_run ceiling "$1" "$3")
+		c_rps+=("$r") c_p99+=("$p")
+		read -r r p < <(wrk_run "$2" "$2" "$3")
+		rps+=("$r") p99+=("$p")
+	done
+	echo "$(printf '%s\n' "${c_rps[@]}" | median) $(printf '%s\n' "${c_p99[@]}" | median)" \
+		"$(printf '%s\n' "${rps[@]}" | median) $(printf '%s\n' "${p99[@]}" | median)"
 }
 
 start_caddy() {
@@ -88,11 +107,11 @@ run_store() { # name storage-args seed-args
 	"$tmp/seed" $3 "${steady[@]}" -n "$gateways" -tokens "$tmp/tokens.txt" 2>&1 | sed 's/^/   /'
 	start_caddy "$2"
 	# Each endpoint's ceiling is the same requests, built by the same
-	# script, answered by Caddy's respond handler.
-	read -r cp_rps cp_p99 < <(wrk_run ceiling /ceiling-ping "$PWD/bench/api/ping.lua")
-	read -r p_rps p_p99 < <(wrk_run ping /ping "$PWD/bench/api/ping.lua")
-	read -r cs_rps cs_p99 < <(wrk_run ceiling /ceiling-subscribe "$PWD/bench/api/subscribe.lua")
-	read -r s_rps s_p99 < <(wrk_run subscribe /subscribe "$PWD/bench/api/subscribe.lua")
+	# script, answered by Caddy's respond handler. Ceiling and endpoint
+	# alternate for ROUNDS rounds and each reports its median, so that a
+	# burst of other work on the machine does not land on one side only.
+	read -r cp_rps cp_p99 p_rps p_p99 < <(alternate /ceiling-ping /ping "$PWD/bench/api/ping.lua")
+	read -r cs_rps cs_p99 s_rps s_p99 < <(alternate /ceiling-subscribe /subscribe "$PWD/bench/api/subscribe.lua")
 	stop_caddy
 	report "$1 respond, ping load" "$cp_rps" "$cp_p99" "$cp_rps"
 	report "$1 /ping" "$p_rps" "$p_p99" "$cp_rps"
