@@ -23,6 +23,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
+	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -188,7 +189,7 @@ func startAgent(t *testing.T, c *cloud, name, token, upstream string, backoff cl
 }
 
 // relay is the agent's stream handler: dial the gateway's server, accept
-// the stream, copy both ways with half-closes, as the gateway agent does.
+// the stream, relay both ways with half-closes, as the gateway agent does.
 func (a *testAgent) relay(upstream string) func(*tunnel.Stream) {
 	return func(st *tunnel.Stream) {
 		a.mu.Lock()
@@ -203,15 +204,7 @@ func (a *testAgent) relay(upstream string) func(*tunnel.Stream) {
 		if err := st.Ack(true, ""); err != nil {
 			return
 		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_, _ = io.Copy(up, st)
-			_ = up.(*net.TCPConn).CloseWrite()
-		}()
-		_, _ = io.Copy(st, up)
-		_ = st.CloseWrite()
-		<-done
+		relay.Conns(context.Background(), st, up, relay.Counts{})
 	}
 }
 

@@ -12,14 +12,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
@@ -145,29 +144,12 @@ func (r *Relay) Handle(from string, st *tunnel.Stream) {
 	}
 	r.Opened.Add(1)
 	log.Info("forward opened")
-	pipe(st, out, &r.BytesUp, &r.BytesDown)
-}
-
-// pipe copies both ways, passing each half-close on, until both are done.
-// Flow control is end to end: each stream's credit window stops io.Copy
-// when the far reader is slow.
-func pipe(a, b *tunnel.Stream, ab, ba *atomic.Uint64) {
-	var wg sync.WaitGroup
-	cp := func(dst, src *tunnel.Stream, n *atomic.Uint64) {
-		c, err := io.Copy(dst, src)
-		n.Add(uint64(c))
-		if err != nil {
-			// A reset on one leg ends both: the other side would
-			// otherwise wait for an EOF that never comes.
-			_ = a.Close()
-			_ = b.Close()
-			return
-		}
-		_ = dst.CloseWrite()
-	}
-	wg.Go(func() { cp(b, a, ab) })
-	wg.Go(func() { cp(a, b, ba) })
-	wg.Wait()
+	// Flow control is end to end: each stream's credit window stops the
+	// copy when the far reader is slow.
+	relay.Conns(context.Background(), st, out, relay.Counts{
+		AToB: func(n int) { r.BytesUp.Add(uint64(n)) },
+		BToA: func(n int) { r.BytesDown.Add(uint64(n)) },
+	})
 }
 
 func (r *Relay) logger() *slog.Logger {

@@ -37,6 +37,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
+	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -521,10 +522,9 @@ func startGatewayServer(cert tls.Certificate) (net.Listener, error) {
 	return ln, nil
 }
 
-// relayTo is the agent's stream handler of the gateway agent: dial the
-// gateway's server and copy both ways with half-closes. Copies toward the
-// stream use whole Data frames (tunnel.MaxDataSize): io.Copy's 32 KiB
-// would double the frames, and the cloud's work per byte.
+// relayTo is the agent's stream handler of the gateway agent's passthrough
+// mode: dial the gateway's server and relay both ways with half-closes
+// (relay.Conns, whose bulk reads fill whole Data frames).
 func relayTo(upstream string) func(*tunnel.Stream) {
 	return func(st *tunnel.Stream) {
 		up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
@@ -536,24 +536,9 @@ func relayTo(upstream string) func(*tunnel.Stream) {
 		if err := st.Ack(true, ""); err != nil {
 			return
 		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_, _ = io.Copy(up, st)
-			_ = up.(*net.TCPConn).CloseWrite()
-		}()
-		buf := make([]byte, tunnel.MaxDataSize)
-		_, _ = io.CopyBuffer(st, onlyReader{up}, buf)
-		_ = st.CloseWrite()
-		<-done
+		relay.Conns(context.Background(), st, up, relay.Counts{})
 	}
 }
-
-// onlyReader hides the connection's WriteTo, which would copy through a
-// 32 KiB buffer of its own.
-type onlyReader struct{ r io.Reader }
-
-func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 
 // agent runs a tunnel client for name until the run ends, and waits
 // until it is connected.

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -362,8 +363,8 @@ func (m *Manager) handle(l *listener, c net.Conn) {
 	defer l.active.Add(-1)
 	log.Info("forward opened")
 	start := time.Now()
-	out, in := Relay(m.ctx, c, st)
-	log.Info("forward closed", "bytes_out", out, "bytes_in", in, "duration", time.Since(start).Round(time.Millisecond))
+	res := relay.Conns(m.ctx, c, st, relay.Counts{})
+	log.Info("forward closed", "bytes_out", res.AToB, "bytes_in", res.BToA, "duration", time.Since(start).Round(time.Millisecond))
 }
 
 // openTimeout bounds one attempt at opening a stream: the cloud's own

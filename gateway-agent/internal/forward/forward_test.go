@@ -412,38 +412,3 @@ func TestRemoveEndsActiveConnections(t *testing.T) {
 		t.Fatalf("the relayed connection was not closed: %v", err)
 	}
 }
-
-// Relay passes each direction's end on as a half-close and counts bytes.
-func TestRelayHalfClose(t *testing.T) {
-	dest, _ := halfCloseServer(t)
-	front, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer front.Close()
-	type counts struct{ up, down int64 }
-	res := make(chan counts, 1)
-	go func() {
-		c, err := front.Accept()
-		if err != nil {
-			res <- counts{-1, -1}
-			return
-		}
-		defer c.Close()
-		d, err := net.Dial("tcp", dest)
-		if err != nil {
-			res <- counts{-1, -1}
-			return
-		}
-		defer d.Close()
-		up, down := Relay(context.Background(), c, d)
-		res <- counts{up, down}
-	}()
-	got, err := roundTrip(t, front.Addr().String(), []byte("hello world"))
-	if err != nil || got != "got 11 bytes" {
-		t.Fatalf("%q %v", got, err)
-	}
-	if r := <-res; r.up != 11 || r.down != int64(len("got 11 bytes")) {
-		t.Fatalf("counted %+v", r)
-	}
-}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
@@ -93,8 +94,8 @@ func (t *Target) Handle(ctx context.Context, st *tunnel.Stream) {
 	t.Accepted.Add(1)
 	log.Info("forward opened")
 	start := time.Now()
-	in, out := Relay(ctx, st, conn)
-	log.Info("forward closed", "bytes_in", in, "bytes_out", out, "duration", time.Since(start).Round(time.Millisecond))
+	res := relay.Conns(ctx, st, conn, relay.Counts{})
+	log.Info("forward closed", "bytes_in", res.AToB, "bytes_out", res.BToA, "duration", time.Since(start).Round(time.Millisecond))
 }
 
 // dialReason says why a dial failed in a few words: the source gateway

@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"html"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -216,26 +216,8 @@ func (s *Server) relay(c net.Conn, hdr []byte) {
 			return
 		}
 	}
-	// Closing both ends on shutdown unblocks the copies.
-	stop := context.AfterFunc(s.ctx, func() { _ = c.Close(); _ = up.Close() })
-	defer stop()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = io.Copy(up, c)
-		closeWrite(up)
-	}()
-	_, _ = io.Copy(c, up)
-	closeWrite(c)
-	<-done
-}
-
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-	} else {
-		_ = c.Close()
-	}
+	// The server's context ending (shutdown) closes both ends.
+	relay.Conns(s.ctx, c, up, relay.Counts{})
 }
 
 // Shutdown stops accepting, closes the listeners, and waits for the

@@ -3,7 +3,6 @@ package gatehouselistener
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse-project/gatehouse/modules/clienthello"
+	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
@@ -243,9 +243,7 @@ func clientAddr(c net.Conn) string {
 }
 
 // relay copies bytes both ways between the client and the stream until
-// both directions have ended. A direction that ends cleanly half-closes
-// the other side (TLS close_notify and HTTP/1.0 bodies rely on it); one
-// that fails aborts both.
+// both directions have ended (see relay.Conns), then closes both.
 func (l *listener) relay(c *clienthello.Conn, st *tunnel.Stream, name string) {
 	m := l.r.metrics
 	m.route(routeTunnel)
@@ -253,106 +251,18 @@ func (l *listener) relay(c *clienthello.Conn, st *tunnel.Stream, name string) {
 	m.active.Inc()
 	defer m.active.Dec()
 	start := time.Now()
-
-	type result struct {
-		n   int64
-		err error
-	}
-	upDone := make(chan result, 1)
-	go func() {
-		n, err := pipe(st, c, m.toGateway)
-		if err == nil {
-			err = st.CloseWrite()
-		}
-		if err != nil {
-			_ = st.Close()
-			_ = c.Close()
-		}
-		upDone <- result{n, err}
-	}()
-	down, err := pipe(c, st, m.toClient)
-	if err == nil {
-		err = closeWrite(c)
-	}
-	if err != nil {
-		_ = c.Close()
-		_ = st.Close()
-	}
-	up := <-upDone
+	res := relay.Conns(context.Background(), c, st, relay.Counts{
+		AToB: func(n int) { m.toGateway.Add(float64(n)) },
+		BToA: func(n int) { m.toClient.Add(float64(n)) },
+	})
 	_ = c.Close()
 	_ = st.Close()
 	l.r.logger.Debug("relay ended",
 		zap.String("gateway", name),
 		zap.String("remote", c.RemoteAddr().String()),
-		zap.Int64("bytes_to_gateway", up.n),
-		zap.Int64("bytes_to_client", down),
+		zap.Int64("bytes_to_gateway", res.AToB),
+		zap.Int64("bytes_to_client", res.BToA),
 		zap.Duration("duration", time.Since(start)),
-		zap.NamedError("to_gateway_error", up.err),
-		zap.NamedError("to_client_error", err))
-}
-
-// closeWrite half-closes c, or closes it when it cannot half-close (the
-// peer must learn that no more data comes, even at the cost of the other
-// direction).
-func closeWrite(c *clienthello.Conn) error {
-	err := c.CloseWrite()
-	if errors.Is(err, errors.ErrUnsupported) {
-		return c.Close()
-	}
-	return err
-}
-
-// Buffer sizes of pipe. A relay starts each read with a small buffer of
-// its own, and takes a large pooled one only while reads keep filling the
-// buffer (a bulk transfer). So an idle relay, which waits in Read, holds
-// 2×smallBuffer rather than two frames' worth: what makes 10,000 idle
-// streams cheap. The large buffer is one full Data frame.
-const (
-	smallBuffer = 2 << 10
-	largeBuffer = tunnel.MaxDataSize
-)
-
-var largePool = sync.Pool{New: func() any {
-	b := make([]byte, largeBuffer)
-	return &b
-}}
-
-// counter is the part of a Prometheus counter pipe uses.
-type counter interface{ Add(float64) }
-
-// pipe copies src to dst until src ends, counting the bytes written. It
-// returns nil at src's EOF, else the read or write error.
-func pipe(dst io.Writer, src io.Reader, bytes counter) (int64, error) {
-	small := make([]byte, smallBuffer)
-	large := false
-	var total int64
-	for {
-		buf := small
-		var pooled *[]byte
-		if large {
-			pooled = largePool.Get().(*[]byte)
-			buf = *pooled
-		}
-		n, rerr := src.Read(buf)
-		var werr error
-		if n > 0 {
-			var w int
-			w, werr = dst.Write(buf[:n])
-			total += int64(w)
-			bytes.Add(float64(w))
-		}
-		if pooled != nil {
-			largePool.Put(pooled)
-		}
-		switch {
-		case werr != nil:
-			return total, werr
-		case errors.Is(rerr, io.EOF):
-			return total, nil
-		case rerr != nil:
-			return total, rerr
-		}
-		// A full buffer means more is waiting.
-		large = n == len(buf)
-	}
+		zap.NamedError("to_gateway_error", res.AToBErr),
+		zap.NamedError("to_client_error", res.BToAErr))
 }

@@ -2,11 +2,11 @@ package client_test
 
 import (
 	"context"
-	"io"
 	"net"
 	"os"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -33,15 +33,7 @@ func ExampleClient() {
 			if _, err := up.Write(client.StreamProxyHeader(st)); err != nil {
 				return
 			}
-			down := make(chan struct{})
-			go func() {
-				defer close(down)
-				_, _ = io.Copy(up, st)
-				_ = up.(*net.TCPConn).CloseWrite()
-			}()
-			_, _ = io.Copy(st, up)
-			_ = st.CloseWrite()
-			<-down
+			relay.Conns(context.Background(), st, up, relay.Counts{})
 		},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
