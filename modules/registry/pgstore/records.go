@@ -118,44 +118,9 @@ func (s *Store) DeleteRecords(ctx context.Context, gateway string, filters []reg
 		if len(filters) == 0 {
 			return nil
 		}
-		// One DELETE per filter, in one round trip: a record matching
-		// several filters is gone after the first and is reported once.
-		b := &pgx.Batch{}
-		for _, f := range filters {
-			q := `DELETE FROM records WHERE gateway = $1`
-			args := []any{gateway}
-			if f.Owner != nil {
-				args = append(args, *f.Owner)
-				q += fmt.Sprintf(` AND owner = $%d`, len(args))
-			}
-			if f.Type != "" {
-				args = append(args, f.Type)
-				q += fmt.Sprintf(` AND type = $%d`, len(args))
-			}
-			if f.Value != "" {
-				args = append(args, f.Value)
-				q += fmt.Sprintf(` AND value = $%d`, len(args))
-			}
-			if f.TTL != 0 {
-				args = append(args, ttlSeconds(f.TTL))
-				q += fmt.Sprintf(` AND ttl_seconds = $%d`, len(args))
-			}
-			b.Queue(q+` RETURNING `+recordCols, args...)
-		}
-		br := tx.SendBatch(ctx, b)
-		for range filters {
-			rows, _ := br.Query()
-			got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (recordRow, error) {
-				var r recordRow
-				return r, row.Scan(r.dest()...)
-			})
-			if err != nil {
-				br.Close()
-				return fmt.Errorf("delete records of %s: %w", gateway, err)
-			}
-			removed = append(removed, got...)
-		}
-		if err := br.Close(); err != nil {
+		var err error
+		removed, err = deleteFiltered(ctx, tx, `DELETE FROM records WHERE gateway = $1`, []any{gateway}, filters)
+		if err != nil {
 			return fmt.Errorf("delete records of %s: %w", gateway, err)
 		}
 		if len(removed) == 0 {
@@ -166,9 +131,6 @@ func (s *Store) DeleteRecords(ctx context.Context, gateway string, filters []reg
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(removed, func(a, b recordRow) int {
-		return cmp.Or(a.created.Compare(*b.created), cmp.Compare(*a.id, *b.id))
-	})
 	out := make([]registry.Record, len(removed))
 	for i, r := range removed {
 		out[i] = r.record(gateway)
@@ -244,4 +206,50 @@ func (s *Store) finishRecords(ctx context.Context, tx pgx.Tx, b *pgx.Batch, gate
 		return fmt.Errorf("%w: %s would hold %d records, at most %d", registry.ErrTooMany, gateway, n, max)
 	}
 	return nil
+}
+
+// deleteFiltered runs del (a DELETE with its WHERE begun, over args) once
+// per filter, narrowed by the filter's set fields, all in one round trip,
+// and returns the rows removed, oldest first. A row matching several
+// filters is gone after the first and is reported once.
+func deleteFiltered(ctx context.Context, tx pgx.Tx, del string, args []any, filters []registry.RecordFilter) ([]recordRow, error) {
+	b := &pgx.Batch{}
+	for _, f := range filters {
+		q, a := del, slices.Clone(args)
+		if f.Owner != nil {
+			a = append(a, *f.Owner)
+			q += fmt.Sprintf(` AND owner = $%d`, len(a))
+		}
+		if f.Type != "" {
+			a = append(a, f.Type)
+			q += fmt.Sprintf(` AND type = $%d`, len(a))
+		}
+		if f.Value != "" {
+			a = append(a, f.Value)
+			q += fmt.Sprintf(` AND value = $%d`, len(a))
+		}
+		if f.TTL != 0 {
+			a = append(a, ttlSeconds(f.TTL))
+			q += fmt.Sprintf(` AND ttl_seconds = $%d`, len(a))
+		}
+		b.Queue(q+` RETURNING `+recordCols, a...)
+	}
+	br := tx.SendBatch(ctx, b)
+	var removed []recordRow
+	for range filters {
+		rows, _ := br.Query()
+		got, err := pgx.CollectRows(rows, scanRecordRow)
+		if err != nil {
+			br.Close()
+			return nil, err
+		}
+		removed = append(removed, got...)
+	}
+	if err := br.Close(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(removed, func(a, b recordRow) int {
+		return cmp.Or(a.created.Compare(*b.created), cmp.Compare(*a.id, *b.id))
+	})
+	return removed, nil
 }

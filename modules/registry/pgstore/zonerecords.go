@@ -1,10 +1,8 @@
 package pgstore
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -72,41 +70,9 @@ func (s *Store) DeleteZoneRecords(ctx context.Context, filters []registry.Record
 		if err := lockZoneRecords(ctx, tx); err != nil {
 			return err
 		}
-		// One DELETE per filter, in one round trip: a record matching
-		// several filters is gone after the first and is reported once.
-		b := &pgx.Batch{}
-		for _, f := range filters {
-			q := `DELETE FROM zone_records WHERE true`
-			var args []any
-			if f.Owner != nil {
-				args = append(args, *f.Owner)
-				q += fmt.Sprintf(` AND owner = $%d`, len(args))
-			}
-			if f.Type != "" {
-				args = append(args, f.Type)
-				q += fmt.Sprintf(` AND type = $%d`, len(args))
-			}
-			if f.Value != "" {
-				args = append(args, f.Value)
-				q += fmt.Sprintf(` AND value = $%d`, len(args))
-			}
-			if f.TTL != 0 {
-				args = append(args, ttlSeconds(f.TTL))
-				q += fmt.Sprintf(` AND ttl_seconds = $%d`, len(args))
-			}
-			b.Queue(q+` RETURNING `+recordCols, args...)
-		}
-		br := tx.SendBatch(ctx, b)
-		for range filters {
-			rows, _ := br.Query()
-			got, err := pgx.CollectRows(rows, scanRecordRow)
-			if err != nil {
-				br.Close()
-				return fmt.Errorf("delete zone records: %w", err)
-			}
-			removed = append(removed, got...)
-		}
-		if err := br.Close(); err != nil {
+		var err error
+		removed, err = deleteFiltered(ctx, tx, `DELETE FROM zone_records WHERE true`, nil, filters)
+		if err != nil {
 			return fmt.Errorf("delete zone records: %w", err)
 		}
 		if len(removed) == 0 {
@@ -117,9 +83,6 @@ func (s *Store) DeleteZoneRecords(ctx context.Context, filters []registry.Record
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(removed, func(a, b recordRow) int {
-		return cmp.Or(a.created.Compare(*b.created), cmp.Compare(*a.id, *b.id))
-	})
 	return zoneRecords(removed), nil
 }
 

@@ -111,51 +111,16 @@ func (s *Store) DeleteRecords(ctx context.Context, gateway string, filters []reg
 		if err := gatewayExists(ctx, tx, gateway); err != nil {
 			return err
 		}
-		// One DELETE per filter: a record matching several filters is
-		// gone after the first and is reported once.
-		for _, f := range filters {
-			q := `DELETE FROM records WHERE gateway = ?`
-			args := []any{gateway}
-			if f.Owner != nil {
-				q += ` AND owner = ?`
-				args = append(args, *f.Owner)
-			}
-			if f.Type != "" {
-				q += ` AND type = ?`
-				args = append(args, f.Type)
-			}
-			if f.Value != "" {
-				q += ` AND value = ?`
-				args = append(args, f.Value)
-			}
-			if f.TTL != 0 {
-				q += ` AND ttl_seconds = ?`
-				args = append(args, ttlSeconds(f.TTL))
-			}
-			rows, err := tx.QueryContext(ctx, q+` RETURNING id, owner, type, value, ttl_seconds, created`, args...)
-			if err != nil {
-				return fmt.Errorf("delete records of %s: %w", gateway, err)
-			}
-			for rows.Next() {
-				var r recordRow
-				if err := rows.Scan(&r.id, &r.owner, &r.rtype, &r.value, &r.ttl, &r.created); err != nil {
-					rows.Close()
-					return fmt.Errorf("delete records of %s: %w", gateway, err)
-				}
-				removed = append(removed, r)
-			}
-			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-				return fmt.Errorf("delete records of %s: %w", gateway, err)
-			}
+		var err error
+		removed, err = deleteFiltered(ctx, tx, `DELETE FROM records WHERE gateway = ?`, []any{gateway}, filters)
+		if err != nil {
+			return fmt.Errorf("delete records of %s: %w", gateway, err)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(removed, func(a, b recordRow) int {
-		return cmp.Or(cmp.Compare(a.created.Int64, b.created.Int64), cmp.Compare(a.id, b.id))
-	})
 	out := make([]registry.Record, len(removed))
 	for i, r := range removed {
 		out[i] = r.record(gateway)
@@ -234,4 +199,44 @@ func checkMax(ctx context.Context, tx *sql.Tx, gateway string, max int) error {
 		return fmt.Errorf("%w: %s would hold %d records, at most %d", registry.ErrTooMany, gateway, n, max)
 	}
 	return nil
+}
+
+// deleteFiltered runs del (a DELETE with its WHERE begun, over args) once
+// per filter, narrowed by the filter's set fields, and returns the rows
+// removed, oldest first. A row matching several filters is gone after the
+// first and is reported once.
+func deleteFiltered(ctx context.Context, tx *sql.Tx, del string, args []any, filters []registry.RecordFilter) ([]recordRow, error) {
+	var removed []recordRow
+	for _, f := range filters {
+		q, a := del, slices.Clone(args)
+		if f.Owner != nil {
+			q += ` AND owner = ?`
+			a = append(a, *f.Owner)
+		}
+		if f.Type != "" {
+			q += ` AND type = ?`
+			a = append(a, f.Type)
+		}
+		if f.Value != "" {
+			q += ` AND value = ?`
+			a = append(a, f.Value)
+		}
+		if f.TTL != 0 {
+			q += ` AND ttl_seconds = ?`
+			a = append(a, ttlSeconds(f.TTL))
+		}
+		rows, err := tx.QueryContext(ctx, q+` RETURNING id, owner, type, value, ttl_seconds, created`, a...)
+		if err != nil {
+			return nil, err
+		}
+		got, err := scanRecordRows(rows)
+		if err != nil {
+			return nil, err
+		}
+		removed = append(removed, got...)
+	}
+	slices.SortFunc(removed, func(a, b recordRow) int {
+		return cmp.Or(cmp.Compare(a.created.Int64, b.created.Int64), cmp.Compare(a.id, b.id))
+	})
+	return removed, nil
 }

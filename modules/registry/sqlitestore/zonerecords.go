@@ -1,12 +1,10 @@
 package sqlitestore
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/modules/registry"
@@ -63,43 +61,16 @@ func (s *Store) SetZoneRecords(ctx context.Context, recs []registry.Record, max 
 func (s *Store) DeleteZoneRecords(ctx context.Context, filters []registry.RecordFilter) ([]registry.Record, error) {
 	var removed []recordRow
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		for _, f := range filters {
-			q := `DELETE FROM zone_records WHERE true`
-			var args []any
-			if f.Owner != nil {
-				q += ` AND owner = ?`
-				args = append(args, *f.Owner)
-			}
-			if f.Type != "" {
-				q += ` AND type = ?`
-				args = append(args, f.Type)
-			}
-			if f.Value != "" {
-				q += ` AND value = ?`
-				args = append(args, f.Value)
-			}
-			if f.TTL != 0 {
-				q += ` AND ttl_seconds = ?`
-				args = append(args, ttlSeconds(f.TTL))
-			}
-			rows, err := tx.QueryContext(ctx, q+` RETURNING id, owner, type, value, ttl_seconds, created`, args...)
-			if err != nil {
-				return fmt.Errorf("delete zone records: %w", err)
-			}
-			got, err := scanRecordRows(rows)
-			if err != nil {
-				return fmt.Errorf("delete zone records: %w", err)
-			}
-			removed = append(removed, got...)
+		var err error
+		removed, err = deleteFiltered(ctx, tx, `DELETE FROM zone_records WHERE true`, nil, filters)
+		if err != nil {
+			return fmt.Errorf("delete zone records: %w", err)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(removed, func(a, b recordRow) int {
-		return cmp.Or(cmp.Compare(a.created.Int64, b.created.Int64), cmp.Compare(a.id, b.id))
-	})
 	return zoneRecords(removed), nil
 }
 
