@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 	"os"
@@ -151,10 +150,10 @@ func TestCloudRegistrationAndDNS(t *testing.T) {
 				t.Fatalf("an untrusted X-Forwarded-For was believed: %v", got)
 			}
 
-			if s := digStatus(t, c.dns, "nobody.box.test", "A"); s != "NXDOMAIN" {
+			if s := testtools.DigStatus(t, c.dns, "nobody.box.test", "A"); s != "NXDOMAIN" {
 				t.Fatalf("unknown name: %s", s)
 			}
-			if s := digStatus(t, c.dns, "example.com", "A"); s != "REFUSED" {
+			if s := testtools.DigStatus(t, c.dns, "example.com", "A"); s != "REFUSED" {
 				t.Fatalf("outside the zone: %s", s)
 			}
 
@@ -162,7 +161,7 @@ func TestCloudRegistrationAndDNS(t *testing.T) {
 			if code, body := c.api("/setemail?token=" + token + "&email=owner@example.com"); code != 200 {
 				t.Fatalf("setemail: %d %v", code, body)
 			}
-			link := regexp.MustCompile(`https://api\.box\.test:\d+/verifyemail\?s=[A-Za-z0-9_%-]+`).FindString(nextMail(t, smtp, "owner@example.com"))
+			link := regexp.MustCompile(`https://api\.box\.test:\d+/verifyemail\?s=[A-Za-z0-9_%-]+`).FindString(smtp.NextText(t, "owner@example.com"))
 			if link == "" {
 				t.Fatal("no verification link in the mail")
 			}
@@ -173,7 +172,7 @@ func TestCloudRegistrationAndDNS(t *testing.T) {
 			if code, body := c.api("/reclaim?name=myhome"); code != 200 {
 				t.Fatalf("reclaim: %d %v", code, body)
 			}
-			mailText := nextMail(t, smtp, "owner@example.com")
+			mailText := smtp.NextText(t, "owner@example.com")
 			rt := regexp.MustCompile(`(?m)^\s*([A-Za-z0-9_-]{43})\s*$`).FindStringSubmatch(mailText)
 			if rt == nil {
 				t.Fatalf("no reclamation token in the mail:\n%s", mailText)
@@ -194,29 +193,11 @@ func TestCloudRegistrationAndDNS(t *testing.T) {
 			if code, _ := c.api("/unsubscribe?token=" + re["token"].(string)); code != 200 {
 				t.Fatalf("unsubscribe: %d", code)
 			}
-			if s := digStatus(t, c.dns, "myhome.box.test", "A"); s != "NXDOMAIN" {
+			if s := testtools.DigStatus(t, c.dns, "myhome.box.test", "A"); s != "NXDOMAIN" {
 				t.Fatalf("unsubscribed name: %s", s)
 			}
 		})
 	}
-}
-
-func nextMail(t *testing.T, s *smtptest.Server, to string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	m, err := s.Next(ctx)
-	if err != nil {
-		t.Fatalf("no mail: %v", err)
-	}
-	if !slices.Contains(m.To, to) {
-		t.Fatalf("mail to %v, want %s", m.To, to)
-	}
-	text, err := m.Text()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return text
 }
 
 func TestCloudExpiry(t *testing.T) {
@@ -228,7 +209,7 @@ func TestCloudExpiry(t *testing.T) {
 		t.Fatalf("before expiry: %v", got)
 	}
 	eventually(t, 10*time.Second, "expiry to remove the name from DNS", func() bool {
-		return digStatus(t, c.dns, "sleepy.box.test", "A") == "NXDOMAIN"
+		return testtools.DigStatus(t, c.dns, "sleepy.box.test", "A") == "NXDOMAIN"
 	})
 	if code, _ := c.api("/ping?token=" + token); code != 200 {
 		t.Fatalf("ping after expiry: %d", code)
@@ -248,7 +229,7 @@ func TestCloudTwoNodesSharePostgres(t *testing.T) {
 	token := sub["token"].(string)
 	start := time.Now()
 	eventually(t, time.Second, "node b to answer for a name registered on node a", func() bool {
-		return digStatus(t, b.dns, "shared.box.test", "A") == "NOERROR"
+		return testtools.DigStatus(t, b.dns, "shared.box.test", "A") == "NOERROR"
 	})
 	a.api("/ping?token=" + token + "&local_ip=10.1.2.3")
 	eventually(t, time.Second, "node b to see node a's ping", func() bool {
@@ -256,7 +237,7 @@ func TestCloudTwoNodesSharePostgres(t *testing.T) {
 	})
 	a.api("/unsubscribe?token=" + token)
 	eventually(t, time.Second, "node b to drop an unsubscribed name", func() bool {
-		return digStatus(t, b.dns, "shared.box.test", "A") == "NXDOMAIN"
+		return testtools.DigStatus(t, b.dns, "shared.box.test", "A") == "NXDOMAIN"
 	})
 	t.Logf("three changes propagated in %s", time.Since(start).Round(time.Millisecond))
 }

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -182,43 +181,7 @@ func (c *cloud) api(path string, extra ...string) (int, map[string]any) {
 // dig asks the cloud's DNS server and returns dig's answer lines (+short).
 func (c *cloud) dig(args ...string) []string {
 	c.t.Helper()
-	return digAt(c.t, c.dns, args...)
-}
-
-func digAt(t *testing.T, port int, args ...string) []string {
-	t.Helper()
-	dig := testtools.Binary(t, "dig", "bind9-dnsutils")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	full := append([]string{"@127.0.0.1", "-p", fmt.Sprint(port), "+time=2", "+tries=2"}, args...)
-	out, err := exec.CommandContext(ctx, dig, full...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("dig %v: %v\n%s", args, err, out)
-	}
-	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, ";") {
-			lines = append(lines, l)
-		}
-	}
-	return lines
-}
-
-// digStatus returns the status word of dig's header (NOERROR, NXDOMAIN, …).
-func digStatus(t *testing.T, port int, args ...string) string {
-	t.Helper()
-	dig := testtools.Binary(t, "dig", "bind9-dnsutils")
-	full := append([]string{"@127.0.0.1", "-p", fmt.Sprint(port), "+time=2", "+tries=2"}, args...)
-	out, err := exec.Command(dig, full...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("dig %v: %v\n%s", args, err, out)
-	}
-	s := string(out)
-	i := strings.Index(s, "status: ")
-	if i < 0 {
-		t.Fatalf("no status in dig output:\n%s", s)
-	}
-	return strings.TrimRight(strings.Fields(s[i+8:])[0], ",")
+	return testtools.Dig(c.t, c.dns, args...)
 }
 
 // eventually retries cond until it holds or the timeout passes.

@@ -441,24 +441,6 @@ func (a *agentRun) post(t *testing.T, path string, body map[string]string) (int,
 	return resp.StatusCode, m
 }
 
-func nextMail(t *testing.T, s *smtptest.Server, to string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	m, err := s.Next(ctx)
-	if err != nil {
-		t.Fatalf("no mail: %v", err)
-	}
-	if !slices.Contains(m.To, to) {
-		t.Fatalf("mail to %v, want %s", m.To, to)
-	}
-	text, err := m.Text()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return text
-}
-
 // The owner verifies an email from one gateway, then moves the name to a
 // new gateway with the mailed reclamation token: the new gateway serves the
 // name, and the old one is told, in plain words, that its token was refused.
@@ -479,7 +461,7 @@ func TestAgentEmailAndReclaim(t *testing.T) {
 	if code, m := old.post(t, "/api/email", map[string]string{"email": "owner@example.com"}); code != 200 {
 		t.Fatalf("email: %d %v", code, m)
 	}
-	link := regexp.MustCompile(`https://api\.box\.test:\d+/verifyemail\?s=[A-Za-z0-9_%-]+`).FindString(nextMail(t, smtp, "owner@example.com"))
+	link := regexp.MustCompile(`https://api\.box\.test:\d+/verifyemail\?s=[A-Za-z0-9_%-]+`).FindString(smtp.NextText(t, "owner@example.com"))
 	if link == "" {
 		t.Fatal("no verification link in the mail")
 	}
@@ -504,7 +486,7 @@ func TestAgentEmailAndReclaim(t *testing.T) {
 	if code, m := fresh.post(t, "/api/reclaim/request", map[string]string{"name": "myhome"}); code != 200 {
 		t.Fatalf("reclaim request: %d %v", code, m)
 	}
-	rt := regexp.MustCompile(`(?m)^\s*([A-Za-z0-9_-]{43})\s*$`).FindStringSubmatch(nextMail(t, smtp, "owner@example.com"))
+	rt := regexp.MustCompile(`(?m)^\s*([A-Za-z0-9_-]{43})\s*$`).FindStringSubmatch(smtp.NextText(t, "owner@example.com"))
 	if rt == nil {
 		t.Fatal("no reclamation token in the mail")
 	}

@@ -11,7 +11,6 @@ package testenv
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509/pkix"
 	"fmt"
@@ -22,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -242,19 +240,5 @@ func (p *Pebble) IssuedRoots(t testing.TB) []byte {
 // dig +short.
 func Dig(t testing.TB, port int, args ...string) []string {
 	t.Helper()
-	dig := testtools.Binary(t, "dig", "bind9-dnsutils")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	full := append([]string{"@127.0.0.1", "-p", fmt.Sprint(port), "+time=2", "+tries=2", "+short"}, args...)
-	out, err := exec.CommandContext(ctx, dig, full...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("dig %v: %v\n%s", args, err, out)
-	}
-	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, ";") {
-			lines = append(lines, l)
-		}
-	}
-	return lines
+	return testtools.Dig(t, port, append([]string{"+short"}, args...)...)
 }

@@ -19,6 +19,7 @@ import (
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -256,6 +257,26 @@ func (s *Server) Next(ctx context.Context) (*Message, error) {
 		case <-s.arrived:
 		}
 	}
+}
+
+// NextText waits up to 20 seconds for the next message, checks that it is
+// addressed to to, and returns its text; anything else fails t.
+func (s *Server) NextText(t testing.TB, to string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m, err := s.Next(ctx)
+	if err != nil {
+		t.Fatalf("no mail: %v", err)
+	}
+	if !slices.Contains(m.To, to) {
+		t.Fatalf("mail to %v, want %s", m.To, to)
+	}
+	text, err := m.Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text
 }
 
 func (s *Server) deliver(m *Message) {
