@@ -23,14 +23,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/bench/internal/procs"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 )
 
@@ -62,9 +61,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	b := &bench{dir: dir, deadline: time.Now().Add(*timeLimit)}
+	b := &bench{Group: procs.Group{Dir: dir}, deadline: time.Now().Add(*timeLimit)}
 	err = b.run()
-	b.stopAll()
+	b.StopAll()
 	if err != nil {
 		log.Printf("logs kept in %s", dir)
 		log.Fatal(err)
@@ -73,53 +72,14 @@ func main() {
 }
 
 type bench struct {
-	dir      string
+	procs.Group
 	deadline time.Time
-
-	mu     sync.Mutex
-	procs  []*exec.Cmd
-	closer []io.Closer
 }
 
-func (b *bench) stopAll() {
-	b.mu.Lock()
-	procs, closers := b.procs, b.closer
-	b.procs, b.closer = nil, nil
-	b.mu.Unlock()
-	for i := len(procs) - 1; i >= 0; i-- {
-		p := procs[i]
-		_ = p.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = p.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = p.Process.Kill()
-			<-done
-		}
-	}
-	for _, c := range closers {
-		_ = c.Close()
-	}
-}
-
+// start runs bin, its output in NAME.log.
 func (b *bench) start(name string, env []string, bin string, args ...string) error {
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = b.dir
-	cmd.Env = append(os.Environ(), env...)
-	f, err := os.Create(filepath.Join(b.dir, name+".log"))
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	b.mu.Lock()
-	b.procs = append(b.procs, cmd)
-	b.closer = append(b.closer, f)
-	b.mu.Unlock()
-	return nil
+	_, err := b.Start(name, env, bin, args...)
+	return err
 }
 
 func (b *bench) checkTime() error {
@@ -149,7 +109,7 @@ func (b *bench) run() error {
 	if err != nil {
 		return err
 	}
-	root := cloudtest.LocalCARoot(filepath.Join(b.dir, "cloud"))
+	root := cloudtest.LocalCARoot(filepath.Join(b.Dir, "cloud"))
 
 	allow := fmt.Sprintf(`[{"to":["127.0.0.1"],"ports":[%d,%d],"from":[%q]}]`, bulk.Port, echo.Port, sourceName)
 	targetSetup, err := b.startAgent("target", targetMAC, https, root, "-forward-allow", allow)
@@ -273,11 +233,9 @@ func (b *bench) serve(handle func(net.Conn)) (*net.TCPAddr, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
-	b.closer = append(b.closer, ln)
-	b.mu.Unlock()
+	b.Close(ln)
 	go func() {
-		// Ends when stopAll closes the listener.
+		// Ends when StopAll closes the listener.
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -409,7 +367,7 @@ func echoLatency(addr string, n int, fresh bool) ([]time.Duration, error) {
 // startCloud runs the cloud with a rule that lets the source reach the
 // target, and returns its HTTPS port once its API answers.
 func (b *bench) startCloud() (int, error) {
-	dir := filepath.Join(b.dir, "cloud")
+	dir := filepath.Join(b.Dir, "cloud")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, err
 	}
@@ -484,7 +442,7 @@ func (b *bench) startAgent(name, mac string, https int, root string, extra ...st
 	args := append([]string{"run",
 		"-cloud", fmt.Sprintf("https://api.box.test:%d", https), "-cloud-ca", root, "-resolve", "api.box.test=127.0.0.1",
 		"-passthrough", "-upstream", "127.0.0.1:9", "-acme-ca", "https://127.0.0.1:1/dir",
-		"-mac", mac, "-state-dir", filepath.Join(b.dir, name, "state"), "-mdns=false", "-https-listen=", "-api-listen=",
+		"-mac", mac, "-state-dir", filepath.Join(b.Dir, name, "state"), "-mdns=false", "-https-listen=", "-api-listen=",
 		"-setup-listen", "127.0.0.1:" + strconv.Itoa(setup), "-local-addrs", "192.0.2.1", "-ping-interval", "1m", "-log-level", "warn"}, extra...)
 	return setup, b.start("agent-"+name, nil, *agentBin, args...)
 }

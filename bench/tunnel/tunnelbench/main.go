@@ -35,6 +35,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/bench/internal/procs"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
 	"github.com/gatehouse-project/gatehouse/modules/relay"
@@ -68,9 +69,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	b := &bench{dir: dir, deadline: time.Now().Add(*timeLimit)}
+	b := &bench{Group: procs.Group{Dir: dir}, deadline: time.Now().Add(*timeLimit)}
 	err = b.run()
-	b.stopAll()
+	b.StopAll()
 	// Not deferred: log.Fatal would skip it.
 	_ = os.RemoveAll(dir)
 	if err != nil {
@@ -79,69 +80,12 @@ func main() {
 }
 
 type bench struct {
-	dir      string
+	procs.Group
 	deadline time.Time
-
-	mu    sync.Mutex
-	procs []*exec.Cmd
-	stops []func()
-}
-
-func (b *bench) onStop(f func()) {
-	b.mu.Lock()
-	b.stops = append(b.stops, f)
-	b.mu.Unlock()
-}
-
-// stopAll ends what the run started, last first: agents, then processes.
-func (b *bench) stopAll() {
-	b.mu.Lock()
-	stops, procs := b.stops, b.procs
-	b.stops, b.procs = nil, nil
-	b.mu.Unlock()
-	for i := len(stops) - 1; i >= 0; i-- {
-		stops[i]()
-	}
-	for _, p := range procs {
-		stopProc(p)
-	}
-}
-
-func stopProc(p *exec.Cmd) {
-	if p.Process == nil {
-		return
-	}
-	_ = p.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = p.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = p.Process.Kill()
-		<-done
-	}
-}
-
-func (b *bench) start(name string, env []string, args ...string) (*exec.Cmd, error) {
-	cmd := exec.Command(name, args...)
-	cmd.Dir = b.dir
-	cmd.Env = append(os.Environ(), env...)
-	logf, err := os.Create(filepath.Join(b.dir, filepath.Base(name)+"-"+strconv.Itoa(len(b.procs))+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	b.mu.Lock()
-	b.procs = append(b.procs, cmd)
-	b.mu.Unlock()
-	return cmd, nil
 }
 
 func (b *bench) run() error {
-	cert, pool, certFile, err := gatewayCert(b.dir)
+	cert, pool, certFile, err := gatewayCert(b.Dir)
 	if err != nil {
 		return err
 	}
@@ -302,7 +246,7 @@ api.box.test {
 `
 
 func (b *bench) startCloud(name string, window int) (*cloud, error) {
-	dir := filepath.Join(b.dir, name)
+	dir := filepath.Join(b.Dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -323,7 +267,7 @@ func (b *bench) startCloud(name string, window int) (*cloud, error) {
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, caddyfile, ports[0], ports[1], ports[2], dir, tun), 0o600); err != nil {
 		return nil, err
 	}
-	cmd, err := b.start(*caddyBin, cloudtest.CaddyEnv(dir),
+	cmd, err := b.Start("cloud-"+name, cloudtest.CaddyEnv(dir), *caddyBin,
 		"run", "--config", cfg, "--adapter", "caddyfile")
 	if err != nil {
 		return nil, err
@@ -554,7 +498,7 @@ func (b *bench) agent(c *cloud, name, token string, handler func(*tunnel.Stream)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = cl.Run(ctx) }()
-	b.onStop(func() { cancel(); <-done })
+	b.OnStop(func() { cancel(); <-done })
 	deadline := time.Now().Add(30 * time.Second)
 	for !cl.State().Connected {
 		if time.Now().After(deadline) {
@@ -619,24 +563,24 @@ func (b *bench) startPagekite(gwAddr string) (*pagekiteRig, error) {
 	if err != nil {
 		return nil, err
 	}
-	home := filepath.Join(b.dir, "pagekite")
+	home := filepath.Join(b.Dir, "pagekite")
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, err
 	}
 	env := []string{"HOME=" + home}
-	fe, err := b.start(*pagekite, env, "--clean", "--isfrontend", fmt.Sprintf("--ports=%d", port),
+	fe, err := b.Start("pagekite-frontend", env, *pagekite, "--clean", "--isfrontend", fmt.Sprintf("--ports=%d", port),
 		"--protos=http,raw", "--rawports=virtual", "--domain=raw:bench."+zone+":benchsecret",
 		"--logfile="+filepath.Join(home, "frontend.log"))
 	if err != nil {
 		return nil, err
 	}
-	be, err := b.start(*pagekite, env, "--clean", fmt.Sprintf("--frontend=127.0.0.1:%d", port),
+	be, err := b.Start("pagekite-backend", env, *pagekite, "--clean", fmt.Sprintf("--frontend=127.0.0.1:%d", port),
 		"--service_on=raw/443:bench."+zone+":"+gwAddr+":benchsecret",
 		"--logfile="+filepath.Join(home, "backend.log"))
 	if err != nil {
 		return nil, err
 	}
-	rig := &pagekiteRig{proxy: fmt.Sprintf("http://127.0.0.1:%d", port), stop: func() { stopProc(be); stopProc(fe) }}
+	rig := &pagekiteRig{proxy: fmt.Sprintf("http://127.0.0.1:%d", port), stop: func() { procs.Stop(be); procs.Stop(fe) }}
 	// Ready once a CONNECT through the frontend reaches the gateway.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -742,7 +686,7 @@ func (b *bench) memory(cert tls.Certificate) error {
 	// Each stream: the agent terminates TLS itself and then waits.
 	var gwConns sync.WaitGroup
 	var stopping = make(chan struct{})
-	b.onStop(func() { close(stopping); gwConns.Wait() })
+	b.OnStop(func() { close(stopping); gwConns.Wait() })
 	handler := func(st *tunnel.Stream) {
 		if err := st.Ack(true, ""); err != nil {
 			return

@@ -1,0 +1,77 @@
+// Package procs keeps the processes and other pieces a benchmark run
+// starts, and stops them all at the end, the last started first.
+package procs
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Group starts programs with their output in log files under Dir.
+type Group struct {
+	Dir string
+
+	mu    sync.Mutex
+	stops []func()
+}
+
+// Start runs bin with args and env added to this process's environment,
+// in Dir, its output going to Dir/NAME.log.
+func (g *Group) Start(name string, env []string, bin string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = g.Dir
+	cmd.Env = append(os.Environ(), env...)
+	f, err := os.Create(filepath.Join(g.Dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	g.OnStop(func() { Stop(cmd); f.Close() })
+	return cmd, nil
+}
+
+// OnStop adds f to what StopAll runs.
+func (g *Group) OnStop(f func()) {
+	g.mu.Lock()
+	g.stops = append(g.stops, f)
+	g.mu.Unlock()
+}
+
+// Close adds c to what StopAll closes.
+func (g *Group) Close(c io.Closer) { g.OnStop(func() { _ = c.Close() }) }
+
+// StopAll ends what the run started, the last started first.
+func (g *Group) StopAll() {
+	g.mu.Lock()
+	stops := g.stops
+	g.stops = nil
+	g.mu.Unlock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+}
+
+// Stop interrupts p and waits for it, killing it after ten seconds. A
+// process already stopped is left alone.
+func Stop(p *exec.Cmd) {
+	if p.Process == nil || p.ProcessState != nil {
+		return
+	}
+	_ = p.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = p.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.Process.Kill()
+		<-done
+	}
+}
