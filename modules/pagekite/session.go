@@ -76,7 +76,7 @@ func newSession(srv *Server, conn net.Conn, br *bufio.Reader, addKites bool) *se
 }
 
 type authResult struct {
-	fields             []Field
+	fields            []Field
 	ok, signThis, bad int
 }
 

@@ -180,7 +180,7 @@ func ReadChunkSize(r *bufio.Reader, max int) (int, error) {
 
 func parseChunkSize(line []byte, max int) (int, error) {
 	s := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
-	if strings.ContainsAny(s, "ZzR") {
+	if strings.Contains(s, "Z") || strings.HasSuffix(s, "R") {
 		return 0, ErrZChunks
 	}
 	if s == "" || len(s) > 8 {
