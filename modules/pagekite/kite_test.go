@@ -319,6 +319,11 @@ func TestKiteEndToEnd(t *testing.T) {
 		if o := fe.srv.Stats().StreamOverruns.Load(); o != 0 {
 			t.Fatalf("%d stream overruns: the kite was not flow-controlled", o)
 		}
+		peak := fe.srv.Stats().PeakStreamBuffer.Load()
+		t.Logf("peak bytes held for one stream: %d", peak)
+		if peak > 128<<10 {
+			t.Fatalf("a stream held %d bytes", peak)
+		}
 		// Now the stalled reader reads everything: nothing was dropped.
 		_ = stalled.SetReadDeadline(time.Now().Add(60 * time.Second))
 		resp, err := http.ReadResponse(bufio.NewReader(stalled), nil)

@@ -117,6 +117,9 @@ type Stats struct {
 	Sessions, KitesAccepted, KitesRefused atomic.Int64
 	PingsFromKite, PongsFromKite          atomic.Int64
 	StreamsOpened, StreamOverruns         atomic.Int64
+	// PeakStreamBuffer is the most bytes any one stream has held for its
+	// reader: what the kite's flow control keeps small.
+	PeakStreamBuffer atomic.Int64
 }
 
 // Stats returns the server's counters.

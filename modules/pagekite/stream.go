@@ -76,6 +76,12 @@ func (st *stream) deliver(p []byte, limit int) bool {
 		return false
 	}
 	st.buf = append(st.buf, p...)
+	peak := &st.s.srv.stats.PeakStreamBuffer
+	for n := int64(len(st.buf)); n > peak.Load(); {
+		if peak.CompareAndSwap(peak.Load(), n) {
+			break
+		}
+	}
 	st.wake()
 	return true
 }
