@@ -372,25 +372,36 @@ func TestKiteKeepalive(t *testing.T) {
 		t.Skip("waits 25 s of idle tunnel")
 	}
 	be := startBackend(t)
-	fe := startFrontend(t, Limits{PingInterval: 2 * time.Second, PingTimeout: 3 * time.Second})
-	// 20 s is the shortest keepalive the kite accepts.
-	startKite(t, fe.port, be.port, kiteSecret, "--keepalive=20")
-	waitRegistered(t, fe)
-	tun := fe.tunnel()
+	// Two kites idle side by side. On the first frontend we ping every
+	// 2 s and the kite must answer; our pings count as activity, so that
+	// kite never pings. On the second we stay quiet and the kite, at its
+	// shortest keepalive (20 s), must ping us and get its PONG.
+	ours := startFrontend(t, Limits{PingInterval: 2 * time.Second, PingTimeout: 3 * time.Second})
+	theirs := startFrontend(t, Limits{})
+	startKite(t, ours.port, be.port, kiteSecret)
+	startKite(t, theirs.port, be.port, kiteSecret, "--keepalive=20")
+	waitRegistered(t, ours)
+	waitRegistered(t, theirs)
 	select {
-	case <-tun.Done():
-		t.Fatalf("tunnel died while idle: %v", tun.Err())
+	case <-ours.tunnel().Done():
+		t.Fatalf("tunnel died while idle: %v", ours.tunnel().Err())
+	case <-theirs.tunnel().Done():
+		t.Fatalf("tunnel died while idle: %v", theirs.tunnel().Err())
 	case <-time.After(25 * time.Second):
 	}
-	st := fe.srv.Stats()
-	if st.PongsFromKite.Load() < 3 {
-		t.Fatalf("kite answered %d of our pings", st.PongsFromKite.Load())
+	if n := ours.srv.Stats().PongsFromKite.Load(); n < 3 {
+		t.Fatalf("kite answered %d of our pings", n)
 	}
-	if st.PingsFromKite.Load() < 1 {
+	if n := theirs.srv.Stats().PingsFromKite.Load(); n < 1 {
 		t.Fatal("the kite never pinged in 25 s with --keepalive=20")
 	}
-	body := curl(t, fe, be, fe.url("/blob?n=5000"))
-	if !bytes.Equal(body, blob(5000)) {
-		t.Fatal("body differs after idling")
+	for _, fe := range []*frontend{ours, theirs} {
+		if err := fe.tunnel().Err(); err != nil {
+			t.Fatalf("tunnel ended: %v", err)
+		}
+		body := curl(t, fe, be, fe.url("/blob?n=5000"))
+		if !bytes.Equal(body, blob(5000)) {
+			t.Fatal("body differs after idling")
+		}
 	}
 }
