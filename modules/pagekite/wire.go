@@ -215,6 +215,13 @@ func ParseChunk(payload []byte) (Chunk, error) {
 
 // AppendChunk appends one chunk framing headers and data to dst.
 func AppendChunk(dst []byte, headers []Field, data []byte) []byte {
+	// ParseChunk ends the headers at the first blank line, so a chunk with
+	// no header lines must still carry an empty line before the blank one.
+	if len(headers) == 0 {
+		dst = strconv.AppendUint(dst, uint64(4+len(data)), 16)
+		dst = append(dst, "\r\n\r\n\r\n"...)
+		return append(dst, data...)
+	}
 	n := 2 + len(data)
 	for _, f := range headers {
 		n += len(f.Name) + 2 + len(f.Value) + 2
