@@ -405,3 +405,55 @@ func TestKiteKeepalive(t *testing.T) {
 		}
 	}
 }
+
+// TestKiteHalfClose checks that a client's half-close works end to end:
+// the backend reads the client's data to EOF and only then answers. (With
+// pagekite 1.5.2 this also passes when CloseWrite sends "EOF: 1WR"; we send
+// "1R", which PyPagekite's source maps to a shutdown of the write side
+// only; see docs/pagekite.md.)
+func TestKiteHalfClose(t *testing.T) {
+	cert := testcert.MustSelfSigned(t, testcert.Options{DNSNames: []string{kiteName}})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.TLS()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				n, err := io.Copy(io.Discard, c)
+				if err == nil {
+					fmt.Fprintf(c, "got %d", n)
+				}
+			})
+		}
+	})
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	be := &backend{cert: cert, port: ln.Addr().(*net.TCPAddr).Port}
+	fe := startFrontend(t, Limits{})
+	startKite(t, fe.port, be.port, kiteSecret)
+	waitRegistered(t, fe)
+
+	c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", fe.port), &tls.Config{ServerName: kiteName, RootCAs: cert.Pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write(blob(100000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got 100000" {
+		t.Fatalf("after half-close: %q, %v", got, err)
+	}
+}
