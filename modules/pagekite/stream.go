@@ -48,7 +48,6 @@ type stream struct {
 	reported int64 // KiB last reported as SKB
 	sent     int64 // bytes sent to the kite
 	acked    int64 // kite's SKB, in KiB; -1 until the first report
-	openSent bool
 
 	rdl, wdl deadline
 }
@@ -284,13 +283,6 @@ func (st *stream) SetDeadline(t time.Time) error {
 }
 func (st *stream) SetReadDeadline(t time.Time) error  { st.rdl.set(t); return nil }
 func (st *stream) SetWriteDeadline(t time.Time) error { st.wdl.set(t); return nil }
-
-// buffered reports the bytes waiting for Read (for tests and metrics).
-func (st *stream) buffered() int {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return len(st.buf)
-}
 
 // deadline turns a net.Conn deadline into a channel closed when it passes.
 // gen discards a timer that fires after it was replaced.
