@@ -190,9 +190,6 @@ func Default() Config {
 		MDNSHost:     "gateway",
 		PingInterval: Duration(5 * time.Minute),
 		Mode:         "tunnel",
-		// The proxy's defaults: see proxy.go.
-		UpstreamDialTimeout:    Duration(10 * time.Second),
-		UpstreamHealthInterval: Duration(30 * time.Second),
 		APIListen:    "127.0.0.1:8091",
 		// The cloud waits 10s for the target's answer by default: the
 		// dial must fail before that for its reason to arrive.
@@ -200,6 +197,10 @@ func Default() Config {
 		ForwardWait:        Duration(5 * time.Second),
 		LogLevel:           "info",
 		LogFormat:          "text",
+
+		// The proxy's defaults: see proxy.go.
+		UpstreamDialTimeout:    Duration(10 * time.Second),
+		UpstreamHealthInterval: Duration(30 * time.Second),
 	}
 }
 
