@@ -48,11 +48,16 @@ func (c *Config) checkProxy() error {
 }
 
 // PublicHTTPSPort is the port visitors reach the gateway's name on:
-// public_port, or else the cloud URL's, since the registration API and the
-// tunnel frontend are one Caddy server; 443 when the URL names none.
+// public_port, or else in tunnel mode the cloud URL's, since the
+// registration API and the tunnel frontend are one Caddy server; 443 when
+// the URL names none, and in dynamic mode (the name is the gateway's own
+// public address, whatever the router forwards).
 func (c *Config) PublicHTTPSPort() int {
 	if c.PublicPort != 0 {
 		return c.PublicPort
+	}
+	if c.Mode == "dynamic" {
+		return 443
 	}
 	if u, err := url.Parse(c.Cloud); err == nil && u.Port() != "" {
 		if p, err := strconv.Atoi(u.Port()); err == nil {

@@ -34,11 +34,15 @@ func TestProxySettings(t *testing.T) {
 	if c.PublicHTTPSPort() != 18443 {
 		t.Fatalf("public port from the cloud URL: %d", c.PublicHTTPSPort())
 	}
-	c.PublicPort = 443
+	c.Mode = "dynamic"
 	if c.PublicHTTPSPort() != 443 {
+		t.Fatalf("dynamic mode: %d", c.PublicHTTPSPort())
+	}
+	c.PublicPort = 8443
+	if c.PublicHTTPSPort() != 8443 {
 		t.Fatalf("public_port: %d", c.PublicHTTPSPort())
 	}
-	c.PublicPort, c.Cloud = 0, "https://api.box.test"
+	c.PublicPort, c.Cloud, c.Mode = 0, "https://api.box.test", "tunnel"
 	if c.PublicHTTPSPort() != 443 {
 		t.Fatalf("no port in the cloud URL: %d", c.PublicHTTPSPort())
 	}
