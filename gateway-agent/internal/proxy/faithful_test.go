@@ -312,6 +312,15 @@ func TestHTTPSUpstream(t *testing.T) {
 				t.Fatalf("health: %+v", h)
 			}
 		})
+		// The health check completes the TLS handshake, so it finds an
+		// untrusted certificate without a visitor.
+		t.Run(tc.name+" health check", func(t *testing.T) {
+			s, _, _ := agentFor(t, app.URL, Config{UpstreamTLS: tc.tls})
+			s.checkOnce(context.Background())
+			if h := s.Health(); h.Healthy != tc.ok || !tc.ok && !strings.Contains(h.LastError, "certificate") {
+				t.Fatalf("health: %+v", h)
+			}
+		})
 	}
 }
 

@@ -333,8 +333,9 @@ func (s *Server) setHealth(err error) {
 
 // RunHealthChecks connects to the upstream every interval until ctx ends
 // or the server shuts down, so the status shows a dead app before a
-// visitor finds it. A connection is enough: the check must not disturb
-// the app nor depend on one of its paths.
+// visitor finds it. A connection (and the TLS handshake, for an https://
+// upstream) is enough: the check must not disturb the app nor depend on
+// one of its paths.
 func (s *Server) RunHealthChecks(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		return
@@ -367,7 +368,27 @@ func (s *Server) checkOnce(ctx context.Context) {
 		s.setHealth(fmt.Errorf("connecting to %s: %w", s.cfg.UpstreamAddr, err))
 		return
 	}
-	_ = c.Close()
+	defer c.Close()
+	if s.cfg.Upstream != nil && s.cfg.Upstream.Scheme == "https" {
+		// A bare connection would make the app log a failed handshake
+		// at each check; a handshake also finds a certificate the
+		// agent does not trust before a visitor does.
+		cfg := &tls.Config{}
+		if s.transport.TLSClientConfig != nil {
+			cfg = s.transport.TLSClientConfig.Clone()
+		}
+		cfg.ServerName = s.cfg.Upstream.Hostname()
+		hctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+		err := tls.Client(c, cfg).HandshakeContext(hctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.setHealth(fmt.Errorf("TLS with %s: %w", s.cfg.UpstreamAddr, err))
+			return
+		}
+	}
 	s.setHealth(nil)
 }
 
