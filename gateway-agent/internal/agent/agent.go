@@ -158,6 +158,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		GetCertificate: a.certs.GetCertificate,
 		Logger:         a.log.With("component", "proxy"),
 	}
+	pc.DialTimeout = time.Duration(cfg.UpstreamDialTimeout)
 	if !cfg.Passthrough {
 		pc.Upstream, _ = url.Parse(cfg.Upstream)
 		if err := proxySettings(cfg, &pc); err != nil {
@@ -204,9 +205,8 @@ func (a *Agent) handleStream(st *tunnel.Stream) {
 	a.proxy.HandleStream(st)
 }
 
-// proxySettings carries the upstream_* settings over to the proxy.
+// proxySettings carries the settings of proxy mode over to the proxy.
 func proxySettings(cfg config.Config, pc *proxy.Config) error {
-	pc.DialTimeout = time.Duration(cfg.UpstreamDialTimeout)
 	pc.ResponseTimeout = time.Duration(cfg.UpstreamResponseTimeout)
 	pc.UpstreamHost = cfg.UpstreamHost
 	pc.Forwarded = cfg.ForwardedHeader
