@@ -158,8 +158,12 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		GetCertificate: a.certs.GetCertificate,
 		Logger:         a.log.With("component", "proxy"),
 	}
+	pc.DialTimeout = time.Duration(cfg.UpstreamDialTimeout)
 	if !cfg.Passthrough {
 		pc.Upstream, _ = url.Parse(cfg.Upstream)
+		if err := proxySettings(cfg, &pc); err != nil {
+			return nil, err
+		}
 	}
 	if a.proxy, err = proxy.New(pc); err != nil {
 		return nil, err
@@ -199,6 +203,26 @@ func (a *Agent) handleStream(st *tunnel.Stream) {
 		return
 	}
 	a.proxy.HandleStream(st)
+}
+
+// proxySettings carries the settings of proxy mode over to the proxy.
+func proxySettings(cfg config.Config, pc *proxy.Config) error {
+	pc.ResponseTimeout = time.Duration(cfg.UpstreamResponseTimeout)
+	pc.UpstreamHost = cfg.UpstreamHost
+	pc.Forwarded = cfg.ForwardedHeader
+	if cfg.UpstreamCA != "" || cfg.UpstreamInsecureSkipVerify {
+		// Skipping verification is the owner's choice, for a
+		// self-signed app on the gateway itself.
+		pc.UpstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.UpstreamInsecureSkipVerify}
+		if cfg.UpstreamCA != "" {
+			pool, err := loadRoots(cfg.UpstreamCA)
+			if err != nil {
+				return fmt.Errorf("upstream_ca: %w", err)
+			}
+			pc.UpstreamTLS.RootCAs = pool
+		}
+	}
+	return nil
 }
 
 func loadRoots(path string) (*x509.CertPool, error) {
@@ -385,6 +409,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 	}
+
+	wg.Go(func() { a.proxy.RunHealthChecks(ctx, time.Duration(a.cfg.UpstreamHealthInterval)) })
 
 	loop := &pinger.Loop{
 		Interval: time.Duration(a.cfg.PingInterval),
@@ -694,7 +720,7 @@ func (a *Agent) Status() status.Status {
 	}
 	if cur := st.Current; cur.Valid() {
 		s.Name, s.FQDN, s.Zone, s.Provisional, s.Mode = cur.Name, cur.FQDN, cur.Zone, cur.Provisional, cur.Mode
-		s.URL = "https://" + cur.FQDN + "/"
+		s.URL = status.PublicURL(cur.FQDN, a.cfg.PublicHTTPSPort())
 		cs := a.certs.Status(cur.FQDN)
 		s.Certificate = status.Certificate{Ready: cs.Ready, NotAfter: cs.NotAfter, Issuer: cs.Issuer, Obtaining: cs.Obtaining, LastError: cs.LastError}
 		if a.cfg.Wildcard {
@@ -747,6 +773,10 @@ func (a *Agent) Status() status.Status {
 			s.Tunnel.Note = "opens once the certificate is there"
 		}
 	}
+	s.Upstream = a.upstreamStatus()
+	if u := s.Upstream; !u.Healthy && !u.Checked.IsZero() {
+		s.Problems = append(s.Problems, "the gateway's web app is not answering: "+u.LastError)
+	}
 	if regErr != nil {
 		s.Problems = append(s.Problems, "registration failed: "+cloudapi.Explain(regErr))
 	}
@@ -754,6 +784,16 @@ func (a *Agent) Status() status.Status {
 		s.Problems = append(s.Problems, "the last ping failed: "+cloudapi.Explain(pingErr))
 	}
 	return s
+}
+
+// upstreamStatus is the proxy's view of the web app.
+func (a *Agent) upstreamStatus() status.Upstream {
+	h := a.proxy.Health()
+	u := status.Upstream{URL: a.cfg.Upstream, Healthy: h.Healthy, Checked: h.Checked, LastError: h.LastError, LastErrorAt: h.LastErrorAt}
+	if pu, err := url.Parse(a.cfg.Upstream); err == nil && pu.Host != "" {
+		u.URL = pu.Redacted()
+	}
+	return u
 }
 
 func (a *Agent) statusPath() string { return filepath.Join(a.cfg.StateDir, status.FileName) }
@@ -771,6 +811,7 @@ func (a *Agent) saveStatusIfChanged(last []byte) []byte {
 	cmp := s
 	cmp.Updated = time.Time{}
 	cmp.Tunnel.RTT = ""
+	cmp.Upstream.Checked = time.Time{}
 	b, _ := json.Marshal(cmp)
 	if string(b) == string(last) {
 		return last
