@@ -88,11 +88,11 @@ func (a *API) routes() {
 	m.HandleFunc("POST /v1/reclaim", a.v1Reclaim)
 	m.HandleFunc("DELETE /v1/gateway", a.v1Unsubscribe)
 	m.HandleFunc("GET /v1/discover", a.v1Discover)
-	m.HandleFunc("GET /v1/zones", a.operatorOr(a.opZones, a.v1Zones))
-	m.HandleFunc("GET /v1/records", a.operatorOr(a.opGetRecords, a.v1GetRecords))
-	m.HandleFunc("POST /v1/records", a.operatorOr(a.opAppendRecords, a.v1AppendRecords))
-	m.HandleFunc("PUT /v1/records", a.operatorOr(a.opSetRecords, a.v1SetRecords))
-	m.HandleFunc("DELETE /v1/records", a.operatorOr(a.opDeleteRecords, a.v1DeleteRecords))
+	m.HandleFunc("GET /v1/zones", a.scoped(a.v1Zones))
+	m.HandleFunc("GET /v1/records", a.scoped(a.v1GetRecords))
+	m.HandleFunc("POST /v1/records", a.scoped(a.v1AppendRecords))
+	m.HandleFunc("PUT /v1/records", a.scoped(a.v1SetRecords))
+	m.HandleFunc("DELETE /v1/records", a.scoped(a.v1DeleteRecords))
 	m.HandleFunc("GET /v1/tunnel", func(w http.ResponseWriter, r *http.Request) {
 		if a.cfg.Tunnel == nil {
 			writeError(w, http.StatusNotFound, "NotFound", "no tunnel endpoint on this server")
