@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
@@ -183,17 +184,17 @@ func (a *API) readRecords(w http.ResponseWriter, r *http.Request, sc scope, stri
 		return "", nil, false
 	}
 	if len(req.Records) == 0 {
-		writeError(w, http.StatusBadRequest, "BadRequest", "no records given")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "no records given")
 		return "", nil, false
 	}
 	recs := make([]registry.Record, 0, len(req.Records))
 	for i, b := range req.Records {
 		if b.TTL < 0 {
-			writeError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("record %d: negative ttl", i))
+			writeError(w, http.StatusBadRequest, apierror.BadRequest, fmt.Sprintf("record %d: negative ttl", i))
 			return "", nil, false
 		}
 		if strict && (b.Type == "" || b.Data == "") {
-			writeError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("record %d: type and data required", i))
+			writeError(w, http.StatusBadRequest, apierror.BadRequest, fmt.Sprintf("record %d: type and data required", i))
 			return "", nil, false
 		}
 		owner, err := a.owner(sc, zone, b.Name)
