@@ -50,6 +50,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"PruneRecords", testPruneRecords},
 		{"DeleteRecordsMatchesTTL", testDeleteRecordsTTL},
 		{"ZoneRecords", testZoneRecords},
+		{"RecordCheckSeesTheWholeSubtree", testRecordCheck},
+		{"RecordCheckUnderConcurrentWriters", testRecordCheckConcurrent},
 		{"ConcurrentCreateSameName", testConcurrentCreate},
 		{"CancelledContextWritesNothing", testCancelledContext},
 	}

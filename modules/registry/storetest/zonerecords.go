@@ -1,7 +1,10 @@
 package storetest
 
 import (
+	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,5 +136,92 @@ func testDeleteRecordsTTL(t *testing.T, s registry.Store) {
 	got, err = s.DeleteRecords(ctx, gw("g"), []registry.RecordFilter{{Owner: ptr("www"), TTL: time.Minute}})
 	if err != nil || !slices.Equal(recKeys(got), []string{"www/TXT/a"}) {
 		t.Fatalf("DeleteRecords with the TTL removed %q, %v", recKeys(got), err)
+	}
+}
+
+// onlyOneType is a RecordCheck that refuses two types at one owner, the
+// shape of the registry's CNAME rule, so that the suite checks what the
+// check is given without depending on the registry's rules.
+func onlyOneType(all []registry.Record) error {
+	types := map[string]string{}
+	for _, r := range all {
+		if t, ok := types[r.Owner]; ok && t != r.Type {
+			return registry.ErrConflict
+		}
+		types[r.Owner] = r.Type
+	}
+	return nil
+}
+
+// testRecordCheck checks that a write's check sees the subtree's records
+// as the write leaves them, those of earlier writes included, and of that
+// subtree only; a refusal writes nothing.
+func testRecordCheck(t *testing.T, s registry.Store) {
+	ctx := t.Context()
+	create(t, s, newGateway("g"), "")
+	create(t, s, newGateway("h"), "")
+	for _, sub := range []registry.Subtree{gw("g"), zone} {
+		if err := s.AppendRecords(ctx, sub, []registry.Record{rec("a", "TXT", "x", base)}, onlyOneType); err != nil {
+			t.Fatal(err)
+		}
+		err := s.AppendRecords(ctx, sub, []registry.Record{rec("b", "TXT", "y", base), rec("a", "CNAME", "t.example.", base)}, onlyOneType)
+		wantErr(t, "AppendRecords beside an earlier write", err, registry.ErrConflict)
+		err = s.SetRecords(ctx, sub, []registry.Record{rec("a", "CNAME", "t.example.", base)}, onlyOneType)
+		wantErr(t, "SetRecords beside an earlier write", err, registry.ErrConflict)
+		// Replacing the one RRset there passes: the check sees the set
+		// after the write.
+		if err := s.SetRecords(ctx, sub, []registry.Record{rec("a", "TXT", "z", base)}, onlyOneType); err != nil {
+			t.Errorf("SetRecords of the same type: %v", err)
+		}
+		got, err := s.Records(ctx, sub)
+		if err != nil || !slices.Equal(recKeys(got), []string{"a/TXT/z"}) {
+			t.Errorf("Records(%v) = %q, %v", sub, recKeys(got), err)
+		}
+	}
+	// Another subtree's records are none of the check's business.
+	if err := s.AppendRecords(ctx, gw("h"), []registry.Record{rec("a", "CNAME", "t.example.", base)}, onlyOneType); err != nil {
+		t.Errorf("a CNAME in another subtree: %v", err)
+	}
+	wantErr(t, "the zero subtree", s.AppendRecords(ctx, registry.Subtree{}, []registry.Record{rec("a", "TXT", "x", base)}, onlyOneType), registry.ErrInvalidInput)
+}
+
+// testRecordCheckConcurrent races writers of conflicting types at one
+// owner: the check runs inside each write's transaction, so exactly one
+// type wins, in a gateway's subtree as in the zone's.
+func testRecordCheckConcurrent(t *testing.T, s registry.Store) {
+	create(t, s, newGateway("g"), "")
+	for _, sub := range []registry.Subtree{gw("g"), zone} {
+		const n = 10
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				r := rec("a", "TXT", fmt.Sprint("v", i), base)
+				if i%2 == 1 {
+					r = rec("a", "CNAME", fmt.Sprintf("t%d.example.", i), base)
+				}
+				<-start
+				errs[i] = s.AppendRecords(t.Context(), sub, []registry.Record{r}, onlyOneType)
+			})
+		}
+		close(start)
+		wg.Wait()
+		got, err := s.Records(t.Context(), sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		types := map[string]bool{}
+		for _, r := range got {
+			types[r.Type] = true
+		}
+		if len(types) != 1 {
+			t.Errorf("%v holds types %v after concurrent writers (errors %v)", sub, types, errs)
+		}
+		for i, err := range errs {
+			if err != nil && !errors.Is(err, registry.ErrConflict) {
+				t.Errorf("writer %d: %v", i, err)
+			}
+		}
 	}
 }
