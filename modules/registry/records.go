@@ -190,7 +190,7 @@ func (r *Registry) prepare(s Subtree, recs []Record) error {
 			return fmt.Errorf("%w: only TXT records at %s of the zone may be written, not %s %q", ErrOutsideSubtree, ZoneChallenge, recs[i].Type, recs[i].Owner)
 		}
 	}
-	return checkOwners(recs)
+	return CheckRecordSet(recs)
 }
 
 // checkSubtree is the RecordCheck of every write: the subtree's whole
@@ -199,13 +199,13 @@ func (r *Registry) checkSubtree(all []Record) error {
 	if len(all) > r.cfg.MaxRecords {
 		return fmt.Errorf("%w: the subtree would hold %d records, at most %d", ErrTooMany, len(all), r.cfg.MaxRecords)
 	}
-	return checkOwners(all)
+	return CheckRecordSet(all)
 }
 
-// checkOwners refuses what DNS could not serve at one owner name: a CNAME
-// beside any other data (RFC 1034 3.6.2), and more data than fits in an
-// answer with room to spare.
-func checkOwners(recs []Record) error {
+// CheckRecordSet refuses, in a subtree's records, what DNS could not serve
+// at one owner name: a CNAME beside any other data (RFC 1034 3.6.2), and
+// more data than fits in an answer with room to spare (ErrTooLarge).
+func CheckRecordSet(recs []Record) error {
 	type owner struct {
 		types map[string]bool
 		size  int
