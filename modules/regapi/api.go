@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
 	"github.com/gatehouse-project/gatehouse/modules/apierror"
+	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 

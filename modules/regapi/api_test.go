@@ -160,9 +160,7 @@ func wantError(t *testing.T, r reply, status int, name string) {
 // mailbox records what the registry asked to mail. The end-to-end tests of
 // the Caddy module deliver the same mails through a real SMTP server.
 type mailbox struct {
-	mu    sync.Mutex
-	mails []mail
-	ch    chan mail
+	ch chan mail
 }
 
 type mail struct{ kind, to, name, token string }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/gatehouse-project/gatehouse/modules/apierror"
@@ -237,4 +236,3 @@ func (a *API) v1Discover(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"gateways": out})
 }
 
-func ttlSeconds(d time.Duration) int { return int(d / time.Second) }
