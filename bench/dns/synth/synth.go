@@ -47,7 +47,7 @@ func Gateway(i int, typical bool) (*registry.Gateway, []registry.Record) {
 	var recs []registry.Record
 	if HasChallenge(i) {
 		for _, v := range []string{"challenge-a", "challenge-b"} {
-			recs = append(recs, registry.Record{Gateway: g.Name, Owner: "_acme-challenge", Type: "TXT",
+			recs = append(recs, registry.Record{Subtree: registry.GatewaySubtree(g.Name), Owner: "_acme-challenge", Type: "TXT",
 				Value: fmt.Sprintf("%s-%d-%s", v, i, "x8EzTyc3d9mHSZJUcZc7zXyhpT2D3oVNG2nVqAm"), Created: time.Unix(0, 0)})
 		}
 	}

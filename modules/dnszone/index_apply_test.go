@@ -21,11 +21,11 @@ func TestZoneRecords(t *testing.T) {
 	}
 	const chal = "_acme-challenge.box.example.org."
 	if r := ask(chal, dns.TypeTXT); r.Rcode != dns.RcodeNameError {
-		t.Fatalf("before PutZone: %s", dns.RcodeToString[r.Rcode])
+		t.Fatalf("before any zone record: %s", dns.RcodeToString[r.Rcode])
 	}
 
 	serial := h.Index().Serial()
-	h.Index().PutZone([]registry.Record{
+	putZone(h.Index(), []registry.Record{
 		{Owner: "_acme-challenge", Type: "TXT", Value: "wild-one", TTL: time.Hour},
 		{Owner: "_acme-challenge", Type: "TXT", Value: "wild-two"},
 		{Owner: "_acme-challenge", Type: "TXT", Value: "wild-two"},
@@ -35,7 +35,7 @@ func TestZoneRecords(t *testing.T) {
 		{Owner: "deep._x", Type: "TXT", Value: "deep"},
 	})
 	if h.Index().Serial() == serial {
-		t.Error("PutZone did not move the serial")
+		t.Error("Apply did not move the serial")
 	}
 	r := ask(chal, dns.TypeTXT)
 	// The challenge TTL caps the stored one, as for a gateway's challenge.
@@ -65,15 +65,15 @@ func TestZoneRecords(t *testing.T) {
 
 	// The same records again change nothing; none clears them.
 	serial = h.Index().Serial()
-	h.Index().PutZone([]registry.Record{
+	putZone(h.Index(), []registry.Record{
 		{Owner: "_acme-challenge", Type: "TXT", Value: "wild-one", TTL: time.Hour},
 		{Owner: "_acme-challenge", Type: "TXT", Value: "wild-two"},
 		{Owner: "deep._x", Type: "TXT", Value: "deep"},
 	})
 	if h.Index().Serial() != serial {
-		t.Error("PutZone of the same records moved the serial")
+		t.Error("Apply of the same records moved the serial")
 	}
-	h.Index().PutZone(nil)
+	putZone(h.Index(), nil)
 	if r := ask(chal, dns.TypeTXT); r.Rcode != dns.RcodeNameError {
 		t.Errorf("after clearing: %s %v", dns.RcodeToString[r.Rcode], r.Answer)
 	}
@@ -81,7 +81,7 @@ func TestZoneRecords(t *testing.T) {
 
 func TestZoneRecordsInTransfer(t *testing.T) {
 	h := testHandler(t, func(c *Config) { c.TransferAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} })
-	h.Index().PutZone([]registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "wild"}})
+	putZone(h.Index(), []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "wild"}})
 	_, addr := startServer(t, h, ServerOptions{})
 	env, err := (&dns.Transfer{}).In(query(testZone, dns.TypeAXFR), addr)
 	if err != nil {
@@ -100,5 +100,45 @@ func TestZoneRecordsInTransfer(t *testing.T) {
 	}
 	if want := []string{`_acme-challenge.box.example.org. 60 TXT "wild"`}; !slices.Equal(got, want) {
 		t.Fatalf("zone records in the transfer: %q, want %q", got, want)
+	}
+}
+
+// putZone applies the zone's records as the registry announces them.
+func putZone(x *Index, recs []registry.Record) {
+	x.Apply(registry.Event{Subtree: registry.ZoneSubtree(), Records: recs, RecordsChanged: true})
+}
+
+// Apply dispatches a gateway's events as the cloud relies on: a full
+// state with records, addresses alone, or the name's removal.
+func TestApplyGatewayEvents(t *testing.T) {
+	x := NewIndex()
+	s := registry.GatewaySubtree("home")
+	g := &registry.Gateway{Name: "home", Mode: registry.ModeTunnel, LocalAddrs: []netip.Addr{netip.MustParseAddr("192.168.1.2")}}
+	x.Apply(registry.Event{Subtree: s, Gateway: g, RecordsChanged: true,
+		Records: []registry.Record{{Subtree: s, Owner: "www", Type: "TXT", Value: "v"}}})
+	e, ok := x.get("home")
+	if !ok || len(e.recs()) != 1 {
+		t.Fatalf("after a full event: %+v, %v", e, ok)
+	}
+	moved := *g
+	moved.LocalAddrs = []netip.Addr{netip.MustParseAddr("192.168.1.3")}
+	x.Apply(registry.Event{Subtree: s, Gateway: &moved})
+	if e, _ := x.get("home"); len(e.recs()) != 1 || e.loc4 != [4]byte{192, 168, 1, 3} {
+		t.Errorf("an address event lost the records or kept the old address: %+v", e)
+	}
+	// A zone event never touches a gateway, nor the reverse.
+	putZone(x, nil)
+	if _, ok := x.get("home"); !ok || x.zone.Load() != nil {
+		t.Error("a zone event touched a gateway")
+	}
+	x.Apply(registry.Event{Subtree: s, Revoked: true})
+	if x.Has("home") || x.Len() != 0 {
+		t.Error("a removal event left the gateway")
+	}
+	// The zero subtree names nothing and changes nothing.
+	serial := x.Serial()
+	x.Apply(registry.Event{RecordsChanged: true})
+	if x.Serial() != serial {
+		t.Error("an event without a subtree moved the serial")
 	}
 }
