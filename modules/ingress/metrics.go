@@ -53,11 +53,11 @@ type Metrics interface {
 
 type nopMetrics struct{}
 
-func (nopMetrics) Routed(string)     {}
-func (nopMetrics) Refused(string)    {}
-func (nopMetrics) StreamOpened()     {}
-func (nopMetrics) ActiveRelays(int)  {}
-func (nopMetrics) Relayed(int, int)  {}
+func (nopMetrics) Routed(string)    {}
+func (nopMetrics) Refused(string)   {}
+func (nopMetrics) StreamOpened()    {}
+func (nopMetrics) ActiveRelays(int) {}
+func (nopMetrics) Relayed(int, int) {}
 
 // Prometheus is Metrics as Prometheus collectors, named
 // gatehouse_ingress_*. Register Collectors in a registry.
