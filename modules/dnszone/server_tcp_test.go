@@ -72,17 +72,15 @@ func TestServerTCPIdleFlood(t *testing.T) {
 	// Let the server accept them all.
 	time.Sleep(200 * time.Millisecond)
 
+	// tcpQueryFrom gives up after a second: on the server before the
+	// bounds, the query waited behind the idle connections, in vain.
 	for _, src := range []string{"127.0.0.2", "127.0.0.1"} {
-		start := time.Now()
 		r, err := tcpQueryFrom(t, src, addr, "tun.box.example.org.")
 		if err != nil {
 			t.Fatalf("query from %s during the flood: %v", src, err)
 		}
 		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 			t.Errorf("query from %s: rcode %d, %d answers", src, r.Rcode, len(r.Answer))
-		}
-		if d := time.Since(start); d > 500*time.Millisecond {
-			t.Errorf("query from %s took %v", src, d)
 		}
 	}
 	if kept := len(idle) - closedByServer(idle); kept > opts.MaxTCPConnsPerClient {
