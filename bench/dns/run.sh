@@ -267,7 +267,7 @@ for file in hit nx50; do
 			exit 1
 		fi
 	done
-	echo "   $file: $(awk '{print $3}' "$work/rcodes-$ref-$file.txt" | sort | uniq -c | awk '{printf "%s %s  ", $2, $1}')same on ${TARGETS/fixed/}"
+	echo "   $file: $(awk '{print $3}' "$work/rcodes-$ref-$file.txt" | sort | uniq -c | awk '{printf "%s %s  ", $2, $1}')same on $(echo ${TARGETS/fixed/})"
 done
 
 echo "== dnsperf: -l $DURATION -c $CLIENTS -T $THREADS -q $OUTSTANDING, $ROUNDS rounds, $(nproc) cores"
