@@ -37,9 +37,8 @@ func ClientHandshake(ctx context.Context, conn Conn, name, key string) error {
 	return nil
 }
 
-// genericRefusal is what the agent reads when authenticate fails with an
+// ReasonAuthFailed is what the agent reads when authenticate fails with an
 // error that is not a *RefusedError: internal errors stay in the cloud.
-const genericRefusal = "authentication failed"
 
 // ServerHandshake answers an agent's handshake on the cloud's side: it reads
 // the Handshake, checks the version, calls authenticate with the name and
@@ -57,21 +56,23 @@ func ServerHandshake(ctx context.Context, conn Conn, authenticate func(ctx conte
 	}
 	msg, err := Decode(b)
 	if err != nil {
-		refuse(ctx, conn, "malformed handshake")
+		refuse(ctx, conn, ReasonMalformedHandshake)
 		return Handshake{}, fmt.Errorf("handshake: %w", err)
 	}
 	h, ok := msg.(Handshake)
 	if !ok {
-		refuse(ctx, conn, "expected a handshake")
+		refuse(ctx, conn, ReasonExpectedHandshake)
 		return Handshake{}, fmt.Errorf("handshake: %w: got %v first", ErrProtocol, msg.Type())
 	}
-	if h.Version != ProtocolVersion {
-		reason := fmt.Sprintf("unsupported protocol version %d (server speaks %d)", h.Version, ProtocolVersion)
+	if h.Version < MinProtocolVersion || h.Version > ProtocolVersion {
+		// Version 1 clouds said "(server speaks 1)"; the prefix is what
+		// an agent matches on.
+		reason := fmt.Sprintf("%s %d (server speaks %d to %d)", ReasonUnsupportedVersion, h.Version, MinProtocolVersion, ProtocolVersion)
 		refuse(ctx, conn, reason)
 		return h, fmt.Errorf("handshake: %w", &RefusedError{Reason: reason})
 	}
 	if err := authenticate(ctx, h.Name, h.Key); err != nil {
-		reason := genericRefusal
+		reason := ReasonAuthFailed
 		var re *RefusedError
 		if errors.As(err, &re) && re.Reason != "" {
 			reason = re.Reason

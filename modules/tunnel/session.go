@@ -137,8 +137,8 @@ func (s *Session) Close() error {
 // with an error wrapping ErrClosedByPeer and the reason. Queued data that
 // the writer has not sent yet is dropped.
 func (s *Session) CloseWithReason(reason string) error {
-	if len(reason) > maxMessageLen {
-		reason = reason[:maxMessageLen]
+	if len(reason) > MaxReasonLen {
+		reason = reason[:MaxReasonLen]
 	}
 	s.shutdown(ErrSessionClosed, reason)
 	s.wg.Wait()
@@ -465,10 +465,10 @@ func (s *Session) handleInitiator(m Initiator) error {
 		return nil
 	case s.streams[m.GUID] != nil:
 		s.mu.Unlock()
-		return refuse("duplicate stream GUID")
+		return refuse(ReasonDuplicateStream)
 	case len(s.streams) >= s.cfg.MaxStreams:
 		s.mu.Unlock()
-		return refuse(fmt.Sprintf("too many streams (limit %d)", s.cfg.MaxStreams))
+		return refuse(fmt.Sprintf("%s (limit %d)", ReasonTooManyStreams, s.cfg.MaxStreams))
 	}
 	s.streams[m.GUID] = st
 	s.mu.Unlock()
@@ -477,7 +477,7 @@ func (s *Session) handleInitiator(m Initiator) error {
 		return nil
 	default:
 		s.remove(st)
-		return refuse("accept backlog full")
+		return refuse(ReasonBacklogFull)
 	}
 }
 

@@ -116,8 +116,8 @@ func (st *Stream) Initiator() Initiator { return st.init }
 // data flow; false refuses it, and message reaches the peer's Open as the
 // RefusedError reason. Only streams from Accept are answered, once.
 func (st *Stream) Ack(ok bool, message string) error {
-	if len(message) > maxMessageLen {
-		message = message[:maxMessageLen]
+	if len(message) > MaxReasonLen {
+		message = message[:MaxReasonLen]
 	}
 	st.mu.Lock()
 	if st.reset && !st.opener {
@@ -381,7 +381,7 @@ func (st *Stream) Close() error {
 	case !st.opener && !st.answered:
 		// Never answered: closing refuses it.
 		st.answered = true
-		msg = Ack{Ok: false, Message: "stream closed", GUID: st.id}
+		msg = Ack{Ok: false, Message: ReasonStreamClosed, GUID: st.id}
 	case st.established && !st.reset && !(st.sentFin && st.recvFin) && st.sessErr == nil:
 		msg = Terminator{GUID: st.id}
 	}
@@ -492,7 +492,7 @@ func (st *Stream) terminated(half bool) {
 	}
 	if st.opener && !st.answered {
 		st.answered = true
-		st.ackCh <- Ack{Ok: false, Message: "stream closed by peer", GUID: st.id}
+		st.ackCh <- Ack{Ok: false, Message: ReasonStreamClosedByPeer, GUID: st.id}
 	}
 	st.mu.Unlock()
 	signal(st.readable)
