@@ -54,6 +54,8 @@ type Session struct {
 	ctrl     [][]byte
 	ctrlWake chan struct{}
 
+	peerVersion atomic.Uint32 // see SetPeerVersion; 0 stands for MinProtocolVersion
+
 	lastRecv   atomic.Int64 // time of the last frame from the peer
 	writeSince atomic.Int64 // start of the write in progress, 0 when idle
 
@@ -188,14 +190,29 @@ func (s *Session) closed() bool {
 	}
 }
 
+// SetPeerVersion records the protocol version the peer announced in its
+// handshake (the Version of the Handshake ServerHandshake returns), so that
+// Open writes Initiators the peer understands. Until it is called the
+// session assumes MinProtocolVersion, which every agent reads. Call it
+// before the first Open.
+func (s *Session) SetPeerVersion(v uint16) { s.peerVersion.Store(uint32(v)) }
+
 // Open starts a stream toward the peer: it sends init as an Initiator (with
 // a fresh GUID and this side's window) and waits for the peer's Ack. A
 // refusal returns a *RefusedError with the peer's reason. If ctx ends first,
 // the stream is abandoned (the peer is told with a Terminator).
+//
+// A peer older than VersionSource (see SetPeerVersion) is sent init's
+// Source in Gatename instead, as version 1 clouds did on a forward's target
+// leg; the stream's own Initiator keeps both.
 func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
 	init.GUID = NewGUID()
 	init.Window = s.cfg.StreamWindow
-	b, err := Encode(init)
+	wire := init
+	if init.Source != "" && s.peerVersion.Load() < VersionSource {
+		wire.Gatename, wire.Source = init.Source, ""
+	}
+	b, err := Encode(wire)
 	if err != nil {
 		return nil, err
 	}
