@@ -125,9 +125,11 @@ func (r *Relay) Handle(from string, st *tunnel.Stream) {
 		timeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	// The target learns who is asking (Gatename is the source on this
-	// leg) so its allow-list can take it into account.
-	out, err := target.Open(ctx, tunnel.Initiator{Ip: init.Ip, Port: init.Port, Gatename: from, ClientAddr: init.ClientAddr})
+	// The target learns who is asking (Source, which only the cloud
+	// fills; a Source the agent claimed is ignored) so its allow-list can
+	// take it into account. The session tells agents older than
+	// tunnel.VersionSource in Gatename instead.
+	out, err := target.Open(ctx, tunnel.Initiator{Ip: init.Ip, Port: init.Port, Gatename: to, Source: from, ClientAddr: init.ClientAddr})
 	cancel()
 	if err != nil {
 		var refused *tunnel.RefusedError
