@@ -266,6 +266,7 @@ func (h *Hub) ServeTunnel(w http.ResponseWriter, r *http.Request, authenticate f
 		log.Error("tunnel session", "gateway", hs.Name, "error", err)
 		return
 	}
+	s.SetPeerVersion(hs.Version)
 	log = log.With("gateway", key(hs.Name))
 	if err := h.Register(hs.Name, s); err != nil {
 		log.Info("tunnel session refused", "error", err)
