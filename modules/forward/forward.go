@@ -65,10 +65,10 @@ type Sessions interface {
 
 // Refusal reasons, sent to the initiating agent in its Ack.
 const (
-	ReasonDenied         = "denied by the cloud's forwarding rules"
-	ReasonUnknownGateway = "unknown gateway"
-	ReasonOffline        = "target gateway offline"
-	ReasonBadRequest     = "initiator names no gateway or port"
+	ReasonDenied         = tunnel.ReasonForwardDenied
+	ReasonUnknownGateway = tunnel.ReasonForwardUnknownGateway
+	ReasonOffline        = tunnel.ReasonForwardOffline
+	ReasonBadRequest     = tunnel.ReasonForwardBadRequest
 )
 
 // Relay serves the streams agents open toward the cloud.
@@ -134,7 +134,7 @@ func (r *Relay) Handle(from string, st *tunnel.Stream) {
 	if err != nil {
 		var refused *tunnel.RefusedError
 		if errors.As(err, &refused) {
-			refuse("refused by " + to + ": " + refused.Reason)
+			refuse(tunnel.RefusedBy(to, refused.Reason))
 		} else {
 			refuse(ReasonOffline + ": " + err.Error())
 		}

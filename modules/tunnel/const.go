@@ -155,6 +155,38 @@ const (
 	ReasonStreamClosedByPeer = "stream closed by peer"
 )
 
+// Path is where the cloud serves the agents' WebSocket, below its API URL.
+const Path = "/v1/tunnel"
+
+// Reasons the cloud and the agents send each other as session goodbyes
+// (Session.CloseWithReason) and stream refusals, beyond the tunnel's own.
+const (
+	// ReasonReplaced: a newer session for the same name took over.
+	ReasonReplaced = "replaced by a newer session"
+	// ReasonCloudShutdown: the cloud is stopping.
+	ReasonCloudShutdown = "cloud shutting down"
+	// ReasonAgentShutdown: the agent is stopping.
+	ReasonAgentShutdown = "agent shutting down"
+
+	// Refusals of a forwarded stream by the cloud, to the source agent.
+
+	// ReasonForwardDenied: no forwarding rule allows it.
+	ReasonForwardDenied = "denied by the cloud's forwarding rules"
+	// ReasonForwardUnknownGateway: the target is not registered.
+	ReasonForwardUnknownGateway = "unknown gateway"
+	// ReasonForwardOffline starts the refusal when the target has no live
+	// tunnel or did not answer.
+	ReasonForwardOffline = "target gateway offline"
+	// ReasonForwardBadRequest: the Initiator names no gateway or port.
+	ReasonForwardBadRequest = "initiator names no gateway or port"
+)
+
+// RefusedBy is how the cloud passes the target agent's refusal of a
+// forwarded stream on to the source: "refused by GATEWAY: REASON".
+func RefusedBy(gateway, reason string) string {
+	return "refused by " + gateway + ": " + reason
+}
+
 // Sentinel errors. Errors returned by this package wrap one of them, so
 // callers branch with errors.Is.
 var (

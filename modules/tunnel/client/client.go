@@ -27,7 +27,7 @@ import (
 )
 
 // ReasonShutdown is what the cloud is told when Run's context ends.
-const ReasonShutdown = "agent shutting down"
+const ReasonShutdown = tunnel.ReasonAgentShutdown
 
 // Default probing while backing off (see Backoff.ProbeInterval).
 const (

@@ -28,8 +28,8 @@ var ErrClosed = errors.New("hub closed")
 
 // Reasons sent to an agent whose session the hub closes.
 const (
-	ReasonReplaced = "replaced by a newer session"
-	ReasonShutdown = "cloud shutting down"
+	ReasonReplaced = tunnel.ReasonReplaced
+	ReasonShutdown = tunnel.ReasonCloudShutdown
 )
 
 // Hub holds the live sessions. The zero value is ready to use; Close stops
