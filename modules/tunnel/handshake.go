@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ClientHandshake opens a session from the agent's side: it sends a
@@ -12,7 +13,13 @@ import (
 // cloud's reason. ctx bounds the exchange; with the WebSocket adapter, a ctx
 // that ends mid-exchange also closes the connection.
 func ClientHandshake(ctx context.Context, conn Conn, name, key string) error {
-	b, err := Encode(Handshake{Name: name, Key: key, Version: ProtocolVersion})
+	return ClientHandshakeVersion(ctx, conn, name, key, ProtocolVersion)
+}
+
+// ClientHandshakeVersion is ClientHandshake announcing an older version,
+// for a cloud that refused ProtocolVersion (IsVersionRefusal).
+func ClientHandshakeVersion(ctx context.Context, conn Conn, name, key string, version uint16) error {
+	b, err := Encode(Handshake{Name: name, Key: key, Version: version})
 	if err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
@@ -91,6 +98,13 @@ func ServerHandshake(ctx context.Context, conn Conn, authenticate func(ctx conte
 		return h, fmt.Errorf("handshake: send ack: %w", err)
 	}
 	return h, nil
+}
+
+// IsVersionRefusal reports whether err is a cloud's refusal of the
+// handshake's protocol version (clouds of every version word it so).
+func IsVersionRefusal(err error) bool {
+	var re *RefusedError
+	return errors.As(err, &re) && strings.HasPrefix(re.Reason, ReasonUnsupportedVersion)
 }
 
 // refuse sends a refusal Ack, best effort: the connection is closed next.

@@ -354,12 +354,15 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 	cfg := c.Config.WithDefaults()
 	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
-	conn, _, err := c.dial(dctx)
-	if err != nil {
-		return 0, fmt.Errorf("dial %s: %w", c.URL, err)
+	conn, err := c.connect(dctx, tunnel.ProtocolVersion)
+	if tunnel.IsVersionRefusal(err) {
+		// A cloud older than this agent: speak the version every cloud
+		// accepts. Initiators from such a cloud carry a forward's source
+		// in Gatename, which tunnel.MetaFromInitiator reads.
+		c.logger().Info("cloud refused protocol version, retrying with the oldest", "version", tunnel.ProtocolVersion, "error", err)
+		conn, err = c.connect(dctx, tunnel.MinProtocolVersion)
 	}
-	if err := tunnel.ClientHandshake(dctx, conn, c.Name, c.Token); err != nil {
-		_ = conn.Close()
+	if err != nil {
 		return 0, err
 	}
 	s, err := tunnel.NewSession(conn, cfg)
@@ -394,6 +397,19 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 		_ = s.Close()
 	}
 	return time.Since(start), s.Err()
+}
+
+// connect dials the endpoint and runs the handshake announcing version.
+func (c *Client) connect(ctx context.Context, version uint16) (tunnel.Conn, error) {
+	conn, _, err := c.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", c.URL, err)
+	}
+	if err := tunnel.ClientHandshakeVersion(ctx, conn, c.Name, c.Token, version); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 func (c *Client) setDisconnected(err error, failures int) {

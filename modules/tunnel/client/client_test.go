@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
@@ -373,5 +375,85 @@ func TestProbeTarget(t *testing.T) {
 		Proxy: func(*http.Request) (*url.URL, error) { return url.Parse("http://proxy:3128") }}}}
 	if got, _ := proxied.probeTarget(); got != "" {
 		t.Errorf("behind a proxy, probe target %q, want none", got)
+	}
+}
+
+// startVersion1Cloud is a cloud as deployed before protocol version 2: it
+// refuses any other version with the words it used, and forwards name a
+// stream's source in Gatename.
+func startVersion1Cloud(t *testing.T) (url string, sessions chan *tunnel.Session, versions chan uint16) {
+	t.Helper()
+	sessions = make(chan *tunnel.Session, 4)
+	versions = make(chan uint16, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wc, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		conn := tunnel.WebSocketConn(wc)
+		b, err := conn.ReadMessage(r.Context())
+		if err != nil {
+			conn.Close()
+			return
+		}
+		m, err := tunnel.Decode(b)
+		h, ok := m.(tunnel.Handshake)
+		if err != nil || !ok {
+			conn.Close()
+			return
+		}
+		versions <- h.Version
+		ack := tunnel.Ack{Ok: true}
+		if h.Version != 1 {
+			ack = tunnel.Ack{Message: fmt.Sprintf("unsupported protocol version %d (server speaks 1)", h.Version)}
+		}
+		b, _ = tunnel.Encode(ack)
+		_ = conn.WriteMessage(r.Context(), b)
+		if !ack.Ok {
+			conn.Close()
+			return
+		}
+		s, err := tunnel.NewSession(conn, tunnel.Config{})
+		if err != nil {
+			return
+		}
+		sessions <- s
+		<-s.Done()
+	}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), sessions, versions
+}
+
+// An agent of this version still connects to a cloud that predates it, and
+// reads the source of a forward that cloud names in Gatename.
+func TestConnectToVersion1Cloud(t *testing.T) {
+	url, sessions, versions := startVersion1Cloud(t)
+	seen := make(chan tunnel.Meta, 1)
+	c := &Client{URL: url, Name: "home", Token: "tok", Backoff: fastBackoff(), Handler: func(st *tunnel.Stream) {
+		seen <- tunnel.MetaFromInitiator(st.Initiator())
+		_ = st.Ack(false, "just looking")
+	}}
+	run(t, c)
+	var s *tunnel.Session
+	select {
+	case s = <-sessions:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no session with the version 1 cloud")
+	}
+	defer s.Close()
+	if v1, v2 := <-versions, <-versions; v1 != tunnel.ProtocolVersion || v2 != tunnel.MinProtocolVersion {
+		t.Fatalf("announced versions %d then %d", v1, v2)
+	}
+	// How a version 1 cloud opened a forward's target leg.
+	_, err := s.Open(context.Background(), tunnel.Initiator{Gatename: "gw2", Ip: "10.0.0.2", Port: 22})
+	var re *tunnel.RefusedError
+	if !errors.As(err, &re) {
+		t.Fatalf("Open: %v", err)
+	}
+	if m := <-seen; m.Source != "gw2" || !m.Forwarded() {
+		t.Fatalf("agent read %+v", m)
 	}
 }
