@@ -115,7 +115,10 @@ func (s *schema) decode(b []byte, m unsafe.Pointer) error {
 // comparison string(k) == name does not allocate.
 func (s *schema) index(k []byte) int {
 	for i := range s.fields {
-		if string(k) == s.fields[i].name {
+		// Length and first byte first: most keys differ there, and the
+		// full comparison is a call.
+		name := s.fields[i].name
+		if len(name) == len(k) && len(k) > 0 && name[0] == k[0] && string(k) == name {
 			return i
 		}
 	}
