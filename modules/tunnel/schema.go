@@ -160,26 +160,3 @@ func newSchema[M Message](keys ...key) *schema {
 // maxKeyNameLen bounds payload keys; Decode refuses longer ones before
 // looking them up.
 const maxKeyNameLen = 16
-
-// schemaOf returns the schema of a message type, nil for an unknown one.
-func schemaOf(t MessageType) *schema {
-	switch t {
-	case TypeHandshake:
-		return handshakeSchema
-	case TypeInitiator:
-		return initiatorSchema
-	case TypeData:
-		return dataSchema
-	case TypeTerminator:
-		return terminatorSchema
-	case TypeWindow:
-		return windowSchema
-	case TypePing:
-		return pingSchema
-	case TypePong:
-		return pongSchema
-	case TypeAck:
-		return ackSchema
-	}
-	return nil
-}
