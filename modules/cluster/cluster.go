@@ -261,6 +261,13 @@ func (m *Member) Nodes() []Node { return m.view.nodes(time.Now()) }
 // Node returns the live member called name.
 func (m *Member) Node(name string) (Node, bool) { return m.view.node(strings.ToLower(name), time.Now()) }
 
+// Peer returns the link address of the live member called name; it makes
+// a Member the link package's Peers.
+func (m *Member) Peer(name string) (string, bool) {
+	n, ok := m.Node(name)
+	return n.LinkAddr, ok
+}
+
 // Holders lists the live nodes that hold a tunnel of gateway (compared
 // case-insensitively), sorted by name. It never waits on the database.
 func (m *Member) Holders(gateway string) []Node {
