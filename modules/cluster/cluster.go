@@ -114,9 +114,9 @@ type Member struct {
 	subMu sync.Mutex
 	subs  map[chan struct{}]struct{}
 
-	stop    context.CancelFunc
-	ctx     context.Context
-	wg      sync.WaitGroup
+	stop     context.CancelFunc
+	ctx      context.Context
+	wg       sync.WaitGroup
 	closeMu  sync.Mutex
 	closed   bool
 	poolOnce sync.Once
@@ -259,7 +259,9 @@ func (m *Member) Self() Node { return m.self.clone() }
 func (m *Member) Nodes() []Node { return m.view.nodes(time.Now()) }
 
 // Node returns the live member called name.
-func (m *Member) Node(name string) (Node, bool) { return m.view.node(strings.ToLower(name), time.Now()) }
+func (m *Member) Node(name string) (Node, bool) {
+	return m.view.node(strings.ToLower(name), time.Now())
+}
 
 // Peer returns the link address of the live member called name; it makes
 // a Member the link package's Peers.

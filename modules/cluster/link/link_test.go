@@ -70,10 +70,10 @@ func (f *fakeTunnel) Open(ctx context.Context, m tunnel.Meta) (hub.Stream, error
 	}
 	return c.(*net.TCPConn), nil
 }
-func (f *fakeTunnel) Done() <-chan struct{}                { return f.done }
-func (f *fakeTunnel) Err() error                           { return nil }
+func (f *fakeTunnel) Done() <-chan struct{}               { return f.done }
+func (f *fakeTunnel) Err() error                          { return nil }
 func (f *fakeTunnel) CloseWithReason(reason string) error { return nil }
-func (f *fakeTunnel) Kind() string                         { return "fake" }
+func (f *fakeTunnel) Kind() string                        { return "fake" }
 
 type cluster struct {
 	ca    *testcert.Cert
