@@ -163,7 +163,7 @@ func TestMembershipDirectoryAndDeath(t *testing.T) {
 	if err := c2.Close(); err != nil {
 		t.Fatal(err)
 	}
-	within(t, 500*time.Millisecond, "a drops the closed node-c", func() bool {
+	within(t, time.Second, "a drops the closed node-c", func() bool {
 		return slices.Equal(names(a.Nodes()), []string{"node-a", "node-b"}) && len(a.Holders("gw3")) == 0
 	})
 	t.Logf("closed node out after %v", time.Since(closed))

@@ -94,7 +94,7 @@ func TestLinkOverMembership(t *testing.T) {
 	}
 	a, la := start("node-a", "127.0.0.1", nil)
 	b, _ := start("node-b", "127.0.0.2", oneGateway{"home", echoTunnel{echoServer(t)}})
-	c, _ := start("node-c", "127.0.0.3", nil)
+	c, lc := start("node-c", "127.0.0.3", nil)
 	b.Hold("home")
 	within(t, time.Second, "a sees home on b", func() bool { return len(a.Holders("home")) == 1 })
 
@@ -115,9 +115,21 @@ func TestLinkOverMembership(t *testing.T) {
 		t.Fatalf("echo: %q, %v", got, err)
 	}
 
-	// c dies: once its lease is out, b no longer admits its link.
+	// c reaches home too, over its own session to b.
+	st, err = lc.Relay("node-b").Open(ctx, tunnel.Meta{Gateway: "home"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+
+	// c dies: once its lease is out, b no longer admits its streams on
+	// the session that is still up, nor a new link.
 	c.halt()
 	within(t, f.lease+time.Second, "b drops c", func() bool { _, ok := b.Node("node-c"); return !ok })
+	_, err = lc.Relay("node-b").Open(ctx, tunnel.Meta{Gateway: "home"})
+	if re, ok := errors.AsType[*tunnel.RefusedError](err); !ok || re.Reason != link.ReasonNotMember {
+		t.Fatalf("a dead member's stream on its live session: %v, want refusal %q", err, link.ReasonNotMember)
+	}
 	// The dead node's process, still believing b a member, dials it
 	// with its valid certificate: b refuses the TLS handshake.
 	bNode, _ := a.Node("node-b")

@@ -62,6 +62,8 @@ const KindRelay = "relay"
 const (
 	ReasonNotHere = "gateway not held by this node"
 	ReasonOffline = "target gateway offline"
+	// ReasonNotMember: the opening node is no longer a live member.
+	ReasonNotMember = "not a live cluster member"
 )
 
 // handshakeKey fills the tunnel handshake's key, which the protocol
@@ -260,7 +262,7 @@ func (l *Link) serveLink(w http.ResponseWriter, r *http.Request) {
 			return &tunnel.RefusedError{Reason: "the node name is not the certificate's"}
 		}
 		if _, ok := l.cfg.Peers.Peer(name); !ok {
-			return &tunnel.RefusedError{Reason: "not a live cluster member"}
+			return &tunnel.RefusedError{Reason: ReasonNotMember}
 		}
 		return nil
 	})
@@ -432,6 +434,12 @@ func (l *Link) relayIn(peer string, st *tunnel.Stream) {
 		l.refused.Add(1)
 		_ = st.Ack(false, reason)
 		l.log.Info("link stream refused", "peer", peer, "gateway", st.Initiator().Gatename, "reason", reason, "error", err)
+	}
+	// A session outlives its peer's membership (its lease may run out
+	// while the TCP connection stays up): each stream asks again.
+	if _, ok := l.cfg.Peers.Peer(peer); !ok {
+		refuse(ReasonNotMember, nil)
+		return
 	}
 	m, err := decodeMeta(st.Initiator())
 	if err != nil {
