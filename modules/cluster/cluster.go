@@ -32,6 +32,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -120,6 +121,29 @@ type Member struct {
 	closeMu  sync.Mutex
 	closed   bool
 	poolOnce sync.Once
+
+	batches, resyncs atomic.Uint64
+}
+
+// Stats are a member's figures, for metrics.
+type Stats struct {
+	// Nodes is the number of live members, this one included.
+	Nodes int
+	// Held is the number of gateways this node holds.
+	Held int
+	// Batches counts directory write transactions (each carries every
+	// Hold and Release gathered meanwhile).
+	Batches uint64
+	// Resyncs counts full reloads after the listener lost its connection.
+	Resyncs uint64
+}
+
+// Stats returns the member's figures.
+func (m *Member) Stats() Stats {
+	m.dir.mu.Lock()
+	held := len(m.dir.held)
+	m.dir.mu.Unlock()
+	return Stats{Nodes: len(m.Nodes()), Held: held, Batches: m.batches.Load(), Resyncs: m.resyncs.Load()}
 }
 
 // Join makes self a member of the cluster in the database at dsn (a

@@ -243,6 +243,11 @@ func TestBatching(t *testing.T) {
 	if got := a.Held(); len(got) != n {
 		t.Errorf("Held() has %d", len(got))
 	}
+	st := a.Stats()
+	if st.Held != n || st.Nodes != 2 || st.Batches == 0 || st.Batches > n/4 {
+		t.Errorf("stats %+v", st)
+	}
+	t.Logf("%d holds in %d transactions", n, st.Batches)
 }
 
 // TestResyncAfterLostListener kills a member's listening connection on the
@@ -274,6 +279,9 @@ func TestResyncAfterLostListener(t *testing.T) {
 		return slices.Equal(names(a.Holders("during")), []string{"node-b", "node-c"}) && len(a.Holders("before")) == 0 &&
 			len(a.Nodes()) == 3
 	})
+	if st := a.Stats(); st.Resyncs != 1 {
+		t.Errorf("%d resyncs, want 1", st.Resyncs)
+	}
 	// And it keeps listening afterwards.
 	c.Hold("after")
 	within(t, time.Second, "a hears changes after the resync", func() bool { return len(a.Holders("after")) == 1 })

@@ -167,6 +167,7 @@ func (m *Member) writeBatch(batch map[string]bool) error {
 	defer m.dir.write.Unlock()
 	ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
 	defer cancel()
+	m.batches.Add(1)
 	return pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
 		// Entries are written only while this incarnation owns its row:
 		// a reaped node republishes everything when it rejoins.

@@ -249,6 +249,12 @@ func (m *Member) listenLoop(conn *pgx.Conn) {
 				continue
 			}
 			m.view.apply(ev, time.Now())
+			switch ev.Kind {
+			case kindJoin:
+				m.log.Info("cluster node joined", "member", ev.Node, "link", ev.Link, "addrs", ev.Addrs)
+			case kindLeave:
+				m.log.Info("cluster node left", "member", ev.Node)
+			}
 			m.changed()
 			continue
 		}
@@ -284,6 +290,7 @@ func (m *Member) listenLoop(conn *pgx.Conn) {
 			m.log.Warn("cluster listener cannot reconnect", "error", err)
 		}
 		backoff = minBackoff
+		m.resyncs.Add(1)
 		m.log.Info("cluster listener reconnected and reloaded the view")
 		m.changed()
 	}
