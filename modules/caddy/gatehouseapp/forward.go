@@ -1,8 +1,6 @@
 package gatehouseapp
 
 import (
-	"context"
-	"errors"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -13,7 +11,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/gatehouse-project/gatehouse/modules/forward"
-	"github.com/gatehouse-project/gatehouse/modules/registry"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
@@ -39,17 +36,11 @@ func (a *App) provisionForward(logger *slog.Logger) error {
 		return err
 	}
 	a.relay = &forward.Relay{
-		Sessions:    a.hub,
+		Tunnels:     a.hub,
 		Rules:       cfg.Rules,
 		OpenTimeout: time.Duration(cfg.OpenTimeout),
 		Logger:      logger,
-		Exists: func(ctx context.Context, name string) (bool, error) {
-			_, err := a.registry.Store().Gateway(ctx, name)
-			if errors.Is(err, registry.ErrNotFound) {
-				return false, nil
-			}
-			return err == nil, err
-		},
+		Exists:      a.registry.Exists,
 	}
 	useRelay(a.hub, a.relay)
 	return nil
@@ -68,7 +59,7 @@ func useRelay(h *hub.Hub, r *forward.Relay) {
 	cur := v.(*atomic.Pointer[forward.Relay])
 	cur.Store(r)
 	if !loaded {
-		h.Handler = func(from string, st *tunnel.Stream) { cur.Load().Handle(from, st) }
+		h.SetHandler(func(m tunnel.Meta, st *tunnel.Stream) { cur.Load().Handle(m, st) })
 	}
 }
 

@@ -14,7 +14,7 @@ func TestUseRelayFollowsReloads(t *testing.T) {
 	h := &hub.Hub{}
 	first, second := &forward.Relay{}, &forward.Relay{}
 	useRelay(h, first)
-	if h.Handler == nil {
+	if h.Handler() == nil {
 		t.Fatal("the hub has no handler: agents' streams would be refused")
 	}
 	useRelay(h, second)
@@ -35,7 +35,7 @@ func TestProvisionWiresForwarding(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer forgetRelay(a.hub)
-	if a.hub.Handler == nil || a.relay == nil || !a.relay.Rules.Allows("gw2", "gw1", 22) {
+	if a.hub.Handler() == nil || a.relay == nil || !a.relay.Rules.Allows("gw2", "gw1", 22) {
 		t.Fatalf("relay not wired: %+v", a.relay)
 	}
 	bad := &App{Zone: "box.test", hub: &hub.Hub{}, Forward: &ForwardConfig{Rules: forward.Rules{{From: "gw2"}}}}

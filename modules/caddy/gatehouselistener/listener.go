@@ -25,7 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse-project/gatehouse/modules/caddy/gatehouseapp"
-	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
 
 func init() {
@@ -132,7 +132,7 @@ type router struct {
 	// gateway maps a server name to the gateway it belongs to.
 	gateway func(serverName string) (string, bool)
 	// lookup returns the gateway's live session.
-	lookup func(name string) (*tunnel.Session, bool)
+	lookup func(name string) (hub.Tunnel, bool)
 
 	// peekTimeout and maxHello bound clienthello.Peek (its defaults when
 	// zero); openTimeout bounds Session.Open.

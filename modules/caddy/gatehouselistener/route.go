@@ -14,6 +14,7 @@ import (
 	"github.com/gatehouse-project/gatehouse/modules/clienthello"
 	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
 
 // Why a connection was not relayed down a tunnel (the reason label of
@@ -185,7 +186,7 @@ func (l *listener) handle(c net.Conn) {
 	}
 	// Not tied to the listener: on a reload the stream is still wanted.
 	ctx, cancel := context.WithTimeout(context.Background(), l.r.openTimeout)
-	st, err := s.Open(ctx, tunnel.Initiator{Gatename: name, ClientAddr: clientAddr(c)})
+	st, err := s.Open(ctx, tunnel.Meta{Gateway: name, ServerName: info.ServerName, Client: clientAddr(c)})
 	cancel()
 	if err != nil {
 		// Nothing was sent down the tunnel yet, so the ClientHello can
@@ -227,9 +228,9 @@ func (l *listener) toCaddy(c net.Conn, reason string) {
 	}
 }
 
-// clientAddr is the client's ip:port for the Initiator, empty when the
-// connection has no IP address.
-func clientAddr(c net.Conn) string {
+// clientAddr is the client's address for the stream's Meta, invalid when
+// the connection has no IP address.
+func clientAddr(c net.Conn) netip.AddrPort {
 	var ap netip.AddrPort
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		ap = ta.AddrPort()
@@ -237,14 +238,14 @@ func clientAddr(c net.Conn) string {
 		ap, _ = netip.ParseAddrPort(a.String())
 	}
 	if !ap.IsValid() {
-		return ""
+		return netip.AddrPort{}
 	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // relay copies bytes both ways between the client and the stream until
 // both directions have ended (see relay.Conns), then closes both.
-func (l *listener) relay(c *clienthello.Conn, st *tunnel.Stream, name string) {
+func (l *listener) relay(c *clienthello.Conn, st hub.Stream, name string) {
 	m := l.r.metrics
 	m.route(routeTunnel)
 	m.opened.Inc()
