@@ -74,8 +74,8 @@ const (
 
 // Relay serves the streams agents open toward the cloud.
 type Relay struct {
-	Tunnels  Tunnels
-	Rules    Rules
+	Tunnels Tunnels
+	Rules   Rules
 	// Exists says whether a gateway is registered, to tell an unknown
 	// gateway from an offline one.
 	Exists func(ctx context.Context, name string) (bool, error)
