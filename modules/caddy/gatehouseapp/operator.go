@@ -1,13 +1,11 @@
 package gatehouseapp
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 )
 
 // minOperatorToken is the shortest operator token accepted: it guards the
@@ -45,18 +43,4 @@ func (a *App) IsOperator(token string) bool {
 	}
 	h := sha256.Sum256([]byte(token))
 	return subtle.ConstantTimeCompare(h[:], a.operatorHash) == 1
-}
-
-// loadZoneRecords puts the zone's own records (the operator's ACME
-// challenges) in the DNS index, at start and after missed changes.
-func (a *App) loadZoneRecords(ctx context.Context) error {
-	recs, err := a.store.ZoneRecords(ctx)
-	if err != nil {
-		return fmt.Errorf("gatehouse: loading the zone's own records: %w", err)
-	}
-	a.dnsIndex.PutZone(recs)
-	if len(recs) > 0 {
-		a.logger.Info("zone records loaded", zap.Int("records", len(recs)))
-	}
-	return nil
 }
