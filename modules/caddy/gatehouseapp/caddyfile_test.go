@@ -2,6 +2,9 @@ package gatehouseapp
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +166,19 @@ func TestStorageModules(t *testing.T) {
 		if err := caddy.Validate(mustConfig(t, cfg)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.storage, err, tc.want)
 		}
+	}
+}
+
+// A JSON config written before storage became a guest module (the same
+// shape, "driver" being the inline key) still loads, and opens the file.
+func TestStorageOldJSONShapeLoads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "registry.db")
+	cfg := `{"admin":{"disabled":true},"apps":{"gatehouse":{"zone":"box.test","storage":{"driver":"sqlite","path":` + strconv.Quote(path) + `}}}}`
+	if err := caddy.Validate(mustConfig(t, cfg)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the sqlite store was not opened at its path: %v", err)
 	}
 }
 
