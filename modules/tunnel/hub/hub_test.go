@@ -308,3 +308,21 @@ func TestClose(t *testing.T) {
 		t.Fatalf("Register after Close: %v", err)
 	}
 }
+
+// The hub counts tunnels per kind, for the metrics of each kind.
+func TestStatsPerKind(t *testing.T) {
+	h := &Hub{}
+	s, err := agent(t, cloud(t, h), "home", "tok-home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	if k := h.Stats().Kinds[KindWebSocket]; k.Live != 1 || k.Registered != 1 {
+		t.Fatalf("websocket stats %+v", k)
+	}
+	s.Close()
+	waitFor(t, "removal", func() bool { return h.Len() == 0 })
+	if k := h.Stats().Kinds[KindWebSocket]; k.Live != 0 || k.Registered != 1 {
+		t.Fatalf("websocket stats after the end %+v", k)
+	}
+}
