@@ -10,4 +10,6 @@ import (
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehousedns"
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehousehandler"
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehouselistener"
+	_ "github.com/gatehouse-project/gatehouse/modules/caddy/storagepostgres"
+	_ "github.com/gatehouse-project/gatehouse/modules/caddy/storagesqlite"
 )

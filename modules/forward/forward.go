@@ -20,6 +20,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
 
 // Rule allows the gateways matching From to reach those matching To, on
@@ -58,9 +59,9 @@ func (rs Rules) Validate() error {
 	return nil
 }
 
-// Sessions finds live tunnel sessions by gateway name (the hub).
-type Sessions interface {
-	Lookup(name string) (*tunnel.Session, bool)
+// Tunnels finds live tunnels by gateway name (the hub).
+type Tunnels interface {
+	Lookup(name string) (hub.Tunnel, bool)
 }
 
 // Refusal reasons, sent to the initiating agent in its Ack.
@@ -73,8 +74,8 @@ const (
 
 // Relay serves the streams agents open toward the cloud.
 type Relay struct {
-	Sessions Sessions
-	Rules    Rules
+	Tunnels Tunnels
+	Rules   Rules
 	// Exists says whether a gateway is registered, to tell an unknown
 	// gateway from an offline one.
 	Exists func(ctx context.Context, name string) (bool, error)
@@ -88,27 +89,31 @@ type Relay struct {
 	BytesDown       atomic.Uint64 // target to initiator
 }
 
-// Handle serves one stream that gateway from opened: it answers the
-// stream's Ack (refusing with a reason, or accepting once the target has
-// accepted) and relays until both directions end. It is the hub's Handler.
-func (r *Relay) Handle(from string, st *tunnel.Stream) {
-	init := st.Initiator()
-	to := strings.ToLower(init.Gatename)
-	log := r.logger().With("from", from, "to", to, "port", init.Port)
+// Handle serves one stream that gateway m.Source opened toward m.Gateway:
+// it answers the stream's Ack (refusing with a reason, or accepting once
+// the target has accepted) and relays until both directions end. It is
+// the hub's StreamHandler; m.Client is the source agent's address as the
+// hub saw it, so the target learns an address the cloud vouches for.
+func (r *Relay) Handle(m tunnel.Meta, st *tunnel.Stream) {
+	from := m.Source
+	to := strings.ToLower(m.Gateway)
+	m.Gateway = to
+	port := m.Dest.Port()
+	log := r.logger().With("from", from, "to", to, "port", port)
 	refuse := func(reason string) {
 		r.Refused.Add(1)
 		log.Info("forward refused", "reason", reason)
 		_ = st.Ack(false, reason)
 	}
-	if to == "" || init.Port == 0 {
+	if to == "" || port == 0 {
 		refuse(ReasonBadRequest)
 		return
 	}
-	if !r.Rules.Allows(from, to, init.Port) {
+	if !r.Rules.Allows(from, to, port) {
 		refuse(ReasonDenied)
 		return
 	}
-	target, ok := r.Sessions.Lookup(to)
+	target, ok := r.Tunnels.Lookup(to)
 	if !ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		exists, err := r.Exists(ctx, to)
@@ -125,11 +130,12 @@ func (r *Relay) Handle(from string, st *tunnel.Stream) {
 		timeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	// The target learns who is asking (Source, which only the cloud
-	// fills; a Source the agent claimed is ignored) so its allow-list can
-	// take it into account. The session tells agents older than
-	// tunnel.VersionSource in Gatename instead.
-	out, err := target.Open(ctx, tunnel.Initiator{Ip: init.Ip, Port: init.Port, Gatename: to, Source: from, ClientAddr: init.ClientAddr})
+	// The target learns who is asking (m.Source, which only the cloud
+	// fills: the hub ignores a Source the agent claimed) so its allow-list
+	// can take it into account; m.Client is the address the hub stamped.
+	// The session tells agents older than tunnel.VersionSource the source
+	// in Gatename instead.
+	out, err := target.Open(ctx, m)
 	cancel()
 	if err != nil {
 		var refused *tunnel.RefusedError

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -54,10 +55,10 @@ func newWorld(t *testing.T, rules forward.Rules, allow func(init tunnel.Initiato
 	t.Helper()
 	w := &world{}
 	h := &hub.Hub{}
-	w.relay = &forward.Relay{Sessions: h, Rules: rules, Exists: func(_ context.Context, name string) (bool, error) {
+	w.relay = &forward.Relay{Tunnels: h, Rules: rules, Exists: func(_ context.Context, name string) (bool, error) {
 		return name == "gw1" || name == "gw2" || name == "gw3", nil
 	}}
-	h.Handler = w.relay.Handle
+	h.SetHandler(w.relay.Handle)
 	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		h.ServeTunnel(rw, r, func(_ context.Context, name, key string) error {
 			if key != name+"-key" {
@@ -176,5 +177,37 @@ func TestForwardRefusals(t *testing.T) {
 	}
 	if w.relay.Refused.Load() != 5 || w.relay.Opened.Load() != 0 {
 		t.Fatalf("counters: refused %d opened %d", w.relay.Refused.Load(), w.relay.Opened.Load())
+	}
+}
+
+// Issue 14, finding 7, as the attack: the source agent claims a client
+// address of its choosing on a forwarded stream. The target must see the
+// address the cloud saw the source agent connect from (loopback here),
+// never the claimed one, and the source gateway's own name.
+func TestForwardStampsClientAddress(t *testing.T) {
+	seen := make(chan tunnel.Initiator, 1)
+	w := newWorld(t, forward.Rules{{From: "gw2", To: "gw1"}}, func(init tunnel.Initiator) error {
+		seen <- init
+		return nil
+	})
+	ip, port := w.target()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const spoofed = "203.0.113.66:6666"
+	st, err := w.gw2.Open(ctx, tunnel.Initiator{Gatename: "gw1", Ip: ip, Port: port, ClientAddr: spoofed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	init := <-seen
+	ap, err := netip.ParseAddrPort(init.ClientAddr)
+	if err != nil || init.ClientAddr == spoofed || !ap.Addr().IsLoopback() {
+		t.Fatalf("the target saw client address %q: want the source agent's loopback address, not %q", init.ClientAddr, spoofed)
+	}
+	// A version 2 agent hears the target in Gatename and the source in
+	// Source (tunnel.MetaFromInitiator reads both).
+	if m := tunnel.MetaFromInitiator(init); init.Gatename != "gw1" || init.Source != "gw2" || m.Source != "gw2" ||
+		init.Ip != ip || init.Port != port {
+		t.Fatalf("the target saw %+v", init)
 	}
 }

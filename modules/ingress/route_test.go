@@ -88,7 +88,7 @@ func newFixtureConfig(t *testing.T, cfg Config) *fixture {
 		t.Fatal(err)
 	}
 	cfg.Zone, cfg.Gateway, cfg.Metrics = zone, gatewayOf, f.m
-	cfg.Tunnels = SessionTunnels(f.hub.Lookup)
+	cfg.Tunnels = f.hub
 	if cfg.OpenTimeout == 0 {
 		cfg.OpenTimeout = 5 * time.Second
 	}

@@ -7,12 +7,14 @@ import (
 
 // Config tunes a Session. The zero value of every field means its default,
 // so Config{} is a valid configuration; DefaultConfig shows the values.
+// The JSON names are those of the cloud's Caddy config (the `tunnel`
+// section of the gatehouse app embeds this struct).
 type Config struct {
 	// StreamWindow is the receive window of each stream: how many bytes the
 	// peer may send before the application reads them, so the most memory
 	// one stream can hold. A Window update is sent once half of it has been
 	// read. Default DefaultWindow (256 KiB); MinWindow to MaxWindow.
-	StreamWindow uint32
+	StreamWindow uint32 `json:"stream_window,omitempty"`
 
 	// MaxStreamWindow is how far a stream's receive window may grow when
 	// its reader keeps up and the sender is held back only by credit (a
@@ -20,34 +22,34 @@ type Config struct {
 	// limit). A stalled reader never grows its window, so the memory a
 	// slow reader can pin stays StreamWindow. Default 4 MiB; at least
 	// StreamWindow, at most MaxWindow; equal to StreamWindow disables growth.
-	MaxStreamWindow uint32
+	MaxStreamWindow uint32 `json:"max_stream_window,omitempty"`
 
 	// MaxStreams bounds the streams open at once on the session, both
 	// directions together. Initiators above it are refused with an Ack, and
 	// Open fails with ErrTooManyStreams. Default 4096.
-	MaxStreams int
+	MaxStreams int `json:"max_streams,omitempty"`
 
 	// AcceptBacklog bounds the incoming streams waiting for Accept. An
 	// Initiator that finds the backlog full is refused. Default 256.
-	AcceptBacklog int
+	AcceptBacklog int `json:"accept_backlog,omitempty"`
 
 	// KeepAliveInterval is how often the session pings the peer. Default 10s.
-	KeepAliveInterval time.Duration
+	KeepAliveInterval time.Duration `json:"keepalive_interval,omitempty"`
 
 	// KeepAliveTimeout is how long the session waits without receiving
 	// anything from the peer before it closes with ErrKeepAliveTimeout. It
 	// must exceed KeepAliveInterval, since an idle peer is only heard from by
 	// its pings and pongs. Default 30s.
-	KeepAliveTimeout time.Duration
+	KeepAliveTimeout time.Duration `json:"keepalive_timeout,omitempty"`
 
 	// WriteTimeout bounds the writing of one frame to the transport; a
 	// transport that accepts nothing for that long closes the session with
 	// ErrWriteTimeout. It is checked at each keepalive tick. Default 30s.
-	WriteTimeout time.Duration
+	WriteTimeout time.Duration `json:"write_timeout,omitempty"`
 
 	// HandshakeTimeout bounds ClientHandshake and ServerHandshake when the
 	// caller (hub.ServeTunnel, client.Client) applies it. Default 10s.
-	HandshakeTimeout time.Duration
+	HandshakeTimeout time.Duration `json:"handshake_timeout,omitempty"`
 }
 
 // DefaultConfig returns the configuration that zero fields stand for.

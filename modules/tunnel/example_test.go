@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
@@ -23,10 +24,8 @@ func Example_relay() {
 		if !ok {
 			return errOffline
 		}
-		st, err := s.Open(ctx, tunnel.Initiator{
-			Gatename:   gateway,
-			ClientAddr: client.RemoteAddr().String(),
-		})
+		clientAddr, _ := netip.ParseAddrPort(client.RemoteAddr().String())
+		st, err := s.Open(ctx, tunnel.Meta{Gateway: gateway, Client: clientAddr})
 		if err != nil {
 			return errors.Join(errOffline, err)
 		}

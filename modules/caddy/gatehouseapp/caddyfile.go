@@ -7,6 +7,10 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/gatehouse-project/gatehouse/modules/caddy/storagepostgres"
+	"github.com/gatehouse-project/gatehouse/modules/caddy/storagesqlite"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
 func init() {
@@ -64,12 +68,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) != 2 {
 				return d.Errf("storage: want sqlite <path> or postgres <dsn>")
 			}
-			a.Storage.Driver = args[0]
 			switch args[0] {
 			case "sqlite":
-				a.Storage.Path = args[1]
+				a.StorageRaw = caddyconfig.JSONModuleObject(storagesqlite.SQLite{Path: args[1]}, "driver", "sqlite", nil)
 			case "postgres":
-				a.Storage.DSN = args[1]
+				a.StorageRaw = caddyconfig.JSONModuleObject(storagepostgres.Postgres{DSN: args[1]}, "driver", "postgres", nil)
 			default:
 				return d.Errf("storage: unknown driver %q (sqlite or postgres)", args[0])
 			}
@@ -114,8 +117,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "tunnel":
-			a.Tunnel = new(TunnelConfig)
-			if err := a.Tunnel.unmarshalCaddyfile(d); err != nil {
+			a.Tunnel = new(tunnel.Config)
+			if err := unmarshalTunnel(d, a.Tunnel); err != nil {
 				return err
 			}
 		default:

@@ -2,6 +2,9 @@ package gatehouseapp
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +42,9 @@ func TestCaddyfileFull(t *testing.T) {
 			negative_ttl 30s
 			transfer_allow 192.0.2.53 10.0.0.0/8
 			rrl 50 3s 4
+			rrl prefix 24 48
+			soa_refresh 3h
+			edns_buf_size 1400
 			tcp_idle_timeout 3s
 			tcp_max_conns 512
 			tcp_max_conns_per_client 8
@@ -58,13 +64,16 @@ func TestCaddyfileFull(t *testing.T) {
 			keepalive_interval 5s
 			keepalive_timeout 20s
 			max_streams 100
+			accept_backlog 64
 		}
 	}`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if app.Zone != "box.example.org" || app.Storage.Driver != "postgres" || app.Storage.DSN != "{env.GATEHOUSE_PG}" {
-		t.Fatalf("zone/storage: %+v", app)
+	var storage struct{ Driver, DSN string }
+	if err := json.Unmarshal(app.StorageRaw, &storage); err != nil || app.Zone != "box.example.org" ||
+		storage.Driver != "postgres" || storage.DSN != "{env.GATEHOUSE_PG}" {
+		t.Fatalf("zone/storage: %+v %s", app, app.StorageRaw)
 	}
 	if time.Duration(app.ExpireAfter) != 7*24*time.Hour || app.MaxRecords != 10 || strings.Join(app.Reserved, ",") != "admin,status" {
 		t.Fatalf("policy: %+v", app)
@@ -76,13 +85,15 @@ func TestCaddyfileFull(t *testing.T) {
 	if len(d.Listen) != 2 || len(d.Nameservers[0].Addrs) != 2 || d.TunnelAddrs[0].String() != "203.0.113.10" ||
 		d.Hosts[0].Name != "www" || d.CAA[0].Tag != "issue" || d.MX[0].Preference != 10 || d.TXT[0] != "v=spf1 -all" ||
 		d.TransferAllow[0].String() != "192.0.2.53/32" || d.RRL.ResponsesPerSecond != 50 || d.RRL.Slip != 4 ||
+		d.RRL.IPv4PrefixLen != 24 || d.RRL.IPv6PrefixLen != 48 || d.SOA.Refresh != 3*time.Hour || d.EDNSBufSize != 1400 ||
+		d.SOA.RName != "hostmaster@example.org" ||
 		time.Duration(d.TCPIdleTimeout) != 3*time.Second || d.TCPMaxConns != 512 || d.TCPMaxConnsPerClient != 8 {
 		t.Fatalf("dns: %+v", d)
 	}
 	if app.Email.SMTP != "smtp.example.org:587" || app.Email.From != "Gatehouse <noreply@example.org>" {
 		t.Fatalf("email: %+v", app.Email)
 	}
-	if time.Duration(app.Tunnel.KeepAliveInterval) != 5*time.Second || app.Tunnel.MaxStreams != 100 {
+	if app.Tunnel.KeepAliveInterval != 5*time.Second || app.Tunnel.MaxStreams != 100 || app.Tunnel.AcceptBacklog != 64 {
 		t.Fatalf("tunnel: %+v", app.Tunnel)
 	}
 	if f := app.Forward; len(f.Rules) != 2 || f.Rules[0].Ports[1] != 80 || f.Rules[1].From != "*" || time.Duration(f.OpenTimeout) != 5*time.Second {
@@ -94,7 +105,8 @@ func TestCaddyfileFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back App
-	if err := json.Unmarshal(b, &back); err != nil || back.DNS.RRL.Window != caddy.Duration(3*time.Second) {
+	if err := json.Unmarshal(b, &back); err != nil || back.DNS.RRL.Window != 3*time.Second || back.DNS.SOA.Minimum != 30*time.Second ||
+		back.DNS.TCPMaxConnsPerClient != 8 || string(back.StorageRaw) != string(app.StorageRaw) {
 		t.Fatalf("JSON round trip: %v %s", err, b)
 	}
 }
@@ -134,17 +146,52 @@ func TestValidate(t *testing.T) {
 		app  App
 		want string
 	}{
-		{App{Storage: StorageConfig{Driver: "sqlite", Path: "x"}}, "zone is required"},
-		{App{Zone: "z", Storage: StorageConfig{Driver: "postgres"}}, "needs a DSN"},
-		{App{Zone: "z", Storage: StorageConfig{Driver: "etcd"}}, "unknown storage driver"},
-		{App{Zone: "z", Storage: StorageConfig{Driver: "sqlite", Path: "x"}, ExpireAfter: -1}, "negative"},
+		{App{}, "zone is required"},
+		{App{Zone: "z", ExpireAfter: -1}, "negative"},
 	} {
 		if err := tc.app.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: got %v, want %q", tc.app, err, tc.want)
 		}
 	}
-	dns := &DNSConfig{Listen: []string{"http/:53"}, TunnelAddrs: nil}
+	dns := &DNSConfig{Listen: []string{"http/:53"}}
 	if err := dns.validate("box.example.org"); err == nil {
 		t.Error("a DNS listen address on a non-DNS network was accepted")
 	}
+}
+
+// Storage is a guest module: an unknown driver fails at load, and a
+// postgres store without a DSN fails its own validation.
+func TestStorageModules(t *testing.T) {
+	for _, tc := range []struct{ storage, want string }{
+		{`{"driver":"etcd"}`, "gatehouse.storage.etcd"},
+		{`{"driver":"postgres"}`, "needs a DSN"},
+		{`{"driver":"postgres","dsn":"{env.GATEHOUSE_UNSET_FOR_TEST}"}`, "needs a DSN"},
+	} {
+		cfg := `{"admin":{"disabled":true},"apps":{"gatehouse":{"zone":"box.test","storage":` + tc.storage + `}}}`
+		if err := caddy.Validate(mustConfig(t, cfg)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %q", tc.storage, err, tc.want)
+		}
+	}
+}
+
+// A JSON config written before storage became a guest module (the same
+// shape, "driver" being the inline key) still loads, and opens the file.
+func TestStorageOldJSONShapeLoads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "registry.db")
+	cfg := `{"admin":{"disabled":true},"apps":{"gatehouse":{"zone":"box.test","storage":{"driver":"sqlite","path":` + strconv.Quote(path) + `}}}}`
+	if err := caddy.Validate(mustConfig(t, cfg)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the sqlite store was not opened at its path: %v", err)
+	}
+}
+
+func mustConfig(t *testing.T, s string) *caddy.Config {
+	t.Helper()
+	var cfg caddy.Config
+	if err := json.Unmarshal([]byte(s), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return &cfg
 }

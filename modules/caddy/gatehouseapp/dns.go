@@ -15,38 +15,15 @@ import (
 	"github.com/gatehouse-project/gatehouse/modules/dnszone"
 )
 
-// DNSConfig is the zone's authoritative DNS service.
+// DNSConfig is the zone's authoritative DNS service: where it listens,
+// and the library's own zone config, embedded so that every setting of
+// dnszone.Config (SOA timers, EDNS size, RRL prefixes, ...) is reachable
+// from JSON. Its zone is the app's; durations in JSON are nanoseconds,
+// as Caddy writes every duration.
 type DNSConfig struct {
 	// Listen are the addresses served, each "udp/HOST:PORT" or
 	// "tcp/HOST:PORT" (Caddy network addresses, so reloads keep the sockets).
 	Listen []string `json:"listen"`
-	// Nameservers are the apex NS records with their glue addresses.
-	Nameservers []dnszone.Nameserver `json:"nameservers"`
-	// TunnelAddrs answer for names in tunnel mode: this cloud's addresses.
-	TunnelAddrs []netip.Addr `json:"tunnel_addrs"`
-	// APIAddrs answer for api.ZONE (default: TunnelAddrs).
-	APIAddrs []netip.Addr `json:"api_addrs,omitempty"`
-	// ApexAddrs answer A/AAAA at the apex.
-	ApexAddrs []netip.Addr `json:"apex_addrs,omitempty"`
-	// Hosts are further static names inside the zone.
-	Hosts []dnszone.Host `json:"hosts,omitempty"`
-	// CAA, MX and TXT records of the apex.
-	CAA []dnszone.CAA `json:"caa,omitempty"`
-	MX  []dnszone.MX  `json:"mx,omitempty"`
-	TXT []string      `json:"txt,omitempty"`
-	// Contact is the SOA's responsible mailbox (default hostmaster.ZONE).
-	Contact string `json:"contact,omitempty"`
-	// NegativeTTL is the SOA minimum, the TTL of NXDOMAIN and NODATA
-	// answers (default 60s).
-	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
-	// StaticTTL, GatewayTTL and ChallengeTTL (defaults 1h, 60s, 60s).
-	StaticTTL    caddy.Duration `json:"static_ttl,omitempty"`
-	GatewayTTL   caddy.Duration `json:"gateway_ttl,omitempty"`
-	ChallengeTTL caddy.Duration `json:"challenge_ttl,omitempty"`
-	// TransferAllow lists the prefixes allowed to AXFR the zone over TCP.
-	TransferAllow []netip.Prefix `json:"transfer_allow,omitempty"`
-	// RRL is UDP response rate limiting, per client prefix.
-	RRL *RRLConfig `json:"rrl,omitempty"`
 	// TCPIdleTimeout closes a TCP connection that asks nothing more for
 	// this long (default 5s).
 	TCPIdleTimeout caddy.Duration `json:"tcp_idle_timeout,omitempty"`
@@ -56,40 +33,17 @@ type DNSConfig struct {
 	// (defaults 1024 and 16).
 	TCPMaxConns          int `json:"tcp_max_conns,omitempty"`
 	TCPMaxConnsPerClient int `json:"tcp_max_conns_per_client,omitempty"`
+	dnszone.Config
 }
 
+// serverOptions are the listeners' bounds; they belong to the server, not
+// to the zone's answers, so they sit beside dnszone.Config.
 func (c *DNSConfig) serverOptions() dnszone.ServerOptions {
 	return dnszone.ServerOptions{
 		IdleTimeout:          time.Duration(c.TCPIdleTimeout),
 		MaxTCPConns:          c.TCPMaxConns,
 		MaxTCPConnsPerClient: c.TCPMaxConnsPerClient,
 	}
-}
-
-// RRLConfig is response rate limiting against reflection attacks.
-type RRLConfig struct {
-	// Disabled turns it off.
-	Disabled bool `json:"disabled,omitempty"`
-	// ResponsesPerSecond per client prefix (default 100).
-	ResponsesPerSecond float64 `json:"responses_per_second,omitempty"`
-	// Window is how long a prefix may burst (default 2s).
-	Window caddy.Duration `json:"window,omitempty"`
-	// Slip: every Slip-th limited answer goes out truncated (default 2).
-	Slip int `json:"slip,omitempty"`
-}
-
-func (c *DNSConfig) zoneConfig(zone string) dnszone.Config {
-	zc := dnszone.Config{
-		Zone: zone, Nameservers: c.Nameservers, TunnelAddrs: c.TunnelAddrs,
-		APIAddrs: c.APIAddrs, ApexAddrs: c.ApexAddrs, Hosts: c.Hosts,
-		CAA: c.CAA, MX: c.MX, TXT: c.TXT, TransferAllow: c.TransferAllow,
-		SOA: dnszone.SOA{RName: c.Contact, Minimum: time.Duration(c.NegativeTTL)},
-		TTL: dnszone.TTL{Static: time.Duration(c.StaticTTL), Gateway: time.Duration(c.GatewayTTL), Challenge: time.Duration(c.ChallengeTTL)},
-	}
-	if c.RRL != nil {
-		zc.RRL = dnszone.RRL{Disabled: c.RRL.Disabled, ResponsesPerSecond: c.RRL.ResponsesPerSecond, Window: time.Duration(c.RRL.Window), Slip: c.RRL.Slip}
-	}
-	return zc
 }
 
 func (c *DNSConfig) validate(zone string) error {
@@ -108,7 +62,9 @@ func (c *DNSConfig) validate(zone string) error {
 			return fmt.Errorf("gatehouse dns: listen %q: network must be udp or tcp", l)
 		}
 	}
-	return c.zoneConfig(zone).Validate()
+	zc := c.Config
+	zc.Zone = zone
+	return zc.Validate()
 }
 
 // startDNS opens the listeners through Caddy (so a reload reuses the
@@ -147,7 +103,7 @@ func (a *App) startDNS(ctx context.Context) error {
 			}
 		}
 	}
-	a.dnsServer = dnszone.NewServer(a.dnsHandler, pcs, lns, a.DNS.serverOptions())
+	a.dnsServer = dnszone.NewServer(a.node.DNSHandler(), pcs, lns, a.DNS.serverOptions())
 	if err := a.dnsServer.Start(); err != nil {
 		closeAll()
 		return err
@@ -239,12 +195,12 @@ func (c *DNSConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("txt: want one quoted value")
 			}
 			c.TXT = append(c.TXT, args[0])
-		case "contact":
+		case "contact", "soa_mname":
 			if len(args) != 1 {
 				return d.ArgErr()
 			}
-			c.Contact = args[0]
-		case "negative_ttl", "static_ttl", "gateway_ttl", "challenge_ttl":
+			*map[string]*string{"contact": &c.SOA.RName, "soa_mname": &c.SOA.MName}[key] = args[0]
+		case "negative_ttl", "static_ttl", "gateway_ttl", "challenge_ttl", "soa_refresh", "soa_retry", "soa_expire":
 			if len(args) != 1 {
 				return d.ArgErr()
 			}
@@ -252,8 +208,16 @@ func (c *DNSConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || dur < 0 {
 				return d.Errf("%s: bad duration %q", key, args[0])
 			}
-			*map[string]*caddy.Duration{"negative_ttl": &c.NegativeTTL, "static_ttl": &c.StaticTTL,
-				"gateway_ttl": &c.GatewayTTL, "challenge_ttl": &c.ChallengeTTL}[key] = caddy.Duration(dur)
+			*map[string]*time.Duration{"negative_ttl": &c.SOA.Minimum, "static_ttl": &c.TTL.Static,
+				"gateway_ttl": &c.TTL.Gateway, "challenge_ttl": &c.TTL.Challenge,
+				"soa_refresh": &c.SOA.Refresh, "soa_retry": &c.SOA.Retry, "soa_expire": &c.SOA.Expire}[key] = dur
+		case "edns_buf_size":
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			if c.EDNSBufSize, err = strconv.Atoi(args[0]); err != nil {
+				return d.Errf("edns_buf_size: %q is not an integer", args[0])
+			}
 		case "transfer_allow":
 			if len(args) == 0 {
 				return d.ArgErr()
@@ -298,11 +262,50 @@ func (c *DNSConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseRRL reads `rrl off` or `rrl <responses/s> [<window> [<slip>]]`.
+// parseRRL reads `rrl off`, `rrl <responses/s> [<window> [<slip>]]`,
+// `rrl prefix <ipv4 bits> <ipv6 bits>`, `rrl max_prefixes <n>` and
+// `rrl exempt <prefix...>`.
 func (c *DNSConfig) parseRRL(d *caddyfile.Dispenser, args []string) error {
 	if len(args) == 1 && strings.EqualFold(args[0], "off") {
-		c.RRL = &RRLConfig{Disabled: true}
+		c.RRL.Disabled = true
 		return nil
+	}
+	if len(args) > 0 {
+		switch args[0] {
+		case "prefix":
+			if len(args) != 3 {
+				return d.Errf("rrl prefix: want <ipv4 bits> <ipv6 bits>")
+			}
+			v4, err4 := strconv.Atoi(args[1])
+			v6, err6 := strconv.Atoi(args[2])
+			if err4 != nil || err6 != nil {
+				return d.Errf("rrl prefix: bits must be integers")
+			}
+			c.RRL.IPv4PrefixLen, c.RRL.IPv6PrefixLen = v4, v6
+			return nil
+		case "max_prefixes":
+			if len(args) != 2 {
+				return d.Errf("rrl max_prefixes: want <n>")
+			}
+			n, err := strconv.Atoi(args[1])
+			if err != nil {
+				return d.Errf("rrl max_prefixes: %q is not an integer", args[1])
+			}
+			c.RRL.MaxPrefixes = n
+			return nil
+		case "exempt":
+			if len(args) < 2 {
+				return d.Errf("rrl exempt: want <prefix...>")
+			}
+			for _, a := range args[1:] {
+				p, err := netip.ParsePrefix(a)
+				if err != nil {
+					return d.Errf("rrl exempt: %q is not a prefix", a)
+				}
+				c.RRL.Exempt = append(c.RRL.Exempt, p)
+			}
+			return nil
+		}
 	}
 	if len(args) < 1 || len(args) > 3 {
 		return d.Errf("rrl: want off, or <responses_per_second> [<window> [<slip>]]")
@@ -311,13 +314,13 @@ func (c *DNSConfig) parseRRL(d *caddyfile.Dispenser, args []string) error {
 	if err != nil || rps <= 0 {
 		return d.Errf("rrl: %q is not a positive rate", args[0])
 	}
-	c.RRL = &RRLConfig{ResponsesPerSecond: rps}
+	c.RRL.ResponsesPerSecond = rps
 	if len(args) > 1 {
 		w, err := caddy.ParseDuration(args[1])
 		if err != nil || w <= 0 {
 			return d.Errf("rrl: window %q: want a positive duration", args[1])
 		}
-		c.RRL.Window = caddy.Duration(w)
+		c.RRL.Window = w
 	}
 	if len(args) > 2 {
 		if c.RRL.Slip, err = strconv.Atoi(args[2]); err != nil {

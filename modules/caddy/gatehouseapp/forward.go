@@ -1,21 +1,12 @@
 package gatehouseapp
 
 import (
-	"context"
-	"errors"
-	"log/slog"
 	"strconv"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/gatehouse-project/gatehouse/modules/forward"
-	"github.com/gatehouse-project/gatehouse/modules/registry"
-	"github.com/gatehouse-project/gatehouse/modules/tunnel"
-	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
 
 // ForwardConfig says which gateways may reach services behind which
@@ -27,53 +18,6 @@ type ForwardConfig struct {
 	// OpenTimeout bounds the wait for the target agent's answer (default 10s).
 	OpenTimeout caddy.Duration `json:"open_timeout,omitempty"`
 }
-
-// provisionForward makes the hub serve the streams agents open toward the
-// cloud with the forwarding relay.
-func (a *App) provisionForward(logger *slog.Logger) error {
-	var cfg ForwardConfig
-	if a.Forward != nil {
-		cfg = *a.Forward
-	}
-	if err := cfg.Rules.Validate(); err != nil {
-		return err
-	}
-	a.relay = &forward.Relay{
-		Sessions:    a.hub,
-		Rules:       cfg.Rules,
-		OpenTimeout: time.Duration(cfg.OpenTimeout),
-		Logger:      logger,
-		Exists: func(ctx context.Context, name string) (bool, error) {
-			_, err := a.registry.Store().Gateway(ctx, name)
-			if errors.Is(err, registry.ErrNotFound) {
-				return false, nil
-			}
-			return err == nil, err
-		},
-	}
-	useRelay(a.hub, a.relay)
-	return nil
-}
-
-// relays holds, for each shared hub, the relay of the newest App. The hub
-// and its sessions outlive a config reload, while the rules and the
-// registry the relay checks belong to one App; so the hub's Handler is set
-// once, before the hub serves any session (setting it later would race with
-// the sessions reading it), and reads the current relay on each stream.
-var relays sync.Map // *hub.Hub → *atomic.Pointer[forward.Relay]
-
-// useRelay makes h hand the streams agents open to r from now on.
-func useRelay(h *hub.Hub, r *forward.Relay) {
-	v, loaded := relays.LoadOrStore(h, new(atomic.Pointer[forward.Relay]))
-	cur := v.(*atomic.Pointer[forward.Relay])
-	cur.Store(r)
-	if !loaded {
-		h.Handler = func(from string, st *tunnel.Stream) { cur.Load().Handle(from, st) }
-	}
-}
-
-// forgetRelay drops h's entry once the hub is closed.
-func forgetRelay(h *hub.Hub) { relays.Delete(h) }
 
 // unmarshalCaddyfile reads
 //

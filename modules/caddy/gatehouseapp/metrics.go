@@ -14,6 +14,7 @@ type metrics struct {
 	sessionsTotal, sessionsReplaced, refused    *prometheus.Desc
 	dnsQueries, dnsResponses, dnsLimited, dnsTC *prometheus.Desc
 	forwards, forwardBytes                      *prometheus.Desc
+	byKind, byKindTotal                         *prometheus.Desc
 }
 
 func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
@@ -31,6 +32,8 @@ func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
 		dnsTC:            prometheus.NewDesc(ns+"_dns_truncated_total", "UDP responses truncated because they did not fit.", nil, nil),
 		forwards:         prometheus.NewDesc(ns+"_forward_streams_total", "Agent-to-agent streams by outcome.", []string{"outcome"}, nil),
 		forwardBytes:     prometheus.NewDesc(ns+"_forward_bytes_total", "Bytes relayed between agents.", []string{"direction"}, nil),
+		byKind:           prometheus.NewDesc(ns+"_tunnels", "Live tunnels by kind (websocket, pagekite, ...).", []string{"kind"}, nil),
+		byKindTotal:      prometheus.NewDesc(ns+"_tunnels_total", "Tunnels registered, by kind.", []string{"kind"}, nil),
 	}
 	if reg == nil {
 		return m, nil
@@ -40,29 +43,37 @@ func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.gateways, m.sessions, m.sessionsTotal, m.sessionsReplaced, m.refused, m.dnsQueries, m.dnsResponses, m.dnsLimited, m.dnsTC, m.forwards, m.forwardBytes} {
+	for _, d := range []*prometheus.Desc{m.gateways, m.sessions, m.sessionsTotal, m.sessionsReplaced, m.refused, m.dnsQueries, m.dnsResponses, m.dnsLimited, m.dnsTC, m.forwards, m.forwardBytes, m.byKind, m.byKindTotal} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	hs := m.app.hub.Stats()
+	n := m.app.node
+	if n == nil {
+		return
+	}
+	hs := n.Hub().Stats()
 	ch <- prometheus.MustNewConstMetric(m.sessions, prometheus.GaugeValue, float64(hs.Live))
 	ch <- prometheus.MustNewConstMetric(m.sessionsTotal, prometheus.CounterValue, float64(hs.Registered))
 	ch <- prometheus.MustNewConstMetric(m.sessionsReplaced, prometheus.CounterValue, float64(hs.Replaced))
 	ch <- prometheus.MustNewConstMetric(m.refused, prometheus.CounterValue, float64(hs.Refused))
-	if r := m.app.relay; r != nil {
+	for kind, ks := range hs.Kinds {
+		ch <- prometheus.MustNewConstMetric(m.byKind, prometheus.GaugeValue, float64(ks.Live), kind)
+		ch <- prometheus.MustNewConstMetric(m.byKindTotal, prometheus.CounterValue, float64(ks.Registered), kind)
+	}
+	if r := n.Relay(); r != nil {
 		ch <- prometheus.MustNewConstMetric(m.forwards, prometheus.CounterValue, float64(r.Opened.Load()), "opened")
 		ch <- prometheus.MustNewConstMetric(m.forwards, prometheus.CounterValue, float64(r.Refused.Load()), "refused")
 		ch <- prometheus.MustNewConstMetric(m.forwardBytes, prometheus.CounterValue, float64(r.BytesUp.Load()), "to_target")
 		ch <- prometheus.MustNewConstMetric(m.forwardBytes, prometheus.CounterValue, float64(r.BytesDown.Load()), "to_initiator")
 	}
-	if m.app.dnsHandler == nil {
+	if n.DNSHandler() == nil {
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(m.gateways, prometheus.GaugeValue, float64(m.app.dnsIndex.Len()))
-	s := m.app.dnsHandler.Stats()
+	ch <- prometheus.MustNewConstMetric(m.gateways, prometheus.GaugeValue, float64(n.Index().Len()))
+	s := n.DNSHandler().Stats()
 	ch <- prometheus.MustNewConstMetric(m.dnsQueries, prometheus.CounterValue, float64(s.UDP), "udp")
 	ch <- prometheus.MustNewConstMetric(m.dnsQueries, prometheus.CounterValue, float64(s.TCP), "tcp")
 	for rcode, n := range s.Rcodes {

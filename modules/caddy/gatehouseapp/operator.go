@@ -1,14 +1,11 @@
 package gatehouseapp
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
 
 	"github.com/caddyserver/caddy/v2"
-
-	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 // minOperatorToken is the shortest operator token accepted: it guards the
@@ -46,14 +43,4 @@ func (a *App) IsOperator(token string) bool {
 	}
 	h := sha256.Sum256([]byte(token))
 	return subtle.ConstantTimeCompare(h[:], a.operatorHash) == 1
-}
-
-// loadZoneRecords puts the zone's own records (the operator's ACME
-// challenges) in the DNS index, at start and after missed changes,
-// through the registry's one records path.
-func (a *App) loadZoneRecords(ctx context.Context) error {
-	if err := a.registry.Reload(ctx, registry.ZoneSubtree()); err != nil {
-		return fmt.Errorf("gatehouse: loading the zone's own records: %w", err)
-	}
-	return nil
 }

@@ -100,7 +100,7 @@ func (p *offlinePage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if name, ok := p.app.GatewayName(r.Host); ok {
 		d.Name = name
 		ctx, cancel := context.WithTimeout(r.Context(), lookupTimeout)
-		g, err := p.app.Registry().Store().Gateway(ctx, name)
+		g, err := p.app.Registry().Gateway(ctx, name)
 		cancel()
 		switch {
 		case errors.Is(err, registry.ErrNotFound):

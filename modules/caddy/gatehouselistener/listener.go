@@ -22,6 +22,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/modules/caddy/gatehouseapp"
 	"github.com/gatehouse-project/gatehouse/modules/ingress"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
 
 func init() {
@@ -99,9 +100,7 @@ func (lw *ListenerWrapper) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-	cfg := lw.config(app.ZoneName(), app.GatewayName,
-		// TEMPORARY until branch core lands: then app.Hub() itself.
-		ingress.SessionTunnels(app.Hub().Lookup))
+	cfg := lw.config(app.ZoneName(), app.GatewayName, app.Hub())
 	cfg.Logger = ctx.Logger()
 	lw.router, err = ingress.New(cfg)
 	if err != nil {
@@ -147,12 +146,18 @@ func (lw *ListenerWrapper) Validate() error {
 	}
 	// The rest is the router's own check, with stand-ins for what
 	// Provision brings.
-	cfg := lw.config("zone.invalid", func(string) (string, bool) { return "", false }, ingress.SessionTunnels(nil))
+	cfg := lw.config("zone.invalid", func(string) (string, bool) { return "", false }, noTunnels{})
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("gatehouse listener: %w", err)
 	}
 	return nil
 }
+
+// noTunnels stands in for the hub when Validate checks the options
+// before Provision has found the app.
+type noTunnels struct{}
+
+func (noTunnels) Lookup(string) (hub.Tunnel, bool) { return nil, false }
 
 // WrapListener returns a listener that routes ln's connections. It starts
 // the goroutine that accepts from ln; closing the returned listener stops

@@ -117,7 +117,7 @@ func echoThrough(t *testing.T, h *hub.Hub) {
 	if !ok {
 		t.Fatal("gateway not registered")
 	}
-	st, err := s.Open(context.Background(), tunnel.Initiator{Gatename: "home"})
+	st, err := s.Open(context.Background(), tunnel.Meta{Gateway: "home"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
-// Package hub is the cloud's registry of live tunnel sessions, by gateway
-// name: the tunnel endpoint registers each agent's session here, and ingress
-// looks the session up to open a stream for a TLS connection. A newer session
-// for a name replaces (and closes) the older one.
+// Package hub is the cloud's registry of live tunnels, by gateway name: the
+// tunnel endpoint registers each agent's session here (as a Tunnel), and
+// ingress, the offline page and forwarding look the tunnel up to open a
+// stream. A newer tunnel for a name replaces (and closes) the older one.
 //
 // It does not authenticate agents (ServeTunnel's caller passes the
 // authenticate function, backed by the registry), decide where ingress goes,
@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 
@@ -32,21 +33,27 @@ const (
 	ReasonShutdown = tunnel.ReasonCloudShutdown
 )
 
-// Hub holds the live sessions. The zero value is ready to use; Close stops
+// StreamHandler serves a stream that an agent opened toward the cloud
+// (agent-to-agent forwarding). m says where it goes, which gateway opened
+// it (Source) and from where (Client: the agent's address as the cloud saw
+// it, never what the agent claims). It must answer the stream
+// (Stream.Ack) and return once the stream is done.
+type StreamHandler func(m tunnel.Meta, st *tunnel.Stream)
+
+// Hub holds the live tunnels. The zero value is ready to use; Close stops
 // it. Its methods are safe for concurrent use.
 type Hub struct {
-	// Handler serves streams that agents open toward the cloud (for
-	// agent-to-agent forwarding), with the name of the agent that opened
-	// it. It must answer the stream (Stream.Ack) and return once the
-	// stream is done. Nil refuses such streams.
-	Handler func(from string, st *tunnel.Stream)
-
 	// Logger receives one event per session registered, refused, replaced
 	// or ended. Nil discards them. Tokens are never logged.
 	Logger *slog.Logger
 
+	// handler is swapped atomically because the hub outlives the config
+	// that sets it: on a reload the new node installs its relay while
+	// sessions keep reading the handler for each stream.
+	handler atomic.Pointer[StreamHandler]
+
 	mu       sync.Mutex
-	sessions map[string]*tunnel.Session
+	sessions map[string]Tunnel
 	closed   bool
 	stats    Stats
 	// wg counts the goroutines the hub owns (one watcher per registered
@@ -68,6 +75,24 @@ type Stats struct {
 	Ended uint64
 	// Refused counts tunnel connections whose handshake failed.
 	Refused uint64
+	// Kinds are Live and Registered per kind of tunnel (Tunnel.Kind).
+	Kinds map[string]KindStats
+}
+
+// KindStats are the counters of one kind of tunnel.
+type KindStats struct {
+	Live       int
+	Registered uint64
+}
+
+// SetHandler makes h serve the streams agents open toward the cloud from
+// now on, including on sessions already live. Nil refuses such streams.
+func (h *Hub) SetHandler(fn StreamHandler) {
+	if fn == nil {
+		h.handler.Store(nil)
+		return
+	}
+	h.handler.Store(&fn)
 }
 
 func key(name string) string { return strings.ToLower(name) }
@@ -79,11 +104,19 @@ func (h *Hub) logger() *slog.Logger {
 	return h.Logger
 }
 
-// Register makes s the live session of name (compared case-insensitively).
-// An older session for the same name is closed, telling its agent it was
+// Handler returns the current StreamHandler, nil when there is none.
+func (h *Hub) Handler() StreamHandler {
+	if fn := h.handler.Load(); fn != nil {
+		return *fn
+	}
+	return nil
+}
+
+// Register makes s the live tunnel of name (compared case-insensitively).
+// An older tunnel for the same name is closed, telling its gateway it was
 // replaced. s leaves the hub by itself when it ends. After Close, Register
 // closes s and returns ErrClosed.
-func (h *Hub) Register(name string, s *tunnel.Session) error {
+func (h *Hub) Register(name string, s Tunnel) error {
 	k := key(name)
 	h.mu.Lock()
 	if h.closed {
@@ -92,7 +125,7 @@ func (h *Hub) Register(name string, s *tunnel.Session) error {
 		return ErrClosed
 	}
 	if h.sessions == nil {
-		h.sessions = make(map[string]*tunnel.Session)
+		h.sessions = make(map[string]Tunnel)
 	}
 	old := h.sessions[k]
 	if old == s {
@@ -101,6 +134,12 @@ func (h *Hub) Register(name string, s *tunnel.Session) error {
 	}
 	h.sessions[k] = s
 	h.stats.Registered++
+	if h.stats.Kinds == nil {
+		h.stats.Kinds = make(map[string]KindStats)
+	}
+	ks := h.stats.Kinds[s.Kind()]
+	ks.Registered++
+	h.stats.Kinds[s.Kind()] = ks
 	if old != nil {
 		h.stats.Replaced++
 	}
@@ -117,7 +156,7 @@ func (h *Hub) Register(name string, s *tunnel.Session) error {
 }
 
 // watch removes s from the hub once it ends.
-func (h *Hub) watch(k string, s *tunnel.Session) {
+func (h *Hub) watch(k string, s Tunnel) {
 	defer h.wg.Done()
 	<-s.Done()
 	h.mu.Lock()
@@ -128,8 +167,8 @@ func (h *Hub) watch(k string, s *tunnel.Session) {
 	h.mu.Unlock()
 }
 
-// Lookup returns the live session of name.
-func (h *Hub) Lookup(name string) (*tunnel.Session, bool) {
+// Lookup returns the live tunnel of name.
+func (h *Hub) Lookup(name string) (Tunnel, bool) {
 	h.mu.Lock()
 	s := h.sessions[key(name)]
 	h.mu.Unlock()
@@ -184,6 +223,16 @@ func (h *Hub) Stats() Stats {
 	defer h.mu.Unlock()
 	st := h.stats
 	st.Live = len(h.sessions)
+	st.Kinds = make(map[string]KindStats, len(h.stats.Kinds))
+	for kind, ks := range h.stats.Kinds {
+		ks.Live = 0
+		st.Kinds[kind] = ks
+	}
+	for _, s := range h.sessions {
+		ks := st.Kinds[s.Kind()]
+		ks.Live++
+		st.Kinds[s.Kind()] = ks
+	}
 	return st
 }
 
@@ -228,7 +277,7 @@ func (h *Hub) enter() bool {
 //
 // A failed upgrade is answered by the WebSocket library with an HTTP error;
 // a failed handshake with a refusal Ack. Streams the agent opens go to
-// Handler.
+// the handler set with SetHandler.
 func (h *Hub) ServeTunnel(w http.ResponseWriter, r *http.Request, authenticate func(ctx context.Context, name, key string) error, cfg tunnel.Config) {
 	log := h.logger().With("remote", r.RemoteAddr)
 	if err := tunnel.VerifyConfig(cfg); err != nil {
@@ -268,34 +317,37 @@ func (h *Hub) ServeTunnel(w http.ResponseWriter, r *http.Request, authenticate f
 	}
 	s.SetPeerVersion(hs.Version)
 	log = log.With("gateway", key(hs.Name))
-	if err := h.Register(hs.Name, s); err != nil {
+	wt := NewWebSocketTunnel(s, addrPort(r.RemoteAddr))
+	if err := h.Register(hs.Name, wt); err != nil {
 		log.Info("tunnel session refused", "error", err)
 		return
 	}
 	log.Info("tunnel session started")
-	h.serveStreams(hs.Name, s)
+	h.serveStreams(hs.Name, wt)
 	log.Info("tunnel session ended", "reason", s.Err())
 }
 
-// serveStreams hands the streams an agent opens to Handler (or refuses
-// them) until the session ends, then waits for the handlers.
-func (h *Hub) serveStreams(name string, s *tunnel.Session) {
+// serveStreams hands the streams an agent opens to the handler (or
+// refuses them) until the session ends, then waits for the handlers.
+func (h *Hub) serveStreams(name string, wt *WebSocketTunnel) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		st, err := s.Accept(context.Background())
+		st, err := wt.s.Accept(context.Background())
 		if err != nil {
 			return
 		}
-		if h.Handler == nil {
+		fn := h.handler.Load()
+		if fn == nil {
 			_ = st.Ack(false, "the cloud does not accept streams from agents")
 			continue
 		}
+		m := metaFrom(name, wt.remote, st.Initiator())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer st.Close()
-			h.Handler(name, st)
+			(*fn)(m, st)
 		}()
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -120,7 +121,7 @@ func echoThrough(t *testing.T, h *Hub, name string) {
 	if !ok {
 		t.Fatalf("no session for %q", name)
 	}
-	st, err := s.Open(context.Background(), tunnel.Initiator{Gatename: name, ClientAddr: "192.0.2.1:1234"})
+	st, err := s.Open(context.Background(), tunnel.Meta{Gateway: name, Client: netip.MustParseAddrPort("192.0.2.1:1234")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,18 +255,21 @@ func TestStreamsFromAgents(t *testing.T) {
 		}
 	})
 	t.Run("handled", func(t *testing.T) {
-		from := make(chan string, 1)
-		h := &Hub{Handler: func(name string, st *tunnel.Stream) {
-			from <- name + " -> " + st.Initiator().Gatename
+		from := make(chan tunnel.Meta, 1)
+		h := &Hub{}
+		h.SetHandler(func(m tunnel.Meta, st *tunnel.Stream) {
+			from <- m
 			st.Ack(true, "")
 			io.Copy(st, st)
 			st.CloseWrite()
-		}}
+		})
 		s, err := agent(t, cloud(t, h), "home", "tok-home")
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := s.Open(context.Background(), tunnel.Initiator{Gatename: "office", Ip: "10.0.0.5", Port: 22})
+		// The agent claims a client address of its choosing: the hub must
+		// put the address it saw the agent connect from in its place.
+		st, err := s.Open(context.Background(), tunnel.Initiator{Gatename: "office", Ip: "10.0.0.5", Port: 22, ClientAddr: "203.0.113.66:6666"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -275,8 +279,12 @@ func TestStreamsFromAgents(t *testing.T) {
 		if got, err := io.ReadAll(st); err != nil || string(got) != "x" {
 			t.Fatalf("%q %v", got, err)
 		}
-		if got := <-from; got != "home -> office" {
-			t.Fatalf("handler saw %q", got)
+		m := <-from
+		if m.Source != "home" || m.Gateway != "office" || m.Dest != netip.MustParseAddrPort("10.0.0.5:22") {
+			t.Fatalf("handler saw %+v", m)
+		}
+		if !m.Client.Addr().IsLoopback() || m.Client.Port() == 6666 {
+			t.Fatalf("client address %v: not the agent's own loopback address", m.Client)
 		}
 	})
 }
@@ -296,7 +304,25 @@ func TestClose(t *testing.T) {
 	if _, err := agent(t, url, "home", "tok-home"); err == nil {
 		t.Fatal("connected to a closed hub")
 	}
-	if err := h.Register("home", s); !errors.Is(err, ErrClosed) {
+	if err := h.Register("home", NewWebSocketTunnel(s, netip.AddrPort{})); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Register after Close: %v", err)
+	}
+}
+
+// The hub counts tunnels per kind, for the metrics of each kind.
+func TestStatsPerKind(t *testing.T) {
+	h := &Hub{}
+	s, err := agent(t, cloud(t, h), "home", "tok-home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	if k := h.Stats().Kinds[KindWebSocket]; k.Live != 1 || k.Registered != 1 {
+		t.Fatalf("websocket stats %+v", k)
+	}
+	s.Close()
+	waitFor(t, "removal", func() bool { return h.Len() == 0 })
+	if k := h.Stats().Kinds[KindWebSocket]; k.Live != 0 || k.Registered != 1 {
+		t.Fatalf("websocket stats after the end %+v", k)
 	}
 }

@@ -1,4 +1,4 @@
-package gatehouseapp
+package node
 
 import "testing"
 
@@ -19,7 +19,7 @@ func TestGatewayName(t *testing.T) {
 		{"xbox.test", "", false},
 		{"", "", false},
 	} {
-		name, ok := gatewayName(tc.host, "box.test", valid)
+		name, ok := GatewayName(tc.host, "box.test", valid)
 		if name != tc.name || ok != tc.ok {
 			t.Errorf("%q: got %q %v, want %q %v", tc.host, name, ok, tc.name, tc.ok)
 		}
