@@ -39,7 +39,7 @@ func TestCoalesce(t *testing.T) {
 	if coalesce(&f, pooledData(t, g2, small)) {
 		t.Fatal("another stream's data merged")
 	}
-	big := pooledData(t, g1, bytes.Repeat([]byte("c"), MaxDataSize-len(want)))
+	big := pooledData(t, g1, bytes.Repeat([]byte("c"), MaxDataSize-len(want)+1))
 	if coalesce(&f, big) {
 		t.Fatal("merge past MaxFrameSize")
 	}
