@@ -1,9 +1,10 @@
-// Command tunnelbench measures Gatehouse's tunnel frontend on loopback, in
-// one run, as ratios against a direct connection to the same TLS server
-// (and, for throughput, against PageKite): bulk download throughput, the
-// latency a small request gains, and the cloud's memory per idle stream
-// and per idle session. It starts the cloud (the Caddy binary given with
-// -caddy), a gateway HTTPS server and the agents' tunnel clients itself;
+// Command tunnelbench measures Gatehouse's tunnel frontend on loopback
+// beside frp, in one interleaved run: bulk download throughput and the
+// tunnel processes' CPU per GiB, the latency a small request gains (kept
+// and new connections), concurrent downloads, and the cloud's memory per
+// idle stream and per idle session. It starts the cloud (the Caddy binary
+// given with -caddy), the gateway's TLS server and app, the agents (this
+// program again, with -agent) and frps/frpc (-frp) itself;
 // bench/tunnel/run.sh builds and runs it.
 //
 // Every loop is bounded in count and time, and all traffic stays on
