@@ -66,7 +66,8 @@ func (t *Target) Handle(ctx context.Context, st *tunnel.Stream) {
 		refuse(ReasonNoAddress)
 		return
 	}
-	if !t.Allow.Allows(init.Gatename, ip, init.Port) {
+	dest, ok := t.Allow.Check(init.Gatename, ip, init.Port)
+	if !ok {
 		refuse(ReasonNotAllowed)
 		return
 	}
@@ -79,7 +80,7 @@ func (t *Target) Handle(ctx context.Context, st *tunnel.Stream) {
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	addr := net.JoinHostPort(ip.Unmap().String(), strconv.Itoa(int(init.Port)))
+	addr := net.JoinHostPort(dest.String(), strconv.Itoa(int(init.Port)))
 	conn, err := dial(dctx, "tcp", addr)
 	cancel()
 	if err != nil {
