@@ -256,7 +256,7 @@ func (a *Agent) triggerPing() {
 }
 
 // Run runs the agent until ctx ends, then stops everything it started.
-func (a *Agent) Run(ctx context.Context) error {
+func (a *Agent) Run(ctx context.Context) (err error) {
 	a.mu.Lock()
 	if a.started {
 		a.mu.Unlock()
@@ -279,94 +279,82 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.st = st
 	a.mu.Unlock()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	rg, ctx := newRunGroup(ctx)
+	defer func() {
+		if serr := rg.Stop(); err == nil {
+			err = serr
+		}
+	}()
 	a.mu.Lock()
 	a.runCtx = ctx
 	a.mu.Unlock()
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Stopped in reverse order: the local API, the forwardings (before
+	// the tunnel, so that no connection waits for it), the tunnel, the
+	// setup page, the LAN port, the certificates, then the last status.
+	rg.OnStop(func(context.Context) {
+		a.saveStatus()
+		a.api.HTTPClient.CloseIdleConnections()
+		a.tunnelHTTP.CloseIdleConnections()
+	})
+	rg.OnStop(func(context.Context) { a.certs.Stop() })
+	rg.OnStop(func(ctx context.Context) { _ = a.proxy.Shutdown(ctx) })
 
 	// The servers come first, so the setup page shows what happens
 	// while the agent registers.
-	var setupSrv *http.Server
 	if a.cfg.SetupListen != "" {
 		ln, err := net.Listen("tcp", a.cfg.SetupListen)
 		if err != nil {
 			return fmt.Errorf("setup page: %w", err)
 		}
-		setupSrv = &http.Server{Handler: setupui.New(a, a.log.With("component", "setup")), ReadHeaderTimeout: 10 * time.Second,
+		srv := &http.Server{Handler: setupui.New(a, a.log.With("component", "setup")), ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
-		wg.Go(func() { _ = setupSrv.Serve(ln) })
+		rg.Go(func() error { return serveHTTP("setup page", srv, ln) })
+		rg.OnStop(func(ctx context.Context) { _ = srv.Shutdown(ctx) })
 		a.log.Info("setup page listening", "addr", ln.Addr().String())
 		if a.cfg.MDNS {
 			_, port, _ := net.SplitHostPort(ln.Addr().String())
 			p, _ := strconv.Atoi(port)
 			adv := &mdns.Advertiser{Host: a.cfg.MDNSHost, Port: p, Logger: a.log.With("component", "mdns")}
-			wg.Go(func() { a.advertise(ctx, adv) })
+			rg.Go(func() error { a.advertise(ctx, adv); return nil })
 		}
 	}
+	rg.OnStop(func(context.Context) { a.stopTunnel() })
 	if a.cfg.HTTPSListen != "" {
 		ln, err := net.Listen("tcp", a.cfg.HTTPSListen)
 		if err != nil {
-			if setupSrv != nil {
-				_ = setupSrv.Close()
-			}
 			return fmt.Errorf("https port: %w", err)
 		}
 		a.log.Info("lan https listening", "addr", ln.Addr().String(), "passthrough", a.cfg.Passthrough)
-		wg.Go(func() { _ = a.proxy.Serve(ln) })
+		rg.Go(func() error {
+			if err := a.proxy.Serve(ln); err != nil && ctx.Err() == nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("https port: %w", err)
+			}
+			return nil
+		})
 	}
 	// The forwardings of the configuration listen from the start, before
 	// the tunnel is up: their connections wait for it (forward_wait).
+	rg.OnStop(func(context.Context) { a.forwards.Close() })
 	for _, f := range a.cfg.Forwards {
 		if _, err := a.forwards.Add(f, "config"); err != nil {
-			a.forwards.Close()
-			if setupSrv != nil {
-				_ = setupSrv.Close()
-			}
-			_ = a.proxy.Shutdown(context.Background())
 			return fmt.Errorf("forwarding %s: %w", f.ListenAddr(), err)
 		}
 	}
-	var apiSrv *http.Server
 	if a.cfg.APIListen != "" {
 		key, err := localapi.LoadOrCreateKey(a.cfg.StateDir)
-		if err == nil {
-			var ln net.Listener
-			if ln, err = net.Listen("tcp", a.cfg.APIListen); err == nil {
-				apiSrv = &http.Server{Handler: localapi.New(key, a.forwards, a.log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second,
-					ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
-				wg.Go(func() { _ = apiSrv.Serve(ln) })
-				a.log.Info("local api listening", "addr", ln.Addr().String())
-			}
-		}
 		if err != nil {
-			a.forwards.Close()
-			if setupSrv != nil {
-				_ = setupSrv.Close()
-			}
-			_ = a.proxy.Shutdown(context.Background())
 			return fmt.Errorf("local api: %w", err)
 		}
+		ln, err := net.Listen("tcp", a.cfg.APIListen)
+		if err != nil {
+			return fmt.Errorf("local api: %w", err)
+		}
+		srv := &http.Server{Handler: localapi.New(key, a.forwards, a.log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
+		rg.Go(func() error { return serveHTTP("local api", srv, ln) })
+		rg.OnStop(func(ctx context.Context) { _ = srv.Shutdown(ctx) })
+		a.log.Info("local api listening", "addr", ln.Addr().String())
 	}
-	defer func() {
-		cancel() // ends the goroutines wg waits for
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		if apiSrv != nil {
-			_ = apiSrv.Shutdown(sctx)
-		}
-		// Before the tunnel, so that no connection waits for it.
-		a.forwards.Close()
-		a.stopTunnel()
-		if setupSrv != nil {
-			_ = setupSrv.Shutdown(sctx)
-		}
-		_ = a.proxy.Shutdown(sctx)
-		a.certs.Stop()
-		a.saveStatus()
-	}()
 
 	if err := a.register(ctx); err != nil {
 		return err
@@ -393,7 +381,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Trigger:  a.pingTrigger,
 		Logger:   a.log.With("component", "ping"),
 	}
-	wg.Go(func() { _ = loop.Run(ctx) })
+	rg.Go(func() error { _ = loop.Run(ctx); return nil })
 
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
@@ -409,6 +397,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// serveHTTP serves srv on ln until it is shut down; any other end is an
+// error that stops the agent.
+func serveHTTP(what string, srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }
 
 // register makes sure the agent holds a name: the one in the state, or a
