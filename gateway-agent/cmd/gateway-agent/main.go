@@ -124,12 +124,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	if err := cfg.Validate(); err != nil {
+	set, err := cfg.Validate()
+	if err != nil {
 		fmt.Fprintln(stderr, "gateway-agent:", err)
 		return 2
 	}
-	level, _ := cfg.Level()
-	log := logging.New(stderr, level, cfg.LogFormat)
+	log := logging.New(stderr, set.Level, cfg.LogFormat)
 	a, err := agent.New(cfg, agent.Options{Version: fullVersion(), Logger: log})
 	if err != nil {
 		log.Error("starting", "error", err)

@@ -64,7 +64,9 @@ type Options struct {
 
 // Agent runs the gateway agent. Create it with New, then Run it once.
 type Agent struct {
-	cfg   config.Config
+	cfg config.Config
+	// set is cfg's parsed settings, from Validate.
+	set   config.Settings
 	opts  Options
 	log   *slog.Logger
 	store *state.Store
@@ -108,10 +110,11 @@ type tunnelRun struct {
 
 // New checks the configuration and prepares the agent; nothing runs yet.
 func New(cfg config.Config, opts Options) (*Agent, error) {
-	if err := cfg.Validate(); err != nil {
+	set, err := cfg.Validate()
+	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, wake: make(chan struct{}, 1), pingTrigger: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, set: set, opts: opts, log: opts.Logger, wake: make(chan struct{}, 1), pingTrigger: make(chan struct{}, 1)}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -120,14 +123,13 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.store = store
-	transport, err := cloudTransport(cfg)
+	transport, err := cloudTransport(cfg, set.Resolve)
 	if err != nil {
 		return nil, err
 	}
 	ua := "gatehouse-gateway-agent/" + opts.Version
 	a.api = &cloudapi.Client{Endpoint: cfg.Cloud, HTTPClient: &http.Client{Transport: transport, Timeout: 30 * time.Second}, UserAgent: ua}
 	a.tunnelHTTP = &http.Client{Transport: transport}
-	dir, _ := cfg.ACMEDirectory()
 	var acmeRoots *x509.CertPool
 	if cfg.ACMERoot != "" {
 		if acmeRoots, err = loadRoots(cfg.ACMERoot); err != nil {
@@ -136,7 +138,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	a.certs, err = certs.New(certs.Config{
 		StateDir:           cfg.StateDir,
-		Directory:          dir,
+		Directory:          set.ACMEDirectory,
 		Roots:              acmeRoots,
 		Email:              cfg.ACMEEmail,
 		Resolvers:          cfg.ACMEResolvers,
@@ -150,25 +152,18 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	upAddr, _ := cfg.UpstreamAddr()
 	pc := proxy.Config{
-		UpstreamAddr:   upAddr,
+		Upstream:       set.Upstream,
+		UpstreamAddr:   set.UpstreamAddr,
 		Passthrough:    cfg.Passthrough,
 		ProxyProtocol:  cfg.ProxyProtocol,
 		GetCertificate: a.certs.GetCertificate,
 		Logger:         a.log.With("component", "proxy"),
 	}
-	if !cfg.Passthrough {
-		pc.Upstream, _ = url.Parse(cfg.Upstream)
-	}
 	if a.proxy, err = proxy.New(pc); err != nil {
 		return nil, err
 	}
-	allow, err := cfg.ForwardAllow.Compile()
-	if err != nil {
-		return nil, err
-	}
-	a.target = &forward.Target{Allow: allow, DialTimeout: time.Duration(cfg.ForwardDialTimeout), Logger: a.log.With("component", "forward")}
+	a.target = &forward.Target{Allow: set.ForwardAllow, DialTimeout: time.Duration(cfg.ForwardDialTimeout), Logger: a.log.With("component", "forward")}
 	a.forwards = forward.NewManager(tunnelOpener{a}, forward.Settings{TunnelWait: time.Duration(cfg.ForwardWait), Logger: a.log.With("component", "forward")})
 	return a, nil
 }
@@ -214,8 +209,8 @@ func loadRoots(path string) (*x509.CertPool, error) {
 }
 
 // cloudTransport reaches the cloud: its roots when configured, and the
-// resolve overrides.
-func cloudTransport(cfg config.Config) (*http.Transport, error) {
+// resolve overrides (host names in lower case).
+func cloudTransport(cfg config.Config, overrides map[string]netip.Addr) (*http.Transport, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CloudCA != "" {
@@ -224,10 +219,6 @@ func cloudTransport(cfg config.Config) (*http.Transport, error) {
 			return nil, err
 		}
 		t.TLSClientConfig.RootCAs = pool
-	}
-	overrides, err := cfg.ResolveMap()
-	if err != nil {
-		return nil, err
 	}
 	d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
 	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -498,7 +489,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.switchTo(ctx, pend)
 		cur = pend
 	}
-	if a.cfg.Mode == "tunnel" && cur.Valid() && (a.cfg.Passthrough || a.certs.Status(cur.FQDN).Ready) {
+	if a.cfg.Mode == registry.ModeTunnel && cur.Valid() && (a.cfg.Passthrough || a.certs.Status(cur.FQDN).Ready) {
 		a.ensureTunnel(cur)
 	}
 	a.retire(ctx)
@@ -619,8 +610,8 @@ func (a *Agent) stopTunnel() {
 }
 
 func (a *Agent) localAddrs() ([]netip.Addr, error) {
-	if fixed, _ := a.cfg.LocalAddrList(); len(fixed) > 0 {
-		return fixed, nil
+	if len(a.set.LocalAddrs) > 0 {
+		return a.set.LocalAddrs, nil
 	}
 	return netinfo.LocalAddrs()
 }
@@ -736,7 +727,7 @@ func (a *Agent) Status() status.Status {
 	}
 	if tun == nil {
 		switch {
-		case a.cfg.Mode == "dynamic":
+		case a.cfg.Mode == registry.ModeDynamic:
 			s.Tunnel.Note = "dynamic DNS mode: the name points at the gateway's public address"
 		case s.Name == "":
 			s.Tunnel.Note = "opens once the gateway is registered"

@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 // FileName is the state file inside the state directory.
@@ -29,7 +31,7 @@ type Registration struct {
 	FQDN string `json:"fqdn"`
 	Zone string `json:"zone"`
 	// Mode is tunnel or dynamic, as subscribed.
-	Mode string `json:"mode,omitempty"`
+	Mode registry.Mode `json:"mode,omitempty"`
 	// Provisional marks the name derived from the MAC address.
 	Provisional bool `json:"provisional,omitempty"`
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/state"
+
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 // FileName is the status file in the state directory.
@@ -30,11 +32,11 @@ type Status struct {
 	Cloud string `json:"cloud"`
 	// Name and FQDN are the name served; Provisional when it is the one
 	// derived from the MAC address.
-	Name        string `json:"name,omitempty"`
-	Zone        string `json:"zone,omitempty"`
-	FQDN        string `json:"fqdn,omitempty"`
-	Provisional bool   `json:"provisional,omitempty"`
-	Mode        string `json:"mode,omitempty"`
+	Name        string        `json:"name,omitempty"`
+	Zone        string        `json:"zone,omitempty"`
+	FQDN        string        `json:"fqdn,omitempty"`
+	Provisional bool          `json:"provisional,omitempty"`
+	Mode        registry.Mode `json:"mode,omitempty"`
 	// URL is https://NAME.ZONE/.
 	URL string `json:"url,omitempty"`
 	// Pending is a name being switched to, waiting for its certificate.
