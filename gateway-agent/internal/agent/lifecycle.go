@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/pinger"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/state"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -46,4 +49,82 @@ func (r *runGroup) Stop() error {
 		r.stops[i](ctx)
 	}
 	return r.g.Wait()
+}
+
+// Run runs the agent until ctx ends, then stops everything it started.
+func (a *Agent) Run(ctx context.Context) (err error) {
+	a.mu.Lock()
+	if a.started {
+		a.mu.Unlock()
+		return errors.New("agent already ran")
+	}
+	a.started = true
+	a.mu.Unlock()
+
+	st, err := a.store.Load()
+	if err != nil {
+		return err
+	}
+	if st.Cloud != "" && st.Cloud != a.cfg.Cloud {
+		// A token is only good for the cloud that issued it.
+		a.log.Warn("state belongs to another cloud: registering anew", "state_cloud", st.Cloud, "cloud", a.cfg.Cloud)
+		st = state.State{}
+	}
+	st.Cloud = a.cfg.Cloud
+	a.mu.Lock()
+	a.st = st
+	a.mu.Unlock()
+
+	rg, ctx := newRunGroup(ctx)
+	defer func() {
+		if serr := rg.Stop(); err == nil {
+			err = serr
+		}
+	}()
+	a.mu.Lock()
+	a.runCtx = ctx
+	a.mu.Unlock()
+	// Stopped in reverse order: the local API, the forwardings (before
+	// the tunnel, so that no connection waits for it), the tunnel, the
+	// setup page, the LAN port, the certificates, then the last status.
+	rg.OnStop(func(context.Context) {
+		a.saveStatus()
+		a.api.HTTPClient.CloseIdleConnections()
+		a.tunnelHTTP.CloseIdleConnections()
+	})
+	rg.OnStop(func(context.Context) { a.certs.Stop() })
+	rg.OnStop(func(ctx context.Context) { _ = a.proxy.Shutdown(ctx) })
+
+	if err := a.startServers(ctx, rg); err != nil {
+		return err
+	}
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	if err := a.manageCertificates(ctx); err != nil {
+		return err
+	}
+	loop := &pinger.Loop{
+		Interval: time.Duration(a.cfg.PingInterval),
+		Addrs:    a.localAddrs,
+		Ping:     a.doPing,
+		Trigger:  a.pingTrigger,
+		Logger:   a.log.With("component", "ping"),
+	}
+	rg.Go(func() error { _ = loop.Run(ctx); return nil })
+
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	var lastStatus []byte
+	for {
+		a.reconcile(ctx)
+		lastStatus = a.saveStatusIfChanged(lastStatus)
+		select {
+		case <-ctx.Done():
+			a.log.Info("agent stopping")
+			return nil
+		case <-a.wake:
+		case <-tick.C:
+		}
+	}
 }
