@@ -80,7 +80,9 @@ type Agent struct {
 	addrs    []netip.Addr
 	tun      *tunnelRun
 	retryRet time.Time // next attempt at unsubscribing retired names
-	started  bool
+	// now is the clock of the rename grace period (tests move it).
+	now     func() time.Time
+	started bool
 	// runCtx is Run's context: background work (certificates of a name
 	// chosen in the setup page) lives as long as the agent, not as long
 	// as the request that started it.
@@ -93,7 +95,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, set: set, opts: opts, log: opts.Logger, wake: make(chan struct{}, 1), pingTrigger: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, set: set, opts: opts, now: time.Now, log: opts.Logger, wake: make(chan struct{}, 1), pingTrigger: make(chan struct{}, 1)}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}

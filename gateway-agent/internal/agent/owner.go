@@ -27,12 +27,26 @@ func (a *Agent) ChooseName(ctx context.Context, name string) error {
 		// page): the cloud would call the name taken, by this gateway.
 		return nil
 	}
+	a.mu.Lock()
+	held := a.takeRetired(name)
+	a.mu.Unlock()
+	if held != nil {
+		// A name renamed away from within its grace period: still this
+		// gateway's, so switching back needs no subscribe.
+		a.log.Info("switching back to a reserved name", "name", name)
+		return a.setPending(held)
+	}
 	sub, err := a.api.Subscribe(ctx, cloudapi.SubscribeRequest{Name: name, Mode: a.cfg.Mode})
 	if err != nil {
 		a.log.Info("name refused", "name", name, "error", err)
 		return err
 	}
-	return a.setPending(sub)
+	return a.setPending(a.registration(sub))
+}
+
+// registration is a new subscription as the state keeps it.
+func (a *Agent) registration(sub *cloudapi.Subscription) *state.Registration {
+	return &state.Registration{Name: sub.Name, Token: sub.Token, FQDN: sub.FQDN, Zone: sub.Zone, Mode: a.cfg.Mode}
 }
 
 // Reclaim implements setupui.Controller.
@@ -45,16 +59,18 @@ func (a *Agent) Reclaim(ctx context.Context, name, token string) error {
 		a.log.Info("reclamation refused", "name", name, "error", err)
 		return err
 	}
-	return a.setPending(sub)
+	return a.setPending(a.registration(sub))
 }
 
-func (a *Agent) setPending(sub *cloudapi.Subscription) error {
-	reg := &state.Registration{Name: sub.Name, Token: sub.Token, FQDN: sub.FQDN, Zone: sub.Zone, Mode: a.cfg.Mode}
+// setPending makes reg the name to switch to once its certificate is
+// there.
+func (a *Agent) setPending(reg *state.Registration) error {
 	a.mu.Lock()
 	if old := a.st.Pending; old.Valid() && old.Name != reg.Name {
-		// An earlier choice that never got its certificate.
+		// An earlier choice that never got its certificate: held for the
+		// grace period like any name the owner chose.
 		a.certs.Unmanage(old.FQDN)
-		a.st.Retired = append(a.st.Retired, *old)
+		a.holdRetired(*old)
 	}
 	a.st.Pending = reg
 	err := a.store.Save(a.st)

@@ -116,7 +116,7 @@ func (a *Agent) switchTo(ctx context.Context, pend *state.Registration) {
 	old := a.st.Current
 	a.st.Current, a.st.Pending = pend, nil
 	if old.Valid() && old.Name != pend.Name {
-		a.st.Retired = append(a.st.Retired, *old)
+		a.holdRetired(*old)
 	}
 	a.retryRet = time.Time{}
 	err := a.store.Save(a.st)
@@ -140,35 +140,79 @@ func nameOf(r *state.Registration) string {
 	return r.Name
 }
 
-// retire unsubscribes the names given up, retrying later on failure.
+// holdRetired keeps r, replaced by another name, registered for the rename
+// grace period: a rename made by mistake (or by someone who got hold of
+// the setup code) does not lose the name, and the owner can switch back.
+// The caller holds a.mu.
+func (a *Agent) holdRetired(r state.Registration) {
+	r.RetireAfter = a.now().Add(time.Duration(a.cfg.RenameGrace))
+	a.st.Retired = append(a.st.Retired, r)
+	a.retryRet = time.Time{}
+	if a.cfg.RenameGrace > 0 {
+		a.log.Info("old name kept reserved to this gateway", "name", r.Name, "until", r.RetireAfter.Format(time.RFC3339))
+	}
+}
+
+// takeRetired removes the retired registration of name, still held, and
+// returns it; nil when there is none. The caller holds a.mu.
+func (a *Agent) takeRetired(name string) *state.Registration {
+	for i, r := range a.st.Retired {
+		if r.Name == name {
+			a.st.Retired = append(a.st.Retired[:i:i], a.st.Retired[i+1:]...)
+			r.RetireAfter = time.Time{}
+			return &r
+		}
+	}
+	return nil
+}
+
+// retire unsubscribes the retired names whose grace period is over,
+// retrying later on failure.
 func (a *Agent) retire(ctx context.Context) {
+	now := a.now()
 	a.mu.Lock()
-	if len(a.st.Retired) == 0 || time.Now().Before(a.retryRet) {
-		a.mu.Unlock()
+	var due []state.Registration
+	if !now.Before(a.retryRet) {
+		for _, r := range a.st.Retired {
+			if !now.Before(r.RetireAfter) {
+				due = append(due, r)
+			}
+		}
+	}
+	a.mu.Unlock()
+	if len(due) == 0 {
 		return
 	}
-	retired := append([]state.Registration(nil), a.st.Retired...)
-	a.mu.Unlock()
-	var keep []state.Registration
-	for _, r := range retired {
+	gone := map[string]bool{} // by token
+	failed := false
+	for _, r := range due {
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		err := a.api.Unsubscribe(cctx, r.Token)
 		cancel()
 		switch {
 		case err == nil:
 			a.log.Info("gave the old name up", "name", r.Name)
+			gone[r.Token] = true
 		case errors.Is(err, cloudapi.ErrTokenRefused):
 			// Already gone (expired, reclaimed): nothing left to do.
+			gone[r.Token] = true
 		default:
 			a.log.Warn("giving the old name up failed: will retry", "name", r.Name, "error", err)
-			keep = append(keep, r)
+			failed = true
 		}
 	}
 	a.mu.Lock()
-	// Names retired meanwhile are kept too.
-	a.st.Retired = append(keep, a.st.Retired[len(retired):]...)
-	if len(keep) > 0 {
-		a.retryRet = time.Now().Add(time.Minute)
+	// By token, not by position: the owner may have switched back to a
+	// retired name meanwhile, and names may have been retired meanwhile.
+	keep := a.st.Retired[:0:0]
+	for _, r := range a.st.Retired {
+		if !gone[r.Token] {
+			keep = append(keep, r)
+		}
+	}
+	a.st.Retired = keep
+	if failed {
+		a.retryRet = a.now().Add(time.Minute)
 	}
 	err := a.store.Save(a.st)
 	a.mu.Unlock()

@@ -49,6 +49,9 @@ func (a *Agent) Status() status.Status {
 	if s.Mode == "" {
 		s.Mode = a.cfg.Mode
 	}
+	for _, r := range st.Retired {
+		s.Reserved = append(s.Reserved, status.Reserved{Name: r.Name, Until: r.RetireAfter.UTC()})
+	}
 	if p := st.Pending; p.Valid() {
 		s.Pending = p.Name
 		ps := a.certs.Status(p.FQDN)

@@ -133,6 +133,11 @@ type Config struct {
 	// the address the gateway pings from; no tunnel): the registry's own
 	// type, so the agent asks for exactly what the cloud knows.
 	Mode registry.Mode `json:"mode"`
+	// RenameGrace is how long a name replaced by a rename stays
+	// registered to this gateway before it is given up: the owner can
+	// switch back to it meanwhile, and nobody else can take it. Default
+	// 168h (7 days); 0 gives it up at once.
+	RenameGrace Duration `json:"rename_grace"`
 	// Passthrough relays raw TCP to Upstream instead of terminating TLS.
 	Passthrough bool `json:"passthrough"`
 	// ProxyProtocol sends a PROXY protocol v2 header to the upstream
@@ -180,6 +185,7 @@ func Default() Config {
 		MDNSHost:     "gateway",
 		PingInterval: Duration(5 * time.Minute),
 		Mode:         registry.ModeTunnel,
+		RenameGrace:  Duration(7 * 24 * time.Hour),
 		APIListen:    "127.0.0.1:8091",
 		// The cloud waits 10s for the target's answer by default: the
 		// dial must fail before that for its reason to arrive.
@@ -287,6 +293,7 @@ var options = []option{
 		return nil
 	}},
 	{key: "mode", usage: "tunnel or dynamic", set: func(c *Config, v string) error { c.Mode = registry.Mode(v); return nil }},
+	{key: "rename_grace", usage: "how long a renamed-away name stays reserved to this gateway", set: duration(func(c *Config) *Duration { return &c.RenameGrace })},
 	{key: "passthrough", bool: true, usage: "relay raw TCP to the upstream instead of terminating TLS", set: boolean(func(c *Config) *bool { return &c.Passthrough })},
 	{key: "proxy_protocol", bool: true, usage: "send a PROXY v2 header to the upstream (passthrough)", set: boolean(func(c *Config) *bool { return &c.ProxyProtocol })},
 	{key: "mac", usage: "MAC address for the provisional name (default: the default-route interface's)", set: str(func(c *Config) *string { return &c.MAC })},
@@ -483,6 +490,9 @@ func (c *Config) Validate() (Settings, error) {
 	}
 	if !c.Mode.Valid() {
 		return bad("mode %q: want %s or %s", c.Mode, registry.ModeTunnel, registry.ModeDynamic)
+	}
+	if time.Duration(c.RenameGrace) < 0 {
+		return bad("rename_grace %s: must not be negative", time.Duration(c.RenameGrace))
 	}
 	if c.MDNS && c.MDNSHost == "" {
 		return bad("mdns_host is empty")

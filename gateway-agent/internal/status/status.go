@@ -41,6 +41,9 @@ type Status struct {
 	URL string `json:"url,omitempty"`
 	// Pending is a name being switched to, waiting for its certificate.
 	Pending string `json:"pending,omitempty"`
+	// Reserved are names renamed away from that this gateway still holds
+	// (the rename grace period): the owner can switch back to them.
+	Reserved []Reserved `json:"reserved,omitempty"`
 	// Email is the owner's email, as sent to the cloud.
 	Email string `json:"email,omitempty"`
 
@@ -54,6 +57,13 @@ type Status struct {
 	LANURL string `json:"lan_url,omitempty"`
 	// Problems are what is wrong, in plain words; empty when all is well.
 	Problems []string `json:"problems,omitempty"`
+}
+
+// Reserved is a name held for its owner after a rename.
+type Reserved struct {
+	Name string `json:"name"`
+	// Until is when it is given up.
+	Until time.Time `json:"until"`
 }
 
 // Tunnel is the tunnel's state (tunnel mode).
@@ -140,6 +150,9 @@ func (st Status) Text() string {
 	line("name", "%s", name)
 	if st.Pending != "" {
 		line("switching to", "%s (waiting for its certificate)", st.Pending)
+	}
+	for _, r := range st.Reserved {
+		line("reserved", "%s until %s (choose it again to switch back)", r.Name, r.Until.Format(time.RFC3339))
 	}
 	line("mode", "%s", st.Mode)
 	switch {
