@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/localapi"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/mdns"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupcode"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupui"
 )
 
@@ -26,11 +27,18 @@ func (a *Agent) startServers(ctx context.Context, rg *runGroup) error {
 		if err != nil {
 			return fmt.Errorf("setup page: %w", err)
 		}
-		srv := &http.Server{Handler: setupui.New(a, a.log.With("component", "setup")), ReadHeaderTimeout: 10 * time.Second,
+		// The code is shown here, in the log, and by the status command:
+		// on the device, never on the LAN.
+		code, err := setupcode.LoadOrCreate(a.cfg.StateDir)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("setup page: %w", err)
+		}
+		srv := &http.Server{Handler: setupui.New(a, setupcode.NewChecker(code), a.log.With("component", "setup")), ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
 		rg.Go(func() error { return serveHTTP("setup page", srv, ln) })
 		rg.OnStop(func(ctx context.Context) { _ = srv.Shutdown(ctx) })
-		a.log.Info("setup page listening", "addr", ln.Addr().String())
+		a.log.Info("setup page listening", "addr", ln.Addr().String(), "setup_code", setupcode.Format(code))
 		if a.cfg.MDNS {
 			_, port, _ := net.SplitHostPort(ln.Addr().String())
 			p, _ := strconv.Atoi(port)
