@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"sync"
 	"time"
 
@@ -62,7 +61,6 @@ type Agent struct {
 	tunnelHTTP *http.Client
 	certs      *certs.Manager
 	proxy      *proxy.Server
-	upstream   *url.URL
 	// forwards are this gateway's local forwarding listeners (source
 	// side); target serves the forwarding streams other gateways open
 	// toward it.
