@@ -101,6 +101,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err := a.register(ctx); err != nil {
 		return err
 	}
+	if ctx.Err() != nil {
+		// Stopped while registering, or a server failed: the group's
+		// error, if any, is what Run returns.
+		return nil
+	}
 	if err := a.manageCertificates(ctx); err != nil {
 		return err
 	}

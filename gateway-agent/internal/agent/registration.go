@@ -153,11 +153,14 @@ func (a *Agent) holdRetired(r state.Registration) {
 	}
 }
 
-// takeRetired removes the retired registration of name, still held, and
-// returns it; nil when there is none. The caller holds a.mu.
+// takeRetired removes the retired registration of name, still within its
+// grace period, and returns it; nil when there is none. A name past its
+// period is retire's to give up: the two never race for one name.
+// The caller holds a.mu.
 func (a *Agent) takeRetired(name string) *state.Registration {
+	now := a.now()
 	for i, r := range a.st.Retired {
-		if r.Name == name {
+		if r.Name == name && now.Before(r.RetireAfter) {
 			a.st.Retired = append(a.st.Retired[:i:i], a.st.Retired[i+1:]...)
 			r.RetireAfter = time.Time{}
 			return &r

@@ -50,6 +50,9 @@ func (a *Agent) Status() status.Status {
 		s.Mode = a.cfg.Mode
 	}
 	for _, r := range st.Retired {
+		if r.RetireAfter.IsZero() {
+			continue // given up at the next step, not reserved
+		}
 		s.Reserved = append(s.Reserved, status.Reserved{Name: r.Name, Until: r.RetireAfter.UTC()})
 	}
 	if p := st.Pending; p.Valid() {
