@@ -3,11 +3,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/pinger"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/state"
-	"golang.org/x/sync/errgroup"
 )
 
 // stopTimeout bounds the graceful part of stopping (servers draining).
@@ -17,10 +17,13 @@ const stopTimeout = 5 * time.Second
 // Stopping cancels first, then runs the stop functions (which end what
 // blocks outside the context: servers, the tunnel), then waits: a
 // goroutine that ends only on cancel can never be waited for before the
-// cancel, whichever way Run returns.
+// cancel, whichever way Run returns. It is errgroup.WithContext plus the
+// stop functions, without the dependency.
 type runGroup struct {
-	g      *errgroup.Group
+	wg     sync.WaitGroup
 	cancel context.CancelFunc
+	once   sync.Once
+	err    error // the first goroutine's error; read after wg.Wait
 	stops  []func(context.Context)
 }
 
@@ -28,13 +31,21 @@ type runGroup struct {
 // the context ends when the group stops or one of them fails.
 func newRunGroup(parent context.Context) (*runGroup, context.Context) {
 	ctx, cancel := context.WithCancel(parent)
-	g, ctx := errgroup.WithContext(ctx)
-	return &runGroup{g: g, cancel: cancel}, ctx
+	return &runGroup{cancel: cancel}, ctx
 }
 
 // Go runs f in the group; an error from f stops the agent and is what Run
 // returns.
-func (r *runGroup) Go(f func() error) { r.g.Go(f) }
+func (r *runGroup) Go(f func() error) {
+	r.wg.Go(func() {
+		if err := f(); err != nil {
+			r.once.Do(func() {
+				r.err = err
+				r.cancel()
+			})
+		}
+	})
+}
 
 // OnStop adds f to what Stop runs after the cancel; they run in reverse
 // order of registration, so what started last stops first.
@@ -48,7 +59,8 @@ func (r *runGroup) Stop() error {
 	for i := len(r.stops) - 1; i >= 0; i-- {
 		r.stops[i](ctx)
 	}
-	return r.g.Wait()
+	r.wg.Wait()
+	return r.err
 }
 
 // Run runs the agent until ctx ends, then stops everything it started.

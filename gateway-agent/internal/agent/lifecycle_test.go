@@ -49,3 +49,38 @@ func TestRunReturnsTheBindError(t *testing.T) {
 		t.Fatal("Run did not return after the HTTPS port failed to bind")
 	}
 }
+
+// The run group: a failing goroutine cancels the others and its error is
+// what Stop returns; Stop cancels before the stop functions, which run in
+// reverse order, and waits for every goroutine.
+func TestRunGroup(t *testing.T) {
+	rg, ctx := newRunGroup(context.Background())
+	var order []string
+	rg.OnStop(func(context.Context) { order = append(order, "first registered") })
+	rg.OnStop(func(context.Context) {
+		if ctx.Err() == nil {
+			t.Error("a stop function ran before the cancel")
+		}
+		order = append(order, "last registered")
+	})
+	ended := make(chan struct{})
+	rg.Go(func() error { <-ctx.Done(); close(ended); return nil })
+	boom := errors.New("boom")
+	rg.Go(func() error { return boom })
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a failing goroutine did not cancel the group")
+	}
+	if err := rg.Stop(); !errors.Is(err, boom) {
+		t.Fatalf("Stop: %v", err)
+	}
+	select {
+	case <-ended:
+	default:
+		t.Fatal("Stop returned before a goroutine ended")
+	}
+	if len(order) != 2 || order[0] != "last registered" {
+		t.Fatalf("stop order %v", order)
+	}
+}
