@@ -78,8 +78,8 @@ type Handler struct {
 	ctxTTL time.Duration
 }
 
-// New returns the setup page's handler. Changes need the setup code code
-// checks; with a nil code every change is refused.
+// New returns the setup page's handler. Changes need a setup code that
+// code accepts; with a nil code every change is refused.
 func New(ctl Controller, code *setupcode.Checker, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
