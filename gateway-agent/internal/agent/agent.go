@@ -18,7 +18,9 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -138,6 +140,12 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		ProxyProtocol:  cfg.ProxyProtocol,
 		GetCertificate: a.certs.GetCertificate,
 		Logger:         a.log.With("component", "proxy"),
+		DialTimeout:    time.Duration(cfg.UpstreamDialTimeout),
+	}
+	if !cfg.Passthrough {
+		if err := proxySettings(cfg, &pc); err != nil {
+			return nil, err
+		}
 	}
 	if a.proxy, err = proxy.New(pc); err != nil {
 		return nil, err
@@ -145,6 +153,26 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	a.target = &forward.Target{Allow: set.ForwardAllow, DialTimeout: time.Duration(cfg.ForwardDialTimeout), Logger: a.log.With("component", "forward")}
 	a.forwards = forward.NewManager(tunnelOpener{a}, forward.Settings{TunnelWait: time.Duration(cfg.ForwardWait), Logger: a.log.With("component", "forward")})
 	return a, nil
+}
+
+// proxySettings carries the settings of proxy mode over to the proxy.
+func proxySettings(cfg config.Config, pc *proxy.Config) error {
+	pc.ResponseTimeout = time.Duration(cfg.UpstreamResponseTimeout)
+	pc.UpstreamHost = cfg.UpstreamHost
+	pc.Forwarded = cfg.ForwardedHeader
+	if cfg.UpstreamCA != "" || cfg.UpstreamInsecureSkipVerify {
+		// Skipping verification is the owner's choice, for a
+		// self-signed app on the gateway itself.
+		pc.UpstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.UpstreamInsecureSkipVerify}
+		if cfg.UpstreamCA != "" {
+			pool, err := loadRoots(cfg.UpstreamCA)
+			if err != nil {
+				return fmt.Errorf("upstream_ca: %w", err)
+			}
+			pc.UpstreamTLS.RootCAs = pool
+		}
+	}
+	return nil
 }
 
 func (a *Agent) wakeUp() {

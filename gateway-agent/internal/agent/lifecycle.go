@@ -121,6 +121,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err := a.manageCertificates(ctx); err != nil {
 		return err
 	}
+	rg.Go(func() error { a.proxy.RunHealthChecks(ctx, time.Duration(a.cfg.UpstreamHealthInterval)); return nil })
+
 	loop := &pinger.Loop{
 		Interval: time.Duration(a.cfg.PingInterval),
 		Addrs:    a.localAddrs,

@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"net"
+	"net/url"
 	"path/filepath"
 	"time"
 
@@ -27,7 +28,7 @@ func (a *Agent) Status() status.Status {
 	}
 	if cur := st.Current; cur.Valid() {
 		s.Name, s.FQDN, s.Zone, s.Provisional, s.Mode = cur.Name, cur.FQDN, cur.Zone, cur.Provisional, cur.Mode
-		s.URL = "https://" + cur.FQDN + "/"
+		s.URL = status.PublicURL(cur.FQDN, a.cfg.PublicHTTPSPort())
 		cs := a.certs.Status(cur.FQDN)
 		s.Certificate = status.Certificate{Ready: cs.Ready, NotAfter: cs.NotAfter, Issuer: cs.Issuer, Obtaining: cs.Obtaining, LastError: cs.LastError}
 		if a.cfg.Wildcard {
@@ -86,6 +87,10 @@ func (a *Agent) Status() status.Status {
 			s.Tunnel.Note = "opens once the certificate is there"
 		}
 	}
+	s.Upstream = a.upstreamStatus()
+	if u := s.Upstream; !u.Healthy && !u.Checked.IsZero() {
+		s.Problems = append(s.Problems, "the gateway's web app is not answering: "+u.LastError)
+	}
 	if regErr != nil {
 		s.Problems = append(s.Problems, "registration failed: "+cloudapi.Explain(regErr))
 	}
@@ -93,6 +98,16 @@ func (a *Agent) Status() status.Status {
 		s.Problems = append(s.Problems, "the last ping failed: "+cloudapi.Explain(pingErr))
 	}
 	return s
+}
+
+// upstreamStatus is the proxy's view of the web app.
+func (a *Agent) upstreamStatus() status.Upstream {
+	h := a.proxy.Health()
+	u := status.Upstream{URL: a.cfg.Upstream, Healthy: h.Healthy, Checked: h.Checked, LastError: h.LastError, LastErrorAt: h.LastErrorAt}
+	if pu, err := url.Parse(a.cfg.Upstream); err == nil && pu.Host != "" {
+		u.URL = pu.Redacted()
+	}
+	return u
 }
 
 func (a *Agent) statusPath() string { return filepath.Join(a.cfg.StateDir, status.FileName) }
@@ -110,6 +125,7 @@ func (a *Agent) saveStatusIfChanged(last []byte) []byte {
 	cmp := s
 	cmp.Updated = time.Time{}
 	cmp.Tunnel.RTT = ""
+	cmp.Upstream.Checked = time.Time{}
 	b, _ := json.Marshal(cmp)
 	if string(b) == string(last) {
 		return last

@@ -143,6 +143,18 @@ type Config struct {
 	// ProxyProtocol sends a PROXY protocol v2 header to the upstream
 	// before each relayed connection (passthrough mode only).
 	ProxyProtocol bool `json:"proxy_protocol"`
+	// The proxy toward Upstream (not passthrough), as Caddy's
+	// reverse_proxy: see proxy.go in this package.
+	UpstreamHost               string   `json:"upstream_host,omitempty"`
+	UpstreamCA                 string   `json:"upstream_ca,omitempty"`
+	UpstreamInsecureSkipVerify bool     `json:"upstream_insecure_skip_verify,omitempty"`
+	UpstreamDialTimeout        Duration `json:"upstream_dial_timeout"`
+	UpstreamResponseTimeout    Duration `json:"upstream_response_timeout"`
+	UpstreamHealthInterval     Duration `json:"upstream_health_interval"`
+	ForwardedHeader            bool     `json:"forwarded_header,omitempty"`
+	// PublicPort is the cloud's public HTTPS port, shown in the
+	// gateway's URL; 0 takes the cloud URL's port (443 when it has none).
+	PublicPort int `json:"public_port,omitempty"`
 	// MAC overrides the MAC address the provisional name is derived from
 	// (default: the default-route interface's).
 	MAC string `json:"mac,omitempty"`
@@ -193,6 +205,10 @@ func Default() Config {
 		ForwardWait:        Duration(5 * time.Second),
 		LogLevel:           "info",
 		LogFormat:          "text",
+
+		// The proxy's defaults: see proxy.go.
+		UpstreamDialTimeout:    Duration(10 * time.Second),
+		UpstreamHealthInterval: Duration(30 * time.Second),
 	}
 }
 
@@ -296,6 +312,21 @@ var options = []option{
 	{key: "rename_grace", usage: "how long a renamed-away name stays reserved to this gateway", set: duration(func(c *Config) *Duration { return &c.RenameGrace })},
 	{key: "passthrough", bool: true, usage: "relay raw TCP to the upstream instead of terminating TLS", set: boolean(func(c *Config) *bool { return &c.Passthrough })},
 	{key: "proxy_protocol", bool: true, usage: "send a PROXY v2 header to the upstream (passthrough)", set: boolean(func(c *Config) *bool { return &c.ProxyProtocol })},
+	{key: "upstream_host", usage: "Host sent to the upstream (default: the one the client asked for; " + UpstreamHostPort + ": the upstream's)", set: str(func(c *Config) *string { return &c.UpstreamHost })},
+	{key: "upstream_ca", usage: "PEM roots for an https:// upstream's certificate", set: str(func(c *Config) *string { return &c.UpstreamCA })},
+	{key: "upstream_insecure_skip_verify", bool: true, usage: "do not verify an https:// upstream's certificate", set: boolean(func(c *Config) *bool { return &c.UpstreamInsecureSkipVerify })},
+	{key: "upstream_dial_timeout", usage: "bound on connecting to the upstream", set: duration(func(c *Config) *Duration { return &c.UpstreamDialTimeout })},
+	{key: "upstream_response_timeout", usage: "bound on waiting for the upstream's response headers (0: none)", set: duration(func(c *Config) *Duration { return &c.UpstreamResponseTimeout })},
+	{key: "upstream_health_interval", usage: "how often to check the upstream is listening (0: off)", set: duration(func(c *Config) *Duration { return &c.UpstreamHealthInterval })},
+	{key: "forwarded_header", bool: true, usage: "also send an RFC 7239 Forwarded header", set: boolean(func(c *Config) *bool { return &c.ForwardedHeader })},
+	{key: "public_port", usage: "the cloud's public HTTPS port (default: the cloud URL's)", set: func(c *Config, v string) error {
+		p, err := strconv.ParseUint(v, 10, 16)
+		if err != nil {
+			return fmt.Errorf("want a port number, got %q", v)
+		}
+		c.PublicPort = int(p)
+		return nil
+	}},
 	{key: "mac", usage: "MAC address for the provisional name (default: the default-route interface's)", set: str(func(c *Config) *string { return &c.MAC })},
 	{key: "local_addrs", usage: "LAN addresses to report, comma separated (default: detected)", set: list(func(c *Config) *[]string { return &c.LocalAddrs })},
 	{key: "api_listen", usage: "local REST API address, loopback only (empty: off)", set: str(func(c *Config) *string { return &c.APIListen })},
@@ -468,6 +499,9 @@ func (c *Config) Validate() (Settings, error) {
 	}
 	if c.ProxyProtocol && !c.Passthrough {
 		return bad("proxy_protocol needs passthrough (in proxy mode the agent sets X-Forwarded-For)")
+	}
+	if err := c.checkProxy(); err != nil {
+		return bad("%v", err)
 	}
 	if c.StateDir == "" {
 		return bad("state_dir is required")

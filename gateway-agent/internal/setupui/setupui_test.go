@@ -343,3 +343,52 @@ func TestOwnerWithTheCode(t *testing.T) {
 		t.Fatalf("owner's rename: %d", resp.StatusCode)
 	}
 }
+
+// The address is the public URL with its port when it is not 443, the
+// redirect once the chosen name is there goes to it, and the web app's
+// health is shown with its detail (the owner's page, not a visitor's).
+func TestPublicAddressAndWebApp(t *testing.T) {
+	f := newFake()
+	f.st.URL = "https://gw-020000000001.box.test:18443/"
+	at := time.Now().Add(-time.Minute)
+	f.st.Upstream = status.Upstream{URL: "https://127.0.0.1:4443", Checked: at, LastErrorAt: at, LastError: "connecting to 127.0.0.1:4443: connection refused"}
+	f.target = "https://myhome.box.test:18443/"
+	srv := httptest.NewServer(setupui.New(f, checker(), nil))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	for _, want := range []string{
+		`<a href="https://gw-020000000001.box.test:18443/">https://gw-020000000001.box.test:18443/</a>`,
+		`https://127.0.0.1:4443: <span class="bad">not answering</span>`,
+		"connecting to 127.0.0.1:4443: connection refused",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+
+	if err := f.ChooseName(context.Background(), "myhome"); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	loc := ""
+	for range 5 {
+		resp, err := client.Get(srv.URL + "/?await=myhome")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusSeeOther {
+			loc = resp.Header.Get("Location")
+			break
+		}
+	}
+	if loc != "https://myhome.box.test:18443/" {
+		t.Fatalf("redirect to %q", loc)
+	}
+}

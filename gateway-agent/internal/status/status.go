@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,7 +39,8 @@ type Status struct {
 	FQDN        string        `json:"fqdn,omitempty"`
 	Provisional bool          `json:"provisional,omitempty"`
 	Mode        registry.Mode `json:"mode,omitempty"`
-	// URL is https://NAME.ZONE/.
+	// URL is https://NAME.ZONE/, with the public port when it is not
+	// 443 (PublicURL).
 	URL string `json:"url,omitempty"`
 	// Pending is a name being switched to, waiting for its certificate.
 	Pending string `json:"pending,omitempty"`
@@ -50,6 +53,7 @@ type Status struct {
 	Tunnel      Tunnel      `json:"tunnel"`
 	Certificate Certificate `json:"certificate"`
 	Ping        Ping        `json:"ping"`
+	Upstream    Upstream    `json:"upstream"`
 
 	// LocalAddrs are the LAN addresses last reported.
 	LocalAddrs []string `json:"local_addrs,omitempty"`
@@ -94,6 +98,26 @@ type Certificate struct {
 	// and PendingError why it is not.
 	PendingReady bool   `json:"pending_ready,omitempty"`
 	PendingError string `json:"pending_error,omitempty"`
+}
+
+// Upstream is the gateway's web app as the proxy last found it. The error
+// text is for the owner: visitors never see it.
+type Upstream struct {
+	// URL is the upstream, without credentials.
+	URL         string    `json:"url,omitempty"`
+	Healthy     bool      `json:"healthy"`
+	Checked     time.Time `json:"checked,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// PublicURL is the HTTPS URL of host on port: the port is left out when it
+// is 443, so the URL is the one a browser shows.
+func PublicURL(host string, port int) string {
+	if port == 0 || port == 443 {
+		return "https://" + host + "/"
+	}
+	return "https://" + net.JoinHostPort(host, strconv.Itoa(port)) + "/"
 }
 
 // Ping is the last report to the cloud.
@@ -177,6 +201,15 @@ func (st Status) Text() string {
 		line("last ping", "%s from %s", st.Ping.Last.Format(time.RFC3339), orNone(st.Ping.PublicIP))
 	}
 	line("local addrs", "%s", orNone(strings.Join(st.LocalAddrs, ", ")))
+	switch u := st.Upstream; {
+	case u.URL == "":
+	case u.Checked.IsZero():
+		line("app", "%s (not checked yet)", u.URL)
+	case u.Healthy:
+		line("app", "%s answering", u.URL)
+	default:
+		line("app", "%s not answering since %s: %s", u.URL, u.LastErrorAt.Format(time.RFC3339), orNone(u.LastError))
+	}
 	if st.URL != "" {
 		line("url", "%s", st.URL)
 	}

@@ -27,3 +27,31 @@ func TestSaveLoadText(t *testing.T) {
 		}
 	}
 }
+
+func TestPublicURL(t *testing.T) {
+	for _, tc := range []struct {
+		host string
+		port int
+		want string
+	}{
+		{"home.box.test", 443, "https://home.box.test/"},
+		{"home.box.test", 0, "https://home.box.test/"},
+		{"home.box.test", 18443, "https://home.box.test:18443/"},
+	} {
+		if got := PublicURL(tc.host, tc.port); got != tc.want {
+			t.Errorf("%s %d: %s, want %s", tc.host, tc.port, got, tc.want)
+		}
+	}
+}
+
+func TestUpstreamText(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	st := Status{Upstream: Upstream{URL: "https://127.0.0.1:4443", Checked: at, LastError: "connecting to 127.0.0.1:4443: connection refused", LastErrorAt: at}}
+	if text := st.Text(); !strings.Contains(text, "app:          https://127.0.0.1:4443 not answering since 2026-01-02T03:04:05Z: connecting to 127.0.0.1:4443: connection refused") {
+		t.Fatalf("text:\n%s", text)
+	}
+	st.Upstream.Healthy = true
+	if text := st.Text(); !strings.Contains(text, "app:          https://127.0.0.1:4443 answering") {
+		t.Fatalf("text:\n%s", text)
+	}
+}
