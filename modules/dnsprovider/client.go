@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 )
 
 // Retry policy. libdns asks providers to retry 5xx and 429 answers a few
@@ -70,9 +72,9 @@ func (e *APIError) Error() string {
 // branch with errors.Is.
 func (e *APIError) Unwrap() error {
 	switch {
-	case e.Code == "OutsideSubtree":
+	case e.Code == apierror.OutsideSubtree:
 		return ErrOutsideSubtree
-	case e.Code == "UnsupportedType":
+	case e.Code == apierror.UnsupportedType:
 		return ErrUnsupportedType
 	case e.StatusCode == http.StatusUnauthorized:
 		return ErrUnauthorized
@@ -186,10 +188,7 @@ func (e *transportError) Unwrap() error { return e.err }
 // apiError reads an error answer.
 func apiError(resp *http.Response) *APIError {
 	e := &APIError{StatusCode: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
-	var body struct {
-		Error  string `json:"error"`
-		Reason string `json:"reason"`
-	}
+	var body apierror.Body
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	if json.Unmarshal(raw, &body) == nil {
 		e.Code, e.Reason = body.Error, body.Reason

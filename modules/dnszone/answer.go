@@ -366,6 +366,10 @@ func (h *Handler) reply(req *dns.Msg, l lookup, opt *dns.OPT, size int) *dns.Msg
 	if len(m.Answer) < len(full) {
 		m.Answer = wholeRRsets(m.Answer, full[len(m.Answer)])
 	}
+	// Truncate compresses only what would not fit otherwise; every answer
+	// is compressed, so that it costs no more bytes than it needs (an A
+	// answer for tun.box.example.org: 53 bytes instead of 72).
+	m.Compress = true
 	return m
 }
 

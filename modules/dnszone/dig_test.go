@@ -2,6 +2,7 @@ package dnszone
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 // digResult is dig's full output, parsed.
@@ -261,4 +263,42 @@ func TestDigRateLimit(t *testing.T) {
 			t.Errorf("answered %d, silent %d, stats %+v", answered, silent, h.Stats())
 		}
 	})
+}
+
+// What the registry accepts at one name, DNS serves whole: the most TXT
+// values of 1 KiB the records API lets one owner hold come back in one
+// answer over TCP (64 of them once came back as an empty answer). A
+// wildcard owner is refused by the registry rather than synthesised
+// (RFC 4592); one stored before that rule is served only to a literal
+// "*", never to the names it would cover.
+func TestDigLargestOwnerAndNoWildcard(t *testing.T) {
+	h := testHandler(t)
+	s := registry.GatewaySubtree("fat")
+	var recs []registry.Record
+	for i := 0; ; i++ {
+		r := registry.Record{Subtree: s, Owner: "big", Type: "TXT", Value: fmt.Sprintf("%04d%s", i, strings.Repeat("v", 1020)), TTL: time.Minute}
+		if registry.CheckRecordSet(append(recs, r)) != nil {
+			break
+		}
+		recs = append(recs, r)
+	}
+	if len(recs) < 8 {
+		t.Fatalf("the registry accepts only %d TXT values of 1 KiB at one name", len(recs))
+	}
+	recs = append(recs, registry.Record{Subtree: s, Owner: "*.wild", Type: "TXT", Value: "legacy", TTL: time.Minute})
+	h.Index().Put(&registry.Gateway{Name: "fat", Mode: registry.ModeTunnel}, recs)
+	_, addr := startServer(t, h, ServerOptions{})
+	d := newDigger(t, addr)
+
+	r := d.run(t, "+tcp", "TXT", "big.fat.box.example.org.")
+	if r.status != "NOERROR" || len(r.sections["ANSWER"]) != len(recs)-1 {
+		t.Fatalf("dig +tcp TXT big.fat: %s with %d records, want all %d\n%s", r.status, len(r.sections["ANSWER"]), len(recs)-1, r.out)
+	}
+	// Over UDP the same answer is truncated, as it should be, not empty.
+	if r := d.run(t, "+notcp", "+ignore", "+bufsize=1232", "TXT", "big.fat.box.example.org."); !r.has("tc") {
+		t.Errorf("dig TXT big.fat over UDP: not truncated\n%s", r.out)
+	}
+	if r := d.run(t, "TXT", "anything.wild.fat.box.example.org."); r.status != "NXDOMAIN" {
+		t.Errorf("a wildcard was synthesised: %s\n%s", r.status, r.out)
+	}
 }

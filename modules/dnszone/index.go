@@ -29,7 +29,8 @@ type Index struct {
 	shards [numShards]shard
 	serial atomic.Uint32
 	n      atomic.Int64
-	// zone holds the zone's own records (PutZone), nil without any.
+	// zone holds the records of the zone's own subtree (Apply), nil
+	// without any.
 	zone atomic.Pointer[extra]
 }
 

@@ -12,7 +12,7 @@ import (
 func TestPutAddressesKeepsRecords(t *testing.T) {
 	x := NewIndex()
 	g := &registry.Gateway{Name: "home", Mode: registry.ModeDynamic, PublicV4: netip.MustParseAddr("192.0.2.1")}
-	recs := []registry.Record{{Gateway: "home", Owner: "_acme-challenge", Type: "TXT", Value: "v", TTL: time.Minute}}
+	recs := []registry.Record{{Subtree: registry.GatewaySubtree("home"), Owner: "_acme-challenge", Type: "TXT", Value: "v", TTL: time.Minute}}
 	x.Put(g, recs)
 	serial := x.Serial()
 

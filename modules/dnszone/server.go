@@ -1,10 +1,13 @@
 package dnszone
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,15 +21,24 @@ type ServerOptions struct {
 	// Default 2s.
 	ReadTimeout time.Duration `json:"read_timeout,omitempty"`
 	// IdleTimeout bounds the wait for each further query on a TCP
-	// connection (RFC 7766 6.2.3). Default 8s.
+	// connection (RFC 7766 6.2.3 asks for seconds, not minutes: an idle
+	// connection holds a slot others may need). Default 5s.
 	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
 	// WriteTimeout bounds each write on a TCP connection, so that a client
 	// that stops reading (during a zone transfer, say) cannot hold a
 	// goroutine forever. Default 10s.
 	WriteTimeout time.Duration `json:"write_timeout,omitempty"`
-	// MaxTCPConns bounds the open TCP connections per listener; further
-	// clients wait in the kernel's accept queue. Default 1024.
+	// MaxTCPConns bounds the open TCP connections per listener. A new
+	// connection beyond it closes the least recently active one (RFC 7766
+	// 6.2.3 lets a server under pressure close idle connections), so that
+	// held connections never leave new clients waiting. Default 1024.
 	MaxTCPConns int `json:"max_tcp_conns,omitempty"`
+	// MaxTCPConnsPerClient bounds the open TCP connections of one client
+	// (an IPv4 address, an IPv6 /64) per listener; a new one beyond it
+	// closes that client's least recently active connection, so one
+	// address can neither fill the listener nor lock itself out.
+	// Default 16.
+	MaxTCPConnsPerClient int `json:"max_tcp_conns_per_client,omitempty"`
 	// MaxTCPQueries bounds the queries served on one TCP connection.
 	// Default 128.
 	MaxTCPQueries int `json:"max_tcp_queries,omitempty"`
@@ -36,11 +48,15 @@ type ServerOptions struct {
 
 func (o ServerOptions) withDefaults() ServerOptions {
 	setDuration(&o.ReadTimeout, 2*time.Second)
-	setDuration(&o.IdleTimeout, 8*time.Second)
+	setDuration(&o.IdleTimeout, 5*time.Second)
 	setDuration(&o.WriteTimeout, 10*time.Second)
 	if o.MaxTCPConns <= 0 {
 		o.MaxTCPConns = 1024
 	}
+	if o.MaxTCPConnsPerClient <= 0 {
+		o.MaxTCPConnsPerClient = 16
+	}
+	o.MaxTCPConnsPerClient = min(o.MaxTCPConnsPerClient, o.MaxTCPConns)
 	if o.MaxTCPQueries == 0 {
 		o.MaxTCPQueries = 128
 	}
@@ -101,9 +117,12 @@ func NewServer(h *Handler, pcs []net.PacketConn, lns []net.Listener, opts Server
 		tl := &tcpListener{
 			Listener:     ln,
 			writeTimeout: o.WriteTimeout,
-			slots:        make(chan struct{}, o.MaxTCPConns),
+			maxConns:     o.MaxTCPConns,
+			maxPerClient: o.MaxTCPConnsPerClient,
 			done:         make(chan struct{}),
 			conns:        map[*tcpConn]struct{}{},
+			perClient:    map[netip.Prefix][]*tcpConn{},
+			epoch:        time.Now(),
 		}
 		srv := newDNSServer()
 		srv.Listener = tl
@@ -247,48 +266,117 @@ func serverAddr(srv *dns.Server) string {
 	return "tcp/" + srv.Listener.Addr().String()
 }
 
-// tcpListener bounds the open connections, puts a deadline on every write
-// (miekg/dns sets none), backs off on accept errors such as running out of
-// file descriptors (miekg/dns retries at once), and keeps the connections
-// so that Shutdown can close those that outlive its context.
+// tcpListener bounds the open connections, in all and per client, by
+// closing the least recently active one when a new one would exceed a
+// bound; puts a deadline on every write (miekg/dns sets none); backs off on
+// accept errors such as running out of file descriptors (miekg/dns retries
+// at once); and keeps the connections so that Shutdown can close those that
+// outlive its context.
 type tcpListener struct {
 	net.Listener
 	writeTimeout time.Duration
-	slots        chan struct{}
+	maxConns     int
+	maxPerClient int
 	done         chan struct{}
 	closeOnce    sync.Once
+	// epoch is the origin of the connections' activity clocks.
+	epoch time.Time
 
-	mu    sync.Mutex
-	conns map[*tcpConn]struct{}
+	mu        sync.Mutex
+	conns     map[*tcpConn]struct{}
+	perClient map[netip.Prefix][]*tcpConn
 }
 
 func (l *tcpListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
 	for delay := 5 * time.Millisecond; ; delay = min(2*delay, time.Second) {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			tc := &tcpConn{Conn: c, l: l}
-			l.mu.Lock()
-			l.conns[tc] = struct{}{}
-			l.mu.Unlock()
-			return tc, nil
+			return l.admit(c), nil
 		}
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() && !isTemporary(err) {
-			<-l.slots
 			return nil, err
 		}
 		select {
 		case <-time.After(delay):
 		case <-l.done:
-			<-l.slots
 			return nil, net.ErrClosed
 		}
 	}
+}
+
+// admit registers c, first closing the least recently active connection of
+// its client when the client is at its bound, or of the listener when the
+// listener is. Closing rather than refusing the new one means a flood of
+// idle connections costs its sender its own older connections, and a
+// client that really queries is never locked out.
+func (l *tcpListener) admit(c net.Conn) *tcpConn {
+	tc := &tcpConn{Conn: c, l: l, client: clientPrefix(c.RemoteAddr())}
+	tc.touch()
+	var victims []*tcpConn
+	l.mu.Lock()
+	if mine := l.perClient[tc.client]; len(mine) >= l.maxPerClient {
+		victims = append(victims, l.unlinkLocked(leastActive(mine)))
+	}
+	if len(l.conns) >= l.maxConns {
+		victims = append(victims, l.unlinkLocked(leastActive(keys(l.conns))))
+	}
+	l.conns[tc] = struct{}{}
+	l.perClient[tc.client] = append(l.perClient[tc.client], tc)
+	l.mu.Unlock()
+	for _, v := range victims {
+		_ = v.Close()
+	}
+	return tc
+}
+
+// unlinkLocked removes c from the listener's sets and returns it; its
+// Close then finds nothing to remove.
+func (l *tcpListener) unlinkLocked(c *tcpConn) *tcpConn {
+	if _, ok := l.conns[c]; !ok {
+		return c
+	}
+	delete(l.conns, c)
+	mine := l.perClient[c.client]
+	if i := slices.Index(mine, c); i >= 0 {
+		mine = slices.Delete(mine, i, i+1)
+	}
+	if len(mine) == 0 {
+		delete(l.perClient, c.client)
+	} else {
+		l.perClient[c.client] = mine
+	}
+	return c
+}
+
+func keys(m map[*tcpConn]struct{}) []*tcpConn {
+	out := make([]*tcpConn, 0, len(m))
+	for c := range m {
+		out = append(out, c)
+	}
+	return out
+}
+
+func leastActive(cs []*tcpConn) *tcpConn {
+	return slices.MinFunc(cs, func(a, b *tcpConn) int {
+		return cmp.Compare(a.active.Load(), b.active.Load())
+	})
+}
+
+// clientPrefix is the unit the per-client bound counts: an IPv4 address,
+// or an IPv6 /64, which one subscriber usually holds whole.
+func clientPrefix(a net.Addr) netip.Prefix {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.Prefix{}
+	}
+	ip := ta.AddrPort().Addr().Unmap().WithZone("")
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
 }
 
 // isTemporary reports accept errors worth retrying (EMFILE, ECONNABORTED);
@@ -305,10 +393,7 @@ func (l *tcpListener) Close() error {
 
 func (l *tcpListener) closeConns() {
 	l.mu.Lock()
-	conns := make([]*tcpConn, 0, len(l.conns))
-	for c := range l.conns {
-		conns = append(conns, c)
-	}
+	conns := keys(l.conns)
 	l.mu.Unlock()
 	for _, c := range conns {
 		_ = c.Close()
@@ -317,14 +402,30 @@ func (l *tcpListener) closeConns() {
 
 type tcpConn struct {
 	net.Conn
-	l         *tcpListener
+	l      *tcpListener
+	client netip.Prefix
+	// active is when the connection last read or wrote, in nanoseconds
+	// since the listener's epoch: the least recently active connection is
+	// the one closed under pressure.
+	active    atomic.Int64
 	closeOnce sync.Once
+}
+
+func (c *tcpConn) touch() { c.active.Store(int64(time.Since(c.l.epoch))) }
+
+func (c *tcpConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.touch()
+	}
+	return n, err
 }
 
 func (c *tcpConn) Write(b []byte) (int, error) {
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.l.writeTimeout)); err != nil {
 		return 0, err
 	}
+	c.touch()
 	return c.Conn.Write(b)
 }
 
@@ -332,9 +433,8 @@ func (c *tcpConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
 		c.l.mu.Lock()
-		delete(c.l.conns, c)
+		c.l.unlinkLocked(c)
 		c.l.mu.Unlock()
-		<-c.l.slots
 	})
 	return err
 }

@@ -65,10 +65,10 @@ type Sessions interface {
 
 // Refusal reasons, sent to the initiating agent in its Ack.
 const (
-	ReasonDenied         = "denied by the cloud's forwarding rules"
-	ReasonUnknownGateway = "unknown gateway"
-	ReasonOffline        = "target gateway offline"
-	ReasonBadRequest     = "initiator names no gateway or port"
+	ReasonDenied         = tunnel.ReasonForwardDenied
+	ReasonUnknownGateway = tunnel.ReasonForwardUnknownGateway
+	ReasonOffline        = tunnel.ReasonForwardOffline
+	ReasonBadRequest     = tunnel.ReasonForwardBadRequest
 )
 
 // Relay serves the streams agents open toward the cloud.
@@ -125,14 +125,16 @@ func (r *Relay) Handle(from string, st *tunnel.Stream) {
 		timeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	// The target learns who is asking (Gatename is the source on this
-	// leg) so its allow-list can take it into account.
-	out, err := target.Open(ctx, tunnel.Initiator{Ip: init.Ip, Port: init.Port, Gatename: from, ClientAddr: init.ClientAddr})
+	// The target learns who is asking (Source, which only the cloud
+	// fills; a Source the agent claimed is ignored) so its allow-list can
+	// take it into account. The session tells agents older than
+	// tunnel.VersionSource in Gatename instead.
+	out, err := target.Open(ctx, tunnel.Initiator{Ip: init.Ip, Port: init.Port, Gatename: to, Source: from, ClientAddr: init.ClientAddr})
 	cancel()
 	if err != nil {
 		var refused *tunnel.RefusedError
 		if errors.As(err, &refused) {
-			refuse("refused by " + to + ": " + refused.Reason)
+			refuse(tunnel.RefusedBy(to, refused.Reason))
 		} else {
 			refuse(ReasonOffline + ": " + err.Error())
 		}

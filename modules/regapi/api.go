@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
@@ -88,20 +89,20 @@ func (a *API) routes() {
 	m.HandleFunc("POST /v1/reclaim", a.v1Reclaim)
 	m.HandleFunc("DELETE /v1/gateway", a.v1Unsubscribe)
 	m.HandleFunc("GET /v1/discover", a.v1Discover)
-	m.HandleFunc("GET /v1/zones", a.operatorOr(a.opZones, a.v1Zones))
-	m.HandleFunc("GET /v1/records", a.operatorOr(a.opGetRecords, a.v1GetRecords))
-	m.HandleFunc("POST /v1/records", a.operatorOr(a.opAppendRecords, a.v1AppendRecords))
-	m.HandleFunc("PUT /v1/records", a.operatorOr(a.opSetRecords, a.v1SetRecords))
-	m.HandleFunc("DELETE /v1/records", a.operatorOr(a.opDeleteRecords, a.v1DeleteRecords))
+	m.HandleFunc("GET /v1/zones", a.scoped(a.v1Zones))
+	m.HandleFunc("GET /v1/records", a.scoped(a.v1GetRecords))
+	m.HandleFunc("POST /v1/records", a.scoped(a.v1AppendRecords))
+	m.HandleFunc("PUT /v1/records", a.scoped(a.v1SetRecords))
+	m.HandleFunc("DELETE /v1/records", a.scoped(a.v1DeleteRecords))
 	m.HandleFunc("GET /v1/tunnel", func(w http.ResponseWriter, r *http.Request) {
 		if a.cfg.Tunnel == nil {
-			writeError(w, http.StatusNotFound, "NotFound", "no tunnel endpoint on this server")
+			writeError(w, http.StatusNotFound, apierror.NotFound, "no tunnel endpoint on this server")
 			return
 		}
 		a.cfg.Tunnel.ServeHTTP(w, r)
 	})
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "NotFound", "no such endpoint")
+		writeError(w, http.StatusNotFound, apierror.NotFound, "no such endpoint")
 	})
 }
 
@@ -125,7 +126,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			writeError(w, http.StatusInternalServerError, "InternalError", "internal error")
+			writeError(w, http.StatusInternalServerError, apierror.InternalError, "internal error")
 		}
 	}()
 	if r.URL.Path == "/v1/tunnel" && a.cfg.Tunnel != nil {
@@ -146,7 +147,7 @@ func (a *API) limited(w http.ResponseWriter, r *http.Request, l *ratelimit.Limit
 	}
 	secs := int(wait/time.Second) + 1
 	w.Header().Set("Retry-After", itoa(secs))
-	writeError(w, http.StatusTooManyRequests, "RateLimited", "too many requests from your address; retry later")
+	writeError(w, http.StatusTooManyRequests, apierror.RateLimited, "too many requests from your address; retry later")
 	return true
 }
 
@@ -158,11 +159,6 @@ func remoteAddrIP(r *http.Request) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-type errorBody struct {
-	Error  string `json:"error"`
-	Reason string `json:"reason,omitempty"`
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -171,7 +167,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, name, reason string) {
-	writeJSON(w, status, errorBody{Error: name, Reason: reason})
+	writeJSON(w, status, apierror.Body{Error: name, Reason: reason})
 }
 
 // errorTable maps registry errors to the API's status codes and names, in
@@ -181,21 +177,22 @@ var errorTable = []struct {
 	status int
 	name   string
 }{
-	{registry.ErrReclaimable, http.StatusBadRequest, "UnavailableNameReclamationPossible"},
-	{registry.ErrNameTaken, http.StatusBadRequest, "UnavailableName"},
-	{registry.ErrReservedName, http.StatusBadRequest, "UnavailableName"},
-	{registry.ErrInvalidName, http.StatusBadRequest, "InvalidName"},
-	{registry.ErrTokenMismatch, http.StatusBadRequest, "ReclamationTokenMismatch"},
-	{registry.ErrExpiredToken, http.StatusBadRequest, "ExpiredToken"},
-	{registry.ErrNoEmail, http.StatusBadRequest, "NoEmail"},
-	{registry.ErrInvalidEmail, http.StatusBadRequest, "InvalidEmail"},
-	{registry.ErrInvalidInput, http.StatusBadRequest, "BadRequest"},
-	{registry.ErrUnsupportedType, http.StatusBadRequest, "UnsupportedType"},
-	{registry.ErrConflict, http.StatusBadRequest, "Conflict"},
-	{registry.ErrTooMany, http.StatusBadRequest, "TooManyRecords"},
-	{registry.ErrOutsideSubtree, http.StatusForbidden, "OutsideSubtree"},
-	{registry.ErrNotFound, http.StatusNotFound, "NotFound"},
-	{registry.ErrNoMailer, http.StatusServiceUnavailable, "EmailUnavailable"},
+	{registry.ErrReclaimable, http.StatusBadRequest, apierror.UnavailableNameReclamationPossible},
+	{registry.ErrNameTaken, http.StatusBadRequest, apierror.UnavailableName},
+	{registry.ErrReservedName, http.StatusBadRequest, apierror.UnavailableName},
+	{registry.ErrInvalidName, http.StatusBadRequest, apierror.InvalidName},
+	{registry.ErrTokenMismatch, http.StatusBadRequest, apierror.ReclamationTokenMismatch},
+	{registry.ErrExpiredToken, http.StatusBadRequest, apierror.ExpiredToken},
+	{registry.ErrNoEmail, http.StatusBadRequest, apierror.NoEmail},
+	{registry.ErrInvalidEmail, http.StatusBadRequest, apierror.InvalidEmail},
+	{registry.ErrInvalidInput, http.StatusBadRequest, apierror.BadRequest},
+	{registry.ErrUnsupportedType, http.StatusBadRequest, apierror.UnsupportedType},
+	{registry.ErrConflict, http.StatusBadRequest, apierror.Conflict},
+	{registry.ErrTooMany, http.StatusBadRequest, apierror.TooManyRecords},
+	{registry.ErrTooLarge, http.StatusBadRequest, apierror.RecordsTooLarge},
+	{registry.ErrOutsideSubtree, http.StatusForbidden, apierror.OutsideSubtree},
+	{registry.ErrNotFound, http.StatusNotFound, apierror.NotFound},
+	{registry.ErrNoMailer, http.StatusServiceUnavailable, apierror.EmailUnavailable},
 }
 
 func writeRegistryError(w http.ResponseWriter, err error) {
@@ -208,7 +205,7 @@ func writeRegistryError(w http.ResponseWriter, err error) {
 	if rw, ok := w.(*reportingWriter); ok && rw.onError != nil {
 		rw.onError(rw.req, err)
 	}
-	writeError(w, http.StatusInternalServerError, "InternalError", "internal error")
+	writeError(w, http.StatusInternalServerError, apierror.InternalError, "internal error")
 }
 
 // reportingWriter carries the request to writeRegistryError so that an

@@ -160,9 +160,7 @@ func wantError(t *testing.T, r reply, status int, name string) {
 // mailbox records what the registry asked to mail. The end-to-end tests of
 // the Caddy module deliver the same mails through a real SMTP server.
 type mailbox struct {
-	mu    sync.Mutex
-	mails []mail
-	ch    chan mail
+	ch chan mail
 }
 
 type mail struct{ kind, to, name, token string }
@@ -333,7 +331,7 @@ func TestAttackSilentGatewayExpires(t *testing.T) {
 		mu.Lock()
 		last := events[len(events)-1]
 		mu.Unlock()
-		if last.Name != "sleepy" || !last.Revoked || !last.Gateway.Expired {
+		if last.Name() != "sleepy" || !last.Revoked || !last.Gateway.Expired {
 			t.Fatalf("expiry not announced to observers: %+v", last)
 		}
 		if r := e.get("/ping", "token", token); r.status != 200 {
@@ -416,7 +414,7 @@ func TestCompatErrorPaths(t *testing.T) {
 		if info.str("email") != "" || info.str("last_ping") != "" {
 			t.Fatalf("refused requests changed the gateway: %s", info.body)
 		}
-		recs, _ := e.store.Records(context.Background(), "errs")
+		recs, _ := e.store.Records(context.Background(), registry.GatewaySubtree("errs"))
 		if len(recs) != 0 {
 			t.Fatalf("refused requests wrote records: %v", recs)
 		}
@@ -432,7 +430,7 @@ func TestCompatDNSConfigAndUnsubscribe(t *testing.T) {
 				t.Fatalf("dnsconfig: %d %s", r.status, r.body)
 			}
 		}
-		recs, err := e.store.Records(context.Background(), "acme")
+		recs, err := e.store.Records(context.Background(), registry.GatewaySubtree("acme"))
 		if err != nil || len(recs) != 2 || recs[0].Owner != "_acme-challenge" || recs[1].Value != "second-value" {
 			t.Fatalf("challenge records: %v %v", recs, err)
 		}

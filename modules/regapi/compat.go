@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
@@ -50,7 +51,7 @@ func (a *API) compatReclaim(w http.ResponseWriter, r *http.Request, q *query) {
 	case err == nil:
 		writeJSON(w, http.StatusOK, struct{}{})
 	case isNotFound(err) || isInvalidName(err):
-		writeError(w, http.StatusBadRequest, "NoSuchName", "no gateway has this name")
+		writeError(w, http.StatusBadRequest, apierror.NoSuchName, "no gateway has this name")
 	default:
 		writeRegistryError(w, err)
 	}
@@ -68,7 +69,7 @@ func (a *API) compatPing(w http.ResponseWriter, r *http.Request, q *query) {
 	}
 	token := q.get("token")
 	if token == "" {
-		writeError(w, http.StatusBadRequest, "BadRequest", "token required")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "token required")
 		return
 	}
 	if _, err := a.reg.Ping(r.Context(), token, a.cfg.ClientIP(r), local); err != nil {
@@ -80,7 +81,7 @@ func (a *API) compatPing(w http.ResponseWriter, r *http.Request, q *query) {
 
 func (a *API) compatDNSConfig(w http.ResponseWriter, r *http.Request, q *query) {
 	if q.get("token") == "" {
-		writeError(w, http.StatusBadRequest, "BadRequest", "token required")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "token required")
 		return
 	}
 	if err := a.reg.AddChallenge(r.Context(), q.get("token"), q.get("challenge")); err != nil {
@@ -92,7 +93,7 @@ func (a *API) compatDNSConfig(w http.ResponseWriter, r *http.Request, q *query) 
 
 func (a *API) compatInfo(w http.ResponseWriter, r *http.Request, q *query) {
 	if q.get("token") == "" {
-		writeError(w, http.StatusBadRequest, "BadRequest", "token required")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "token required")
 		return
 	}
 	g, err := a.reg.Authenticate(r.Context(), q.get("token"))
@@ -108,7 +109,7 @@ func (a *API) compatSetEmail(w http.ResponseWriter, r *http.Request, q *query) {
 		return
 	}
 	if q.get("token") == "" || q.get("email") == "" {
-		writeError(w, http.StatusBadRequest, "BadRequest", "token and email required")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "token and email required")
 		return
 	}
 	optOut, err := parseBool(q.get("optout"))
@@ -153,7 +154,7 @@ func (a *API) compatVerifyEmail(w http.ResponseWriter, r *http.Request, q *query
 
 func (a *API) compatRevokeEmail(w http.ResponseWriter, r *http.Request, q *query) {
 	if q.get("token") == "" {
-		writeError(w, http.StatusBadRequest, "BadRequest", "token required")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "token required")
 		return
 	}
 	if err := a.reg.RevokeEmail(r.Context(), q.get("token")); err != nil {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"unicode/utf8"
+
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 )
 
 // maxParam bounds any single query parameter; the longest legitimate one is
@@ -54,7 +56,7 @@ func withQuery(h func(w http.ResponseWriter, r *http.Request, q *query)) http.Ha
 	return func(w http.ResponseWriter, r *http.Request) {
 		q, err := parseQuery(r)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
+			writeError(w, http.StatusBadRequest, apierror.BadRequest, err.Error())
 			return
 		}
 		h(w, r, q)

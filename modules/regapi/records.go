@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
@@ -27,28 +28,85 @@ type recordsResponse struct {
 	Records []recordBody `json:"records"`
 }
 
-func (a *API) v1Zones(w http.ResponseWriter, r *http.Request, g *registry.Gateway) {
-	// The gateway can manage records both through the Gatehouse zone and
-	// through its own name taken as a zone.
-	writeJSON(w, http.StatusOK, map[string]any{"zones": []map[string]string{{"name": a.cfg.Zone + "."}, {"name": a.fqdn(g.Name) + "."}}})
+// scope is the subtree a records request acts on and how the request's
+// zones and names map onto it: a gateway's, for its own token, or the
+// zone's own, for the operator token. Every records handler serves both
+// through it; what may be written in the subtree is the registry's rule.
+type scope struct {
+	subtree registry.Subtree
+	// root is the subtree's root name: NAME.ZONE, or ZONE.
+	root string
+	// zones is what /v1/zones lists.
+	zones []string
+	// below accepts a request zone below root; ZONE and root always are.
+	below func(zone string) bool
 }
 
-// zoneOf checks that zone is the Gatehouse zone or inside g's subtree and
-// returns it normalised (lower case, no trailing dot).
-func (a *API) zoneOf(g *registry.Gateway, zone string) (string, error) {
+func (a *API) gatewayScope(g *registry.Gateway) scope {
+	// The gateway can manage records both through the Gatehouse zone and
+	// through its own name, or any name below it, taken as a zone.
+	root := a.fqdn(g.Name)
+	return scope{
+		subtree: registry.GatewaySubtree(g.Name),
+		root:    root,
+		zones:   []string{a.cfg.Zone, root},
+		below:   func(z string) bool { return strings.HasSuffix(z, "."+root) },
+	}
+}
+
+func (a *API) zoneScope() scope {
+	// The operator manages the zone's ACME challenge, through the zone or
+	// the challenge name taken as a zone.
+	challenge := registry.ZoneChallenge + "." + a.cfg.Zone
+	return scope{
+		subtree: registry.ZoneSubtree(),
+		root:    a.cfg.Zone,
+		zones:   []string{a.cfg.Zone},
+		below:   func(z string) bool { return z == challenge },
+	}
+}
+
+// scoped serves a request that bears the operator token in the zone's
+// scope, and any other in the scope of the gateway its token belongs to.
+func (a *API) scoped(h func(w http.ResponseWriter, r *http.Request, sc scope)) http.HandlerFunc {
+	asGateway := a.authed(func(w http.ResponseWriter, r *http.Request, g *registry.Gateway) { h(w, r, a.gatewayScope(g)) })
+	return func(w http.ResponseWriter, r *http.Request) {
+		if token := bearer(r); token != "" && a.cfg.Operator != nil && a.cfg.Operator(token) {
+			h(w, r, a.zoneScope())
+			return
+		}
+		asGateway(w, r)
+	}
+}
+
+func (a *API) v1Zones(w http.ResponseWriter, _ *http.Request, sc scope) {
+	zones := make([]map[string]string, len(sc.zones))
+	for i, z := range sc.zones {
+		zones[i] = map[string]string{"name": z + "."}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"zones": zones})
+}
+
+// zoneOf checks that zone is the Gatehouse zone, the scope's root or a
+// zone below it the scope accepts, and returns it normalised (lower case,
+// no trailing dot).
+func (a *API) zoneOf(sc scope, zone string) (string, error) {
 	z := strings.ToLower(strings.TrimSuffix(zone, "."))
 	if z == "" {
 		return a.cfg.Zone, nil
 	}
-	own := a.fqdn(g.Name)
-	if z == a.cfg.Zone || z == own || strings.HasSuffix(z, "."+own) {
+	if z == a.cfg.Zone || z == sc.root || sc.below(z) {
 		return z, nil
 	}
-	return "", fmt.Errorf("%w: zone %q is neither %s nor inside %s", registry.ErrOutsideSubtree, zone, a.cfg.Zone, own)
+	if sc.subtree.IsZone() {
+		return "", fmt.Errorf("%w: the operator manages %s.%s only, not zone %q", registry.ErrOutsideSubtree, registry.ZoneChallenge, a.cfg.Zone, zone)
+	}
+	return "", fmt.Errorf("%w: zone %q is neither %s nor inside %s", registry.ErrOutsideSubtree, zone, a.cfg.Zone, sc.root)
 }
 
-// owner turns a zone-relative name into a name relative to the gateway.
-func (a *API) owner(g *registry.Gateway, zone, name string) (string, error) {
+// owner turns a zone-relative name into a name relative to the scope's
+// root.
+func (a *API) owner(sc scope, zone, name string) (string, error) {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	fqdn := zone
 	if name != "@" && name != "" {
@@ -57,14 +115,13 @@ func (a *API) owner(g *registry.Gateway, zone, name string) (string, error) {
 	if err := checkLabels(fqdn); err != nil {
 		return "", err
 	}
-	own := a.fqdn(g.Name)
 	switch {
-	case fqdn == own:
+	case fqdn == sc.root:
 		return "", nil
-	case strings.HasSuffix(fqdn, "."+own):
-		return strings.TrimSuffix(fqdn, "."+own), nil
+	case strings.HasSuffix(fqdn, "."+sc.root):
+		return strings.TrimSuffix(fqdn, "."+sc.root), nil
 	}
-	return "", fmt.Errorf("%w: %s is outside %s", registry.ErrOutsideSubtree, fqdn, own)
+	return "", fmt.Errorf("%w: %s is outside %s", registry.ErrOutsideSubtree, fqdn, sc.root)
 }
 
 // checkLabels refuses a name with an empty label ("a..b", ".a"), which
@@ -76,91 +133,71 @@ func checkLabels(fqdn string) error {
 	return nil
 }
 
-// relative turns a gateway-relative owner back into a zone-relative name.
-func (a *API) relative(g *registry.Gateway, zone, owner string) string {
-	fqdn := a.fqdn(g.Name)
-	if owner != "" {
-		fqdn = owner + "." + fqdn
-	}
-	if fqdn == zone {
-		return "@"
-	}
-	return strings.TrimSuffix(fqdn, "."+zone)
-}
-
-func (a *API) toBodies(g *registry.Gateway, zone string, recs []registry.Record) []recordBody {
+// toBodies turns records back into names relative to zone, leaving out
+// those above a narrower zone, which are not in it.
+func (a *API) toBodies(sc scope, zone string, recs []registry.Record) []recordBody {
 	out := make([]recordBody, 0, len(recs))
 	for _, rec := range recs {
-		if zone != a.cfg.Zone {
-			// Records above a narrower zone are not in it.
-			if _, err := a.owner(g, zone, "@"); err == nil && !a.inZone(g, zone, rec.Owner) {
+		fqdn := sc.root
+		if rec.Owner != "" {
+			fqdn = rec.Owner + "." + fqdn
+		}
+		name := "@"
+		if fqdn != zone {
+			rel, ok := strings.CutSuffix(fqdn, "."+zone)
+			if !ok {
 				continue
 			}
+			name = rel
 		}
-		out = append(out, recordBody{Name: a.relative(g, zone, rec.Owner), Type: rec.Type, Data: rec.Value, TTL: int(rec.TTL / time.Second)})
+		out = append(out, recordBody{Name: name, Type: rec.Type, Data: rec.Value, TTL: int(rec.TTL / time.Second)})
 	}
 	return out
 }
 
-func (a *API) inZone(g *registry.Gateway, zone, owner string) bool {
-	fqdn := a.fqdn(g.Name)
-	if owner != "" {
-		fqdn = owner + "." + fqdn
-	}
-	return fqdn == zone || strings.HasSuffix(fqdn, "."+zone)
-}
-
-func (a *API) v1GetRecords(w http.ResponseWriter, r *http.Request, g *registry.Gateway) {
-	zone, err := a.zoneOf(g, r.URL.Query().Get("zone"))
+func (a *API) v1GetRecords(w http.ResponseWriter, r *http.Request, sc scope) {
+	zone, err := a.zoneOf(sc, r.URL.Query().Get("zone"))
 	if err != nil {
 		writeRegistryError(w, err)
 		return
 	}
-	recs, err := a.reg.Records(r.Context(), g)
+	recs, err := a.reg.Records(r.Context(), sc.subtree)
 	if err != nil {
 		writeRegistryError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, recordsResponse{Records: a.toBodies(g, zone, recs)})
+	writeJSON(w, http.StatusOK, recordsResponse{Records: a.toBodies(sc, zone, recs)})
 }
 
-// readRecords decodes and resolves a gateway's records request; strict
-// says whether type and data are required (append, set) or act as
-// wildcards (delete).
-func (a *API) readRecords(w http.ResponseWriter, r *http.Request, g *registry.Gateway, strict bool) (string, []registry.Record, bool) {
-	return a.decodeRecords(w, r, strict,
-		func(zone string) (string, error) { return a.zoneOf(g, zone) },
-		func(zone, name string) (string, error) { return a.owner(g, zone, name) })
-}
-
-// decodeRecords reads a records request body, resolves its zone with zoneOf
-// and each record's name with ownerOf, and answers 400 or 403 itself.
-func (a *API) decodeRecords(w http.ResponseWriter, r *http.Request, strict bool,
-	zoneOf func(zone string) (string, error), ownerOf func(zone, name string) (string, error)) (string, []registry.Record, bool) {
+// readRecords decodes a records request body, resolves its zone and each
+// record's name in the scope, and answers 400 or 403 itself; strict says
+// whether type and data are required (append, set) or act as wildcards
+// (delete).
+func (a *API) readRecords(w http.ResponseWriter, r *http.Request, sc scope, strict bool) (string, []registry.Record, bool) {
 	var req recordsRequest
 	if !a.decodeBody(w, r, &req) {
 		return "", nil, false
 	}
-	zone, err := zoneOf(req.Zone)
+	zone, err := a.zoneOf(sc, req.Zone)
 	if err != nil {
 		writeRegistryError(w, err)
 		return "", nil, false
 	}
 	if len(req.Records) == 0 {
-		writeError(w, http.StatusBadRequest, "BadRequest", "no records given")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "no records given")
 		return "", nil, false
 	}
 	recs := make([]registry.Record, 0, len(req.Records))
 	for i, b := range req.Records {
 		if b.TTL < 0 {
-			writeError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("record %d: negative ttl", i))
+			writeError(w, http.StatusBadRequest, apierror.BadRequest, fmt.Sprintf("record %d: negative ttl", i))
 			return "", nil, false
 		}
 		if strict && (b.Type == "" || b.Data == "") {
-			writeError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("record %d: type and data required", i))
+			writeError(w, http.StatusBadRequest, apierror.BadRequest, fmt.Sprintf("record %d: type and data required", i))
 			return "", nil, false
 		}
-		owner, err := ownerOf(zone, b.Name)
+		owner, err := a.owner(sc, zone, b.Name)
 		if err != nil {
 			writeRegistryError(w, err)
 			return "", nil, false
@@ -170,34 +207,34 @@ func (a *API) decodeRecords(w http.ResponseWriter, r *http.Request, strict bool,
 	return zone, recs, true
 }
 
-func (a *API) v1AppendRecords(w http.ResponseWriter, r *http.Request, g *registry.Gateway) {
-	zone, recs, ok := a.readRecords(w, r, g, true)
+func (a *API) v1AppendRecords(w http.ResponseWriter, r *http.Request, sc scope) {
+	zone, recs, ok := a.readRecords(w, r, sc, true)
 	if !ok {
 		return
 	}
-	added, err := a.reg.AppendRecords(r.Context(), g, recs)
+	added, err := a.reg.AppendRecords(r.Context(), sc.subtree, recs)
 	if err != nil {
 		writeRegistryError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, recordsResponse{Records: a.toBodies(g, zone, added)})
+	writeJSON(w, http.StatusOK, recordsResponse{Records: a.toBodies(sc, zone, added)})
 }
 
-func (a *API) v1SetRecords(w http.ResponseWriter, r *http.Request, g *registry.Gateway) {
-	zone, recs, ok := a.readRecords(w, r, g, true)
+func (a *API) v1SetRecords(w http.ResponseWriter, r *http.Request, sc scope) {
+	zone, recs, ok := a.readRecords(w, r, sc, true)
 	if !ok {
 		return
 	}
-	set, err := a.reg.SetRecords(r.Context(), g, recs)
+	set, err := a.reg.SetRecords(r.Context(), sc.subtree, recs)
 	if err != nil {
 		writeRegistryError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, recordsResponse{Records: a.toBodies(g, zone, set)})
+	writeJSON(w, http.StatusOK, recordsResponse{Records: a.toBodies(sc, zone, set)})
 }
 
-func (a *API) v1DeleteRecords(w http.ResponseWriter, r *http.Request, g *registry.Gateway) {
-	zone, recs, ok := a.readRecords(w, r, g, false)
+func (a *API) v1DeleteRecords(w http.ResponseWriter, r *http.Request, sc scope) {
+	zone, recs, ok := a.readRecords(w, r, sc, false)
 	if !ok {
 		return
 	}
@@ -206,10 +243,10 @@ func (a *API) v1DeleteRecords(w http.ResponseWriter, r *http.Request, g *registr
 		owner := rec.Owner
 		filters = append(filters, registry.RecordFilter{Owner: &owner, Type: rec.Type, Value: rec.Value, TTL: rec.TTL})
 	}
-	deleted, err := a.reg.DeleteRecords(r.Context(), g, filters)
+	deleted, err := a.reg.DeleteRecords(r.Context(), sc.subtree, filters)
 	if err != nil {
 		writeRegistryError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, recordsResponse{Records: a.toBodies(g, zone, deleted)})
+	writeJSON(w, http.StatusOK, recordsResponse{Records: a.toBodies(sc, zone, deleted)})
 }

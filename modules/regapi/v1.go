@@ -9,9 +9,9 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"time"
 	"unicode/utf8"
 
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
@@ -21,24 +21,24 @@ func (a *API) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "BodyTooLarge", fmt.Sprintf("body larger than %d bytes", a.cfg.MaxBodyBytes))
+			writeError(w, http.StatusRequestEntityTooLarge, apierror.BodyTooLarge, fmt.Sprintf("body larger than %d bytes", a.cfg.MaxBodyBytes))
 		} else {
-			writeError(w, http.StatusBadRequest, "BadRequest", "could not read body")
+			writeError(w, http.StatusBadRequest, apierror.BadRequest, "could not read body")
 		}
 		return false
 	}
 	// encoding/json would silently replace invalid UTF-8; refuse it instead.
 	if !utf8.Valid(body) {
-		writeError(w, http.StatusBadRequest, "BadRequest", "body is not UTF-8")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "body is not UTF-8")
 		return false
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "BadRequest", "malformed JSON: "+err.Error())
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "malformed JSON: "+err.Error())
 		return false
 	}
 	if dec.More() {
-		writeError(w, http.StatusBadRequest, "BadRequest", "trailing data after JSON body")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "trailing data after JSON body")
 		return false
 	}
 	return true
@@ -58,13 +58,13 @@ func (a *API) authed(h func(w http.ResponseWriter, r *http.Request, g *registry.
 		token := bearer(r)
 		if token == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
-			writeError(w, http.StatusUnauthorized, "Unauthorized", "Authorization: Bearer TOKEN required")
+			writeError(w, http.StatusUnauthorized, apierror.Unauthorized, "Authorization: Bearer TOKEN required")
 			return
 		}
 		g, err := a.reg.Authenticate(r.Context(), token)
 		if errors.Is(err, registry.ErrNotFound) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse", error="invalid_token"`)
-			writeError(w, http.StatusUnauthorized, "Unauthorized", "unknown token")
+			writeError(w, http.StatusUnauthorized, apierror.Unauthorized, "unknown token")
 			return
 		}
 		if err != nil {
@@ -95,7 +95,7 @@ func (a *API) v1Subscribe(w http.ResponseWriter, r *http.Request) {
 	name := b.Name
 	switch {
 	case b.Name != "" && b.MAC != "":
-		writeError(w, http.StatusBadRequest, "BadRequest", "give name or mac, not both")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "give name or mac, not both")
 		return
 	case b.MAC != "":
 		n, err := registry.NameFromMAC(b.MAC)
@@ -164,7 +164,7 @@ func (a *API) v1Email(w http.ResponseWriter, r *http.Request) {
 	}
 	token := bearer(r)
 	if token == "" {
-		writeError(w, http.StatusUnauthorized, "Unauthorized", "Authorization: Bearer TOKEN required")
+		writeError(w, http.StatusUnauthorized, apierror.Unauthorized, "Authorization: Bearer TOKEN required")
 		return
 	}
 	if err := a.reg.SetEmail(r.Context(), token, b.Email, b.OptOut); err != nil {
@@ -186,7 +186,7 @@ func (a *API) v1Reclaim(w http.ResponseWriter, r *http.Request) {
 	}
 	err := a.reg.Reclaim(r.Context(), b.Name)
 	if isNotFound(err) {
-		writeError(w, http.StatusNotFound, "NoSuchName", "no gateway has this name")
+		writeError(w, http.StatusNotFound, apierror.NoSuchName, "no gateway has this name")
 		return
 	}
 	if err != nil {
@@ -199,7 +199,7 @@ func (a *API) v1Reclaim(w http.ResponseWriter, r *http.Request) {
 func (a *API) v1Unsubscribe(w http.ResponseWriter, r *http.Request) {
 	token := bearer(r)
 	if token == "" {
-		writeError(w, http.StatusUnauthorized, "Unauthorized", "Authorization: Bearer TOKEN required")
+		writeError(w, http.StatusUnauthorized, apierror.Unauthorized, "Authorization: Bearer TOKEN required")
 		return
 	}
 	if err := a.reg.Unsubscribe(r.Context(), token, ""); err != nil {
@@ -221,7 +221,7 @@ type discovered struct {
 func (a *API) v1Discover(w http.ResponseWriter, r *http.Request) {
 	ip := a.cfg.ClientIP(r)
 	if !ip.IsValid() {
-		writeError(w, http.StatusBadRequest, "BadRequest", "client address unknown")
+		writeError(w, http.StatusBadRequest, apierror.BadRequest, "client address unknown")
 		return
 	}
 	gws, err := a.reg.Discover(r.Context(), ip)
@@ -236,4 +236,3 @@ func (a *API) v1Discover(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"gateways": out})
 }
 
-func ttlSeconds(d time.Duration) int { return int(d / time.Second) }

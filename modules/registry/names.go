@@ -5,6 +5,9 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"unicode"
+
+	"golang.org/x/net/idna"
 )
 
 // MaxNameLength is the longest label DNS allows.
@@ -46,6 +49,9 @@ func (n *Names) Check(name string) error {
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("%w: only a-z, 0-9 and inner hyphens are allowed", ErrInvalidName)
 	}
+	if err := checkACMELabel(name); err != nil {
+		return err
+	}
 	if n.reserved[name] || nsNameRE.MatchString(name) {
 		return fmt.Errorf("%w: %s", ErrReservedName, name)
 	}
@@ -61,4 +67,86 @@ func NameFromMAC(mac string) (string, error) {
 		return "", fmt.Errorf("%w: not a 48-bit MAC address", ErrInvalidName)
 	}
 	return "gw-" + strings.ReplaceAll(hw.String(), ":", ""), nil
+}
+
+// checkACMELabel applies the label rules ACME CAs apply (Let's Encrypt's
+// Boulder) beyond LDH syntax, so that a registered name can always get its
+// certificate: hyphens in positions 3 and 4 only in an "xn--" label
+// (RFC 5891 4.2.3.1 reserves them), and an "xn--" label must be valid IDNA
+// under the registration profile and survive the round trip. Beyond what
+// Boulder checks, its Unicode form must be written in one script (Latin
+// with the Han, kana and Hangul of Japanese and Korean writing allowed
+// together), which refuses the mixed-script homographs of a Latin name
+// such as "аpple" with a Cyrillic "а".
+func checkACMELabel(label string) error {
+	if len(label) < 4 || label[2:4] != "--" {
+		return nil
+	}
+	if !strings.HasPrefix(label, "xn--") {
+		return fmt.Errorf("%w: hyphens in positions 3 and 4 are reserved for IDNA (xn--)", ErrInvalidName)
+	}
+	u, err := idna.Registration.ToUnicode(label)
+	if err != nil {
+		return fmt.Errorf("%w: not a valid internationalised label: %v", ErrInvalidName, err)
+	}
+	if a, err := idna.Registration.ToASCII(u); err != nil || a != label {
+		return fmt.Errorf("%w: not the canonical form of an internationalised label", ErrInvalidName)
+	}
+	if err := checkScript(u); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidName, err)
+	}
+	return nil
+}
+
+// idnScripts are the scripts a label may be written in.
+var idnScripts = func() map[string]*unicode.RangeTable {
+	m := map[string]*unicode.RangeTable{}
+	for name, t := range unicode.Scripts {
+		if name != "Common" && name != "Inherited" {
+			m[name] = t
+		}
+	}
+	return m
+}()
+
+// cjk are the scripts written together in Chinese, Japanese and Korean,
+// which one label may mix with each other and with Latin.
+var cjk = map[string]bool{"Han": true, "Hiragana": true, "Katakana": true, "Hangul": true, "Bopomofo": true}
+
+// checkScript refuses a Unicode label with a symbol or with letters of
+// more than one script (the CJK combinations and Latin with them aside).
+func checkScript(u string) error {
+	seen := map[string]bool{}
+	for _, r := range u {
+		if r == '-' || unicode.IsDigit(r) && r < 0x80 {
+			continue
+		}
+		if !unicode.In(r, unicode.L, unicode.M, unicode.N) {
+			return fmt.Errorf("%q is not a letter", r)
+		}
+		if unicode.In(r, unicode.Inherited) {
+			continue
+		}
+		found := false
+		for name, t := range idnScripts {
+			if unicode.Is(t, r) {
+				seen[name], found = true, true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("%q belongs to no script", r)
+		}
+	}
+	other := 0
+	for name := range seen {
+		if !cjk[name] && name != "Latin" {
+			other++
+		}
+	}
+	if len(seen) <= 1 || other == 0 {
+		// One script, or Latin and CJK scripts together.
+		return nil
+	}
+	return fmt.Errorf("letters of several scripts (a homograph risk)")
 }

@@ -105,9 +105,9 @@ func (r *Registry) emitPing(res PingResult) {
 		// Observers dropped the expired gateway; they need all of it back.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := r.emitRecords(ctx, res.Gateway); err == nil {
+		if err := r.emitRecords(ctx, GatewaySubtree(res.Gateway.Name)); err == nil {
 			return
 		}
 	}
-	r.emit(Event{Name: res.Gateway.Name, Gateway: res.Gateway})
+	r.emit(Event{Subtree: GatewaySubtree(res.Gateway.Name), Gateway: res.Gateway})
 }

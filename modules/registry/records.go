@@ -10,7 +10,12 @@ import (
 
 // Limits on what a gateway may publish in its subtree.
 const (
-	MaxTXTLength   = 1024
+	MaxTXTLength = 1024
+	// MaxOwnerBytes bounds the answer size of the records at one owner
+	// name, so that an answer, with a CNAME chain leading to it, the
+	// question and EDNS, fits a DNS message (64 KiB) many times over: 16
+	// TXT values of 1 KiB fit, 64 do not.
+	MaxOwnerBytes  = 16 << 10
 	MinRecordTTL   = 30 * time.Second
 	MaxRecordTTL   = 24 * time.Hour
 	maxOwnerLength = 200
@@ -32,17 +37,22 @@ func CheckRecord(rec *Record) error {
 			return err
 		}
 	case "A", "AAAA":
-		if rec.Owner == "" {
-			return fmt.Errorf("%w: the name's own addresses follow its mode; %s records go below it", ErrInvalidInput, rec.Type)
+		if err := checkSynthesized(rec); err != nil {
+			return err
 		}
 		ip, err := netip.ParseAddr(rec.Value)
 		if err != nil || (rec.Type == "A") != ip.Is4() || ip.Zone() != "" {
 			return fmt.Errorf("%w: %q is not an %s address", ErrInvalidInput, rec.Value, rec.Type)
 		}
+		if ip.Is4In6() {
+			// DNS would serve it as an IPv6 address no client can
+			// reach; the IPv4 address belongs in an A record.
+			return fmt.Errorf("%w: %q is an IPv4-mapped address; use an A record", ErrInvalidInput, rec.Value)
+		}
 		rec.Value = ip.String()
 	case "CNAME":
-		if rec.Owner == "" {
-			return fmt.Errorf("%w: CNAME only below the gateway's name", ErrInvalidInput)
+		if err := checkSynthesized(rec); err != nil {
+			return err
 		}
 		v := strings.ToLower(strings.TrimSuffix(rec.Value, "."))
 		if err := checkHostname(v); err != nil {
@@ -59,6 +69,26 @@ func CheckRecord(rec *Record) error {
 	return nil
 }
 
+// LocalOwner is the owner, relative to NAME.ZONE, where DNS answers the
+// LAN addresses the gateway reports.
+const LocalOwner = "local"
+
+// checkSynthesized refuses address and alias records where DNS answers
+// addresses of its own: NAME (its mode's addresses) and local.NAME (the
+// reported LAN addresses). They could never be served.
+func checkSynthesized(rec *Record) error {
+	switch rec.Owner {
+	case "":
+		return fmt.Errorf("%w: the name's own addresses follow its mode; %s records go below it", ErrInvalidInput, rec.Type)
+	case LocalOwner:
+		return fmt.Errorf("%w: %s.NAME answers the addresses the gateway reports; %s records go elsewhere", ErrInvalidInput, LocalOwner, rec.Type)
+	}
+	return nil
+}
+
+// checkOwner checks an owner name relative to the subtree. A "*" label is
+// refused: the zone does not synthesise wildcard answers (RFC 4592), so a
+// wildcard record would be served only to a query for a literal "*".
 func checkOwner(owner string) error {
 	if owner == "" {
 		return nil
@@ -72,7 +102,10 @@ func checkOwner(owner string) error {
 		}
 		for i := 0; i < len(label); i++ {
 			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '*' && len(label) == 1) {
+			if c == '*' && len(label) == 1 {
+				return fmt.Errorf("%w: wildcard owners are not served (%q)", ErrInvalidInput, owner)
+			}
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
 				return fmt.Errorf("%w: bad character in %q", ErrInvalidInput, owner)
 			}
 		}
@@ -87,72 +120,133 @@ func checkHostname(name string) error {
 	return checkOwner(name)
 }
 
-// Records returns the gateway's records.
-func (r *Registry) Records(ctx context.Context, g *Gateway) ([]Record, error) {
-	return r.store.Records(ctx, g.Name)
+// Records returns the subtree's records, oldest first.
+func (r *Registry) Records(ctx context.Context, s Subtree) ([]Record, error) {
+	return r.store.Records(ctx, s)
 }
 
-// AppendRecords adds records to g's subtree.
-func (r *Registry) AppendRecords(ctx context.Context, g *Gateway, recs []Record) ([]Record, error) {
-	if err := r.prepare(g, recs); err != nil {
+// AppendRecords adds records to the subtree.
+func (r *Registry) AppendRecords(ctx context.Context, s Subtree, recs []Record) ([]Record, error) {
+	if err := r.prepare(s, recs); err != nil {
 		return nil, err
 	}
-	if err := r.store.AppendRecords(ctx, g.Name, recs, r.cfg.MaxRecords); err != nil {
+	if err := r.store.AppendRecords(ctx, s, recs, r.checkSubtree); err != nil {
 		return nil, err
 	}
-	return recs, r.emitRecords(ctx, g)
+	return recs, r.emitRecords(ctx, s)
 }
 
-// SetRecords replaces the RRsets named by recs in g's subtree.
-func (r *Registry) SetRecords(ctx context.Context, g *Gateway, recs []Record) ([]Record, error) {
-	if err := r.prepare(g, recs); err != nil {
+// SetRecords replaces the RRsets named by recs in the subtree.
+func (r *Registry) SetRecords(ctx context.Context, s Subtree, recs []Record) ([]Record, error) {
+	if err := r.prepare(s, recs); err != nil {
 		return nil, err
 	}
-	if err := r.store.SetRecords(ctx, g.Name, recs, r.cfg.MaxRecords); err != nil {
+	if err := r.store.SetRecords(ctx, s, recs, r.checkSubtree); err != nil {
 		return nil, err
 	}
-	return recs, r.emitRecords(ctx, g)
+	return recs, r.emitRecords(ctx, s)
 }
 
-// DeleteRecords removes the records of g matching any filter.
-func (r *Registry) DeleteRecords(ctx context.Context, g *Gateway, filters []RecordFilter) ([]Record, error) {
+// DeleteRecords removes the subtree's records matching any filter.
+func (r *Registry) DeleteRecords(ctx context.Context, s Subtree, filters []RecordFilter) ([]Record, error) {
 	filters = normalizeFilters(filters)
-	deleted, err := r.store.DeleteRecords(ctx, g.Name, filters)
+	if s.IsZone() {
+		// The zone's subtree may only be touched at its challenge, so a
+		// filter must say so: an empty one would match everything.
+		for _, f := range filters {
+			if f.Owner == nil || *f.Owner != ZoneChallenge || (f.Type != "" && f.Type != "TXT") {
+				return nil, fmt.Errorf("%w: only TXT records at %s of the zone may be deleted", ErrOutsideSubtree, ZoneChallenge)
+			}
+		}
+	}
+	deleted, err := r.store.DeleteRecords(ctx, s, filters)
 	if err != nil {
 		return nil, err
 	}
 	if len(deleted) > 0 {
-		return deleted, r.emitRecords(ctx, g)
+		return deleted, r.emitRecords(ctx, s)
 	}
 	return deleted, nil
 }
 
-func (r *Registry) prepare(g *Gateway, recs []Record) error {
+// prepare checks and normalises recs for the subtree, before any store
+// access: what one request alone gets wrong is refused without a
+// transaction. checkSubtree then checks the whole set inside it.
+func (r *Registry) prepare(s Subtree, recs []Record) error {
+	if s.IsZero() {
+		return ErrNoSubtree
+	}
 	if len(recs) > r.cfg.MaxRecords {
 		return ErrTooMany
 	}
 	now := r.now().UTC()
 	for i := range recs {
-		recs[i].Gateway = g.Name
+		recs[i].Subtree = s
 		recs[i].Created = now
 		if err := CheckRecord(&recs[i]); err != nil {
 			return err
 		}
-	}
-	// A CNAME owns its name alone (RFC 1034 3.6.2).
-	types := map[string]map[string]bool{}
-	for _, rec := range recs {
-		if types[rec.Owner] == nil {
-			types[rec.Owner] = map[string]bool{}
+		if s.IsZone() && (recs[i].Owner != ZoneChallenge || recs[i].Type != "TXT") {
+			return fmt.Errorf("%w: only TXT records at %s of the zone may be written, not %s %q", ErrOutsideSubtree, ZoneChallenge, recs[i].Type, recs[i].Owner)
 		}
-		types[rec.Owner][rec.Type] = true
 	}
-	for owner, t := range types {
-		if t["CNAME"] && len(t) > 1 {
-			return fmt.Errorf("%w: CNAME and other data at %q", ErrConflict, owner)
+	return CheckRecordSet(recs)
+}
+
+// checkSubtree is the RecordCheck of every write: the subtree's whole
+// record set, as the write would leave it, must be one DNS can serve.
+func (r *Registry) checkSubtree(all []Record) error {
+	if len(all) > r.cfg.MaxRecords {
+		return fmt.Errorf("%w: the subtree would hold %d records, at most %d", ErrTooMany, len(all), r.cfg.MaxRecords)
+	}
+	return CheckRecordSet(all)
+}
+
+// CheckRecordSet refuses, in a subtree's records, what DNS could not serve
+// at one owner name: a CNAME beside any other data (RFC 1034 3.6.2), and
+// more data than fits in an answer with room to spare (ErrTooLarge).
+func CheckRecordSet(recs []Record) error {
+	type owner struct {
+		types map[string]bool
+		size  int
+	}
+	owners := map[string]*owner{}
+	for _, rec := range recs {
+		o := owners[rec.Owner]
+		if o == nil {
+			o = &owner{types: map[string]bool{}}
+			owners[rec.Owner] = o
+		}
+		o.types[rec.Type] = true
+		o.size += wireSize(rec)
+	}
+	for name, o := range owners {
+		if o.types["CNAME"] && len(o.types) > 1 {
+			return fmt.Errorf("%w: CNAME and other data at %q", ErrConflict, name)
+		}
+		if o.size > MaxOwnerBytes {
+			return fmt.Errorf("%w: the records at %q take %d bytes in an answer, at most %d", ErrTooLarge, name, o.size, MaxOwnerBytes)
 		}
 	}
 	return nil
+}
+
+// wireSize is what rec adds to a DNS answer: a compressed owner name (2
+// bytes), type, class, TTL and length (10), and the data; a TXT value is
+// sent as strings of at most 255 bytes, each with a length byte.
+func wireSize(rec Record) int {
+	n := 12
+	switch rec.Type {
+	case "A":
+		n += 4
+	case "AAAA":
+		n += 16
+	case "TXT":
+		n += len(rec.Value) + max(1, (len(rec.Value)+254)/255)
+	default:
+		n += len(rec.Value) + 1
+	}
+	return n
 }
 
 // normalizeFilters gives delete filters the forms the store holds, so that

@@ -10,6 +10,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -60,11 +61,12 @@ type Gateway struct {
 	Created time.Time
 }
 
-// Record is one DNS record in a gateway's own subtree.
+// Record is one DNS record in a subtree: a gateway's or the zone's own.
 type Record struct {
-	// Gateway is the owning gateway's name.
-	Gateway string
-	// Owner is the name relative to NAME.ZONE: "" for NAME itself,
+	// Subtree owns the record.
+	Subtree Subtree
+	// Owner is the name relative to the subtree's root (NAME.ZONE, or
+	// ZONE for the zone's subtree): "" for the root itself,
 	// "_acme-challenge", "www", "_acme-challenge.www", ...
 	Owner string
 	// Type is "TXT", "A", "AAAA" or "CNAME".
@@ -124,11 +126,29 @@ var (
 	ErrNoEmail       = errors.New("no verified email")
 	ErrTooMany       = errors.New("too many records")
 	ErrConflict      = errors.New("conflicting record")
+	// ErrTooLarge: the records at one owner would not fit a DNS answer.
+	ErrTooLarge = errors.New("records too large")
 )
 
 // ResyncAll is delivered by Store.Changes when individual changes may have
-// been missed.
-const ResyncAll = ""
+// been missed: the zero Subtree, which names none in particular.
+var ResyncAll = Subtree{}
+
+// RecordCheck validates a subtree's whole record set as a write would
+// leave it. A store calls it inside the writing transaction, after the
+// write, and writes nothing when it fails, so that rules spanning several
+// requests (a limit, CNAME exclusivity) hold against concurrent writers.
+type RecordCheck func(all []Record) error
+
+// AtMost is the RecordCheck that only bounds the number of records.
+func AtMost(max int) RecordCheck {
+	return func(all []Record) error {
+		if len(all) > max {
+			return fmt.Errorf("%w: the subtree would hold %d records, at most %d", ErrTooMany, len(all), max)
+		}
+		return nil
+	}
+}
 
 // Store persists gateways, accounts and records. Every method is atomic: it
 // either applies entirely or not at all. Implementations must be safe for
@@ -172,44 +192,34 @@ type Store interface {
 	// CountGateways returns the number of registered gateways.
 	CountGateways(ctx context.Context) (int, error)
 
-	// Records returns the gateway's records (all owners), oldest first.
-	Records(ctx context.Context, gateway string) ([]Record, error)
+	// Records returns the subtree's records (all owners), oldest first;
+	// ErrNotFound for an unknown gateway. The zone's subtree always
+	// exists. Every records method refuses the zero Subtree (ErrNoSubtree).
+	Records(ctx context.Context, s Subtree) ([]Record, error)
 	// AppendRecords adds records; an identical record (owner, type, value)
-	// already present is kept, not duplicated. If the gateway would then
-	// hold more than max records, nothing is written and ErrTooMany returned.
-	AppendRecords(ctx context.Context, gateway string, recs []Record, max int) error
+	// already present is kept, not duplicated. If check refuses the
+	// subtree's records as they would then be, nothing is written and its
+	// error returned.
+	AppendRecords(ctx context.Context, s Subtree, recs []Record, check RecordCheck) error
 	// SetRecords replaces, for every (owner, type) pair present in recs,
-	// the whole RRset with the given records, atomically; same max rule.
-	SetRecords(ctx context.Context, gateway string, recs []Record, max int) error
+	// the whole RRset with the given records, atomically; same check rule.
+	SetRecords(ctx context.Context, s Subtree, recs []Record, check RecordCheck) error
 	// DeleteRecords removes the records matching any of the filters and
 	// returns those removed.
-	DeleteRecords(ctx context.Context, gateway string, filters []RecordFilter) ([]Record, error)
+	DeleteRecords(ctx context.Context, s Subtree, filters []RecordFilter) ([]Record, error)
 	// PruneRecords deletes records of the given owner and type created
-	// before cutoff, across all gateways, and returns the affected gateways.
-	PruneRecords(ctx context.Context, owner, rtype string, cutoff time.Time) ([]string, error)
+	// before cutoff, across all subtrees (the zone's included), and
+	// returns the affected subtrees.
+	PruneRecords(ctx context.Context, owner, rtype string, cutoff time.Time) ([]Subtree, error)
 
-	// ZoneRecords returns the records of the zone's own names, which
-	// belong to no gateway (the operator's ACME challenges at
-	// _acme-challenge.ZONE), oldest first; their Gateway is "".
-	ZoneRecords(ctx context.Context) ([]Record, error)
-	// AppendZoneRecords, SetZoneRecords, DeleteZoneRecords and
-	// PruneZoneRecords are AppendRecords, SetRecords, DeleteRecords and
-	// PruneRecords for the zone's own records, with the same rules; a
-	// shared store announces their changes as ZoneChange.
-	AppendZoneRecords(ctx context.Context, recs []Record, max int) error
-	SetZoneRecords(ctx context.Context, recs []Record, max int) error
-	DeleteZoneRecords(ctx context.Context, filters []RecordFilter) ([]Record, error)
-	// PruneZoneRecords reports whether it deleted anything.
-	PruneZoneRecords(ctx context.Context, owner, rtype string, cutoff time.Time) (bool, error)
-
-	// Changes delivers the names of gateways changed by other processes
-	// sharing the store, and ZoneChange for the zone's own records. A shared store (PostgreSQL) announces every write
+	// Changes delivers the subtrees changed by other processes sharing
+	// the store. A shared store (PostgreSQL) announces every write
 	// inside the writing transaction (pg_notify), so a committed change is
 	// never silent; a process does not receive its own announcements.
 	// Unshared stores return a nil channel. The channel closes when ctx ends.
-	// ResyncAll in place of a name means changes may have been missed
+	// ResyncAll in place of a subtree means changes may have been missed
 	// (the listener reconnected): the reader reloads everything.
-	Changes(ctx context.Context) (<-chan string, error)
+	Changes(ctx context.Context) (<-chan Subtree, error)
 
 	Close() error
 }

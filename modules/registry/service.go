@@ -35,19 +35,23 @@ type Notifier interface {
 
 // Event tells observers (the DNS index, the tunnel hub) what changed.
 type Event struct {
-	Name string
-	// Gateway is the new state; nil when the gateway was removed.
+	// Subtree is what changed: a gateway, or the zone's own records.
+	Subtree Subtree
+	// Gateway is the gateway's new state; nil when it was removed, and
+	// for the zone's subtree.
 	Gateway *Gateway
-	// Records is the gateway's full record set when RecordsChanged.
+	// Records is the subtree's full record set when RecordsChanged.
 	Records        []Record
 	RecordsChanged bool
 	// Revoked is set when the gateway's token stopped working (reclaimed,
 	// unsubscribed) or it expired: live tunnels for the name must close.
 	Revoked bool
-	// Zone is set when the zone's own records changed rather than a
-	// gateway: Name is ZoneChange, Gateway nil, and Records holds every
-	// zone record (RecordsChanged is set too).
-	Zone bool
+}
+
+// Name is the gateway's name, "" for the zone's subtree.
+func (ev Event) Name() string {
+	name, _ := ev.Subtree.Gateway()
+	return name
 }
 
 // Config holds the registry's policy.
@@ -154,25 +158,27 @@ func (r *Registry) emit(ev Event) {
 	}
 }
 
-// Reload re-reads a gateway from the store and tells observers; used when
-// another process sharing the store announced a change.
-func (r *Registry) Reload(ctx context.Context, name string) error {
-	if name == ZoneChange {
-		return r.emitZoneRecords(ctx)
+// Reload re-reads a subtree from the store and tells observers; used at
+// start for the zone's records, and when another process sharing the
+// store announced a change.
+func (r *Registry) Reload(ctx context.Context, s Subtree) error {
+	name, ok := s.Gateway()
+	if !ok {
+		return r.emitRecords(ctx, s)
 	}
 	g, err := r.store.Gateway(ctx, name)
 	if errors.Is(err, ErrNotFound) {
-		r.emit(Event{Name: name, Revoked: true})
+		r.emit(Event{Subtree: s, Revoked: true})
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	recs, err := r.store.Records(ctx, name)
+	recs, err := r.store.Records(ctx, s)
 	if err != nil {
 		return err
 	}
-	r.emit(Event{Name: name, Gateway: g, Records: recs, RecordsChanged: true, Revoked: g.Expired})
+	r.emit(Event{Subtree: s, Gateway: g, Records: recs, RecordsChanged: true, Revoked: g.Expired})
 	return nil
 }
 
@@ -252,7 +258,7 @@ func (r *Registry) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscr
 	if err != nil {
 		return nil, err
 	}
-	r.emit(Event{Name: g.Name, Gateway: g, RecordsChanged: true})
+	r.emit(Event{Subtree: GatewaySubtree(g.Name), Gateway: g, RecordsChanged: true})
 	if verifyToken != "" && r.notifier != nil {
 		// The name is registered either way; a mail that failed can be
 		// asked for again with /setemail.
@@ -288,7 +294,7 @@ func (r *Registry) reclaimWithToken(ctx context.Context, req SubscribeRequest) (
 	if err != nil {
 		return nil, err
 	}
-	r.emit(Event{Name: g.Name, Gateway: g, Revoked: true})
+	r.emit(Event{Subtree: GatewaySubtree(g.Name), Gateway: g, Revoked: true})
 	return &Subscription{Name: g.Name, Token: token, Reclaimed: true}, nil
 }
 
@@ -324,7 +330,7 @@ func (r *Registry) Unsubscribe(ctx context.Context, token, reclamationToken stri
 	if err := r.store.DeleteGateway(ctx, g.Name); err != nil {
 		return err
 	}
-	r.emit(Event{Name: g.Name, Revoked: true})
+	r.emit(Event{Subtree: GatewaySubtree(g.Name), Revoked: true})
 	return nil
 }
 
@@ -435,19 +441,31 @@ func (r *Registry) AddChallenge(ctx context.Context, token, value string) error 
 	if err != nil {
 		return err
 	}
-	rec := Record{Gateway: g.Name, Owner: "_acme-challenge", Type: "TXT", Value: value, TTL: 60 * time.Second, Created: r.now().UTC()}
-	if err := r.store.AppendRecords(ctx, g.Name, []Record{rec}, r.cfg.MaxRecords); err != nil {
+	s := GatewaySubtree(g.Name)
+	rec := Record{Subtree: s, Owner: "_acme-challenge", Type: "TXT", Value: value, TTL: 60 * time.Second, Created: r.now().UTC()}
+	if err := r.store.AppendRecords(ctx, s, []Record{rec}, r.checkSubtree); err != nil {
 		return err
 	}
-	return r.emitRecords(ctx, g)
+	return r.emitRecords(ctx, s)
 }
 
-func (r *Registry) emitRecords(ctx context.Context, g *Gateway) error {
-	recs, err := r.store.Records(ctx, g.Name)
+// emitRecords tells observers the subtree's records as they now are, with
+// the gateway's state for a gateway's subtree.
+func (r *Registry) emitRecords(ctx context.Context, s Subtree) error {
+	ev := Event{Subtree: s, RecordsChanged: true}
+	if name, ok := s.Gateway(); ok {
+		g, err := r.store.Gateway(ctx, name)
+		if err != nil {
+			return err
+		}
+		ev.Gateway = g
+	}
+	recs, err := r.store.Records(ctx, s)
 	if err != nil {
 		return err
 	}
-	r.emit(Event{Name: g.Name, Gateway: g, Records: recs, RecordsChanged: true})
+	ev.Records = recs
+	r.emit(ev)
 	return nil
 }
 

@@ -35,24 +35,16 @@ func (r *Registry) Sweep(ctx context.Context) error {
 			if err != nil {
 				continue
 			}
-			r.emit(Event{Name: n, Gateway: g, Revoked: true})
+			r.emit(Event{Subtree: GatewaySubtree(n), Gateway: g, Revoked: true})
 		}
 	}
 	pruned, err := r.store.PruneRecords(ctx, "_acme-challenge", "TXT", now.Add(-r.cfg.ChallengeLifetime))
 	if err != nil {
 		return err
 	}
-	for _, n := range pruned {
-		if g, err := r.store.Gateway(ctx, n); err == nil {
-			_ = r.emitRecords(ctx, g)
-		}
-	}
-	zonePruned, err := r.store.PruneZoneRecords(ctx, ZoneChallenge, "TXT", now.Add(-r.cfg.ChallengeLifetime))
-	if err != nil {
-		return err
-	}
-	if zonePruned {
-		return r.emitZoneRecords(ctx)
+	for _, s := range pruned {
+		// A gateway removed meanwhile has nothing left to announce.
+		_ = r.emitRecords(ctx, s)
 	}
 	return nil
 }

@@ -12,7 +12,16 @@ import (
 	"github.com/gatehouse-project/gatehouse/modules/registry/sqlitestore"
 )
 
-func TestCheckZoneRecord(t *testing.T) {
+// The zone's subtree accepts TXT records at _acme-challenge and nothing
+// else, under the limits of a gateway's records.
+func TestZoneRecordRules(t *testing.T) {
+	ctx := t.Context()
+	store, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	reg := registry.New(store, registry.Config{}, nil)
 	for _, tc := range []struct {
 		rec  registry.Record
 		want error
@@ -25,12 +34,14 @@ func TestCheckZoneRecord(t *testing.T) {
 		{registry.Record{Owner: "_acme-challenge", Type: "TXT", Value: "a\x00b"}, registry.ErrInvalidInput},
 		{registry.Record{Owner: "_acme-challenge", Type: "MX", Value: "10 mx."}, registry.ErrUnsupportedType},
 	} {
-		rec := tc.rec
-		if err := registry.CheckZoneRecord(&rec); !errors.Is(err, tc.want) || (err == nil) != (tc.want == nil) {
-			t.Errorf("CheckZoneRecord(%+v) = %v, want %v", tc.rec, err, tc.want)
+		got, err := reg.AppendRecords(ctx, registry.ZoneSubtree(), []registry.Record{tc.rec})
+		if !errors.Is(err, tc.want) || (err == nil) != (tc.want == nil) {
+			t.Errorf("AppendRecords(zone, %+v) = %v, want %v", tc.rec, err, tc.want)
 		}
-		if tc.want == nil && (rec.Owner != registry.ZoneChallenge || rec.Type != "TXT" || rec.TTL != 5*time.Minute) {
-			t.Errorf("not normalised: %+v", rec)
+		if tc.want == nil {
+			if rec := got[0]; rec.Owner != registry.ZoneChallenge || rec.Type != "TXT" || rec.TTL != 5*time.Minute || rec.Subtree != registry.ZoneSubtree() {
+				t.Errorf("not normalised: %+v", rec)
+			}
 		}
 	}
 }
@@ -49,7 +60,7 @@ func TestZoneRecordEvents(t *testing.T) {
 	var mu sync.Mutex
 	var seen [][]string
 	reg.Observe(func(ev registry.Event) {
-		if !ev.Zone || ev.Name != registry.ZoneChange || ev.Gateway != nil || !ev.RecordsChanged {
+		if !ev.Subtree.IsZone() || ev.Name() != "" || ev.Gateway != nil || !ev.RecordsChanged {
 			t.Errorf("zone event %+v", ev)
 		}
 		var vals []string
@@ -70,26 +81,26 @@ func TestZoneRecordEvents(t *testing.T) {
 		seen = nil
 	}
 
-	if _, err := reg.AppendZoneRecords(ctx, []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "a"}}); err != nil {
+	if _, err := reg.AppendRecords(ctx, registry.ZoneSubtree(), []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "a"}}); err != nil {
 		t.Fatal(err)
 	}
 	wantSeen("a")
-	if _, err := reg.SetZoneRecords(ctx, []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "b"}}); err != nil {
+	if _, err := reg.SetRecords(ctx, registry.ZoneSubtree(), []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "b"}}); err != nil {
 		t.Fatal(err)
 	}
 	wantSeen("b")
-	if _, err := reg.AppendZoneRecords(ctx, []registry.Record{{Owner: "www", Type: "TXT", Value: "x"}}); !errors.Is(err, registry.ErrOutsideSubtree) {
+	if _, err := reg.AppendRecords(ctx, registry.ZoneSubtree(), []registry.Record{{Owner: "www", Type: "TXT", Value: "x"}}); !errors.Is(err, registry.ErrOutsideSubtree) {
 		t.Fatalf("append outside the challenge: %v", err)
 	}
-	if _, err := reg.DeleteZoneRecords(ctx, []registry.RecordFilter{{Value: "b"}}); !errors.Is(err, registry.ErrOutsideSubtree) {
+	if _, err := reg.DeleteRecords(ctx, registry.ZoneSubtree(), []registry.RecordFilter{{Value: "b"}}); !errors.Is(err, registry.ErrOutsideSubtree) {
 		t.Fatalf("delete without a name: %v", err)
 	}
-	if err := reg.Reload(ctx, registry.ZoneChange); err != nil {
+	if err := reg.Reload(ctx, registry.ZoneSubtree()); err != nil {
 		t.Fatal(err)
 	}
 	wantSeen("b")
 	old := time.Now().Add(-2 * time.Hour)
-	if err := store.AppendZoneRecords(ctx, []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "stale", Created: old, TTL: time.Minute}}, 10); err != nil {
+	if err := store.AppendRecords(ctx, registry.ZoneSubtree(), []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "stale", Created: old, TTL: time.Minute}}, registry.AtMost(10)); err != nil {
 		t.Fatal(err)
 	}
 	if err := reg.Sweep(ctx); err != nil {
@@ -97,7 +108,7 @@ func TestZoneRecordEvents(t *testing.T) {
 	}
 	wantSeen("b")
 	challenge := registry.ZoneChallenge
-	if _, err := reg.DeleteZoneRecords(ctx, []registry.RecordFilter{{Owner: &challenge, Type: "txt"}}); err != nil {
+	if _, err := reg.DeleteRecords(ctx, registry.ZoneSubtree(), []registry.RecordFilter{{Owner: &challenge, Type: "txt"}}); err != nil {
 		t.Fatal(err)
 	}
 	wantSeen()

@@ -13,8 +13,9 @@ import (
 //	| type byte | msgpack map with string keys (the payload)  |
 //	+-----------+---------------------------------------------+
 //
-// The payload keys are the Go field names of the message types in wire.go
-// ("Name", "Key", "GUID", ...). Strings are msgpack str, byte fields
+// The payload keys are the Go field names of the message types in
+// messages.go ("Name", "Key", "GUID", ...); schema.go lists them, in the
+// order they are written, with their presence and bounds. Strings are msgpack str, byte fields
 // (GUID, Data) are msgpack bin, numbers are non-negative msgpack integers in
 // any width. A GUID is always bin of exactly 16 bytes; the all-zero GUID is
 // reserved and means "the session itself" (in an Ack).
@@ -73,11 +74,19 @@ func (t MessageType) String() string {
 	return fmt.Sprintf("MessageType(%#02x)", byte(t))
 }
 
-// Protocol limits. They are constants rather than configuration because both
-// ends must agree on them and the handshake does not negotiate them.
+// Protocol versions and limits. They are constants rather than
+// configuration because both ends must agree on them and the handshake
+// negotiates only the version.
 const (
 	// ProtocolVersion is the version this package speaks in Handshake.
-	ProtocolVersion = 1
+	ProtocolVersion = 2
+	// MinProtocolVersion is the oldest version ServerHandshake accepts:
+	// agents already deployed speak it.
+	MinProtocolVersion = 1
+	// VersionSource is the first version whose peers read
+	// Initiator.Source. To an older peer, Session.Open sends a forwarded
+	// stream's source gateway in Gatename instead, as version 1 did.
+	VersionSource = 2
 
 	// MaxFrameSize bounds every frame, type byte included. A peer that sends
 	// more is disconnected (the WebSocket read limit is set to it).
@@ -103,12 +112,80 @@ const (
 	MaxWindow = 16 << 20
 
 	// Field bounds enforced by Decode and Encode.
-	maxNameLen     = 253 // a DNS name
-	maxKeyLen      = 1024
-	maxAddrLen     = 64 // textual IPv6 with zone and port fits
-	maxMessageLen  = 1024
-	maxGatenameLen = 253
+
+	// MaxNameLen bounds a gateway name (Handshake.Name, Initiator.Gatename
+	// and Source): a DNS name.
+	MaxNameLen = 253
+	// MaxKeyLen bounds Handshake.Key, the gateway's token.
+	MaxKeyLen = 1024
+	// MaxAddrLen bounds Initiator.Ip and ClientAddr: a textual IPv6
+	// address with zone and port fits.
+	MaxAddrLen = 64
+	// MaxReasonLen bounds Ack.Message, the reason of a refusal; longer
+	// reasons are cut.
+	MaxReasonLen = 1024
 )
+
+// Reasons the tunnel package itself sends in refusing Acks. Peers match on
+// them, so they are part of the protocol; refusals by the application
+// (Stream.Ack) carry its own reasons.
+const (
+	// ReasonMalformedHandshake: the first frame did not decode.
+	ReasonMalformedHandshake = "malformed handshake"
+	// ReasonExpectedHandshake: the first frame was another message.
+	ReasonExpectedHandshake = "expected a handshake"
+	// ReasonUnsupportedVersion starts the refusal of a handshake whose
+	// version is outside [MinProtocolVersion, ProtocolVersion]; the
+	// versions follow.
+	ReasonUnsupportedVersion = "unsupported protocol version"
+	// ReasonAuthFailed: authenticate failed without a reason of its own.
+	ReasonAuthFailed = "authentication failed"
+	// ReasonDuplicateStream: an Initiator reused the GUID of an open stream.
+	ReasonDuplicateStream = "duplicate stream GUID"
+	// ReasonTooManyStreams starts the refusal of an Initiator above
+	// Config.MaxStreams; the limit follows.
+	ReasonTooManyStreams = "too many streams"
+	// ReasonBacklogFull: the Initiator found Config.AcceptBacklog full.
+	ReasonBacklogFull = "accept backlog full"
+	// ReasonStreamClosed: the application closed an accepted stream before
+	// answering it.
+	ReasonStreamClosed = "stream closed"
+	// ReasonStreamClosedByPeer: Open's answer when the peer withdrew the
+	// stream with a Terminator instead of an Ack.
+	ReasonStreamClosedByPeer = "stream closed by peer"
+)
+
+// Path is where the cloud serves the agents' WebSocket, below its API URL.
+const Path = "/v1/tunnel"
+
+// Reasons the cloud and the agents send each other as session goodbyes
+// (Session.CloseWithReason) and stream refusals, beyond the tunnel's own.
+const (
+	// ReasonReplaced: a newer session for the same name took over.
+	ReasonReplaced = "replaced by a newer session"
+	// ReasonCloudShutdown: the cloud is stopping.
+	ReasonCloudShutdown = "cloud shutting down"
+	// ReasonAgentShutdown: the agent is stopping.
+	ReasonAgentShutdown = "agent shutting down"
+
+	// Refusals of a forwarded stream by the cloud, to the source agent.
+
+	// ReasonForwardDenied: no forwarding rule allows it.
+	ReasonForwardDenied = "denied by the cloud's forwarding rules"
+	// ReasonForwardUnknownGateway: the target is not registered.
+	ReasonForwardUnknownGateway = "unknown gateway"
+	// ReasonForwardOffline starts the refusal when the target has no live
+	// tunnel or did not answer.
+	ReasonForwardOffline = "target gateway offline"
+	// ReasonForwardBadRequest: the Initiator names no gateway or port.
+	ReasonForwardBadRequest = "initiator names no gateway or port"
+)
+
+// RefusedBy is how the cloud passes the target agent's refusal of a
+// forwarded stream on to the source: "refused by GATEWAY: REASON".
+func RefusedBy(gateway, reason string) string {
+	return "refused by " + gateway + ": " + reason
+}
 
 // Sentinel errors. Errors returned by this package wrap one of them, so
 // callers branch with errors.Is.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ClientHandshake opens a session from the agent's side: it sends a
@@ -12,7 +13,13 @@ import (
 // cloud's reason. ctx bounds the exchange; with the WebSocket adapter, a ctx
 // that ends mid-exchange also closes the connection.
 func ClientHandshake(ctx context.Context, conn Conn, name, key string) error {
-	b, err := Encode(Handshake{Name: name, Key: key, Version: ProtocolVersion})
+	return ClientHandshakeVersion(ctx, conn, name, key, ProtocolVersion)
+}
+
+// ClientHandshakeVersion is ClientHandshake announcing an older version,
+// for a cloud that refused ProtocolVersion (IsVersionRefusal).
+func ClientHandshakeVersion(ctx context.Context, conn Conn, name, key string, version uint16) error {
+	b, err := Encode(Handshake{Name: name, Key: key, Version: version})
 	if err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
@@ -37,9 +44,8 @@ func ClientHandshake(ctx context.Context, conn Conn, name, key string) error {
 	return nil
 }
 
-// genericRefusal is what the agent reads when authenticate fails with an
+// ReasonAuthFailed is what the agent reads when authenticate fails with an
 // error that is not a *RefusedError: internal errors stay in the cloud.
-const genericRefusal = "authentication failed"
 
 // ServerHandshake answers an agent's handshake on the cloud's side: it reads
 // the Handshake, checks the version, calls authenticate with the name and
@@ -57,21 +63,23 @@ func ServerHandshake(ctx context.Context, conn Conn, authenticate func(ctx conte
 	}
 	msg, err := Decode(b)
 	if err != nil {
-		refuse(ctx, conn, "malformed handshake")
+		refuse(ctx, conn, ReasonMalformedHandshake)
 		return Handshake{}, fmt.Errorf("handshake: %w", err)
 	}
 	h, ok := msg.(Handshake)
 	if !ok {
-		refuse(ctx, conn, "expected a handshake")
+		refuse(ctx, conn, ReasonExpectedHandshake)
 		return Handshake{}, fmt.Errorf("handshake: %w: got %v first", ErrProtocol, msg.Type())
 	}
-	if h.Version != ProtocolVersion {
-		reason := fmt.Sprintf("unsupported protocol version %d (server speaks %d)", h.Version, ProtocolVersion)
+	if h.Version < MinProtocolVersion || h.Version > ProtocolVersion {
+		// Version 1 clouds said "(server speaks 1)"; the prefix is what
+		// an agent matches on.
+		reason := fmt.Sprintf("%s %d (server speaks %d to %d)", ReasonUnsupportedVersion, h.Version, MinProtocolVersion, ProtocolVersion)
 		refuse(ctx, conn, reason)
 		return h, fmt.Errorf("handshake: %w", &RefusedError{Reason: reason})
 	}
 	if err := authenticate(ctx, h.Name, h.Key); err != nil {
-		reason := genericRefusal
+		reason := ReasonAuthFailed
 		var re *RefusedError
 		if errors.As(err, &re) && re.Reason != "" {
 			reason = re.Reason
@@ -90,6 +98,13 @@ func ServerHandshake(ctx context.Context, conn Conn, authenticate func(ctx conte
 		return h, fmt.Errorf("handshake: send ack: %w", err)
 	}
 	return h, nil
+}
+
+// IsVersionRefusal reports whether err is a cloud's refusal of the
+// handshake's protocol version (clouds of every version word it so).
+func IsVersionRefusal(err error) bool {
+	var re *RefusedError
+	return errors.As(err, &re) && strings.HasPrefix(re.Reason, ReasonUnsupportedVersion)
 }
 
 // refuse sends a refusal Ack, best effort: the connection is closed next.

@@ -17,7 +17,7 @@ func TestHandshake(t *testing.T) {
 		{"accepted", nil, ""},
 		{"refused with reason", &RefusedError{Reason: "unknown gateway"}, "unknown gateway"},
 		{"wrapped refusal", errors.Join(errors.New("lookup"), &RefusedError{Reason: "token revoked"}), "token revoked"},
-		{"internal error stays inside", errDB, genericRefusal},
+		{"internal error stays inside", errDB, ReasonAuthFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,7 +67,7 @@ func TestServerHandshakeRejects(t *testing.T) {
 		first  Message
 		reason string
 	}{
-		{"old version", Handshake{Name: "a", Key: "b", Version: ProtocolVersion + 1}, "unsupported protocol version"},
+		{"future version", Handshake{Name: "a", Key: "b", Version: ProtocolVersion + 1}, ReasonUnsupportedVersion},
 		{"not a handshake", Ping{Nonce: 1}, "expected a handshake"},
 	}
 	for _, tt := range tests {
@@ -94,5 +94,32 @@ func TestServerHandshakeRejects(t *testing.T) {
 				t.Fatal("ServerHandshake succeeded")
 			}
 		})
+	}
+}
+
+// Agents already deployed speak version 1: the cloud still accepts them, and
+// returns the version so that the session writes what they understand.
+func TestServerHandshakeAcceptsVersion1(t *testing.T) {
+	sc, cc := wsPair(t)
+	type result struct {
+		h   Handshake
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		h, err := ServerHandshake(context.Background(), sc, func(context.Context, string, string) error { return nil })
+		done <- result{h, err}
+	}()
+	peer := rawPeer{t, cc}
+	peer.send(Handshake{Name: "old", Key: "k", Version: MinProtocolVersion})
+	m, err := peer.next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack, ok := m.(Ack); !ok || !ack.Ok {
+		t.Fatalf("version 1 answered with %#v", m)
+	}
+	if r := <-done; r.err != nil || r.h.Version != MinProtocolVersion {
+		t.Fatalf("ServerHandshake = %+v, %v", r.h, r.err)
 	}
 }

@@ -54,6 +54,8 @@ type Session struct {
 	ctrl     [][]byte
 	ctrlWake chan struct{}
 
+	peerVersion atomic.Uint32 // see SetPeerVersion; 0 stands for MinProtocolVersion
+
 	lastRecv   atomic.Int64 // time of the last frame from the peer
 	writeSince atomic.Int64 // start of the write in progress, 0 when idle
 
@@ -137,8 +139,8 @@ func (s *Session) Close() error {
 // with an error wrapping ErrClosedByPeer and the reason. Queued data that
 // the writer has not sent yet is dropped.
 func (s *Session) CloseWithReason(reason string) error {
-	if len(reason) > maxMessageLen {
-		reason = reason[:maxMessageLen]
+	if len(reason) > MaxReasonLen {
+		reason = reason[:MaxReasonLen]
 	}
 	s.shutdown(ErrSessionClosed, reason)
 	s.wg.Wait()
@@ -188,14 +190,29 @@ func (s *Session) closed() bool {
 	}
 }
 
+// SetPeerVersion records the protocol version the peer announced in its
+// handshake (the Version of the Handshake ServerHandshake returns), so that
+// Open writes Initiators the peer understands. Until it is called the
+// session assumes MinProtocolVersion, which every agent reads. Call it
+// before the first Open.
+func (s *Session) SetPeerVersion(v uint16) { s.peerVersion.Store(uint32(v)) }
+
 // Open starts a stream toward the peer: it sends init as an Initiator (with
 // a fresh GUID and this side's window) and waits for the peer's Ack. A
 // refusal returns a *RefusedError with the peer's reason. If ctx ends first,
 // the stream is abandoned (the peer is told with a Terminator).
+//
+// A peer older than VersionSource (see SetPeerVersion) is sent init's
+// Source in Gatename instead, as version 1 clouds did on a forward's target
+// leg; the stream's own Initiator keeps both.
 func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
 	init.GUID = NewGUID()
 	init.Window = s.cfg.StreamWindow
-	b, err := Encode(init)
+	wire := init
+	if init.Source != "" && s.peerVersion.Load() < VersionSource {
+		wire.Gatename, wire.Source = init.Source, ""
+	}
+	b, err := Encode(wire)
 	if err != nil {
 		return nil, err
 	}
@@ -465,10 +482,10 @@ func (s *Session) handleInitiator(m Initiator) error {
 		return nil
 	case s.streams[m.GUID] != nil:
 		s.mu.Unlock()
-		return refuse("duplicate stream GUID")
+		return refuse(ReasonDuplicateStream)
 	case len(s.streams) >= s.cfg.MaxStreams:
 		s.mu.Unlock()
-		return refuse(fmt.Sprintf("too many streams (limit %d)", s.cfg.MaxStreams))
+		return refuse(fmt.Sprintf("%s (limit %d)", ReasonTooManyStreams, s.cfg.MaxStreams))
 	}
 	s.streams[m.GUID] = st
 	s.mu.Unlock()
@@ -477,7 +494,7 @@ func (s *Session) handleInitiator(m Initiator) error {
 		return nil
 	default:
 		s.remove(st)
-		return refuse("accept backlog full")
+		return refuse(ReasonBacklogFull)
 	}
 }
 

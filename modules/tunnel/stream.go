@@ -36,20 +36,15 @@ type Stream struct {
 
 	rd, wd deadline
 
-	mu          sync.Mutex
-	established bool // opener: Ack received; acceptor: Ack(true) sent
-	answered    bool // the Ack was sent (acceptor) or received (opener)
-	closed      bool // Close was called
-	sentFin     bool // this side sent a Terminator
-	recvFin     bool // the peer sent a Terminator
-	reset       bool // the peer's Terminator was a full close
-	sessErr     error
-	buf         recvBuffer
-	window      int64 // this side's receive window
-	recvAvail   int64 // bytes the peer may still send
-	unacked     int64 // bytes read but not yet granted back to the peer
-	drained     bool  // a read emptied the buffer since the last grant
-	sendCredit  int64 // bytes this side may still send
+	mu         sync.Mutex
+	state      streamState // changed only through transition (state.go)
+	sessErr    error       // why the session ended, once it has
+	buf        recvBuffer
+	window     int64 // this side's receive window
+	recvAvail  int64 // bytes the peer may still send
+	unacked    int64 // bytes read but not yet granted back to the peer
+	drained    bool  // a read emptied the buffer since the last grant
+	sendCredit int64 // bytes this side may still send
 }
 
 func newStream(s *Session, init Initiator, opener bool) *Stream {
@@ -66,8 +61,10 @@ func newStream(s *Session, init Initiator, opener bool) *Stream {
 	}
 	st.recvAvail = st.window
 	if opener {
+		st.state = stateOpening
 		st.ackCh = make(chan Ack, 1)
 	} else {
+		st.state = stateAccepted
 		st.sendCredit = windowOrDefault(init.Window)
 	}
 	return st
@@ -116,46 +113,56 @@ func (st *Stream) Initiator() Initiator { return st.init }
 // data flow; false refuses it, and message reaches the peer's Open as the
 // RefusedError reason. Only streams from Accept are answered, once.
 func (st *Stream) Ack(ok bool, message string) error {
-	if len(message) > maxMessageLen {
-		message = message[:maxMessageLen]
+	if len(message) > MaxReasonLen {
+		message = message[:MaxReasonLen]
 	}
+	ev := evAccept
+	if !ok {
+		ev = evRefuse
+	}
+	// Checked before the write lock too, so that a refused or closed
+	// stream answers at once.
 	st.mu.Lock()
-	if st.reset && !st.opener {
-		st.mu.Unlock()
-		return ErrStreamReset
+	_, err := transition(st.state, ev)
+	if err == nil {
+		err = st.sessErr
 	}
-	if st.opener || st.answered {
-		st.mu.Unlock()
-		return ErrAlreadyAcked
-	}
-	if st.closed {
-		st.mu.Unlock()
-		return ErrStreamClosed
-	}
-	if err := st.sessErr; err != nil {
-		st.mu.Unlock()
+	st.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	st.answered = true
-	st.mu.Unlock()
 
 	if !ok {
-		st.closeLocal()
+		st.mu.Lock()
+		_, err := transition(st.state, evRefuse)
+		if err == nil {
+			st.closeLocked() // the state becomes closed
+		}
+		st.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		st.released()
 		return st.sess.queueCtrl(Ack{Ok: false, Message: message, GUID: st.id})
 	}
 	b, err := Encode(Ack{Ok: true, Message: message, GUID: st.id, Window: st.sess.cfg.StreamWindow})
 	if err != nil {
 		return err
 	}
-	// The peer must see the Ack before any of our data: under the write
-	// lock, no Write from another goroutine slips in between.
+	// The peer must see the Ack before any of our data: the stream opens
+	// under the write lock, so no Write from another goroutine slips in
+	// between.
 	if err := st.lockWrite(st.done, nil); err != nil {
 		return err
 	}
 	defer st.unlockWrite()
 	st.mu.Lock()
-	st.established = true
+	next, err := transition(st.state, evAccept)
+	st.state = next
 	st.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	return st.sess.enqueue(context.Background(), outFrame{b: b}, st.done, nil)
 }
 
@@ -176,7 +183,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 			// Grant the consumed bytes back once half the window is
 			// consumed: fewer Window frames than per-read updates, and the
 			// peer never runs dry while the other half is in flight.
-			if st.unacked >= st.window/2 && !st.recvFin && !st.closed {
+			if st.unacked >= st.window/2 && (st.state == stateOpen || st.state == stateLocalFin) {
 				grant = st.unacked + st.grow()
 				st.recvAvail += grant
 				st.unacked = 0
@@ -211,14 +218,16 @@ func (st *Stream) Read(p []byte) (int, error) {
 
 // readErr says why a Read with nothing buffered must not wait; st.mu held.
 func (st *Stream) readErr() error {
-	switch {
-	case st.closed:
+	switch st.state {
+	case stateClosed:
 		return ErrStreamClosed
-	case st.recvFin:
+	case stateRemoteFin, stateFinished, stateReset:
 		return io.EOF
-	case st.sessErr != nil:
+	}
+	if st.sessErr != nil {
 		return st.sessErr
-	case !st.established:
+	}
+	if !st.state.established() {
 		return ErrNotAcked
 	}
 	return nil
@@ -226,16 +235,18 @@ func (st *Stream) readErr() error {
 
 // writeErr says why a Write must fail; st.mu held.
 func (st *Stream) writeErr() error {
-	switch {
-	case st.closed:
+	if st.state == stateClosed {
 		return ErrStreamClosed
-	case st.sessErr != nil:
+	}
+	if st.sessErr != nil {
 		return st.sessErr
-	case st.reset:
+	}
+	switch st.state {
+	case stateReset:
 		return ErrStreamReset
-	case st.sentFin:
+	case stateLocalFin, stateFinished:
 		return fmt.Errorf("%w: write after CloseWrite", ErrStreamClosed)
-	case !st.established:
+	case stateOpening, stateAccepted:
 		return ErrNotAcked
 	}
 	return nil
@@ -346,7 +357,8 @@ func (st *Stream) CloseWrite() error {
 	}
 	defer st.unlockWrite()
 	st.mu.Lock()
-	if st.sentFin && !st.closed {
+	prev := st.state
+	if prev == stateLocalFin || prev == stateFinished {
 		st.mu.Unlock()
 		return nil
 	}
@@ -354,10 +366,13 @@ func (st *Stream) CloseWrite() error {
 		st.mu.Unlock()
 		return err
 	}
-	st.sentFin = true
-	both := st.recvFin
+	next, err := transition(prev, evCloseWrite)
+	st.state = next
 	st.mu.Unlock()
-	if both {
+	if err != nil {
+		return err
+	}
+	if next.gone() {
 		st.sess.remove(st)
 	}
 	b, err := Encode(Terminator{GUID: st.id, Half: true})
@@ -372,21 +387,24 @@ func (st *Stream) CloseWrite() error {
 // Writes return ErrStreamClosed. Close is idempotent.
 func (st *Stream) Close() error {
 	st.mu.Lock()
-	if st.closed {
+	prev := st.state
+	if prev == stateClosed {
 		st.mu.Unlock()
 		return nil
 	}
 	var msg Message
-	switch {
-	case !st.opener && !st.answered:
+	switch prev {
+	case stateAccepted:
 		// Never answered: closing refuses it.
-		st.answered = true
-		msg = Ack{Ok: false, Message: "stream closed", GUID: st.id}
-	case st.established && !st.reset && !(st.sentFin && st.recvFin) && st.sessErr == nil:
-		msg = Terminator{GUID: st.id}
+		msg = Ack{Ok: false, Message: ReasonStreamClosed, GUID: st.id}
+	case stateOpen, stateLocalFin, stateRemoteFin:
+		if st.sessErr == nil {
+			msg = Terminator{GUID: st.id}
+		}
 	}
+	st.closeLocked()
 	st.mu.Unlock()
-	st.closeLocal()
+	st.released()
 	if msg == nil {
 		return nil
 	}
@@ -411,18 +429,18 @@ func (st *Stream) Close() error {
 	return err
 }
 
-// closeLocal marks the stream closed, wakes its waiters, frees its buffer
-// and forgets it in the session.
-func (st *Stream) closeLocal() {
-	st.mu.Lock()
-	if st.closed {
-		st.mu.Unlock()
-		return
-	}
-	st.closed = true
+// closeLocked moves the stream to stateClosed, frees its buffer and wakes
+// its waiters; st.mu held, and the state not closed yet. The caller then
+// calls released.
+func (st *Stream) closeLocked() {
+	st.state, _ = transition(st.state, evClose)
 	st.buf.free()
 	close(st.done)
-	st.mu.Unlock()
+}
+
+// released stops the deadline timers of a closed stream and forgets it in
+// the session; st.mu not held.
+func (st *Stream) released() {
 	st.rd.stop()
 	st.wd.stop()
 	st.sess.remove(st)
@@ -432,10 +450,13 @@ func (st *Stream) closeLocal() {
 // stream, so it is told to drop it.
 func (st *Stream) abandon() {
 	st.mu.Lock()
-	st.closed = true
-	close(st.done)
+	if st.state == stateClosed {
+		st.mu.Unlock()
+		return
+	}
+	st.closeLocked()
 	st.mu.Unlock()
-	st.sess.remove(st)
+	st.released()
 	if b, err := Encode(Terminator{GUID: st.id}); err == nil {
 		_ = st.sess.enqueue(context.Background(), outFrame{b: b}, nil, nil)
 	}
@@ -446,13 +467,15 @@ func (st *Stream) abandon() {
 func (st *Stream) receive(p []byte) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	switch {
-	case st.closed:
+	switch st.state {
+	case stateClosed:
 		return nil
-	case !st.established:
+	case stateOpening, stateAccepted:
 		return violation("data on stream %v before its ack", st.id)
-	case st.recvFin:
+	case stateRemoteFin, stateFinished, stateReset:
 		return violation("data on stream %v after its terminator", st.id)
+	}
+	switch {
 	case int64(len(p)) > st.recvAvail:
 		return violation("stream %v: %d bytes exceed the %d bytes of credit", st.id, len(p), st.recvAvail)
 	}
@@ -478,22 +501,20 @@ func (st *Stream) credit(n uint32) error {
 
 // terminated handles the peer's Terminator.
 func (st *Stream) terminated(half bool) {
+	ev := evRecvReset
+	if half {
+		ev = evRecvFin
+	}
 	st.mu.Lock()
-	st.recvFin = true
-	if !half {
-		st.reset = true
+	prev := st.state
+	// Terminators are accepted in every state (transition never refuses
+	// them).
+	st.state, _ = transition(prev, ev)
+	if prev == stateOpening {
+		// Withdrawn before it answered our Open.
+		st.ackCh <- Ack{Ok: false, Message: ReasonStreamClosedByPeer, GUID: st.id}
 	}
-	done := st.reset || st.sentFin
-	if !st.opener && !st.answered {
-		// Withdrawn before the application answered it.
-		st.answered = true
-		st.reset = true
-		done = true
-	}
-	if st.opener && !st.answered {
-		st.answered = true
-		st.ackCh <- Ack{Ok: false, Message: "stream closed by peer", GUID: st.id}
-	}
+	done := st.state.gone()
 	st.mu.Unlock()
 	signal(st.readable)
 	signal(st.writable)
@@ -504,14 +525,18 @@ func (st *Stream) terminated(half bool) {
 
 // acked handles the peer's answer to Open.
 func (st *Stream) acked(m Ack) error {
-	st.mu.Lock()
-	if !st.opener || st.answered {
-		st.mu.Unlock()
-		return violation("unexpected ack for stream %v", st.id)
-	}
-	st.answered = true
+	ev := evRefused
 	if m.Ok {
-		st.established = true
+		ev = evAcked
+	}
+	st.mu.Lock()
+	next, err := transition(st.state, ev)
+	if err != nil {
+		st.mu.Unlock()
+		return violation("unexpected ack for stream %v in state %v", st.id, st.state)
+	}
+	st.state = next
+	if m.Ok {
 		st.sendCredit += windowOrDefault(m.Window)
 	}
 	st.ackCh <- m

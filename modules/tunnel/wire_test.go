@@ -153,7 +153,7 @@ func TestDecodeStrict(t *testing.T) {
 		{"tiny window", frame(TypeInitiator, map[string]any{"GUID": testGUID[:], "Gatename": "g", "Window": 10})},
 		{"empty data", frame(TypeData, map[string]any{"GUID": testGUID[:], "Data": []byte{}})},
 		{"data extra key", frame(TypeData, map[string]any{"GUID": testGUID[:], "Data": []byte{1}, "X": 1})},
-		{"long ack message", frame(TypeAck, map[string]any{"Ok": false, "Message": strings.Repeat("x", maxMessageLen+1)})},
+		{"long ack message", frame(TypeAck, map[string]any{"Ok": false, "Message": strings.Repeat("x", MaxReasonLen+1)})},
 		{"session ack with window", frame(TypeAck, map[string]any{"Ok": true, "Window": DefaultWindow})},
 		{"map count lies", []byte{byte(TypePing), 0xdf, 0xff, 0xff, 0xff, 0xff}},
 		{"str32 length lies", []byte{byte(TypeAck), 0x81, 0xa7, 'M', 'e', 's', 's', 'a', 'g', 'e', 0xdb, 0xff, 0xff, 0xff, 0xff}},
@@ -249,4 +249,48 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("unstable round trip:\n%#v\n%#v", m, m2)
 		}
 	})
+}
+
+// Decode hands out the payload of a Data frame where it lies in the frame:
+// the session copies it once, into the stream's buffer, and no more.
+func TestDecodeDataAliasesFrame(t *testing.T) {
+	b := AppendData(nil, testGUID, []byte("payload"))
+	m, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := m.(Data)
+	if &d.Data[0] != &b[len(b)-len("payload")] {
+		t.Fatal("Decode copied the Data payload")
+	}
+	_, p, err := decodeData(b)
+	if err != nil || &p[0] != &d.Data[0] {
+		t.Fatalf("decodeData copied the payload (%v)", err)
+	}
+}
+
+// The Source key is new in version 2 and optional: an Initiator without it
+// is byte for byte what version 1 peers exchange, and one with it round trips.
+func TestInitiatorSource(t *testing.T) {
+	with := Initiator{GUID: testGUID, Ip: "10.0.0.2", Port: 22, Gatename: "office", Source: "home"}
+	b, err := Encode(with)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte("\xa6Source\xa4home")) {
+		t.Fatalf("no Source key in % x", b)
+	}
+	m, err := Decode(b)
+	if err != nil || !reflect.DeepEqual(m, with) {
+		t.Fatalf("round trip %#v, %v", m, err)
+	}
+	without := with
+	without.Source = ""
+	b2, _ := Encode(without)
+	if bytes.Contains(b2, []byte("Source")) {
+		t.Fatal("empty Source written")
+	}
+	if _, err := Decode(frame(TypeInitiator, map[string]any{"GUID": testGUID[:], "Gatename": "g", "Source": strings.Repeat("s", MaxNameLen+1)})); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("oversized Source: %v", err)
+	}
 }

@@ -14,6 +14,11 @@ import (
 // Zone is the zone the benchmarks serve.
 const Zone = "box.example.org."
 
+// seeded dates the challenge records: current ones, which the registry's
+// sweeper keeps for its challenge lifetime (24h), unlike records dated
+// 1970 that it deleted within a minute of the Caddy build's start.
+var seeded = time.Now().UTC()
+
 // Name is the i-th gateway's name: ten characters, the typical length.
 func Name(i int) string { return fmt.Sprintf("gw-%07d", i) }
 
@@ -47,8 +52,8 @@ func Gateway(i int, typical bool) (*registry.Gateway, []registry.Record) {
 	var recs []registry.Record
 	if HasChallenge(i) {
 		for _, v := range []string{"challenge-a", "challenge-b"} {
-			recs = append(recs, registry.Record{Gateway: g.Name, Owner: "_acme-challenge", Type: "TXT",
-				Value: fmt.Sprintf("%s-%d-%s", v, i, "x8EzTyc3d9mHSZJUcZc7zXyhpT2D3oVNG2nVqAm"), Created: time.Unix(0, 0)})
+			recs = append(recs, registry.Record{Subtree: registry.GatewaySubtree(g.Name), Owner: "_acme-challenge", Type: "TXT",
+				Value: fmt.Sprintf("%s-%d-%s", v, i, "x8EzTyc3d9mHSZJUcZc7zXyhpT2D3oVNG2nVqAm"), Created: seeded})
 		}
 	}
 	return g, recs

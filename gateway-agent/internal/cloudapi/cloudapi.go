@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
@@ -61,10 +62,10 @@ func (e *Error) Error() string {
 func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrTokenRefused:
-		return e.Status == http.StatusUnauthorized || (e.Status == http.StatusNotFound && e.Code == "NotFound")
+		return e.Status == http.StatusUnauthorized || (e.Status == http.StatusNotFound && e.Code == apierror.NotFound)
 	case ErrNameUnavailable:
 		switch e.Code {
-		case "UnavailableName", "UnavailableNameReclamationPossible", "InvalidName":
+		case apierror.UnavailableName, apierror.UnavailableNameReclamationPossible, apierror.InvalidName:
 			return true
 		}
 	}
@@ -80,28 +81,28 @@ func Explain(err error) string {
 		return ""
 	case errors.As(err, &e):
 		switch e.Code {
-		case "UnavailableName":
+		case apierror.UnavailableName:
 			if e.Reason != "" && !strings.Contains(e.Reason, "taken") {
 				return "this name is not available: " + e.Reason
 			}
 			return "this name is already taken"
-		case "UnavailableNameReclamationPossible":
+		case apierror.UnavailableNameReclamationPossible:
 			return "this name is taken, but its owner verified an email: ask for a reclamation token and enter it below"
-		case "InvalidName":
+		case apierror.InvalidName:
 			return "this name is not valid: " + strings.TrimPrefix(e.Reason, "invalid name: ")
-		case "ReclamationTokenMismatch":
+		case apierror.ReclamationTokenMismatch:
 			return "the reclamation token does not match this name"
-		case "ExpiredToken":
+		case apierror.ExpiredToken:
 			return "the reclamation token has expired: ask for a new one"
-		case "RateLimited":
+		case apierror.RateLimited:
 			return "too many attempts: wait a minute and try again"
-		case "InvalidEmail":
+		case apierror.InvalidEmail:
 			return "this email address is not valid"
-		case "EmailUnavailable":
+		case apierror.EmailUnavailable:
 			return "the cloud cannot send mail"
-		case "NoEmail":
+		case apierror.NoEmail:
 			return "this name has no verified email, so it cannot be reclaimed"
-		case "NoSuchName":
+		case apierror.NoSuchName:
 			return "no gateway has this name"
 		}
 		if errors.Is(err, ErrTokenRefused) {
@@ -258,10 +259,7 @@ func (c *Client) do(ctx context.Context, method, path, token string, in, out any
 	}
 	if resp.StatusCode >= 300 {
 		e := &Error{Status: resp.StatusCode}
-		var eb struct {
-			Error  string `json:"error"`
-			Reason string `json:"reason"`
-		}
+		var eb apierror.Body
 		if json.Unmarshal(b, &eb) == nil {
 			e.Code, e.Reason = eb.Error, eb.Reason
 		}

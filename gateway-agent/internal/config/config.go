@@ -29,6 +29,7 @@ import (
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/forward"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/localapi"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
 // ACME directories of Let's Encrypt, the names "production" and "staging"
@@ -595,7 +596,7 @@ func (c *Config) ACMEDirectory() (string, error) {
 }
 
 // TunnelURL is the cloud's tunnel endpoint.
-func (c *Config) TunnelURL() string { return strings.TrimSuffix(c.Cloud, "/") + "/v1/tunnel" }
+func (c *Config) TunnelURL() string { return strings.TrimSuffix(c.Cloud, "/") + tunnel.Path }
 
 // UpstreamAddr is the host:port the upstream listens on.
 func (c *Config) UpstreamAddr() (string, error) {

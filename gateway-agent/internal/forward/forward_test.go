@@ -287,6 +287,38 @@ func TestTargetRefusesMappedUnspecified(t *testing.T) {
 	}
 }
 
+// From a cloud that fills Source (protocol version 2), the target reads the
+// source gateway there: Gatename is the target itself, even when it
+// happens to be a name the allow-list admits as a source.
+func TestTargetReadsSource(t *testing.T) {
+	src, dst := sessions(t)
+	src.SetPeerVersion(tunnel.VersionSource)
+	serveTarget(t, dst, &Target{Allow: allowAll(t, "gw2"), DialTimeout: 2 * time.Second})
+	open, _ := halfCloseServer(t)
+	for _, tc := range []struct {
+		name    string
+		init    tunnel.Initiator
+		allowed bool
+	}{
+		{"allowed source", tunnel.Initiator{Gatename: "gw1", Source: "gw2", Ip: "127.0.0.1", Port: portOf(t, open)}, true},
+		{"other source, target named like an allowed one", tunnel.Initiator{Gatename: "gw2", Source: "gw3", Ip: "127.0.0.1", Port: portOf(t, open)}, false},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := src.Open(ctx, tc.init)
+		cancel()
+		if st != nil {
+			st.Close()
+		}
+		var refused *tunnel.RefusedError
+		switch {
+		case tc.allowed && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case !tc.allowed && (!errors.As(err, &refused) || refused.Reason != ReasonNotAllowed):
+			t.Errorf("%s: %v, want refusal %q", tc.name, err, ReasonNotAllowed)
+		}
+	}
+}
+
 // fakeOpener answers Open with its function.
 type fakeOpener struct {
 	calls atomic.Int32

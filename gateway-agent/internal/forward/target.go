@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -24,9 +23,9 @@ const (
 )
 
 // IsForwarding tells the streams another gateway opened toward an internal
-// destination (Ip and Port set; Gatename is the source gateway) from public
-// ingress (neither set; Gatename is this gateway's own name).
-func IsForwarding(init tunnel.Initiator) bool { return init.Port != 0 || init.Ip != "" }
+// destination from public ingress (see tunnel.MetaFromInitiator, which also
+// reads the source gateway from clouds of either protocol version).
+func IsForwarding(init tunnel.Initiator) bool { return tunnel.MetaFromInitiator(init).Forwarded() }
 
 // Target serves forwarding streams on the target gateway: it checks its
 // allow-list, dials the internal destination, answers the stream's Ack, and
@@ -50,8 +49,8 @@ type Target struct {
 // Handle serves one forwarding stream until both directions are done or ctx
 // ends. The caller closes st afterwards (client.Client does).
 func (t *Target) Handle(ctx context.Context, st *tunnel.Stream) {
-	init := st.Initiator()
-	log := t.logger().With("from", init.Gatename, "ip", init.Ip, "port", init.Port, "client", init.ClientAddr)
+	meta := tunnel.MetaFromInitiator(st.Initiator())
+	log := t.logger().With("from", meta.Source, "dest", meta.Dest, "client", meta.Client)
 	refuse := func(reason string, args ...any) {
 		t.Refused.Add(1)
 		log.Warn("forward refused", append([]any{"reason", reason}, args...)...)
@@ -61,12 +60,11 @@ func (t *Target) Handle(ctx context.Context, st *tunnel.Stream) {
 		refuse(ReasonShuttingDown)
 		return
 	}
-	ip, err := netip.ParseAddr(init.Ip)
-	if err != nil || init.Port == 0 {
+	if !meta.Dest.IsValid() || meta.Dest.Port() == 0 {
 		refuse(ReasonNoAddress)
 		return
 	}
-	dest, ok := t.Allow.Check(init.Gatename, ip, init.Port)
+	dest, ok := t.Allow.Check(meta.Source, meta.Dest.Addr(), meta.Dest.Port())
 	if !ok {
 		refuse(ReasonNotAllowed)
 		return
@@ -80,7 +78,7 @@ func (t *Target) Handle(ctx context.Context, st *tunnel.Stream) {
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	addr := net.JoinHostPort(dest.String(), strconv.Itoa(int(init.Port)))
+	addr := net.JoinHostPort(dest.String(), strconv.Itoa(int(meta.Dest.Port())))
 	conn, err := dial(dctx, "tcp", addr)
 	cancel()
 	if err != nil {

@@ -38,6 +38,8 @@ import (
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/cloudapi"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupcode"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
+
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 )
 
 // Controller carries out what the owner asks for.
@@ -251,7 +253,7 @@ func (h *Handler) formReclaim(w http.ResponseWriter, r *http.Request) {
 
 func isReclaimable(err error) bool {
 	var e *cloudapi.Error
-	return errors.As(err, &e) && e.Code == "UnavailableNameReclamationPossible"
+	return errors.As(err, &e) && e.Code == apierror.UnavailableNameReclamationPossible
 }
 
 // refuse shows the page again with the reason in plain words.

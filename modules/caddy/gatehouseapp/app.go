@@ -266,14 +266,14 @@ func (a *App) Start() error {
 }
 
 // followChanges applies other nodes' writes to this node's in-memory state.
-func (a *App) followChanges(ctx context.Context, ch <-chan string) {
+func (a *App) followChanges(ctx context.Context, ch <-chan registry.Subtree) {
 	for name := range ch {
 		if name == registry.ResyncAll {
 			a.resync(ctx)
 			continue
 		}
 		if err := a.registry.Reload(ctx, name); err != nil && ctx.Err() == nil {
-			a.logger.Warn("reloading changed gateway", zap.String("name", name), zap.Error(err))
+			a.logger.Warn("reloading changed records", zap.Stringer("subtree", name), zap.Error(err))
 		}
 	}
 }
@@ -323,28 +323,13 @@ func (a *App) Stop() error {
 
 // apply keeps the DNS index and the live tunnels in step with the registry.
 func (a *App) apply(ev registry.Event) {
-	if ev.Zone {
-		// The zone's own records: no gateway, no tunnel.
-		if a.dnsIndex != nil {
-			a.dnsIndex.PutZone(ev.Records)
-		}
-		return
-	}
-	if ev.Revoked {
+	if name, ok := ev.Subtree.Gateway(); ok && ev.Revoked {
 		// Drop waits for the agent to hear why; the registry must not.
 		reason := "gateway " + revokeReason(ev)
-		a.background.Go(func() { a.hub.Drop(ev.Name, reason) })
+		a.background.Go(func() { a.hub.Drop(name, reason) })
 	}
-	if a.dnsIndex == nil {
-		return
-	}
-	switch {
-	case ev.Gateway == nil:
-		a.dnsIndex.Remove(ev.Name)
-	case ev.RecordsChanged:
-		a.dnsIndex.Put(ev.Gateway, ev.Records)
-	default:
-		a.dnsIndex.PutAddresses(ev.Gateway)
+	if a.dnsIndex != nil {
+		a.dnsIndex.Apply(ev)
 	}
 }
 

@@ -39,6 +39,9 @@ func TestCaddyfileFull(t *testing.T) {
 			negative_ttl 30s
 			transfer_allow 192.0.2.53 10.0.0.0/8
 			rrl 50 3s 4
+			tcp_idle_timeout 3s
+			tcp_max_conns 512
+			tcp_max_conns_per_client 8
 		}
 		email {
 			smtp smtp.example.org:587
@@ -72,7 +75,8 @@ func TestCaddyfileFull(t *testing.T) {
 	d := app.DNS
 	if len(d.Listen) != 2 || len(d.Nameservers[0].Addrs) != 2 || d.TunnelAddrs[0].String() != "203.0.113.10" ||
 		d.Hosts[0].Name != "www" || d.CAA[0].Tag != "issue" || d.MX[0].Preference != 10 || d.TXT[0] != "v=spf1 -all" ||
-		d.TransferAllow[0].String() != "192.0.2.53/32" || d.RRL.ResponsesPerSecond != 50 || d.RRL.Slip != 4 {
+		d.TransferAllow[0].String() != "192.0.2.53/32" || d.RRL.ResponsesPerSecond != 50 || d.RRL.Slip != 4 ||
+		time.Duration(d.TCPIdleTimeout) != 3*time.Second || d.TCPMaxConns != 512 || d.TCPMaxConnsPerClient != 8 {
 		t.Fatalf("dns: %+v", d)
 	}
 	if app.Email.SMTP != "smtp.example.org:587" || app.Email.From != "Gatehouse <noreply@example.org>" {
@@ -108,6 +112,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"dns option", `gatehouse { dns { recursion yes } }`, "unrecognized dns option"},
 		{"caa", `gatehouse { dns { caa 0 issue } }`, "caa"},
 		{"rrl", `gatehouse { dns { rrl fast } }`, "rrl"},
+		{"tcp bound", `gatehouse { dns { tcp_max_conns_per_client 0 } }`, "positive integer"},
 		{"email incomplete", `gatehouse { email { smtp a:25 } }`, "smtp and from are required"},
 		{"tunnel option", `gatehouse { tunnel { speed 1 } }`, "unrecognized tunnel option"},
 		{"forward port", `gatehouse { forward { allow a b ssh } }`, "not a port"},

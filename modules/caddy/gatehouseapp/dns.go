@@ -47,6 +47,23 @@ type DNSConfig struct {
 	TransferAllow []netip.Prefix `json:"transfer_allow,omitempty"`
 	// RRL is UDP response rate limiting, per client prefix.
 	RRL *RRLConfig `json:"rrl,omitempty"`
+	// TCPIdleTimeout closes a TCP connection that asks nothing more for
+	// this long (default 5s).
+	TCPIdleTimeout caddy.Duration `json:"tcp_idle_timeout,omitempty"`
+	// TCPMaxConns and TCPMaxConnsPerClient bound the TCP connections per
+	// listener, in all and per client (IPv4 address, IPv6 /64); a new
+	// connection beyond a bound closes the least recently active one
+	// (defaults 1024 and 16).
+	TCPMaxConns          int `json:"tcp_max_conns,omitempty"`
+	TCPMaxConnsPerClient int `json:"tcp_max_conns_per_client,omitempty"`
+}
+
+func (c *DNSConfig) serverOptions() dnszone.ServerOptions {
+	return dnszone.ServerOptions{
+		IdleTimeout:          time.Duration(c.TCPIdleTimeout),
+		MaxTCPConns:          c.TCPMaxConns,
+		MaxTCPConnsPerClient: c.TCPMaxConnsPerClient,
+	}
 }
 
 // RRLConfig is response rate limiting against reflection attacks.
@@ -78,6 +95,9 @@ func (c *DNSConfig) zoneConfig(zone string) dnszone.Config {
 func (c *DNSConfig) validate(zone string) error {
 	if len(c.Listen) == 0 {
 		return fmt.Errorf("gatehouse dns: at least one listen address is required")
+	}
+	if c.TCPIdleTimeout < 0 || c.TCPMaxConns < 0 || c.TCPMaxConnsPerClient < 0 {
+		return fmt.Errorf("gatehouse dns: tcp_idle_timeout, tcp_max_conns and tcp_max_conns_per_client must not be negative")
 	}
 	for _, l := range c.Listen {
 		na, err := caddy.ParseNetworkAddress(l)
@@ -127,7 +147,7 @@ func (a *App) startDNS(ctx context.Context) error {
 			}
 		}
 	}
-	a.dnsServer = dnszone.NewServer(a.dnsHandler, pcs, lns, dnszone.ServerOptions{})
+	a.dnsServer = dnszone.NewServer(a.dnsHandler, pcs, lns, a.DNS.serverOptions())
 	if err := a.dnsServer.Start(); err != nil {
 		closeAll()
 		return err
@@ -253,6 +273,24 @@ func (c *DNSConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := c.parseRRL(d, args); err != nil {
 				return err
 			}
+		case "tcp_idle_timeout":
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur <= 0 {
+				return d.Errf("tcp_idle_timeout: want a positive duration, not %q", args[0])
+			}
+			c.TCPIdleTimeout = caddy.Duration(dur)
+		case "tcp_max_conns", "tcp_max_conns_per_client":
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n <= 0 {
+				return d.Errf("%s: want a positive integer, not %q", key, args[0])
+			}
+			*map[string]*int{"tcp_max_conns": &c.TCPMaxConns, "tcp_max_conns_per_client": &c.TCPMaxConnsPerClient}[key] = n
 		default:
 			return d.Errf("unrecognized dns option %q", key)
 		}

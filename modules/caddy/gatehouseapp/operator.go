@@ -7,7 +7,8 @@ import (
 	"fmt"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
+
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 // minOperatorToken is the shortest operator token accepted: it guards the
@@ -48,15 +49,11 @@ func (a *App) IsOperator(token string) bool {
 }
 
 // loadZoneRecords puts the zone's own records (the operator's ACME
-// challenges) in the DNS index, at start and after missed changes.
+// challenges) in the DNS index, at start and after missed changes,
+// through the registry's one records path.
 func (a *App) loadZoneRecords(ctx context.Context) error {
-	recs, err := a.store.ZoneRecords(ctx)
-	if err != nil {
+	if err := a.registry.Reload(ctx, registry.ZoneSubtree()); err != nil {
 		return fmt.Errorf("gatehouse: loading the zone's own records: %w", err)
-	}
-	a.dnsIndex.PutZone(recs)
-	if len(recs) > 0 {
-		a.logger.Info("zone records loaded", zap.Int("records", len(recs)))
 	}
 	return nil
 }

@@ -13,6 +13,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// legacyZoneName is how nodes before the one records path announced the
+// zone's records, so that a cluster being upgraded node by node still
+// follows them; it can never be a gateway's name.
+const legacyZoneName = "@"
+
 // Reconnection backoff of a listener whose connection dropped.
 const (
 	minBackoff = 100 * time.Millisecond
@@ -26,7 +31,7 @@ const (
 // the connection drops, the listener reconnects with backoff and, since
 // what other nodes committed meanwhile is not replayed, delivers
 // registry.ResyncAll.
-func (s *Store) Changes(ctx context.Context) (<-chan string, error) {
+func (s *Store) Changes(ctx context.Context) (<-chan registry.Subtree, error) {
 	// Registering under the lock keeps Close from missing a listener
 	// that starts while it waits for the others.
 	s.mu.Lock()
@@ -43,7 +48,7 @@ func (s *Store) Changes(ctx context.Context) (<-chan string, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	stopOnClose := context.AfterFunc(s.stop, cancel)
-	out := make(chan string, 256)
+	out := make(chan registry.Subtree, 256)
 	go func() {
 		defer s.listeners.Done()
 		defer close(out)
@@ -69,7 +74,7 @@ func (s *Store) listen(ctx context.Context) (*pgx.Conn, error) {
 
 // deliver forwards other nodes' names from conn to out until ctx ends,
 // replacing conn when it fails.
-func (s *Store) deliver(ctx context.Context, conn *pgx.Conn, out chan<- string) {
+func (s *Store) deliver(ctx context.Context, conn *pgx.Conn, out chan<- registry.Subtree) {
 	backoff := minBackoff
 	for {
 		n, err := conn.WaitForNotification(ctx)
@@ -109,9 +114,20 @@ func (s *Store) deliver(ctx context.Context, conn *pgx.Conn, out chan<- string) 
 		if json.Unmarshal([]byte(n.Payload), &msg) != nil || msg.Node == s.node {
 			continue
 		}
+		subtrees := make([]registry.Subtree, 0, len(msg.Names)+1)
 		for _, name := range msg.Names {
+			if name == legacyZoneName {
+				msg.Zone = true
+				continue
+			}
+			subtrees = append(subtrees, registry.GatewaySubtree(name))
+		}
+		if msg.Zone {
+			subtrees = append(subtrees, registry.ZoneSubtree())
+		}
+		for _, sub := range subtrees {
 			select {
-			case out <- name:
+			case out <- sub:
 			case <-ctx.Done():
 				closeConn(conn)
 				return

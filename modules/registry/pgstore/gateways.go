@@ -389,7 +389,7 @@ func (s *Store) ForEachGateway(ctx context.Context, fn func(g *registry.Gateway,
 			recs = nil
 		}
 		if rec.id != nil {
-			recs = append(recs, rec.record(cur.Name))
+			recs = append(recs, rec.record(registry.GatewaySubtree(cur.Name)))
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -90,6 +90,18 @@ var migrations = []migration{
 		)`,
 		`CREATE UNIQUE INDEX zone_records_identity ON zone_records (owner, type, value)`,
 	}},
+	{version: 4, stmts: []string{
+		// One records path: the zone's own records move into records,
+		// keyed by their subtree, with gateway NULL for the zone (no
+		// gateway's name can be NULL, and the foreign key ignores it).
+		`ALTER TABLE records ALTER COLUMN gateway DROP NOT NULL`,
+		// NULLs are distinct in a unique index: the zone's subtree needs
+		// an identity of its own for "no identical record twice".
+		`CREATE UNIQUE INDEX records_zone_identity ON records (owner, type, value) WHERE gateway IS NULL`,
+		`INSERT INTO records (gateway, owner, type, value, ttl_seconds, created)
+			SELECT NULL, owner, type, value, ttl_seconds, created FROM zone_records ORDER BY created, id`,
+		`DROP TABLE zone_records`,
+	}},
 }
 
 // currentVersion is the schema version this code reads and writes.

@@ -81,7 +81,7 @@ func TestUpgradeFromV1(t *testing.T) {
 	if gs, err := s.GatewaysByPublicIP(ctx, netip.MustParseAddr("198.51.100.7")); err != nil || len(gs) != 1 {
 		t.Errorf("GatewaysByPublicIP after upgrade = %v, %v", gs, err)
 	}
-	recs, err := s.Records(ctx, "legacy")
+	recs, err := s.Records(ctx, registry.GatewaySubtree("legacy"))
 	if err != nil || len(recs) != 1 || recs[0].Value != "abc" || recs[0].TTL != time.Minute {
 		t.Errorf("Records(legacy) after upgrade = %+v, %v", recs, err)
 	}
@@ -130,5 +130,64 @@ func TestRefusesNewerSchema(t *testing.T) {
 		t.Fatal("Open accepted a schema from a newer version")
 	} else if !strings.Contains(err.Error(), "newer") {
 		t.Errorf("Open error = %v", err)
+	}
+}
+
+// TestUpgradeFromV3 builds a schema with the zone's own records in their
+// former table and checks that Open moves them into the zone's subtree of
+// records in place, with the gateways' records and identities intact.
+func TestUpgradeFromV3(t *testing.T) {
+	ctx := t.Context()
+	dsn, schema := tempSchema(t)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, pool, schema, migrations[:3]); err != nil {
+		t.Fatalf("migrate to v3: %v", err)
+	}
+	created := time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC)
+	for _, q := range []string{
+		`INSERT INTO gateways (name, token_hash, mode, created) VALUES ('home', '\x01', 'tunnel', $1)`,
+		`INSERT INTO records (gateway, owner, type, value, ttl_seconds, created) VALUES ('home', '_acme-challenge', 'TXT', 'gw', 60, $1)`,
+		`INSERT INTO zone_records (owner, type, value, ttl_seconds, created) VALUES ('_acme-challenge', 'TXT', 'zone-1', 60, $1)`,
+		`INSERT INTO zone_records (owner, type, value, ttl_seconds, created) VALUES ('_acme-challenge', 'TXT', 'zone-2', 120, $1::timestamptz + interval '1 second')`,
+	} {
+		if _, err := pool.Exec(ctx, q, created); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	pool.Close()
+
+	s := openIn(t, dsn, schema)
+	zone, err := s.Records(ctx, registry.ZoneSubtree())
+	if err != nil || len(zone) != 2 || zone[0].Value != "zone-1" || zone[1].Value != "zone-2" || zone[1].TTL != 2*time.Minute ||
+		!zone[0].Created.Equal(created) || zone[0].Subtree != registry.ZoneSubtree() {
+		t.Fatalf("zone records after upgrade = %+v, %v", zone, err)
+	}
+	gw, err := s.Records(ctx, registry.GatewaySubtree("home"))
+	if err != nil || len(gw) != 1 || gw[0].Value != "gw" {
+		t.Fatalf("gateway records after upgrade = %+v, %v", gw, err)
+	}
+	if err := s.AppendRecords(ctx, registry.ZoneSubtree(), []registry.Record{zone[0]}, registry.AtMost(10)); err != nil {
+		t.Fatal(err)
+	}
+	if zone, _ := s.Records(ctx, registry.ZoneSubtree()); len(zone) != 2 {
+		t.Errorf("an identical zone record was stored twice: %+v", zone)
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO records (gateway, owner, type, value, ttl_seconds, created)
+		VALUES ('nobody', 'x', 'TXT', 'v', 60, now())`); err == nil {
+		t.Error("a record of an unknown gateway was accepted after the upgrade")
+	}
+	if err := s.DeleteGateway(ctx, "home"); err != nil {
+		t.Fatal(err)
+	}
+	if zone, _ := s.Records(ctx, registry.ZoneSubtree()); len(zone) != 2 {
+		t.Errorf("zone records after DeleteGateway = %+v", zone)
 	}
 }

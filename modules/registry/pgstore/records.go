@@ -22,9 +22,9 @@ type recordRow struct {
 	created             *time.Time
 }
 
-func (r recordRow) record(gateway string) registry.Record {
+func (r recordRow) record(s registry.Subtree) registry.Record {
 	return registry.Record{
-		Gateway: gateway,
+		Subtree: s,
 		Owner:   deref(r.owner),
 		Type:    deref(r.rtype),
 		Value:   deref(r.value),
@@ -33,14 +33,63 @@ func (r recordRow) record(gateway string) registry.Record {
 	}
 }
 
+func records(s registry.Subtree, rows []recordRow) []registry.Record {
+	out := make([]registry.Record, len(rows))
+	for i, r := range rows {
+		out[i] = r.record(s)
+	}
+	return out
+}
+
 const recordCols = `id, owner, type, value, ttl_seconds, created`
 
 func (r *recordRow) dest() []any {
 	return []any{&r.id, &r.owner, &r.rtype, &r.value, &r.ttl, &r.created}
 }
 
-// Records returns the gateway's records, oldest first.
-func (s *Store) Records(ctx context.Context, gateway string) ([]registry.Record, error) {
+func scanRecordRow(row pgx.CollectableRow) (recordRow, error) {
+	var r recordRow
+	return r, row.Scan(r.dest()...)
+}
+
+// subtreeKey is a subtree's value in records.gateway: the gateway's name,
+// or NULL (nil) for the zone's own records, which belong to no gateway.
+// NULL cannot collide with a name, and the foreign key ignores it.
+func subtreeKey(s registry.Subtree) (*string, error) {
+	if s.IsZone() {
+		return nil, nil
+	}
+	name, ok := s.Gateway()
+	if !ok {
+		return nil, registry.ErrNoSubtree
+	}
+	return &name, nil
+}
+
+// subtreeWhere is the condition selecting a subtree's rows of records,
+// with its arguments numbered from $1; each form uses its index.
+func subtreeWhere(key *string) (string, []any) {
+	if key == nil {
+		return `gateway IS NULL`, nil
+	}
+	return `gateway = $1`, []any{*key}
+}
+
+// Records returns the subtree's records, oldest first.
+func (s *Store) Records(ctx context.Context, sub registry.Subtree) ([]registry.Record, error) {
+	key, err := subtreeKey(sub)
+	if err != nil {
+		return nil, err
+	}
+	if key == nil {
+		rows, _ := s.pool.Query(ctx, `SELECT `+recordCols+` FROM records WHERE gateway IS NULL ORDER BY created, id`)
+		got, err := pgx.CollectRows(rows, scanRecordRow)
+		if err != nil {
+			return nil, fmt.Errorf("records of %s: %w", sub, err)
+		}
+		return records(sub, got), nil
+	}
+	gateway := *key
 	// The join tells an unknown gateway (no row) from one without
 	// records (one row of NULLs) in a single query.
 	rows, _ := s.pool.Query(ctx, `SELECT r.id, r.owner, r.type, r.value, r.ttl_seconds, r.created
@@ -56,7 +105,7 @@ func (s *Store) Records(ctx context.Context, gateway string) ([]registry.Record,
 			return nil, fmt.Errorf("records of %s: %w", gateway, err)
 		}
 		if r.id != nil {
-			out = append(out, r.record(gateway))
+			out = append(out, r.record(sub))
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -69,24 +118,33 @@ func (s *Store) Records(ctx context.Context, gateway string) ([]registry.Record,
 }
 
 // AppendRecords adds the records that are not already there.
-func (s *Store) AppendRecords(ctx context.Context, gateway string, recs []registry.Record, max int) error {
+func (s *Store) AppendRecords(ctx context.Context, sub registry.Subtree, recs []registry.Record, check registry.RecordCheck) error {
+	key, err := subtreeKey(sub)
+	if err != nil {
+		return err
+	}
 	return s.write(ctx, func(tx pgx.Tx) error {
-		if err := lockGateway(ctx, tx, gateway); err != nil {
+		if err := lockSubtree(ctx, tx, key); err != nil {
 			return err
 		}
 		b := &pgx.Batch{}
-		queueInserts(b, gateway, recs)
-		if err := s.finishRecords(ctx, tx, b, gateway, max); err != nil {
+		queueInserts(b, key, recs)
+		if err := finishRecords(ctx, tx, b, sub, key, check); err != nil {
 			return err
 		}
-		return s.notify(ctx, tx, gateway)
+		return s.notifySubtrees(ctx, tx, sub)
 	})
 }
 
 // SetRecords replaces every RRset named in recs.
-func (s *Store) SetRecords(ctx context.Context, gateway string, recs []registry.Record, max int) error {
+func (s *Store) SetRecords(ctx context.Context, sub registry.Subtree, recs []registry.Record, check registry.RecordCheck) error {
+	key, err := subtreeKey(sub)
+	if err != nil {
+		return err
+	}
+	where, args := subtreeWhere(key)
 	return s.write(ctx, func(tx pgx.Tx) error {
-		if err := lockGateway(ctx, tx, gateway); err != nil {
+		if err := lockSubtree(ctx, tx, key); err != nil {
 			return err
 		}
 		b := &pgx.Batch{}
@@ -96,71 +154,97 @@ func (s *Store) SetRecords(ctx context.Context, gateway string, recs []registry.
 			k := rrset{r.Owner, r.Type}
 			if !done[k] {
 				done[k] = true
-				b.Queue(`DELETE FROM records WHERE gateway = $1 AND owner = $2 AND type = $3`, gateway, r.Owner, r.Type)
+				a := append(slices.Clone(args), r.Owner, r.Type)
+				b.Queue(fmt.Sprintf(`DELETE FROM records WHERE %s AND owner = $%d AND type = $%d`, where, len(a)-1, len(a)), a...)
 			}
 		}
-		queueInserts(b, gateway, recs)
-		if err := s.finishRecords(ctx, tx, b, gateway, max); err != nil {
+		queueInserts(b, key, recs)
+		if err := finishRecords(ctx, tx, b, sub, key, check); err != nil {
 			return err
 		}
-		return s.notify(ctx, tx, gateway)
+		return s.notifySubtrees(ctx, tx, sub)
 	})
 }
 
 // DeleteRecords removes the records matching any filter and returns them,
 // oldest first.
-func (s *Store) DeleteRecords(ctx context.Context, gateway string, filters []registry.RecordFilter) ([]registry.Record, error) {
+func (s *Store) DeleteRecords(ctx context.Context, sub registry.Subtree, filters []registry.RecordFilter) ([]registry.Record, error) {
+	key, err := subtreeKey(sub)
+	if err != nil {
+		return nil, err
+	}
+	where, args := subtreeWhere(key)
 	var removed []recordRow
-	err := s.write(ctx, func(tx pgx.Tx) error {
-		if err := lockGateway(ctx, tx, gateway); err != nil {
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		if err := lockSubtree(ctx, tx, key); err != nil {
 			return err
 		}
 		if len(filters) == 0 {
 			return nil
 		}
 		var err error
-		removed, err = deleteFiltered(ctx, tx, `DELETE FROM records WHERE gateway = $1`, []any{gateway}, filters)
+		removed, err = deleteFiltered(ctx, tx, `DELETE FROM records WHERE `+where, args, filters)
 		if err != nil {
-			return fmt.Errorf("delete records of %s: %w", gateway, err)
+			return fmt.Errorf("delete records of %s: %w", sub, err)
 		}
 		if len(removed) == 0 {
 			return nil
 		}
-		return s.notify(ctx, tx, gateway)
+		return s.notifySubtrees(ctx, tx, sub)
 	})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]registry.Record, len(removed))
-	for i, r := range removed {
-		out[i] = r.record(gateway)
-	}
-	return out, nil
+	return records(sub, removed), nil
 }
 
 // PruneRecords deletes stale records of one owner and type everywhere.
-func (s *Store) PruneRecords(ctx context.Context, owner, rtype string, cutoff time.Time) ([]string, error) {
-	var gateways []string
+func (s *Store) PruneRecords(ctx context.Context, owner, rtype string, cutoff time.Time) ([]registry.Subtree, error) {
+	var subtrees []registry.Subtree
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `WITH d AS (
 				DELETE FROM records WHERE owner = $1 AND type = $2 AND created < $3 RETURNING gateway
 			) SELECT DISTINCT gateway FROM d`, owner, rtype, cutoff)
-		var err error
-		if gateways, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[*string])
+		if err != nil {
 			return fmt.Errorf("prune records: %w", err)
 		}
-		return s.notify(ctx, tx, gateways...)
+		for _, k := range keys {
+			if k == nil {
+				subtrees = append(subtrees, registry.ZoneSubtree())
+			} else {
+				subtrees = append(subtrees, registry.GatewaySubtree(*k))
+			}
+		}
+		return s.notifySubtrees(ctx, tx, subtrees...)
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.Sort(gateways)
-	return gateways, nil
+	slices.SortFunc(subtrees, func(a, b registry.Subtree) int { return cmp.Compare(a.String(), b.String()) })
+	return subtrees, nil
+}
+
+// lockSubtree makes the record writers of one subtree, on every node, run
+// one after the other until the transaction ends, so that the check sees
+// what is really there; readers are not blocked. It returns
+// registry.ErrNotFound for an unknown gateway.
+func lockSubtree(ctx context.Context, tx pgx.Tx, key *string) error {
+	if key != nil {
+		return lockGateway(ctx, tx, *key)
+	}
+	// The zone's subtree has no row to lock: a transaction-scoped
+	// advisory lock, keyed by the schema so that stores sharing a
+	// database in several schemas do not wait for each other.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('gatehouse zone records ' || current_schema(), 0))`); err != nil {
+		return fmt.Errorf("lock the zone's records: %w", err)
+	}
+	return nil
 }
 
 // lockGateway takes the gateway's row lock for the rest of the
 // transaction, so that concurrent record changes of one gateway run one
-// after the other (the max check counts what is really there), and
+// after the other (the check sees what is really there), and
 // returns registry.ErrNotFound for an unknown gateway. FOR NO KEY UPDATE
 // still lets the records' foreign key checks share the row.
 func lockGateway(ctx context.Context, tx pgx.Tx, gateway string) error {
@@ -176,8 +260,9 @@ func lockGateway(ctx context.Context, tx pgx.Tx, gateway string) error {
 }
 
 // queueInserts adds recs to b, skipping at execution any identical to one
-// already stored. A zero Created is set to now.
-func queueInserts(b *pgx.Batch, gateway string, recs []registry.Record) {
+// already stored (records_identity for a gateway's, records_zone_identity
+// for the zone's). A zero Created is set to now.
+func queueInserts(b *pgx.Batch, key *string, recs []registry.Record) {
 	now := time.Now()
 	for _, r := range recs {
 		created := r.Created
@@ -185,27 +270,26 @@ func queueInserts(b *pgx.Batch, gateway string, recs []registry.Record) {
 			created = now
 		}
 		b.Queue(`INSERT INTO records (gateway, owner, type, value, ttl_seconds, created)
-			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (gateway, owner, type, value) DO NOTHING`,
-			gateway, r.Owner, r.Type, r.Value, ttlSeconds(r.TTL), created)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+			key, r.Owner, r.Type, r.Value, ttlSeconds(r.TTL), created)
 	}
 }
 
-// finishRecords runs the queued changes and the count of the gateway's
-// records in one round trip, and fails with registry.ErrTooMany when the
-// gateway would hold more than max records; the caller's transaction then
-// writes nothing.
-func (s *Store) finishRecords(ctx context.Context, tx pgx.Tx, b *pgx.Batch, gateway string, max int) error {
-	var n int
-	b.Queue(`SELECT count(*) FROM records WHERE gateway = $1`, gateway).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&n)
+// finishRecords runs the queued changes and reads the subtree's records
+// in one round trip, and hands them to check; its error makes the
+// caller's transaction write nothing.
+func finishRecords(ctx context.Context, tx pgx.Tx, b *pgx.Batch, sub registry.Subtree, key *string, check registry.RecordCheck) error {
+	where, args := subtreeWhere(key)
+	var all []recordRow
+	b.Queue(`SELECT `+recordCols+` FROM records WHERE `+where+` ORDER BY created, id`, args...).Query(func(rows pgx.Rows) error {
+		var err error
+		all, err = pgx.CollectRows(rows, scanRecordRow)
+		return err
 	})
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("records of %s: %w", gateway, err)
+		return fmt.Errorf("records of %s: %w", sub, err)
 	}
-	if n > max {
-		return fmt.Errorf("%w: %s would hold %d records, at most %d", registry.ErrTooMany, gateway, n, max)
-	}
-	return nil
+	return check(records(sub, all))
 }
 
 // deleteFiltered runs del (a DELETE with its WHERE begun, over args) once

@@ -166,10 +166,40 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
 type note struct {
 	Node  string   `json:"node"`
 	Names []string `json:"names"`
+	// Zone is set when the zone's own records changed: a flag rather
+	// than a reserved name, since the zone's subtree has none.
+	Zone bool `json:"zone,omitempty"`
 }
 
 // maxPayload keeps a notification under PostgreSQL's 8000-byte limit.
 const maxPayload = 7000
+
+// notifySubtrees announces, inside tx, that the subtrees changed.
+func (s *Store) notifySubtrees(ctx context.Context, tx pgx.Tx, subtrees ...registry.Subtree) error {
+	var names []string
+	for _, sub := range subtrees {
+		if sub.IsZone() {
+			if err := s.notifyZone(ctx, tx); err != nil {
+				return err
+			}
+		} else if name, ok := sub.Gateway(); ok {
+			names = append(names, name)
+		}
+	}
+	return s.notify(ctx, tx, names...)
+}
+
+// notifyZone announces, inside tx, that the zone's own records changed.
+func (s *Store) notifyZone(ctx context.Context, tx pgx.Tx) error {
+	b, err := json.Marshal(note{Node: s.node, Zone: true})
+	if err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel, string(b)); err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	return nil
+}
 
 // notify announces, inside tx, that the named gateways changed. The
 // notifications are sent only if tx commits.

@@ -61,15 +61,28 @@ func TestStore(t *testing.T) {
 	})
 }
 
+// zoneKey is how key shows the zone's subtree among gateway names.
+const zoneKey = "(the zone)"
+
+// key names a subtree announced on Changes for comparison with want.
+func key(s registry.Subtree) string {
+	if s.IsZone() {
+		return zoneKey
+	}
+	name, _ := s.Gateway()
+	return name
+}
+
 // expectNames reads names from ch until it has all of want (in any order),
 // failing after a second.
-func expectNames(t *testing.T, what string, ch <-chan string, want ...string) {
+func expectNames(t *testing.T, what string, ch <-chan registry.Subtree, want ...string) {
 	t.Helper()
 	missing := slices.Clone(want)
 	deadline := time.After(time.Second)
 	for len(missing) > 0 {
 		select {
-		case name, ok := <-ch:
+		case sub, ok := <-ch:
+			name := key(sub)
 			if !ok {
 				t.Fatalf("%s: channel closed, still waiting for %q", what, missing)
 			}
@@ -85,11 +98,11 @@ func expectNames(t *testing.T, what string, ch <-chan string, want ...string) {
 }
 
 // expectQuiet fails if ch delivers anything for a while.
-func expectQuiet(t *testing.T, what string, ch <-chan string) {
+func expectQuiet(t *testing.T, what string, ch <-chan registry.Subtree) {
 	t.Helper()
 	select {
-	case name := <-ch:
-		t.Errorf("%s: unexpected change %q", what, name)
+	case sub := <-ch:
+		t.Errorf("%s: unexpected change %q", what, key(sub))
 	case <-time.After(200 * time.Millisecond):
 	}
 }
@@ -133,7 +146,7 @@ func TestChanges(t *testing.T) {
 	expectQuiet(t, "the writer's own channel", chA)
 
 	// Announcements go both ways.
-	must(b.AppendRecords(ctx, "alpha", []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "v", TTL: time.Minute}}, 10))
+	must(b.AppendRecords(ctx, registry.GatewaySubtree("alpha"), []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "v", TTL: time.Minute}}, registry.AtMost(10)))
 	expectNames(t, "AppendRecords", chA, "alpha")
 	expectQuiet(t, "the writer's own channel", chB)
 
@@ -158,12 +171,12 @@ func TestChanges(t *testing.T) {
 	res := a.PingBatch(ctx, []registry.PingRequest{{TokenHash: registry.HashToken("alpha"), At: now}, {TokenHash: registry.HashToken("beta"), At: now}})
 	must(res[0].Err)
 	expectNames(t, "PingBatch", chB, "alpha", "beta")
-	must(a.SetRecords(ctx, "beta", []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "w", TTL: time.Minute}}, 10))
+	must(a.SetRecords(ctx, registry.GatewaySubtree("beta"), []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "w", TTL: time.Minute}}, registry.AtMost(10)))
 	expectNames(t, "SetRecords", chB, "beta")
-	_, err = a.DeleteRecords(ctx, "beta", []registry.RecordFilter{{Value: "w"}})
+	_, err = a.DeleteRecords(ctx, registry.GatewaySubtree("beta"), []registry.RecordFilter{{Value: "w"}})
 	must(err)
 	expectNames(t, "DeleteRecords", chB, "beta")
-	must(a.AppendRecords(ctx, "beta", []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "old", TTL: time.Minute, Created: now.Add(-time.Hour)}}, 10))
+	must(a.AppendRecords(ctx, registry.GatewaySubtree("beta"), []registry.Record{{Owner: "_acme-challenge", Type: "TXT", Value: "old", TTL: time.Minute, Created: now.Add(-time.Hour)}}, registry.AtMost(10)))
 	expectNames(t, "AppendRecords", chB, "beta")
 	_, err = a.PruneRecords(ctx, "_acme-challenge", "TXT", now.Add(-time.Minute))
 	must(err)
@@ -174,24 +187,25 @@ func TestChanges(t *testing.T) {
 	must(a.DeleteGateway(ctx, "beta"))
 	expectNames(t, "DeleteGateway", chB, "beta")
 
-	// The zone's own records are announced under ZoneChange.
+	// The zone's own records are announced as the zone's subtree.
+	zone := registry.ZoneSubtree()
 	zrec := registry.Record{Owner: registry.ZoneChallenge, Type: "TXT", Value: "z", TTL: time.Minute, Created: now.Add(-time.Hour)}
-	must(a.AppendZoneRecords(ctx, []registry.Record{zrec}, 10))
-	expectNames(t, "AppendZoneRecords", chB, registry.ZoneChange)
-	must(b.SetZoneRecords(ctx, []registry.Record{zrec}, 10))
-	expectNames(t, "SetZoneRecords", chA, registry.ZoneChange)
-	_, err = a.PruneZoneRecords(ctx, registry.ZoneChallenge, "TXT", now.Add(-time.Minute))
+	must(a.AppendRecords(ctx, zone, []registry.Record{zrec}, registry.AtMost(10)))
+	expectNames(t, "AppendRecords(zone)", chB, zoneKey)
+	must(b.SetRecords(ctx, zone, []registry.Record{zrec}, registry.AtMost(10)))
+	expectNames(t, "SetRecords(zone)", chA, zoneKey)
+	_, err = a.PruneRecords(ctx, registry.ZoneChallenge, "TXT", now.Add(-time.Minute))
 	must(err)
-	expectNames(t, "PruneZoneRecords", chB, registry.ZoneChange)
-	must(a.AppendZoneRecords(ctx, []registry.Record{zrec}, 10))
-	expectNames(t, "AppendZoneRecords", chB, registry.ZoneChange)
-	_, err = a.DeleteZoneRecords(ctx, []registry.RecordFilter{{Value: "z"}})
+	expectNames(t, "PruneRecords(zone)", chB, zoneKey)
+	must(a.AppendRecords(ctx, zone, []registry.Record{zrec}, registry.AtMost(10)))
+	expectNames(t, "AppendRecords(zone)", chB, zoneKey)
+	_, err = a.DeleteRecords(ctx, zone, []registry.RecordFilter{{Value: "z"}})
 	must(err)
-	expectNames(t, "DeleteZoneRecords", chB, registry.ZoneChange)
+	expectNames(t, "DeleteRecords(zone)", chB, zoneKey)
 	// Deleting or pruning nothing announces nothing.
-	_, err = a.DeleteZoneRecords(ctx, []registry.RecordFilter{{Value: "z"}})
+	_, err = a.DeleteRecords(ctx, zone, []registry.RecordFilter{{Value: "z"}})
 	must(err)
-	_, err = a.PruneZoneRecords(ctx, registry.ZoneChallenge, "TXT", now)
+	_, err = a.PruneRecords(ctx, registry.ZoneChallenge, "TXT", now)
 	must(err)
 	expectQuiet(t, "zone writes that changed nothing", chB)
 
@@ -274,8 +288,8 @@ func TestChangesReconnect(t *testing.T) {
 				resynced = true
 				continue
 			}
-			if name != "after" || !resynced {
-				t.Fatalf("got %q (resync seen: %v)", name, resynced)
+			if key(name) != "after" || !resynced {
+				t.Fatalf("got %q (resync seen: %v)", key(name), resynced)
 			}
 			return
 		case <-time.After(100 * time.Millisecond):
@@ -315,7 +329,7 @@ func TestChangesEnd(t *testing.T) {
 	}
 }
 
-func waitClosed(t *testing.T, what string, ch <-chan string) {
+func waitClosed(t *testing.T, what string, ch <-chan registry.Subtree) {
 	t.Helper()
 	select {
 	case _, ok := <-ch:

@@ -344,7 +344,7 @@ func (s *Store) ForEachGateway(ctx context.Context, fn func(g *registry.Gateway,
 			recs = nil
 		}
 		if id.Valid {
-			recs = append(recs, rec.record(cur.Name))
+			recs = append(recs, rec.record(registry.GatewaySubtree(cur.Name)))
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -89,6 +89,35 @@ var migrations = []migration{
 		)`,
 		`CREATE UNIQUE INDEX zone_records_identity ON zone_records(owner, type, value)`,
 	}},
+	{version: 4, stmts: []string{
+		// One records path: the zone's own records move into records,
+		// keyed by their subtree, with gateway NULL for the zone (no
+		// gateway's name can be NULL, and the foreign key ignores it).
+		// SQLite cannot drop a NOT NULL in place, so the table is
+		// rebuilt; nothing references records, so the rebuild needs no
+		// foreign-key pause.
+		`CREATE TABLE records_v4 (
+			id          INTEGER PRIMARY KEY,
+			gateway     TEXT    REFERENCES gateways(name) ON DELETE CASCADE,
+			owner       TEXT    NOT NULL,
+			type        TEXT    NOT NULL,
+			value       TEXT    NOT NULL,
+			ttl_seconds INTEGER NOT NULL,
+			created     INTEGER NOT NULL
+		)`,
+		`INSERT INTO records_v4 (id, gateway, owner, type, value, ttl_seconds, created)
+			SELECT id, gateway, owner, type, value, ttl_seconds, created FROM records`,
+		`INSERT INTO records_v4 (gateway, owner, type, value, ttl_seconds, created)
+			SELECT NULL, owner, type, value, ttl_seconds, created FROM zone_records ORDER BY created, id`,
+		`DROP TABLE records`,
+		`DROP TABLE zone_records`,
+		`ALTER TABLE records_v4 RENAME TO records`,
+		`CREATE UNIQUE INDEX records_identity ON records(gateway, owner, type, value)`,
+		// NULLs are distinct in a unique index: the zone's subtree needs
+		// an identity of its own for "no identical record twice".
+		`CREATE UNIQUE INDEX records_zone_identity ON records(owner, type, value) WHERE gateway IS NULL`,
+		`CREATE INDEX records_prune ON records(owner, type, created)`,
+	}},
 }
 
 // currentVersion is the schema version this code reads and writes.

@@ -83,7 +83,7 @@ func TestUpgradeFromV1(t *testing.T) {
 	if gs, err := s.GatewaysByPublicIP(ctx, netip.MustParseAddr("198.51.100.7")); err != nil || len(gs) != 1 {
 		t.Errorf("GatewaysByPublicIP after upgrade = %v, %v", gs, err)
 	}
-	recs, err := s.Records(ctx, "legacy")
+	recs, err := s.Records(ctx, registry.GatewaySubtree("legacy"))
 	if err != nil || len(recs) != 1 || recs[0].Value != "abc" || recs[0].TTL != time.Minute {
 		t.Errorf("Records(legacy) after upgrade = %+v, %v", recs, err)
 	}
@@ -118,5 +118,73 @@ func TestRefusesNewerSchema(t *testing.T) {
 		t.Fatal("Open accepted a database from a newer version")
 	} else if !strings.Contains(err.Error(), "newer") {
 		t.Errorf("Open error = %v", err)
+	}
+}
+
+// TestUpgradeFromV3 builds a database with the zone's own records in their
+// former table and checks that Open moves them into the zone's subtree of
+// records in place, with the gateways' records, identities and cascade
+// intact.
+func TestUpgradeFromV3(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "v3.db")
+	db, err := sql.Open("sqlite", path+"?_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, db, migrations[:3]); err != nil {
+		t.Fatalf("migrate to v3: %v", err)
+	}
+	created := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, q := range []string{
+		`INSERT INTO gateways (name, token_hash, mode, created) VALUES ('home', x'01', 'tunnel', ?)`,
+		`INSERT INTO records (gateway, owner, type, value, ttl_seconds, created) VALUES ('home', '_acme-challenge', 'TXT', 'gw', 60, ?)`,
+		`INSERT INTO zone_records (owner, type, value, ttl_seconds, created) VALUES ('_acme-challenge', 'TXT', 'zone-1', 60, ?)`,
+		`INSERT INTO zone_records (owner, type, value, ttl_seconds, created) VALUES ('_acme-challenge', 'TXT', 'zone-2', 120, ?)`,
+	} {
+		if _, err := db.ExecContext(ctx, q, created.UnixNano()); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open of a v3 database: %v", err)
+	}
+	defer s.Close()
+	zone, err := s.Records(ctx, registry.ZoneSubtree())
+	if err != nil || len(zone) != 2 || zone[0].Value != "zone-1" || zone[1].Value != "zone-2" || zone[1].TTL != 2*time.Minute ||
+		!zone[0].Created.Equal(created) || zone[0].Subtree != registry.ZoneSubtree() {
+		t.Fatalf("zone records after upgrade = %+v, %v", zone, err)
+	}
+	gw, err := s.Records(ctx, registry.GatewaySubtree("home"))
+	if err != nil || len(gw) != 1 || gw[0].Value != "gw" {
+		t.Fatalf("gateway records after upgrade = %+v, %v", gw, err)
+	}
+	// The zone's identity index still keeps a value from being stored twice.
+	again := zone[0]
+	if err := s.AppendRecords(ctx, registry.ZoneSubtree(), []registry.Record{again}, registry.AtMost(10)); err != nil {
+		t.Fatal(err)
+	}
+	if zone, _ := s.Records(ctx, registry.ZoneSubtree()); len(zone) != 2 {
+		t.Errorf("an identical zone record was stored twice: %+v", zone)
+	}
+	// The foreign key and its cascade survived the rebuild.
+	if _, err := s.writer.ExecContext(ctx, `INSERT INTO records (gateway, owner, type, value, ttl_seconds, created)
+		VALUES ('nobody', 'x', 'TXT', 'v', 60, 0)`); err == nil {
+		t.Error("a record of an unknown gateway was accepted after the upgrade")
+	}
+	if err := s.DeleteGateway(ctx, "home"); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := s.reader.QueryRowContext(ctx, `SELECT count(*) FROM records WHERE gateway IS NOT NULL`).Scan(&left); err != nil || left != 0 {
+		t.Errorf("%d gateway records left after DeleteGateway, %v", left, err)
+	}
+	if zone, _ := s.Records(ctx, registry.ZoneSubtree()); len(zone) != 2 {
+		t.Errorf("zone records after DeleteGateway = %+v", zone)
 	}
 }

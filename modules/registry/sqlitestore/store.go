@@ -114,7 +114,7 @@ func (s *Store) Close() error {
 
 // Changes returns a nil channel: only this process writes the file, so
 // there is nobody else's change to hear about.
-func (s *Store) Changes(context.Context) (<-chan string, error) { return nil, nil }
+func (s *Store) Changes(context.Context) (<-chan registry.Subtree, error) { return nil, nil }
 
 // write runs fn in one write transaction and commits it, or rolls it back
 // when fn fails.

@@ -50,6 +50,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"PruneRecords", testPruneRecords},
 		{"DeleteRecordsMatchesTTL", testDeleteRecordsTTL},
 		{"ZoneRecords", testZoneRecords},
+		{"RecordCheckSeesTheWholeSubtree", testRecordCheck},
+		{"RecordCheckUnderConcurrentWriters", testRecordCheckConcurrent},
 		{"ConcurrentCreateSameName", testConcurrentCreate},
 		{"CancelledContextWritesNothing", testCancelledContext},
 	}
@@ -160,7 +162,7 @@ func recKeys(recs []registry.Record) []string {
 
 func records(t *testing.T, s registry.Store, gateway string) []registry.Record {
 	t.Helper()
-	recs, err := s.Records(t.Context(), gateway)
+	recs, err := s.Records(t.Context(), gw(gateway))
 	if err != nil {
 		t.Fatalf("Records(%s): %v", gateway, err)
 	}
@@ -281,11 +283,11 @@ func testNotFound(t *testing.T, s registry.Store) {
 	}
 	wantErr(t, "DeleteGateway", s.DeleteGateway(ctx, "absent"), registry.ErrNotFound)
 	wantErr(t, "SetAccountOptOut", s.SetAccountOptOut(ctx, 987654, true), registry.ErrNotFound)
-	_, err = s.Records(ctx, "absent")
+	_, err = s.Records(ctx, gw("absent"))
 	wantErr(t, "Records", err, registry.ErrNotFound)
-	wantErr(t, "AppendRecords", s.AppendRecords(ctx, "absent", []registry.Record{rec("", "TXT", "x", base)}, 10), registry.ErrNotFound)
-	wantErr(t, "SetRecords", s.SetRecords(ctx, "absent", []registry.Record{rec("", "TXT", "x", base)}, 10), registry.ErrNotFound)
-	_, err = s.DeleteRecords(ctx, "absent", []registry.RecordFilter{{}})
+	wantErr(t, "AppendRecords", s.AppendRecords(ctx, gw("absent"), []registry.Record{rec("", "TXT", "x", base)}, registry.AtMost(10)), registry.ErrNotFound)
+	wantErr(t, "SetRecords", s.SetRecords(ctx, gw("absent"), []registry.Record{rec("", "TXT", "x", base)}, registry.AtMost(10)), registry.ErrNotFound)
+	_, err = s.DeleteRecords(ctx, gw("absent"), []registry.RecordFilter{{}})
 	wantErr(t, "DeleteRecords", err, registry.ErrNotFound)
 }
 
@@ -462,7 +464,7 @@ func testDeleteGatewayCascades(t *testing.T, s registry.Store) {
 	create(t, s, newGateway("stays"), "")
 	recs := []registry.Record{rec("_acme-challenge", "TXT", "x", base), rec("www", "CNAME", "gone.example.org.", base)}
 	for _, name := range []string{"gone", "stays"} {
-		if err := s.AppendRecords(ctx, name, recs, 10); err != nil {
+		if err := s.AppendRecords(ctx, gw(name), recs, registry.AtMost(10)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -473,7 +475,7 @@ func testDeleteGatewayCascades(t *testing.T, s registry.Store) {
 	wantErr(t, "Gateway after delete", err, registry.ErrNotFound)
 	_, err = s.GatewayByToken(ctx, hash("token-gone"))
 	wantErr(t, "GatewayByToken after delete", err, registry.ErrNotFound)
-	_, err = s.Records(ctx, "gone")
+	_, err = s.Records(ctx, gw("gone"))
 	wantErr(t, "Records after delete", err, registry.ErrNotFound)
 	wantErr(t, "second DeleteGateway", s.DeleteGateway(ctx, "gone"), registry.ErrNotFound)
 	// The name is free again, and its old records went with it.
@@ -657,13 +659,13 @@ func testForEachGateway(t *testing.T, s registry.Store) {
 	for _, name := range []string{"charlie", "alpha", "bravo"} {
 		create(t, s, newGateway(name), name+"@example.org")
 	}
-	if err := s.AppendRecords(ctx, "alpha", []registry.Record{
+	if err := s.AppendRecords(ctx, gw("alpha"), []registry.Record{
 		rec("_acme-challenge", "TXT", "second", base.Add(2*time.Second)),
 		rec("_acme-challenge", "TXT", "first", base.Add(time.Second)),
-	}, 10); err != nil {
+	}, registry.AtMost(10)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AppendRecords(ctx, "charlie", []registry.Record{rec("www", "A", "192.0.2.3", base)}, 10); err != nil {
+	if err := s.AppendRecords(ctx, gw("charlie"), []registry.Record{rec("www", "A", "192.0.2.3", base)}, registry.AtMost(10)); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
@@ -672,8 +674,8 @@ func testForEachGateway(t *testing.T, s registry.Store) {
 		names = append(names, g.Name)
 		got[g.Name] = recKeys(recs)
 		for _, r := range recs {
-			if r.Gateway != g.Name {
-				t.Errorf("record of %s says gateway %q", g.Name, r.Gateway)
+			if r.Subtree != gw(g.Name) {
+				t.Errorf("record of %s says %v", g.Name, r.Subtree)
 			}
 		}
 		checkGateway(t, "ForEachGateway "+g.Name, g, get(t, s, g.Name))
@@ -732,7 +734,7 @@ func testRecordsOrder(t *testing.T, s registry.Store) {
 		{Owner: "", Type: "TXT", Value: "hello world", TTL: 60 * time.Second, Created: base.Add(time.Second)},
 		{Owner: "_acme-challenge.www", Type: "TXT", Value: "tok", TTL: 10 * time.Second, Created: base.Add(2 * time.Second)},
 	}
-	if err := s.AppendRecords(ctx, "g", in, 10); err != nil {
+	if err := s.AppendRecords(ctx, gw("g"), in, registry.AtMost(10)); err != nil {
 		t.Fatal(err)
 	}
 	got := records(t, s, "g")
@@ -742,15 +744,15 @@ func testRecordsOrder(t *testing.T, s registry.Store) {
 	}
 	for i := range want {
 		w := want[i]
-		w.Gateway = "g"
+		w.Subtree = gw("g")
 		g := got[i]
-		if g.Gateway != w.Gateway || g.Owner != w.Owner || g.Type != w.Type || g.Value != w.Value ||
+		if g.Subtree != w.Subtree || g.Owner != w.Owner || g.Type != w.Type || g.Value != w.Value ||
 			g.TTL != w.TTL || !g.Created.Equal(w.Created) || g.Created.Location() != time.UTC {
 			t.Errorf("record %d = %+v, want %+v", i, g, w)
 		}
 	}
 	// A zero Created is set by the store, so the record sorts last.
-	if err := s.AppendRecords(ctx, "g", []registry.Record{{Owner: "new", Type: "TXT", Value: "v", TTL: time.Minute}}, 10); err != nil {
+	if err := s.AppendRecords(ctx, gw("g"), []registry.Record{{Owner: "new", Type: "TXT", Value: "v", TTL: time.Minute}}, registry.AtMost(10)); err != nil {
 		t.Fatal(err)
 	}
 	got = records(t, s, "g")
@@ -763,14 +765,14 @@ func testAppendDedupes(t *testing.T, s registry.Store) {
 	ctx := t.Context()
 	create(t, s, newGateway("g"), "")
 	a := rec("_acme-challenge", "TXT", "a", base)
-	if err := s.AppendRecords(ctx, "g", []registry.Record{a, rec("_acme-challenge", "TXT", "b", base.Add(time.Second))}, 10); err != nil {
+	if err := s.AppendRecords(ctx, gw("g"), []registry.Record{a, rec("_acme-challenge", "TXT", "b", base.Add(time.Second))}, registry.AtMost(10)); err != nil {
 		t.Fatal(err)
 	}
 	again := a
 	again.TTL, again.Created = 5*time.Second, base.Add(time.Hour)
 	c := rec("_acme-challenge", "TXT", "c", base.Add(2*time.Second))
 	// a exists already, c comes twice: three records, and a kept as first stored.
-	if err := s.AppendRecords(ctx, "g", []registry.Record{again, c, c}, 3); err != nil {
+	if err := s.AppendRecords(ctx, gw("g"), []registry.Record{again, c, c}, registry.AtMost(3)); err != nil {
 		t.Fatalf("AppendRecords with duplicates: %v", err)
 	}
 	got := records(t, s, "g")
@@ -781,8 +783,8 @@ func testAppendDedupes(t *testing.T, s registry.Store) {
 		t.Errorf("duplicate replaced the stored record: %+v", got[0])
 	}
 	// The same value under another owner or type is another record.
-	if err := s.AppendRecords(ctx, "g", []registry.Record{rec("www", "TXT", "a", base.Add(3*time.Second)),
-		rec("_acme-challenge", "CNAME", "a", base.Add(4*time.Second))}, 10); err != nil {
+	if err := s.AppendRecords(ctx, gw("g"), []registry.Record{rec("www", "TXT", "a", base.Add(3*time.Second)),
+		rec("_acme-challenge", "CNAME", "a", base.Add(4*time.Second))}, registry.AtMost(10)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(records(t, s, "g")); n != 5 {
@@ -793,17 +795,17 @@ func testAppendDedupes(t *testing.T, s registry.Store) {
 func testAppendTooMany(t *testing.T, s registry.Store) {
 	ctx := t.Context()
 	create(t, s, newGateway("g"), "")
-	if err := s.AppendRecords(ctx, "g", []registry.Record{rec("", "TXT", "1", base), rec("", "TXT", "2", base.Add(time.Second))}, 2); err != nil {
+	if err := s.AppendRecords(ctx, gw("g"), []registry.Record{rec("", "TXT", "1", base), rec("", "TXT", "2", base.Add(time.Second))}, registry.AtMost(2)); err != nil {
 		t.Fatal(err)
 	}
-	err := s.AppendRecords(ctx, "g", []registry.Record{rec("", "TXT", "3", base), rec("", "TXT", "4", base)}, 3)
+	err := s.AppendRecords(ctx, gw("g"), []registry.Record{rec("", "TXT", "3", base), rec("", "TXT", "4", base)}, registry.AtMost(3))
 	wantErr(t, "AppendRecords past max", err, registry.ErrTooMany)
 	wantRecords(t, s, "g", "/TXT/1", "/TXT/2")
 	// Identical records do not count against max.
-	if err := s.AppendRecords(ctx, "g", []registry.Record{rec("", "TXT", "1", base)}, 2); err != nil {
+	if err := s.AppendRecords(ctx, gw("g"), []registry.Record{rec("", "TXT", "1", base)}, registry.AtMost(2)); err != nil {
 		t.Errorf("re-appending a stored record at max: %v", err)
 	}
-	if err := s.AppendRecords(ctx, "g", []registry.Record{rec("", "TXT", "3", base.Add(2*time.Second))}, 3); err != nil {
+	if err := s.AppendRecords(ctx, gw("g"), []registry.Record{rec("", "TXT", "3", base.Add(2*time.Second))}, registry.AtMost(3)); err != nil {
 		t.Errorf("appending up to max: %v", err)
 	}
 	wantRecords(t, s, "g", "/TXT/1", "/TXT/2", "/TXT/3")
@@ -812,28 +814,28 @@ func testAppendTooMany(t *testing.T, s registry.Store) {
 func testSetRecords(t *testing.T, s registry.Store) {
 	ctx := t.Context()
 	create(t, s, newGateway("g"), "")
-	if err := s.AppendRecords(ctx, "g", []registry.Record{
+	if err := s.AppendRecords(ctx, gw("g"), []registry.Record{
 		rec("_acme-challenge", "TXT", "v1", base),
 		rec("_acme-challenge", "TXT", "v2", base.Add(1*time.Second)),
 		rec("www", "CNAME", "g.example.org.", base.Add(2*time.Second)),
 		rec("_acme-challenge.www", "TXT", "w1", base.Add(3*time.Second)),
 		rec("_acme-challenge", "A", "192.0.2.9", base.Add(4*time.Second)),
-	}, 10); err != nil {
+	}, registry.AtMost(10)); err != nil {
 		t.Fatal(err)
 	}
 	// Only the (_acme-challenge, TXT) RRset is replaced; the A record of
 	// the same owner stays.
-	if err := s.SetRecords(ctx, "g", []registry.Record{rec("_acme-challenge", "TXT", "v3", base.Add(5*time.Second))}, 10); err != nil {
+	if err := s.SetRecords(ctx, gw("g"), []registry.Record{rec("_acme-challenge", "TXT", "v3", base.Add(5*time.Second))}, registry.AtMost(10)); err != nil {
 		t.Fatalf("SetRecords: %v", err)
 	}
 	wantRecords(t, s, "g", "www/CNAME/g.example.org.", "_acme-challenge.www/TXT/w1", "_acme-challenge/A/192.0.2.9", "_acme-challenge/TXT/v3")
 
 	// Two RRsets at once, one of them with two values.
-	if err := s.SetRecords(ctx, "g", []registry.Record{
+	if err := s.SetRecords(ctx, gw("g"), []registry.Record{
 		rec("www", "CNAME", "h.example.org.", base.Add(6*time.Second)),
 		rec("_acme-challenge.www", "TXT", "w2", base.Add(7*time.Second)),
 		rec("_acme-challenge.www", "TXT", "w3", base.Add(8*time.Second)),
-	}, 10); err != nil {
+	}, registry.AtMost(10)); err != nil {
 		t.Fatalf("SetRecords: %v", err)
 	}
 	want := []string{"_acme-challenge/A/192.0.2.9", "_acme-challenge/TXT/v3", "www/CNAME/h.example.org.",
@@ -842,20 +844,20 @@ func testSetRecords(t *testing.T, s registry.Store) {
 
 	// Past max, nothing changes: not even the RRsets already cleared
 	// inside the transaction.
-	err := s.SetRecords(ctx, "g", []registry.Record{
+	err := s.SetRecords(ctx, gw("g"), []registry.Record{
 		rec("_acme-challenge", "TXT", "x1", base.Add(9*time.Second)),
 		rec("_acme-challenge", "TXT", "x2", base.Add(9*time.Second)),
 		rec("new", "TXT", "x3", base.Add(9*time.Second)),
 		rec("new", "TXT", "x4", base.Add(9*time.Second)),
-	}, 6)
+	}, registry.AtMost(6))
 	wantErr(t, "SetRecords past max", err, registry.ErrTooMany)
 	wantRecords(t, s, "g", want...)
 
 	// Replacing an RRset by the same size stays within max.
-	if err := s.SetRecords(ctx, "g", []registry.Record{
+	if err := s.SetRecords(ctx, gw("g"), []registry.Record{
 		rec("_acme-challenge.www", "TXT", "w4", base.Add(10*time.Second)),
 		rec("_acme-challenge.www", "TXT", "w5", base.Add(10*time.Second)),
-	}, 5); err != nil {
+	}, registry.AtMost(5)); err != nil {
 		t.Errorf("SetRecords at max: %v", err)
 	}
 }
@@ -872,13 +874,13 @@ func testDeleteRecords(t *testing.T, s registry.Store) {
 		rec("www", "TXT", "z", base.Add(4*time.Second)),
 	}
 	for _, name := range []string{"g", "other"} {
-		if err := s.AppendRecords(ctx, name, all, 10); err != nil {
+		if err := s.AppendRecords(ctx, gw(name), all, registry.AtMost(10)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	del := func(filters []registry.RecordFilter, want ...string) {
 		t.Helper()
-		got, err := s.DeleteRecords(ctx, "g", filters)
+		got, err := s.DeleteRecords(ctx, gw("g"), filters)
 		if err != nil {
 			t.Fatalf("DeleteRecords(%v): %v", filters, err)
 		}
@@ -886,7 +888,7 @@ func testDeleteRecords(t *testing.T, s registry.Store) {
 			t.Errorf("DeleteRecords(%+v) removed %q, want %q", filters, keys, want)
 		}
 		for _, r := range got {
-			if r.Gateway != "g" || r.TTL != time.Minute || r.Created.IsZero() {
+			if r.Subtree != gw("g") || r.TTL != time.Minute || r.Created.IsZero() {
 				t.Errorf("removed record %+v lacks its fields", r)
 			}
 		}
@@ -914,7 +916,7 @@ func testPruneRecords(t *testing.T, s registry.Store) {
 	}
 	old, fresh := base.Add(-2*time.Hour), base
 	add := func(name string, recs ...registry.Record) {
-		if err := s.AppendRecords(ctx, name, recs, 10); err != nil {
+		if err := s.AppendRecords(ctx, gw(name), recs, registry.AtMost(10)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -926,8 +928,7 @@ func testPruneRecords(t *testing.T, s registry.Store) {
 	if err != nil {
 		t.Fatalf("PruneRecords: %v", err)
 	}
-	slices.Sort(got)
-	if want := []string{"a", "b"}; !slices.Equal(got, want) {
+	if want := []registry.Subtree{gw("a"), gw("b")}; !slices.Equal(got, want) {
 		t.Errorf("PruneRecords = %q, want %q", got, want)
 	}
 	wantRecords(t, s, "a", "_acme-challenge/TXT/new")
@@ -1021,7 +1022,7 @@ func testCancelledContext(t *testing.T, s registry.Store) {
 	interrupted := 0
 	for i := range 40 {
 		ctx, cancel := context.WithTimeout(t.Context(), time.Duration(i*i)*20*time.Microsecond)
-		err := s.AppendRecords(ctx, "c", batch, n)
+		err := s.AppendRecords(ctx, gw("c"), batch, registry.AtMost(n))
 		cancel()
 		got := len(records(t, s, "c"))
 		if err != nil {
@@ -1033,7 +1034,7 @@ func testCancelledContext(t *testing.T, s registry.Store) {
 		if err == nil && got != n {
 			t.Fatalf("attempt %d succeeded but %d of %d records are stored", i, got, n)
 		}
-		if _, err := s.DeleteRecords(t.Context(), "c", []registry.RecordFilter{{}}); err != nil {
+		if _, err := s.DeleteRecords(t.Context(), gw("c"), []registry.RecordFilter{{}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 // Package client is the gateway agent's end of the tunnel: it keeps a
 // session open to the cloud's tunnel endpoint (a WebSocket over HTTPS),
-// reconnects with jittered exponential backoff when it drops, and hands every
+// reconnects with jittered exponential backoff when it drops (cut short,
+// still jittered, when a probe sees the cloud come back), and hands every
 // stream the cloud opens (one per ingress TLS connection) to a Handler. It
 // also writes PROXY protocol v2 headers, so that a local upstream learns the
 // original client's address.
@@ -15,7 +16,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +27,16 @@ import (
 )
 
 // ReasonShutdown is what the cloud is told when Run's context ends.
-const ReasonShutdown = "agent shutting down"
+const ReasonShutdown = tunnel.ReasonAgentShutdown
+
+// Default probing while backing off (see Backoff.ProbeInterval).
+const (
+	// probeTimeout is the least time a probe is given to connect.
+	probeTimeout = 2 * time.Second
+
+	DefaultProbeInterval   = 500 * time.Millisecond
+	DefaultReconnectJitter = time.Second
+)
 
 // Backoff spaces reconnection attempts: the n-th consecutive failure waits
 // Min·2ⁿ, capped at Max, minus a random part of up to Jitter of it. Zero
@@ -43,11 +55,26 @@ type Backoff struct {
 	// healthy, so that the next failure starts again from Min. Default 1
 	// minute.
 	ResetAfter time.Duration
+	// ProbeInterval is how often, while waiting out a delay, the client
+	// opens a TCP connection to the tunnel endpoint's host and port (and
+	// closes it at once) to learn whether the cloud answers. Once a probe
+	// that failed is followed by one that succeeds, the cloud is back:
+	// the client reconnects after a random pause of up to
+	// ReconnectJitter instead of waiting out a delay that may have grown
+	// to Max during the outage. A cloud that answers but refuses (a bad
+	// token) never shortens the delays, as no probe fails. Default
+	// DefaultProbeInterval; negative turns probing off.
+	ProbeInterval time.Duration
+	// ReconnectJitter bounds the random pause between the cloud coming
+	// back and the reconnection, which spreads the agents of a restarted
+	// cloud over that time. Default DefaultReconnectJitter.
+	ReconnectJitter time.Duration
 }
 
 // DefaultBackoff returns the values zero Backoff fields stand for.
 func DefaultBackoff() Backoff {
-	return Backoff{Min: time.Second, Max: time.Minute, Jitter: 0.5, ResetAfter: time.Minute}
+	return Backoff{Min: time.Second, Max: time.Minute, Jitter: 0.5, ResetAfter: time.Minute,
+		ProbeInterval: DefaultProbeInterval, ReconnectJitter: DefaultReconnectJitter}
 }
 
 func (b Backoff) withDefaults() Backoff {
@@ -67,7 +94,19 @@ func (b Backoff) withDefaults() Backoff {
 	if b.ResetAfter <= 0 {
 		b.ResetAfter = d.ResetAfter
 	}
+	if b.ProbeInterval == 0 {
+		b.ProbeInterval = d.ProbeInterval
+	}
+	if b.ReconnectJitter <= 0 {
+		b.ReconnectJitter = d.ReconnectJitter
+	}
 	return b
+}
+
+// reconnectPause is the random wait between the cloud coming back and the
+// reconnection, uniform in [0, ReconnectJitter).
+func (b Backoff) reconnectPause() time.Duration {
+	return rand.N(b.withDefaults().ReconnectJitter)
 }
 
 // Delay is the wait after the attempt-th consecutive failure (from 0).
@@ -209,14 +248,104 @@ func (c *Client) Run(ctx context.Context) error {
 		attempt++
 		c.setDisconnected(err, attempt)
 		c.logger().Warn("tunnel down", "error", err, "retry_in", delay, "failures", attempt)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := c.wait(ctx, delay); err != nil {
+			return err
 		}
 	}
+}
+
+// wait waits out delay, or less once probes see the cloud come back (see
+// Backoff.ProbeInterval). It returns ctx's error if ctx ends first. The
+// probes run on the caller's goroutine, each bounded by probeTimeout.
+func (c *Client) wait(ctx context.Context, delay time.Duration) error {
+	b := c.Backoff.withDefaults()
+	deadline := time.NewTimer(delay)
+	defer deadline.Stop()
+	addr, dial := c.probeTarget()
+	if b.ProbeInterval < 0 || addr == "" || delay <= b.ProbeInterval {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return nil
+		}
+	}
+	tick := time.NewTicker(b.ProbeInterval)
+	defer tick.Stop()
+	sawDown := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return nil
+		case <-tick.C:
+		}
+		// A probe that is merely slow (a loaded host) must not pass for
+		// a cloud that is down, or any success after it would cut the
+		// delays short: its timeout is generous.
+		pctx, cancel := context.WithTimeout(ctx, max(b.ProbeInterval, probeTimeout))
+		conn, err := dial(pctx, "tcp", addr)
+		cancel()
+		if err != nil {
+			sawDown = true
+			continue
+		}
+		_ = conn.Close()
+		if !sawDown {
+			continue
+		}
+		pause := b.reconnectPause()
+		c.logger().Info("cloud answers again", "reconnect_in", pause)
+		deadline.Reset(pause)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return nil
+		}
+	}
+}
+
+// probeTarget is the host:port the probes connect to, and how: through
+// the HTTP transport's own dialer when it has one (so that a custom
+// resolution applies to the probe as to the tunnel), else a net.Dialer.
+// Behind an HTTP proxy the cloud is not reached directly: addr is "" and
+// the client only backs off.
+func (c *Client) probeTarget() (addr string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) {
+	u, err := url.Parse(c.URL)
+	if err != nil || u.Hostname() == "" {
+		return "", nil
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+		if u.Scheme == "ws" || u.Scheme == "http" {
+			port = "80"
+		}
+	}
+	dial = (&net.Dialer{}).DialContext
+	rt := http.DefaultTransport
+	if c.HTTPClient != nil && c.HTTPClient.Transport != nil {
+		rt = c.HTTPClient.Transport
+	}
+	if tr, ok := rt.(*http.Transport); ok {
+		if tr.Proxy != nil {
+			// The WebSocket request goes out as http or https.
+			hu := *u
+			hu.Scheme = map[string]string{"ws": "http", "wss": "https"}[u.Scheme]
+			if hu.Scheme == "" {
+				hu.Scheme = u.Scheme
+			}
+			if p, err := tr.Proxy(&http.Request{URL: &hu}); err != nil || p != nil {
+				return "", nil
+			}
+		}
+		if tr.DialContext != nil {
+			dial = tr.DialContext
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port), dial
 }
 
 // runSession makes one connection and serves it until it ends. It returns
@@ -225,12 +354,15 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 	cfg := c.Config.WithDefaults()
 	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
-	conn, _, err := c.dial(dctx)
-	if err != nil {
-		return 0, fmt.Errorf("dial %s: %w", c.URL, err)
+	conn, err := c.connect(dctx, tunnel.ProtocolVersion)
+	if tunnel.IsVersionRefusal(err) {
+		// A cloud older than this agent: speak the version every cloud
+		// accepts. Initiators from such a cloud carry a forward's source
+		// in Gatename, which tunnel.MetaFromInitiator reads.
+		c.logger().Info("cloud refused protocol version, retrying with the oldest", "version", tunnel.ProtocolVersion, "error", err)
+		conn, err = c.connect(dctx, tunnel.MinProtocolVersion)
 	}
-	if err := tunnel.ClientHandshake(dctx, conn, c.Name, c.Token); err != nil {
-		_ = conn.Close()
+	if err != nil {
 		return 0, err
 	}
 	s, err := tunnel.NewSession(conn, cfg)
@@ -265,6 +397,19 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 		_ = s.Close()
 	}
 	return time.Since(start), s.Err()
+}
+
+// connect dials the endpoint and runs the handshake announcing version.
+func (c *Client) connect(ctx context.Context, version uint16) (tunnel.Conn, error) {
+	conn, _, err := c.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", c.URL, err)
+	}
+	if err := tunnel.ClientHandshakeVersion(ctx, conn, c.Name, c.Token, version); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 func (c *Client) setDisconnected(err error, failures int) {

@@ -3,15 +3,18 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
@@ -290,5 +293,167 @@ func TestBackoffResetAfterHealthySession(t *testing.T) {
 	}
 	if err := c.State().LastError; err == nil || !strings.Contains(err.Error(), "testing") {
 		t.Fatalf("LastError %v", err)
+	}
+}
+
+// The attack of issue 14 (item 10): the cloud goes away for longer than the
+// first steps of the backoff, then comes back. Without probing, the client
+// sleeps out a delay that grew during the outage (here 1 s, 2 s, 4 s: the
+// attempt after a 4 s outage comes about 3 s after the cloud is back); with
+// it, the client reconnects within the probe interval and the reconnect
+// jitter, well under 2 s.
+func TestReconnectSoonAfterCloudReturns(t *testing.T) {
+	cloud := startCloud(t, "127.0.0.1:0")
+	c := &Client{URL: cloud.url(), Name: "home", Token: "tok", Handler: echoHandler,
+		// Jitter is the smallest allowed, so the delays are as long as
+		// the backoff makes them and the test fails on a client that
+		// only backs off (ProbeInterval -1: 2.9 s).
+		Backoff: Backoff{Min: time.Second, Max: time.Minute, Jitter: 0.01, ResetAfter: time.Hour}}
+	run(t, c)
+	waitFor(t, "first connection", func() bool { return c.State().Connected && cloud.hub.Len() == 1 })
+
+	cloud.stop()
+	waitFor(t, "disconnection", func() bool { return !c.State().Connected })
+	time.Sleep(4 * time.Second)
+	if f := c.State().Failures; f < 2 {
+		t.Fatalf("%d failures during the outage, want the backoff past its first steps", f)
+	}
+
+	again := startCloud(t, cloud.addr)
+	back := time.Now()
+	waitFor(t, "reconnection", func() bool { return c.State().Connected && again.hub.Len() == 1 })
+	if d := time.Since(back); d > 2*time.Second {
+		t.Fatalf("reconnected %v after the cloud came back, want under 2s", d)
+	}
+	echoThrough(t, again.hub)
+}
+
+// A cloud that answers but refuses the agent never looks like a cloud
+// coming back: the probes all succeed and the delays keep growing.
+func TestProbeDoesNotShortenRefusals(t *testing.T) {
+	cloud := startCloud(t, "127.0.0.1:0")
+	c := &Client{URL: cloud.url(), Name: "home", Token: "wrong", Handler: echoHandler,
+		Backoff: Backoff{Min: 400 * time.Millisecond, Max: time.Minute, Jitter: 0.01, ResetAfter: time.Hour,
+			ProbeInterval: 20 * time.Millisecond, ReconnectJitter: time.Millisecond}}
+	run(t, c)
+	// Attempts at about 0, 0.4, 1.2, 2.8 s: three failures in 2.5 s at most.
+	time.Sleep(2500 * time.Millisecond)
+	if f := c.State().Failures; f < 2 || f > 3 {
+		t.Fatalf("%d refused attempts in 2.5s, want the backoff's 2 or 3", f)
+	}
+}
+
+func TestReconnectPauseSpread(t *testing.T) {
+	b := Backoff{ReconnectJitter: 100 * time.Millisecond}
+	var low, high bool
+	for range 1000 {
+		d := b.reconnectPause()
+		if d < 0 || d >= 100*time.Millisecond {
+			t.Fatalf("pause %v outside [0, 100ms)", d)
+		}
+		low = low || d < 25*time.Millisecond
+		high = high || d > 75*time.Millisecond
+	}
+	if !low || !high {
+		t.Fatal("reconnect pauses not spread")
+	}
+}
+
+func TestProbeTarget(t *testing.T) {
+	for _, tt := range []struct{ url, want string }{
+		{"wss://api.box.example.org/v1/tunnel", "api.box.example.org:443"},
+		{"ws://127.0.0.1/v1/tunnel", "127.0.0.1:80"},
+		{"wss://[::1]:8443/v1/tunnel", "[::1]:8443"},
+		{"::bad", ""},
+	} {
+		c := &Client{URL: tt.url, HTTPClient: &http.Client{Transport: &http.Transport{}}}
+		if got, _ := c.probeTarget(); got != tt.want {
+			t.Errorf("%s: probe target %q, want %q", tt.url, got, tt.want)
+		}
+	}
+	proxied := &Client{URL: "wss://api.box.example.org/v1/tunnel", HTTPClient: &http.Client{Transport: &http.Transport{
+		Proxy: func(*http.Request) (*url.URL, error) { return url.Parse("http://proxy:3128") }}}}
+	if got, _ := proxied.probeTarget(); got != "" {
+		t.Errorf("behind a proxy, probe target %q, want none", got)
+	}
+}
+
+// startVersion1Cloud is a cloud as deployed before protocol version 2: it
+// refuses any other version with the words it used, and forwards name a
+// stream's source in Gatename.
+func startVersion1Cloud(t *testing.T) (url string, sessions chan *tunnel.Session, versions chan uint16) {
+	t.Helper()
+	sessions = make(chan *tunnel.Session, 4)
+	versions = make(chan uint16, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wc, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		conn := tunnel.WebSocketConn(wc)
+		b, err := conn.ReadMessage(r.Context())
+		if err != nil {
+			conn.Close()
+			return
+		}
+		m, err := tunnel.Decode(b)
+		h, ok := m.(tunnel.Handshake)
+		if err != nil || !ok {
+			conn.Close()
+			return
+		}
+		versions <- h.Version
+		ack := tunnel.Ack{Ok: true}
+		if h.Version != 1 {
+			ack = tunnel.Ack{Message: fmt.Sprintf("unsupported protocol version %d (server speaks 1)", h.Version)}
+		}
+		b, _ = tunnel.Encode(ack)
+		_ = conn.WriteMessage(r.Context(), b)
+		if !ack.Ok {
+			conn.Close()
+			return
+		}
+		s, err := tunnel.NewSession(conn, tunnel.Config{})
+		if err != nil {
+			return
+		}
+		sessions <- s
+		<-s.Done()
+	}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), sessions, versions
+}
+
+// An agent of this version still connects to a cloud that predates it, and
+// reads the source of a forward that cloud names in Gatename.
+func TestConnectToVersion1Cloud(t *testing.T) {
+	url, sessions, versions := startVersion1Cloud(t)
+	seen := make(chan tunnel.Meta, 1)
+	c := &Client{URL: url, Name: "home", Token: "tok", Backoff: fastBackoff(), Handler: func(st *tunnel.Stream) {
+		seen <- tunnel.MetaFromInitiator(st.Initiator())
+		_ = st.Ack(false, "just looking")
+	}}
+	run(t, c)
+	var s *tunnel.Session
+	select {
+	case s = <-sessions:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no session with the version 1 cloud")
+	}
+	defer s.Close()
+	if v1, v2 := <-versions, <-versions; v1 != tunnel.ProtocolVersion || v2 != tunnel.MinProtocolVersion {
+		t.Fatalf("announced versions %d then %d", v1, v2)
+	}
+	// How a version 1 cloud opened a forward's target leg.
+	_, err := s.Open(context.Background(), tunnel.Initiator{Gatename: "gw2", Ip: "10.0.0.2", Port: 22})
+	var re *tunnel.RefusedError
+	if !errors.As(err, &re) {
+		t.Fatalf("Open: %v", err)
+	}
+	if m := <-seen; m.Source != "gw2" || !m.Forwarded() {
+		t.Fatalf("agent read %+v", m)
 	}
 }

@@ -69,6 +69,7 @@ func batchingTransport(rt http.RoundTripper, dialed *batchDial) *http.Transport 
 		rt = http.DefaultTransport
 	}
 	base, ok := rt.(*http.Transport)
+	//lint:ignore SA1019 a caller may still set the deprecated hooks; honouring them means reading them.
 	if !ok || base.DialTLSContext != nil || base.DialTLS != nil || base.Dial != nil { // our DialContext would take precedence over a caller's Dial
 		return nil
 	}

@@ -28,8 +28,8 @@ var ErrClosed = errors.New("hub closed")
 
 // Reasons sent to an agent whose session the hub closes.
 const (
-	ReasonReplaced = "replaced by a newer session"
-	ReasonShutdown = "cloud shutting down"
+	ReasonReplaced = tunnel.ReasonReplaced
+	ReasonShutdown = tunnel.ReasonCloudShutdown
 )
 
 // Hub holds the live sessions. The zero value is ready to use; Close stops
@@ -266,6 +266,7 @@ func (h *Hub) ServeTunnel(w http.ResponseWriter, r *http.Request, authenticate f
 		log.Error("tunnel session", "gateway", hs.Name, "error", err)
 		return
 	}
+	s.SetPeerVersion(hs.Version)
 	log = log.With("gateway", key(hs.Name))
 	if err := h.Register(hs.Name, s); err != nil {
 		log.Info("tunnel session refused", "error", err)

@@ -32,7 +32,7 @@ func main() {
 			log.Fatal(err)
 		}
 		if len(recs) > 0 {
-			if err := store.AppendRecords(ctx, g.Name, recs, 64); err != nil {
+			if err := store.AppendRecords(ctx, registry.GatewaySubtree(g.Name), recs, registry.AtMost(64)); err != nil {
 				log.Fatal(err)
 			}
 		}

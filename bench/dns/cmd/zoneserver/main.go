@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -28,13 +29,27 @@ func main() {
 	measure := flag.Bool("measure", false, "report load time and memory per gateway, then exit")
 	typical := flag.Bool("typical", false, "make every gateway the typical one (tunnel, public v4, one LAN v4, no records)")
 	rrlRate := flag.Float64("rrl-rate", 1e9, "responses per second per client prefix; 0 disables rate limiting")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the serving time to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
 	if *measure {
 		measureLoad(*n, *typical)
 		return
 	}
 	if err := serve(*n, *typical, *listen, *rrlRate); err != nil {
-		log.Fatal(err)
+		log.Print(err)
 	}
 }
 

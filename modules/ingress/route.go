@@ -1,0 +1,194 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse-project/gatehouse/modules/clienthello"
+	"github.com/gatehouse-project/gatehouse/modules/relay"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
+)
+
+// handle routes one connection: down its gateway's tunnel, to the local
+// server through toServer, or closed. It returns when the connection is
+// handed over or done with (after its relay, for a tunneled one).
+func (r *Router) handle(c net.Conn, toServer func(net.Conn) bool) {
+	info, rc, err := clienthello.Peek(c, r.cfg.MaxHelloBytes, r.cfg.PeekTimeout)
+	if err != nil {
+		switch reason := peekFailure(err); reason {
+		case ReasonNotTLS, ReasonMalformed:
+			// A malformed ClientHello is one our parser rejects, and so does
+			// crypto/tls (several host names, a trailing dot, bad
+			// lengths): the local server refuses it without using any
+			// certificate.
+			r.toServer(rc, reason, toServer)
+		case ReasonTooLarge:
+			// Its server name lies past the bytes read, so it may well
+			// name a live gateway: it is never handed to the server,
+			// whose certificate would then answer for that gateway.
+			r.refuseTLS(rc, reason, alertInternalError, "", zap.Error(err))
+		default:
+			r.cfg.Metrics.Refused(reason)
+			r.cfg.Metrics.Routed(RouteClosed)
+			_ = rc.Close()
+		}
+		return
+	}
+	sni := info.ServerName
+	if sni == "" {
+		// Browsers send no server name only for an address (https://IP/),
+		// which no site of the cloud answers unless the operator chose a
+		// default certificate.
+		if r.cfg.NoSNIToServer {
+			r.toServer(rc, "", toServer)
+		} else {
+			r.refuseTLS(rc, ReasonNoSNI, alertUnrecognizedName, "")
+		}
+		return
+	}
+	name, ok := r.cfg.Gateway(sni)
+	if !ok {
+		// The cloud's own sites, or names outside the zone.
+		r.toServer(rc, "", toServer)
+		return
+	}
+	t, ok := r.cfg.Tunnels.Lookup(name)
+	if !ok {
+		r.offline(rc, sni, name, toServer)
+		return
+	}
+	client := clientAddr(c)
+	release, reason := r.limits.acquire(name, client.Addr())
+	if reason != "" {
+		r.refuseTLS(rc, reason, alertInternalError, name)
+		return
+	}
+	defer release()
+	// Not tied to the listener: on a reload the stream is still wanted.
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.OpenTimeout)
+	st, err := t.Open(ctx, tunnel.Meta{Gateway: name, ServerName: sni, Client: client})
+	cancel()
+	if err != nil {
+		if t.Err() != nil {
+			if _, live := r.cfg.Tunnels.Lookup(name); !live {
+				// The tunnel ended meanwhile and none replaced it: the
+				// gateway is offline now, nothing live is exposed.
+				r.offline(rc, sni, name, toServer)
+				return
+			}
+		}
+		// The gateway is online and did not take the stream. Handing the
+		// connection to the server would show the visitor's request to
+		// the cloud under its *.ZONE certificate: close it instead.
+		r.refuseTLS(rc, ReasonOpenFailed, alertInternalError, name, zap.Error(err))
+		return
+	}
+	r.relay(rc, st, name)
+}
+
+// offline routes a connection for gateway name, which has no live tunnel:
+// NAME.ZONE itself to the server's offline page (unless it is off); a
+// name below it gets an alert, since no certificate of the cloud covers
+// it (*.ZONE covers one label) and the server could only fail the
+// handshake with an unexplained alert.
+func (r *Router) offline(c net.Conn, sni, name string, toServer func(net.Conn) bool) {
+	if !strings.EqualFold(strings.TrimSuffix(sni, "."), name+"."+r.cfg.Zone) {
+		r.refuseTLS(c, ReasonBelowOffline, alertUnrecognizedName, name)
+		return
+	}
+	if r.cfg.NoOfflinePage {
+		r.refuseTLS(c, ReasonNoSession, alertUnrecognizedName, name)
+		return
+	}
+	r.toServer(c, ReasonNoSession, toServer)
+}
+
+// peekFailure classifies an error of clienthello.Peek.
+func peekFailure(err error) string {
+	switch {
+	case errors.Is(err, clienthello.ErrNotTLS):
+		return ReasonNotTLS
+	case errors.Is(err, clienthello.ErrTooLarge):
+		return ReasonTooLarge
+	case errors.Is(err, clienthello.ErrMalformed):
+		return ReasonMalformed
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return ReasonTimeout
+	}
+	return ReasonClientGone
+}
+
+// toServer hands c to the local server; reason, when set, says why a
+// gateway's connection was not relayed.
+func (r *Router) toServer(c net.Conn, reason string, toServer func(net.Conn) bool) {
+	if reason != "" {
+		r.cfg.Metrics.Refused(reason)
+	}
+	if toServer(c) {
+		r.cfg.Metrics.Routed(RouteServer)
+		return
+	}
+	r.cfg.Metrics.Refused(ReasonListenerClosed)
+	r.cfg.Metrics.Routed(RouteClosed)
+}
+
+// refuseTLS counts and logs (rate-limited) a refused TLS connection and
+// closes it with a fatal alert.
+func (r *Router) refuseTLS(c net.Conn, reason string, alert byte, gateway string, fields ...zap.Field) {
+	r.cfg.Metrics.Refused(reason)
+	r.cfg.Metrics.Routed(RouteClosed)
+	fields = append(fields, zap.String("remote", c.RemoteAddr().String()))
+	if gateway != "" {
+		fields = append(fields, zap.String("gateway", gateway))
+	}
+	r.logs.refused(reason, fields...)
+	sendAlert(c, alert)
+}
+
+// clientAddr is the client's address as this host's socket sees it, IPv4
+// unmapped; invalid when the connection has no IP address.
+func clientAddr(c net.Conn) netip.AddrPort {
+	var ap netip.AddrPort
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ap = ta.AddrPort()
+	} else if a := c.RemoteAddr(); a != nil {
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	if !ap.IsValid() {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// relay copies bytes both ways between the client and the stream until
+// both directions have ended (see relay.Conns), then closes both.
+func (r *Router) relay(c *clienthello.Conn, st hub.Stream, name string) {
+	m := r.cfg.Metrics
+	m.Routed(RouteTunnel)
+	m.StreamOpened()
+	m.ActiveRelays(1)
+	defer m.ActiveRelays(-1)
+	start := time.Now()
+	res := relay.Conns(context.Background(), c, st, relay.Counts{
+		AToB: func(n int) { m.Relayed(n, 0) },
+		BToA: func(n int) { m.Relayed(0, n) },
+	})
+	_ = c.Close()
+	_ = st.Close()
+	r.cfg.Logger.Debug("relay ended",
+		zap.String("gateway", name),
+		zap.String("remote", c.RemoteAddr().String()),
+		zap.Int64("bytes_to_gateway", res.AToB),
+		zap.Int64("bytes_to_client", res.BToA),
+		zap.Duration("duration", time.Since(start)),
+		zap.NamedError("to_gateway_error", res.AToBErr),
+		zap.NamedError("to_client_error", res.BToAErr))
+}
