@@ -1,0 +1,158 @@
+package regapi_test
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
+	"github.com/gatehouse-project/gatehouse/modules/registry"
+)
+
+// txtValue is a 43-character DNS-01 value, distinct per i.
+func txtValue(i int) string {
+	return strings.Repeat("A", 40) + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + "_"
+}
+
+func (e *env) acmeDNSUpdate(user, key, body string) reply {
+	e.t.Helper()
+	req, err := http.NewRequest("POST", e.srv.URL+"/update", strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if user != "" {
+		req.Header.Set("X-Api-User", user)
+	}
+	if key != "" {
+		req.Header.Set("X-Api-Key", key)
+	}
+	return e.send(req)
+}
+
+func (e *env) challengeValues(name string) []string {
+	e.t.Helper()
+	recs, err := e.reg.Records(e.t.Context(), registry.GatewaySubtree(name))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, rec := range recs {
+		if rec.Owner == "_acme-challenge" && rec.Type == "TXT" {
+			out = append(out, rec.Value)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func updateBody(sub, txt string) string {
+	return `{"subdomain":"` + sub + `","txt":"` + txt + `"}`
+}
+
+func TestACMEDNSUpdateRollsTwoValues(t *testing.T) {
+	teststore.ForEach(t, func(t *testing.T, driver string) {
+		e := newEnv(t, driver, options{})
+		token := e.subscribe("home")
+		// The gateway's other TXT records are not the rolling ones.
+		if r := e.do("POST", "/v1/records", map[string]any{"records": []map[string]any{{"name": "_acme-challenge.www.home", "type": "TXT", "data": "keep"}}}, token); r.status != 200 {
+			t.Fatalf("records: %d %s", r.status, r.body)
+		}
+		if r := e.acmeDNSUpdate("home", token, updateBody("home", txtValue(0))); r.status != 200 || r.str("txt") != txtValue(0) {
+			t.Fatalf("first update: %d %s", r.status, r.body)
+		}
+		if got := e.challengeValues("home"); !slices.Equal(got, []string{txtValue(0)}) {
+			t.Fatalf("after one update: %v", got)
+		}
+		for i := 1; i <= 3; i++ {
+			if r := e.acmeDNSUpdate("home", token, updateBody("home", txtValue(i))); r.status != 200 {
+				t.Fatalf("update %d: %d %s", i, r.status, r.body)
+			}
+			want := []string{txtValue(i - 1), txtValue(i)}
+			slices.Sort(want)
+			if got := e.challengeValues("home"); !slices.Equal(got, want) {
+				t.Fatalf("after update %d: %v, want the last two %v", i, got, want)
+			}
+		}
+		// Sending the newest value again changes nothing.
+		if r := e.acmeDNSUpdate("HOME", token, updateBody("Home", txtValue(3))); r.status != 200 {
+			t.Fatalf("repeat: %d %s", r.status, r.body)
+		}
+		if got := e.challengeValues("home"); len(got) != 2 {
+			t.Fatalf("after a repeat: %v", got)
+		}
+		recs, err := e.reg.Records(t.Context(), registry.GatewaySubtree("home"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(recs, func(r registry.Record) bool { return r.Owner == "_acme-challenge.www" && r.Value == "keep" }) {
+			t.Fatalf("the rolling update dropped another name's record: %v", recs)
+		}
+	})
+}
+
+func TestACMEDNSUpdateConcurrentKeepsNewestTwo(t *testing.T) {
+	e := newEnv(t, "sqlite", options{})
+	token := e.subscribe("home")
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			if r := e.acmeDNSUpdate("home", token, updateBody("home", txtValue(i))); r.status != 200 {
+				t.Errorf("update %d: %d %s", i, r.status, r.body)
+			}
+		})
+	}
+	wg.Wait()
+	if got := e.challengeValues("home"); len(got) != 2 {
+		t.Fatalf("after 8 concurrent updates: %v, want two values", got)
+	}
+}
+
+func TestACMEDNSUpdateErrors(t *testing.T) {
+	e := newEnv(t, "sqlite", options{})
+	token := e.subscribe("home")
+	other := e.subscribe("other")
+	good := updateBody("home", txtValue(0))
+	for _, c := range []struct {
+		what, user, key, body string
+		status                int
+		name                  string
+	}{
+		{"no headers", "", "", good, 401, "forbidden"},
+		{"no key", "home", "", good, 401, "forbidden"},
+		{"wrong key", "home", strings.Repeat("x", 43), good, 401, "forbidden"},
+		{"malformed key", "home", "short", good, 401, "forbidden"},
+		{"another gateway's key", "home", other, good, 401, "forbidden"},
+		{"wrong subdomain", "home", token, updateBody("other", txtValue(0)), 403, "forbidden"},
+		{"no subdomain", "home", token, `{"txt":"` + txtValue(0) + `"}`, 400, "bad_subdomain"},
+		{"short txt", "home", token, updateBody("home", txtValue(0)[:42]), 400, "bad_txt"},
+		{"long txt", "home", token, updateBody("home", txtValue(0)+"A"), 400, "bad_txt"},
+		{"txt outside base64url", "home", token, updateBody("home", txtValue(0)[:42]+"="), 400, "bad_txt"},
+		{"txt with a quote", "home", token, `{"subdomain":"home","txt":"` + txtValue(0)[:41] + `\"A"}`, 400, "bad_txt"},
+		{"not JSON", "home", token, `subdomain=home`, 400, "malformed_json_payload"},
+		{"two objects", "home", token, good + good, 400, "malformed_json_payload"},
+	} {
+		r := e.acmeDNSUpdate(c.user, c.key, c.body)
+		if r.status != c.status || r.str("error") != c.name || r.str("reason") == "" {
+			t.Errorf("%s: got %d %s, want %d {\"error\":%q,\"reason\":…}", c.what, r.status, r.body, c.status, c.name)
+		}
+	}
+	if got := e.challengeValues("home"); len(got) != 0 {
+		t.Fatalf("refused updates wrote %v", got)
+	}
+	if got := e.challengeValues("other"); len(got) != 0 {
+		t.Fatalf("refused updates wrote %v to another gateway", got)
+	}
+}
+
+func TestACMEDNSHealth(t *testing.T) {
+	e := newEnv(t, "sqlite", options{})
+	r := e.raw("/health")
+	if r.status != 200 || len(r.body) != 0 {
+		t.Fatalf("/health: %d %q", r.status, r.body)
+	}
+	if r := e.do("POST", "/register", map[string]any{}, ""); r.status != 404 {
+		t.Fatalf("/register while not enabled: %d %s", r.status, r.body)
+	}
+}
