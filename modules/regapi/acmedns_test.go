@@ -1,13 +1,18 @@
 package regapi_test
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
+	"github.com/gatehouse-project/gatehouse/modules/regapi"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
@@ -155,4 +160,58 @@ func TestACMEDNSHealth(t *testing.T) {
 	if r := e.do("POST", "/register", map[string]any{}, ""); r.status != 404 {
 		t.Fatalf("/register while not enabled: %d %s", r.status, r.body)
 	}
+}
+
+// FuzzACMEDNSUpdate sends arbitrary users, keys and bodies to /update with
+// one real gateway's token among the candidates: the API never answers 500,
+// every error has acme-dns's JSON shape with a reason, a 200 echoes a
+// well-formed value, and no more than two values are ever held.
+func FuzzACMEDNSUpdate(f *testing.F) {
+	f.Add("home", true, `{"subdomain":"home","txt":"`+txtValue(0)+`"}`)
+	f.Add("home", true, `{"subdomain":"home","txt":"`+txtValue(0)[:42]+`\u00e9"}`)
+	f.Add("HOME", true, `{"subdomain":"other","txt":1}`)
+	f.Add("home", false, `{"subdomain":"home","txt":"`+txtValue(1)+`"}`)
+	f.Add("", true, `[]`)
+	f.Add("home", true, `{"subdomain":"home","txt":null}{}`)
+	store := teststore.Open(f, "sqlite")
+	reg := registry.New(store, registry.Config{SweepInterval: time.Hour}, discardMail{})
+	reg.Start()
+	f.Cleanup(reg.Stop)
+	sub, err := reg.Subscribe(context.Background(), registry.SubscribeRequest{Name: "home"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	api := regapi.New(reg, regapi.Config{Zone: zone})
+	f.Fuzz(func(t *testing.T, user string, realKey bool, body string) {
+		key := "not-a-token"
+		if realKey {
+			key = sub.Token
+		}
+		req := httptest.NewRequest("POST", "/update", strings.NewReader(body))
+		req.Header.Set("X-Api-User", user)
+		req.Header.Set("X-Api-Key", key)
+		w := httptest.NewRecorder()
+		api.ServeHTTP(w, req)
+		var ans struct{ TXT, Error, Reason string }
+		if err := json.Unmarshal(w.Body.Bytes(), &ans); err != nil {
+			t.Fatalf("%d: not JSON: %q", w.Code, w.Body)
+		}
+		switch {
+		case w.Code == 200:
+			if len(ans.TXT) != 43 || !realKey || !strings.EqualFold(user, "home") {
+				t.Fatalf("accepted %q from user %q (real key %v)", ans.TXT, user, realKey)
+			}
+		case w.Code >= 500:
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		case ans.Error == "" || ans.Reason == "":
+			t.Fatalf("%d without error and reason: %s", w.Code, w.Body)
+		}
+		recs, err := reg.Records(context.Background(), registry.GatewaySubtree("home"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) > registry.RollingChallenges {
+			t.Fatalf("%d challenge values held", len(recs))
+		}
+	})
 }
