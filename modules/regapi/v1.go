@@ -235,4 +235,3 @@ func (a *API) v1Discover(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"gateways": out})
 }
-
