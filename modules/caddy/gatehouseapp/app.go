@@ -68,9 +68,16 @@ type App struct {
 	// when the app is provisioned and then kept as a hash in memory only.
 	// At least 32 characters; empty (or an unset variable) disables it.
 	OperatorToken string `json:"operator_token,omitempty"`
+	// TokenSealKey (32 bytes, hex or base64; give a placeholder such as
+	// {env.GATEHOUSE_SEAL_KEY}) seals each gateway's token beside its
+	// hash, which PageKite's signatures need. Without it PageKite is off.
+	// Losing or changing it only costs the seals: each is made again when
+	// its gateway next presents its token.
+	TokenSealKey string `json:"token_seal_key,omitempty"`
 
 	store    registry.Store
 	registry *registry.Registry
+	sealer   *registry.Sealer
 	limits   Limiters
 	logger   *zap.Logger
 	cancel   context.CancelFunc
@@ -148,6 +155,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.provisionOperator(repl); err != nil {
 		return err
 	}
+	if err := a.provisionSealKey(repl); err != nil {
+		return err
+	}
 	if a.Email != nil {
 		if err := a.Email.provision(repl); err != nil {
 			return err
@@ -199,6 +209,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Reserved:    reserved,
 		MaxRecords:  a.MaxRecords,
 		PingWorkers: workers,
+		Sealer:      a.sealer,
+		OnSealError: func(name string, err error) {
+			a.logger.Warn("sealing a gateway's token failed; retried when it next presents it", zap.String("gateway", name), zap.Error(err))
+		},
 	}, notifier)
 	a.registry.Observe(a.apply)
 	var err2 error
