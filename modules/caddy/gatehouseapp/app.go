@@ -140,15 +140,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
-	a.Zone = strings.ToLower(strings.TrimSuffix(repl.ReplaceKnown(a.Zone, ""), "."))
-	a.Storage.Path = repl.ReplaceKnown(a.Storage.Path, "")
-	a.Storage.DSN = repl.ReplaceKnown(a.Storage.DSN, "")
-	if a.Storage.Driver == "" {
-		a.Storage.Driver = "sqlite"
-	}
-	if a.Storage.Driver == "sqlite" && a.Storage.Path == "" {
-		a.Storage.Path = caddy.AppDataDir() + "/gatehouse/registry.db"
-	}
+	a.resolveStorage(repl)
 	if err := a.Validate(); err != nil {
 		return err
 	}
@@ -187,18 +179,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	defer cancel()
 	var err error
 	workers := 1
-	switch a.Storage.Driver {
-	case "sqlite":
-		if err := os.MkdirAll(filepath.Dir(a.Storage.Path), 0o700); err != nil {
-			return fmt.Errorf("gatehouse: storage folder: %w", err)
-		}
-		a.store, err = sqlitestore.Open(openCtx, a.Storage.Path)
-	case "postgres":
-		a.store, err = pgstore.Open(openCtx, a.Storage.DSN)
+	if a.Storage.Driver == "postgres" {
 		workers = 4
 	}
-	if err != nil {
-		return fmt.Errorf("gatehouse: opening %s store: %w", a.Storage.Driver, err)
+	if a.store, err = a.openStore(openCtx); err != nil {
+		return err
 	}
 	var notifier registry.Notifier
 	if a.Email != nil {
@@ -222,6 +207,41 @@ func (a *App) Provision(ctx caddy.Context) error {
 	// Last: on a reload, the hub's streams go to this App's relay as soon
 	// as it is provisioned, so nothing after it may fail.
 	return a.provisionForward(slogger)
+}
+
+// resolveStorage resolves the zone's and the storage's placeholders and
+// fills the storage defaults.
+func (a *App) resolveStorage(repl *caddy.Replacer) {
+	a.Zone = strings.ToLower(strings.TrimSuffix(repl.ReplaceKnown(a.Zone, ""), "."))
+	a.Storage.Path = repl.ReplaceKnown(a.Storage.Path, "")
+	a.Storage.DSN = repl.ReplaceKnown(a.Storage.DSN, "")
+	if a.Storage.Driver == "" {
+		a.Storage.Driver = "sqlite"
+	}
+	if a.Storage.Driver == "sqlite" && a.Storage.Path == "" {
+		a.Storage.Path = caddy.AppDataDir() + "/gatehouse/registry.db"
+	}
+}
+
+// openStore opens the configured store (resolveStorage first).
+func (a *App) openStore(ctx context.Context) (registry.Store, error) {
+	var s registry.Store
+	var err error
+	switch a.Storage.Driver {
+	case "sqlite":
+		if err := os.MkdirAll(filepath.Dir(a.Storage.Path), 0o700); err != nil {
+			return nil, fmt.Errorf("gatehouse: storage folder: %w", err)
+		}
+		s, err = sqlitestore.Open(ctx, a.Storage.Path)
+	case "postgres":
+		s, err = pgstore.Open(ctx, a.Storage.DSN)
+	default:
+		return nil, fmt.Errorf("gatehouse: unknown storage driver %q", a.Storage.Driver)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gatehouse: opening %s store: %w", a.Storage.Driver, err)
+	}
+	return s, nil
 }
 
 // Validate checks the configuration.
