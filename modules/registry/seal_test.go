@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -110,6 +111,26 @@ func TestKiteSecret(t *testing.T) {
 		t.Fatalf("KiteSecret of an unknown name: %v", err)
 	}
 
+	// A reclamation gives the name a new token: the seal follows it.
+	if _, err := store.UpdateGateway(ctx, "fresh", func(g *registry.Gateway) (*string, error) {
+		g.EmailVerified = true
+		return ptr("owner@example.com"), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mails := &lastMail{}
+	withMail := registry.New(store, registry.Config{Sealer: sealer}, mails)
+	if err := withMail.ReclaimUUID(ctx, "fresh"); err != nil {
+		t.Fatal(err)
+	}
+	reclaimed, err := withMail.Subscribe(ctx, registry.SubscribeRequest{Name: "fresh", ReclamationToken: strings.ToUpper(mails.token)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := reg.KiteSecret(ctx, "fresh"); err != nil || got != reclaimed.Token || got == fresh.Token {
+		t.Fatalf("KiteSecret after a reclamation = %q, %v; want the new token", got, err)
+	}
+
 	// A seal copied onto another gateway's row does not open there.
 	h, sealed, err := store.SealedToken(ctx, "fresh")
 	if err != nil {
@@ -140,4 +161,19 @@ func TestUUIDTokensAreTokens(t *testing.T) {
 	if tok != strings.ToLower(tok) || tok[14] != '4' || !strings.ContainsRune("89ab", rune(tok[19])) {
 		t.Fatalf("%s is not a lowercase version 4 UUID", tok)
 	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// lastMail keeps the token of the last mail.
+type lastMail struct{ token string }
+
+func (m *lastMail) SendVerification(_ context.Context, _, _, token string) error {
+	m.token = token
+	return nil
+}
+
+func (m *lastMail) SendReclamation(_ context.Context, _, _, token string) error {
+	m.token = token
+	return nil
 }

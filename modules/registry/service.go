@@ -123,8 +123,8 @@ type Registry struct {
 	mu        sync.RWMutex
 	observers []func(Event)
 
-	// sealed maps a gateway's name to the token hash whose seal is known
-	// to be stored, so that pings skip the store.
+	// sealed maps a gateway's name to the first 8 bytes (uint64) of the
+	// token hash whose seal is known to be stored, so pings skip the store.
 	sealed sync.Map
 
 	pings chan *pendingPing
