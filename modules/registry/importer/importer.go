@@ -108,7 +108,7 @@ type row struct {
 }
 
 // The original's final schema: accounts(id, email, optout) and domains(…,
-// mode, last_ip). The unknown account (email ”) owns domains without one.
+// mode, last_ip). The unknown account (an empty email) owns domains without one.
 const selectRows = `SELECT d.name, d.token, d.description, d.timestamp, d.verified, d.mode, d.last_ip,
 	coalesce(a.email, ''), coalesce(a.optout, false)
 	FROM domains d LEFT JOIN accounts a ON a.id = d.account_id ORDER BY d.id`

@@ -27,7 +27,7 @@ const (
 )
 
 // original creates the original server's schema in db and fills it as
-// that server would have: the unknown account (email ”) owns gateways
+// that server would have: the unknown account (an empty email) owns gateways
 // whose owner never gave an address.
 func original(t *testing.T, db *sql.DB) {
 	t.Helper()
