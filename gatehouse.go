@@ -7,6 +7,7 @@ package gatehouse
 import (
 	// The Caddy modules; each registers itself in init.
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehouseapp"
+	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehousecmd"
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehousedns"
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehousehandler"
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehouselistener"

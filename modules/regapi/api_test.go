@@ -40,12 +40,18 @@ type env struct {
 type options struct {
 	expireAfter time.Duration
 	limits      *ratelimit.Limiter
+	// notifier replaces the in-memory mailbox (a real SMTP mailer, say).
+	notifier registry.Notifier
 }
 
 func newEnv(t *testing.T, driver string, opt options) *env {
 	t.Helper()
 	e := &env{t: t, store: teststore.Open(t, driver), mails: newMailbox()}
-	e.reg = registry.New(e.store, registry.Config{ExpireAfter: opt.expireAfter, SweepInterval: time.Hour}, e.mails)
+	var notifier registry.Notifier = e.mails
+	if opt.notifier != nil {
+		notifier = opt.notifier
+	}
+	e.reg = registry.New(e.store, registry.Config{ExpireAfter: opt.expireAfter, SweepInterval: time.Hour}, notifier)
 	e.reg.Start()
 	t.Cleanup(e.reg.Stop)
 	api := regapi.New(e.reg, regapi.Config{
@@ -240,6 +246,11 @@ func TestAttackInfoLeaksNoSecret(t *testing.T) {
 	teststore.ForEach(t, func(t *testing.T, driver string) {
 		e := newEnv(t, driver, options{})
 		token := e.subscribe("leaky", "email", "owner@example.com")
+		// As the WebThings gateway does: /subscribe stores the email,
+		// /setemail sends the verification mail.
+		if r := e.get("/setemail", "token", token, "email", "owner@example.com"); r.status != 200 {
+			t.Fatalf("setemail: %d %s", r.status, r.body)
+		}
 		verify := e.mails.next(t, "verify")
 		if r := e.get("/verifyemail", "s", verify.token); r.status != 200 {
 			t.Fatalf("verify: %d %s", r.status, r.body)
@@ -490,6 +501,7 @@ func TestEmailVerifyReclaimFlow(t *testing.T) {
 func TestUnsubscribeWithReclamationToken(t *testing.T) {
 	e := newEnv(t, "sqlite", options{})
 	token := e.subscribe("gone", "email", "x@example.com")
+	e.get("/setemail", "token", token, "email", "x@example.com")
 	e.get("/verifyemail", "s", e.mails.next(t, "verify").token)
 	e.get("/reclaim", "name", "gone")
 	rc := e.mails.next(t, "reclaim")

@@ -21,11 +21,12 @@ func (a *API) compatSubscribe(w http.ResponseWriter, r *http.Request, q *query) 
 		return
 	}
 	sub, err := a.reg.Subscribe(r.Context(), registry.SubscribeRequest{
-		Name:             q.get("name"),
+		Name:             compatName(q.get("name")),
 		Email:            q.get("email"),
 		ReclamationToken: q.get("reclamationToken"),
 		Description:      q.get("desc"),
 		Mode:             registry.Mode(q.get("mode")),
+		EmailWithoutMail: true,
 	})
 	if err != nil {
 		writeRegistryError(w, err)
@@ -33,6 +34,11 @@ func (a *API) compatSubscribe(w http.ResponseWriter, r *http.Request, q *query) 
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"name": sub.Name, "token": sub.Token})
 }
+
+// compatName is the name as the original server took it: trimmed and
+// lowercased, which the gateway's setup page relies on (it sends what the
+// user typed).
+func compatName(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 
 func (a *API) compatUnsubscribe(w http.ResponseWriter, r *http.Request, q *query) {
 	if err := a.reg.Unsubscribe(r.Context(), q.get("token"), q.get("reclamationToken")); err != nil {
@@ -46,7 +52,7 @@ func (a *API) compatReclaim(w http.ResponseWriter, r *http.Request, q *query) {
 	if a.limited(w, r, a.cfg.ReclaimLimit) {
 		return
 	}
-	err := a.reg.Reclaim(r.Context(), q.get("name"))
+	err := a.reg.ReclaimUUID(r.Context(), compatName(q.get("name")))
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, struct{}{})

@@ -46,6 +46,9 @@ func (r *Registry) Ping(ctx context.Context, token string, public netip.Addr, lo
 	}
 	select {
 	case res := <-p.done:
+		if res.Err == nil {
+			r.ensureSealed(ctx, res.Gateway, token)
+		}
 		return res.Gateway, res.Err
 	case <-ctx.Done():
 		// The write may still land; that is harmless for a ping.

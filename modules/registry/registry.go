@@ -191,6 +191,13 @@ type Store interface {
 	ForEachGateway(ctx context.Context, fn func(g *Gateway, recs []Record) error) error
 	// CountGateways returns the number of registered gateways.
 	CountGateways(ctx context.Context) (int, error)
+	// SealToken stores sealed (the gateway's token under the seal key)
+	// beside tokenHash, replacing an older seal, only while tokenHash is
+	// the gateway's token; ErrNotFound otherwise.
+	SealToken(ctx context.Context, name string, tokenHash, sealed []byte) error
+	// SealedToken returns the seal of the gateway's current token and that
+	// token's hash, or ErrNotFound (no seal, or only one of an old token).
+	SealedToken(ctx context.Context, name string) (tokenHash, sealed []byte, err error)
 
 	// Records returns the subtree's records (all owners), oldest first;
 	// ErrNotFound for an unknown gateway. The zone's subtree always

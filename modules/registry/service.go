@@ -76,6 +76,13 @@ type Config struct {
 	PingWorkers int
 	// Reserved names in addition to the built-in ones.
 	Reserved []string
+	// Sealer, when set, keeps every gateway's token sealed beside its hash
+	// (sealed at registration, or the next time an older gateway presents
+	// it), so that KiteSecret can return it. Nil: no token is kept.
+	Sealer *Sealer
+	// OnSealError is told when a token could not be sealed (it is tried
+	// again the next time the token is presented).
+	OnSealError func(name string, err error)
 }
 
 func (c *Config) setDefaults() {
@@ -115,6 +122,10 @@ type Registry struct {
 
 	mu        sync.RWMutex
 	observers []func(Event)
+
+	// sealed maps a gateway's name to the first 8 bytes (uint64) of the
+	// token hash whose seal is known to be stored, so pings skip the store.
+	sealed sync.Map
 
 	pings chan *pendingPing
 	stop  chan struct{}
@@ -203,6 +214,10 @@ type SubscribeRequest struct {
 	ReclamationToken string
 	Description      string
 	Mode             Mode
+	// EmailWithoutMail stores Email unverified and mails nothing: the
+	// compatible surface, where the WebThings gateway calls /setemail
+	// right after and that call sends the one verification mail.
+	EmailWithoutMail bool
 }
 
 // Subscription is what a successful subscribe returns; Token is shown once.
@@ -242,7 +257,7 @@ func (r *Registry) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscr
 	now := r.now().UTC()
 	g := &Gateway{Name: req.Name, TokenHash: hash, Mode: req.Mode, Description: req.Description, Created: now}
 	var verifyToken string
-	if req.Email != "" {
+	if req.Email != "" && !req.EmailWithoutMail {
 		var vh []byte
 		verifyToken, vh = NewToken()
 		g.VerifyTokenHash, g.VerifyExpires = vh, now.Add(r.cfg.VerifyTTL)
@@ -250,7 +265,7 @@ func (r *Registry) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscr
 	err := r.store.CreateGateway(ctx, g, req.Email)
 	if errors.Is(err, ErrNameTaken) {
 		existing, gerr := r.store.Gateway(ctx, req.Name)
-		if gerr == nil && existing.EmailVerified && existing.AccountID != 0 {
+		if gerr == nil && reclaimable(existing, req.Email) {
 			return nil, ErrReclaimable
 		}
 		return nil, ErrNameTaken
@@ -258,6 +273,7 @@ func (r *Registry) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscr
 	if err != nil {
 		return nil, err
 	}
+	r.ensureSealed(ctx, g, token)
 	r.emit(Event{Subtree: GatewaySubtree(g.Name), Gateway: g, RecordsChanged: true})
 	if verifyToken != "" && r.notifier != nil {
 		// The name is registered either way; a mail that failed can be
@@ -268,13 +284,14 @@ func (r *Registry) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscr
 }
 
 func (r *Registry) reclaimWithToken(ctx context.Context, req SubscribeRequest) (*Subscription, error) {
-	if CheckTokenSyntax(req.ReclamationToken) != nil {
+	rt, err := normalizeReclaimToken(req.ReclamationToken)
+	if err != nil {
 		return nil, ErrTokenMismatch
 	}
 	token, hash := NewToken()
 	now := r.now()
 	g, err := r.store.UpdateGateway(ctx, req.Name, func(g *Gateway) (*string, error) {
-		if !TokenMatches(req.ReclamationToken, g.ReclaimTokenHash) {
+		if !TokenMatches(rt, g.ReclaimTokenHash) {
 			return nil, ErrTokenMismatch
 		}
 		if now.After(g.ReclaimExpires) {
@@ -294,6 +311,7 @@ func (r *Registry) reclaimWithToken(ctx context.Context, req SubscribeRequest) (
 	if err != nil {
 		return nil, err
 	}
+	r.ensureSealed(ctx, g, token)
 	r.emit(Event{Subtree: GatewaySubtree(g.Name), Gateway: g, Revoked: true})
 	return &Subscription{Name: g.Name, Token: token, Reclaimed: true}, nil
 }
@@ -303,7 +321,12 @@ func (r *Registry) Authenticate(ctx context.Context, token string) (*Gateway, er
 	if CheckTokenSyntax(token) != nil {
 		return nil, ErrNotFound
 	}
-	return r.store.GatewayByToken(ctx, HashToken(token))
+	g, err := r.store.GatewayByToken(ctx, HashToken(token))
+	if err != nil {
+		return nil, err
+	}
+	r.ensureSealed(ctx, g, token)
+	return g, nil
 }
 
 // Unsubscribe deletes the gateway that owns token (or reclamation token).
@@ -314,10 +337,11 @@ func (r *Registry) Unsubscribe(ctx context.Context, token, reclamationToken stri
 	case token != "":
 		g, err = r.Authenticate(ctx, token)
 	case reclamationToken != "":
-		if CheckTokenSyntax(reclamationToken) != nil {
+		rt, nerr := normalizeReclaimToken(reclamationToken)
+		if nerr != nil {
 			return ErrNotFound
 		}
-		g, err = r.store.GatewayByReclaimToken(ctx, HashToken(reclamationToken))
+		g, err = r.store.GatewayByReclaimToken(ctx, HashToken(rt))
 		if err == nil && r.now().After(g.ReclaimExpires) {
 			return ErrExpiredToken
 		}
@@ -334,15 +358,36 @@ func (r *Registry) Unsubscribe(ctx context.Context, token, reclamationToken stri
 	return nil
 }
 
+// reclaimable reports whether a subscription of g's name that gave email
+// may be told that a reclamation is possible: g's owner has a verified
+// email and, as on the original server, the email given (if any) is that
+// one. A different email learns only that the name is taken.
+func reclaimable(g *Gateway, email string) bool {
+	if !g.EmailVerified || g.AccountID == 0 || g.Email == "" {
+		return false
+	}
+	return email == "" || strings.EqualFold(email, g.Email)
+}
+
 // Reclaim mails a single-use reclamation token to the verified email of name.
 func (r *Registry) Reclaim(ctx context.Context, name string) error {
+	return r.reclaim(ctx, name, NewToken)
+}
+
+// ReclaimUUID is Reclaim with the token as a lowercase UUID, the only form
+// the WebThings gateway's setup page accepts (the compatible surface).
+func (r *Registry) ReclaimUUID(ctx context.Context, name string) error {
+	return r.reclaim(ctx, name, NewReclaimToken)
+}
+
+func (r *Registry) reclaim(ctx context.Context, name string, newToken func() (string, []byte)) error {
 	if err := r.names.Check(name); err != nil {
 		return err
 	}
 	if r.notifier == nil {
 		return ErrNoMailer
 	}
-	token, hash := NewToken()
+	token, hash := newToken()
 	now := r.now()
 	g, err := r.store.UpdateGateway(ctx, name, func(g *Gateway) (*string, error) {
 		if g.AccountID == 0 || !g.EmailVerified || g.Email == "" {

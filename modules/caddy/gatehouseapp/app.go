@@ -69,8 +69,15 @@ type App struct {
 	// when the app is provisioned and then kept as a hash in memory only.
 	// At least 32 characters; empty (or an unset variable) disables it.
 	OperatorToken string `json:"operator_token,omitempty"`
+	// TokenSealKey (32 bytes, hex or base64; give a placeholder such as
+	// {env.GATEHOUSE_SEAL_KEY}) seals each gateway's token beside its
+	// hash, which PageKite's signatures need. Without it PageKite is off.
+	// Losing or changing it only costs the seals: each is made again when
+	// its gateway next presents its token.
+	TokenSealKey string `json:"token_seal_key,omitempty"`
 
 	node      *node.Node
+	sealer    *registry.Sealer
 	limits    Limiters
 	logger    *zap.Logger
 	dnsServer *dnszone.Server
@@ -132,6 +139,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.provisionOperator(repl); err != nil {
 		return err
 	}
+	if err := a.provisionSealKey(repl); err != nil {
+		return err
+	}
 	if a.Email != nil {
 		if err := a.Email.provision(repl); err != nil {
 			return err
@@ -149,16 +159,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := fwd.Rules.Validate(); err != nil {
 		return err
 	}
-	if a.StorageRaw == nil {
-		a.StorageRaw = json.RawMessage(`{"driver":"sqlite"}`)
-	}
-	mod, err := ctx.LoadModule(a, "StorageRaw")
+	storage, err := a.loadStorage(ctx)
 	if err != nil {
-		return fmt.Errorf("gatehouse: storage: %w", err)
-	}
-	storage, ok := mod.(Storage)
-	if !ok {
-		return fmt.Errorf("gatehouse: storage module %T opens no store", mod)
+		return err
 	}
 	a.limits = a.RateLimits.build()
 
@@ -175,6 +178,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 			Reserved:    a.Reserved,
 			MaxRecords:  a.MaxRecords,
 			PingWorkers: storage.PingWorkers(),
+			Sealer:      a.sealer,
+			OnSealError: func(name string, err error) {
+				a.logger.Warn("sealing a gateway's token failed; retried when it next presents it", zap.String("gateway", name), zap.Error(err))
+			},
 		},
 		Forward:            fwd.Rules,
 		ForwardOpenTimeout: time.Duration(fwd.OpenTimeout),
@@ -199,6 +206,22 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	return nil
+}
+
+// loadStorage loads the storage guest module (SQLite by default).
+func (a *App) loadStorage(ctx caddy.Context) (Storage, error) {
+	if a.StorageRaw == nil {
+		a.StorageRaw = json.RawMessage(`{"driver":"sqlite"}`)
+	}
+	mod, err := ctx.LoadModule(a, "StorageRaw")
+	if err != nil {
+		return nil, fmt.Errorf("gatehouse: storage: %w", err)
+	}
+	storage, ok := mod.(Storage)
+	if !ok {
+		return nil, fmt.Errorf("gatehouse: storage module %T opens no store", mod)
+	}
+	return storage, nil
 }
 
 // Validate checks the configuration.

@@ -36,6 +36,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		reserved     <name...>
 //		max_records  <n>
 //		operator_token <token>
+//		token_seal_key <32 bytes, hex or base64>
 //		rate_limit   subscribe|reclaim|email <every> <burst>
 //		email {
 //			smtp     <host:port>
@@ -89,6 +90,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "operator_token":
 			if !d.AllArgs(&a.OperatorToken) {
+				return d.ArgErr()
+			}
+		case "token_seal_key":
+			if !d.AllArgs(&a.TokenSealKey) {
 				return d.ArgErr()
 			}
 		case "max_records":

@@ -102,6 +102,18 @@ var migrations = []migration{
 			SELECT NULL, owner, type, value, ttl_seconds, created FROM zone_records ORDER BY created, id`,
 		`DROP TABLE zone_records`,
 	}},
+	{version: 5, stmts: []string{
+		// A gateway's token sealed (AEAD) beside the hash of the token it
+		// seals: PageKite's signatures need the token itself. A table of
+		// its own, because the row only counts while its token_hash is the
+		// gateway's (a reclaimed gateway's old seal is dead) and most
+		// reads of a gateway never want it.
+		`CREATE TABLE gateway_secrets (
+			name       text  PRIMARY KEY REFERENCES gateways (name) ON DELETE CASCADE,
+			token_hash bytea NOT NULL,
+			sealed     bytea NOT NULL
+		)`,
+	}},
 }
 
 // currentVersion is the schema version this code reads and writes.

@@ -118,6 +118,18 @@ var migrations = []migration{
 		`CREATE UNIQUE INDEX records_zone_identity ON records(owner, type, value) WHERE gateway IS NULL`,
 		`CREATE INDEX records_prune ON records(owner, type, created)`,
 	}},
+	{version: 5, stmts: []string{
+		// A gateway's token sealed (AEAD) beside the hash of the token it
+		// seals: PageKite's signatures need the token itself. A table of
+		// its own, because the row only counts while its token_hash is the
+		// gateway's (a reclaimed gateway's old seal is dead) and most
+		// reads of a gateway never want it.
+		`CREATE TABLE gateway_secrets (
+			name       TEXT PRIMARY KEY REFERENCES gateways(name) ON DELETE CASCADE,
+			token_hash BLOB NOT NULL,
+			sealed     BLOB NOT NULL
+		)`,
+	}},
 }
 
 // currentVersion is the schema version this code reads and writes.

@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"RecordCheckUnderConcurrentWriters", testRecordCheckConcurrent},
 		{"ConcurrentCreateSameName", testConcurrentCreate},
 		{"CancelledContextWritesNothing", testCancelledContext},
+		{"SealedTokens", testSealedTokens},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
