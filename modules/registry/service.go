@@ -277,6 +277,9 @@ func (r *Registry) reclaimWithToken(ctx context.Context, req SubscribeRequest) (
 		if !TokenMatches(req.ReclamationToken, g.ReclaimTokenHash) {
 			return nil, ErrTokenMismatch
 		}
+		if g.Disabled {
+			return nil, fmt.Errorf("%w: %s", ErrDisabled, g.Name)
+		}
 		if now.After(g.ReclaimExpires) {
 			return nil, ErrExpiredToken
 		}
@@ -303,7 +306,11 @@ func (r *Registry) Authenticate(ctx context.Context, token string) (*Gateway, er
 	if CheckTokenSyntax(token) != nil {
 		return nil, ErrNotFound
 	}
-	return r.store.GatewayByToken(ctx, HashToken(token))
+	g, err := r.store.GatewayByToken(ctx, HashToken(token))
+	if err == nil && g.Disabled {
+		return nil, fmt.Errorf("%w: %s", ErrDisabled, g.Name)
+	}
+	return g, err
 }
 
 // Unsubscribe deletes the gateway that owns token (or reclamation token).

@@ -337,6 +337,8 @@ func revokeReason(ev registry.Event) string {
 	switch {
 	case ev.Gateway == nil:
 		return "unsubscribed"
+	case ev.Gateway.Disabled:
+		return "disabled by the operator"
 	case ev.Gateway.Expired:
 		return "expired"
 	}

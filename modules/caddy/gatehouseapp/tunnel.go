@@ -52,6 +52,9 @@ func (a *App) authenticateTunnel(ctx context.Context, name, key string) error {
 	if errors.Is(err, registry.ErrNotFound) {
 		return refuse("unknown token")
 	}
+	if errors.Is(err, registry.ErrDisabled) {
+		return refuse("gateway disabled by the operator")
+	}
 	if err != nil {
 		// Not a refusal: the agent only learns that authentication failed.
 		return fmt.Errorf("registry unavailable: %w", err)

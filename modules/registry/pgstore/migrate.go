@@ -102,6 +102,21 @@ var migrations = []migration{
 			SELECT NULL, owner, type, value, ttl_seconds, created FROM zone_records ORDER BY created, id`,
 		`DROP TABLE zone_records`,
 	}},
+	{version: 5, stmts: []string{
+		// Placeholder: version 5 belongs to the sealed-tokens change on
+		// another branch; whichever lands second takes the other's step.
+	}},
+	{version: 6, stmts: []string{
+		// The operator's switch: a disabled gateway keeps its name but
+		// is served nowhere and its token is refused.
+		`ALTER TABLE gateways ADD COLUMN disabled boolean NOT NULL DEFAULT false`,
+		// Names the operator reserved at run time, beside the configured
+		// ones, so that every node and every restart refuses them.
+		`CREATE TABLE reserved_names (
+			name    TEXT PRIMARY KEY,
+			created timestamptz NOT NULL
+		)`,
+	}},
 }
 
 // currentVersion is the schema version this code reads and writes.

@@ -118,6 +118,21 @@ var migrations = []migration{
 		`CREATE UNIQUE INDEX records_zone_identity ON records(owner, type, value) WHERE gateway IS NULL`,
 		`CREATE INDEX records_prune ON records(owner, type, created)`,
 	}},
+	{version: 5, stmts: []string{
+		// Placeholder: version 5 belongs to the sealed-tokens change on
+		// another branch; whichever lands second takes the other's step.
+	}},
+	{version: 6, stmts: []string{
+		// The operator's switch: a disabled gateway keeps its name but
+		// is served nowhere and its token is refused.
+		`ALTER TABLE gateways ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0`,
+		// Names the operator reserved at run time, beside the configured
+		// ones, so that every node and every restart refuses them.
+		`CREATE TABLE reserved_names (
+			name    TEXT PRIMARY KEY,
+			created INTEGER NOT NULL
+		)`,
+	}},
 }
 
 // currentVersion is the schema version this code reads and writes.
