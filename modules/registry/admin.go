@@ -256,10 +256,21 @@ type ImportBatch struct {
 	Reserved []string
 }
 
-// ImportResult counts what a batch inserted; the rest was already there.
-type ImportResult struct {
-	Accounts, Gateways, Records, Reserved int
+// Counts counts the rows of a registry, or what an import inserted.
+type Counts struct {
+	Accounts int `json:"accounts"`
+	Gateways int `json:"gateways"`
+	Records  int `json:"records"`
+	Reserved int `json:"reserved"`
 }
+
+// Add returns the sum of c and d.
+func (c Counts) Add(d Counts) Counts {
+	return Counts{c.Accounts + d.Accounts, c.Gateways + d.Gateways, c.Records + d.Records, c.Reserved + d.Reserved}
+}
+
+// Zero reports whether every count is 0.
+func (c Counts) Zero() bool { return c == Counts{} }
 
 // BackupStore is what export, import and migration need of a store.
 type BackupStore interface {
@@ -271,8 +282,7 @@ type BackupStore interface {
 	// (same account address, gateway name or token, record identity,
 	// reserved name) are kept as they are, so that an interrupted import
 	// can be run again.
-	Import(ctx context.Context, b ImportBatch) (ImportResult, error)
-	// Empty reports whether the store holds no gateway, account, record
-	// or reservation.
-	Empty(ctx context.Context) (bool, error)
+	Import(ctx context.Context, b ImportBatch) (Counts, error)
+	// Counts counts the rows an export would write.
+	Counts(ctx context.Context) (Counts, error)
 }

@@ -47,10 +47,10 @@ var importGatewaySQL = strings.Replace(
 // Import inserts the batch in one transaction, keeping rows already there.
 // The statements go as pipelined batches: one round trip per kind rather
 // than per row.
-func (s *Store) Import(ctx context.Context, b registry.ImportBatch) (registry.ImportResult, error) {
-	var res registry.ImportResult
+func (s *Store) Import(ctx context.Context, b registry.ImportBatch) (registry.Counts, error) {
+	var res registry.Counts
 	err := s.write(ctx, func(tx pgx.Tx) error {
-		res = registry.ImportResult{}
+		res = registry.Counts{}
 		run := func(batch *pgx.Batch, n *int, what func(i int) string) error {
 			if batch.Len() == 0 {
 				return nil
@@ -124,13 +124,13 @@ func (s *Store) Import(ctx context.Context, b registry.ImportBatch) (registry.Im
 	return res, err
 }
 
-// Empty reports whether the store holds nothing an import would write.
-func (s *Store) Empty(ctx context.Context) (bool, error) {
-	var n int64
-	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM gateways) + (SELECT count(*) FROM accounts)
-		+ (SELECT count(*) FROM records) + (SELECT count(*) FROM reserved_names)`).Scan(&n)
+// Counts counts the rows an export would write.
+func (s *Store) Counts(ctx context.Context) (registry.Counts, error) {
+	var c registry.Counts
+	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM gateways),
+		(SELECT count(*) FROM records), (SELECT count(*) FROM reserved_names)`).Scan(&c.Accounts, &c.Gateways, &c.Records, &c.Reserved)
 	if err != nil {
-		return false, fmt.Errorf("count rows: %w", err)
+		return c, fmt.Errorf("count rows: %w", err)
 	}
-	return n == 0, nil
+	return c, nil
 }

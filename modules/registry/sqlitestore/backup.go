@@ -43,10 +43,10 @@ func (s *Store) ForEachAccount(ctx context.Context, fn func(registry.Account) er
 var importGatewaySQL = strings.Replace(insertGatewaySQL, "ON CONFLICT (name) DO NOTHING", "ON CONFLICT DO NOTHING", 1)
 
 // Import inserts the batch in one transaction, keeping rows already there.
-func (s *Store) Import(ctx context.Context, b registry.ImportBatch) (registry.ImportResult, error) {
-	var res registry.ImportResult
+func (s *Store) Import(ctx context.Context, b registry.ImportBatch) (registry.Counts, error) {
+	var res registry.Counts
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res = registry.ImportResult{}
+		res = registry.Counts{}
 		count := func(r sql.Result, err error, n *int, what string) error {
 			if err != nil {
 				return fmt.Errorf("import %s: %w", what, err)
@@ -105,13 +105,13 @@ func (s *Store) Import(ctx context.Context, b registry.ImportBatch) (registry.Im
 	return res, err
 }
 
-// Empty reports whether the store holds nothing an import would write.
-func (s *Store) Empty(ctx context.Context) (bool, error) {
-	var n int
-	err := s.reader.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM gateways) + (SELECT count(*) FROM accounts)
-		+ (SELECT count(*) FROM records) + (SELECT count(*) FROM reserved_names)`).Scan(&n)
+// Counts counts the rows an export would write.
+func (s *Store) Counts(ctx context.Context) (registry.Counts, error) {
+	var c registry.Counts
+	err := s.reader.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM gateways),
+		(SELECT count(*) FROM records), (SELECT count(*) FROM reserved_names)`).Scan(&c.Accounts, &c.Gateways, &c.Records, &c.Reserved)
 	if err != nil {
-		return false, fmt.Errorf("count rows: %w", err)
+		return c, fmt.Errorf("count rows: %w", err)
 	}
-	return n == 0, nil
+	return c, nil
 }
