@@ -19,7 +19,6 @@ type Limiter struct {
 
 	mu      sync.Mutex
 	buckets map[netip.Prefix]*entry
-	sweptAt time.Time
 }
 
 type entry struct {

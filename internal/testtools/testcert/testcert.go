@@ -34,6 +34,9 @@ type Options struct {
 	IPAddresses []net.IP
 	// NotBefore defaults to an hour ago, NotAfter to a day from now.
 	NotBefore, NotAfter time.Time
+	// ExtKeyUsage of an issued certificate; nil: server authentication.
+	// Mutual TLS peers (the cluster link) need client and server.
+	ExtKeyUsage []x509.ExtKeyUsage
 }
 
 // Cert is a certificate and its key.
@@ -98,7 +101,11 @@ func NewCA(o Options) (*Cert, error) {
 
 // Issue makes a server certificate for o's names, signed by ca.
 func (ca *Cert) Issue(o Options) (*Cert, error) {
-	return create(o, x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, false, ca)
+	ext := o.ExtKeyUsage
+	if ext == nil {
+		ext = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	}
+	return create(o, x509.KeyUsageDigitalSignature, ext, false, ca)
 }
 
 func create(o Options, usage x509.KeyUsage, ext []x509.ExtKeyUsage, isCA bool, parent *Cert) (*Cert, error) {

@@ -1,0 +1,609 @@
+// Package link is the authenticated node-to-node link of a Gatehouse
+// cluster: one multiplexed tunnel.Session per pair of nodes, over a
+// WebSocket on mutual TLS whose certificates a cluster CA issued, so that
+// a node can reach a gateway whose tunnel another node holds.
+//
+// Both ends present a certificate of the cluster CA. A certificate from
+// any other CA fails the TLS handshake. The dialing node checks that the
+// server's certificate names the node it meant to reach; the accepting
+// node checks that the client's certificate names a live member, and that
+// the name the client gives in the tunnel handshake is that one.
+//
+// A Relay is the hub.Tunnel of a gateway held by another node: its Open
+// opens a stream on the link to that node, carrying the stream's
+// tunnel.Meta. The receiving node looks the gateway up in its Local tunnels,
+// opens the real stream there and relays the bytes untouched (so the
+// gateway's TLS stays end to end) with relay.Conns; each leg has its own
+// credit flow control, and the relay copies only as fast as the next leg
+// accepts, so a slow reader at either end holds the other back.
+//
+// The package knows nothing of PostgreSQL or Caddy: Peers (the cluster
+// membership) says who is a live member and where it listens.
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/gatehouse-project/gatehouse/modules/relay"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
+)
+
+// Sentinel errors.
+var (
+	// ErrInvalid: the Config cannot be used.
+	ErrInvalid = errors.New("invalid link configuration")
+	// ErrNoPeer: the node to reach is not a live member.
+	ErrNoPeer = errors.New("not a live cluster member")
+	// ErrClosed: the link or relay is closed.
+	ErrClosed = errors.New("link closed")
+)
+
+// Path is the HTTP path of the link's WebSocket.
+const Path = "/v1/link"
+
+// KindRelay is the Kind of a Relay.
+const KindRelay = "relay"
+
+// Reasons a receiving node gives when it refuses a link stream.
+const (
+	ReasonNotHere = "gateway not held by this node"
+	ReasonOffline = "target gateway offline"
+	// ReasonNotMember: the opening node is no longer a live member.
+	ReasonNotMember = "not a live cluster member"
+)
+
+// handshakeKey fills the tunnel handshake's key, which the protocol
+// requires: the link authenticates by certificate, not by key.
+const handshakeKey = "mtls"
+
+// Peers is the cluster membership as the link needs it.
+// *cluster.Member implements it.
+type Peers interface {
+	// Peer returns the link address of the live member called name.
+	Peer(name string) (linkAddr string, ok bool)
+}
+
+// Local holds the tunnels of this node, by gateway name.
+type Local interface {
+	Lookup(name string) (hub.Tunnel, bool)
+}
+
+// Config sets a Link up.
+type Config struct {
+	// Name is this node's name, as in its certificate and the cluster.
+	Name string
+	// Cert is this node's certificate (with its key), issued by the
+	// cluster CA for Name, valid for both client and server
+	// authentication.
+	Cert tls.Certificate
+	// CA holds the cluster CA's certificate: the only one trusted.
+	CA *x509.CertPool
+	// Peers says who is a member and where it listens.
+	Peers Peers
+	// Local opens the streams other nodes relay to this node's gateways.
+	// Nil refuses them all.
+	Local Local
+	// Tunnel tunes the link sessions; zero fields take the defaults.
+	Tunnel tunnel.Config
+	// OpenTimeout bounds the opening of a relayed stream on the local
+	// tunnel. Default 10s.
+	OpenTimeout time.Duration
+	// Logger receives sessions and refusals. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Stats are the link's counters, for metrics.
+type Stats struct {
+	// Sessions is the number of live link sessions.
+	Sessions int
+	// StreamsOut and StreamsIn count relayed streams opened toward other
+	// nodes and accepted from them; Refused counts those refused here.
+	StreamsOut, StreamsIn, Refused uint64
+	// BytesIn and BytesOut count the bytes relayed to local tunnels from
+	// other nodes, and back.
+	BytesIn, BytesOut uint64
+}
+
+// Link is this node's end of the links to every other node. Its methods
+// are safe for concurrent use.
+type Link struct {
+	cfg       Config
+	log       *slog.Logger
+	serverTLS *tls.Config
+	srv       *http.Server
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[string]*tunnel.Session // by peer name
+	dialing  map[string]*dialCall
+	relays   map[string]*Relay
+
+	streamsOut, streamsIn, refused, bytesIn, bytesOut atomic.Uint64
+}
+
+// dialCall is a dial in progress, shared by the Opens that wait for it.
+type dialCall struct {
+	done chan struct{}
+	s    *tunnel.Session
+	err  error
+}
+
+// New checks cfg and returns a Link; Serve accepts other nodes on it.
+func New(cfg Config) (*Link, error) {
+	switch {
+	case cfg.Name == "":
+		return nil, fmt.Errorf("%w: no node name", ErrInvalid)
+	case len(cfg.Cert.Certificate) == 0:
+		return nil, fmt.Errorf("%w: no certificate", ErrInvalid)
+	case cfg.CA == nil:
+		return nil, fmt.Errorf("%w: no cluster CA", ErrInvalid)
+	case cfg.Peers == nil:
+		return nil, fmt.Errorf("%w: no peers", ErrInvalid)
+	}
+	if err := tunnel.VerifyConfig(cfg.Tunnel); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	cfg.Tunnel = cfg.Tunnel.WithDefaults()
+	cfg.Name = strings.ToLower(cfg.Name)
+	if cfg.OpenTimeout == 0 {
+		cfg.OpenTimeout = 10 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &Link{
+		cfg:      cfg,
+		log:      log.With("node", cfg.Name),
+		sessions: make(map[string]*tunnel.Session),
+		dialing:  make(map[string]*dialCall),
+		relays:   make(map[string]*Relay),
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.serverTLS = &tls.Config{
+		Certificates: []tls.Certificate{cfg.Cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    cfg.CA,
+		MinVersion:   tls.VersionTLS13,
+		// After the chain is verified against the cluster CA: the
+		// client must be a live member, named in its certificate.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("no client certificate")
+			}
+			if peerName(cs.PeerCertificates[0], cfg.Peers) == "" {
+				return fmt.Errorf("client certificate names no live cluster member: %w", ErrNoPeer)
+			}
+			return nil
+		},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(Path, l.serveLink)
+	l.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return l.ctx },
+	}
+	return l, nil
+}
+
+// peerName is the first DNS name of cert that names a live member.
+func peerName(cert *x509.Certificate, peers Peers) string {
+	for _, n := range cert.DNSNames {
+		if _, ok := peers.Peer(strings.ToLower(n)); ok {
+			return strings.ToLower(n)
+		}
+	}
+	return ""
+}
+
+// Serve accepts other nodes' links on ln (a plain TCP listener: Serve
+// runs the TLS) until Close; then it returns nil.
+func (l *Link) Serve(ln net.Listener) error {
+	err := l.srv.Serve(tls.NewListener(ln, l.serverTLS))
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// enter counts a goroutine of the link, unless it is closed.
+func (l *Link) enter() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.wg.Add(1)
+	return true
+}
+
+// serveLink accepts one node's link session.
+func (l *Link) serveLink(w http.ResponseWriter, r *http.Request) {
+	if !l.enter() {
+		http.Error(w, "link closed", http.StatusServiceUnavailable)
+		return
+	}
+	defer l.wg.Done()
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		http.Error(w, "client certificate required", http.StatusUnauthorized)
+		return
+	}
+	cert := r.TLS.PeerCertificates[0]
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		l.log.Info("link upgrade failed", "remote", r.RemoteAddr, "error", err)
+		return
+	}
+	conn := tunnel.WebSocketConn(c)
+	ctx, cancel := context.WithTimeout(r.Context(), l.cfg.Tunnel.HandshakeTimeout)
+	hs, err := tunnel.ServerHandshake(ctx, conn, func(_ context.Context, name, _ string) error {
+		name = strings.ToLower(name)
+		if cert.VerifyHostname(name) != nil {
+			return &tunnel.RefusedError{Reason: "the node name is not the certificate's"}
+		}
+		if _, ok := l.cfg.Peers.Peer(name); !ok {
+			return &tunnel.RefusedError{Reason: ReasonNotMember}
+		}
+		return nil
+	})
+	cancel()
+	if err != nil {
+		_ = conn.Close()
+		l.log.Info("link handshake refused", "remote", r.RemoteAddr, "peer", hs.Name, "error", err)
+		return
+	}
+	peer := strings.ToLower(hs.Name)
+	s, err := tunnel.NewSession(conn, l.cfg.Tunnel)
+	if err != nil {
+		_ = conn.Close()
+		return
+	}
+	l.adopt(peer, s)
+	l.log.Info("link session accepted", "peer", peer)
+	l.serveStreams(peer, s)
+}
+
+// adopt makes s the session toward peer unless a live one exists (two
+// nodes that dial each other at once keep both sessions, each serving
+// the streams its dialer opens), and closes it when the link closes.
+func (l *Link) adopt(peer string, s *tunnel.Session) {
+	l.mu.Lock()
+	if old := l.sessions[peer]; old == nil || old.Err() != nil {
+		l.sessions[peer] = s
+	}
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		_ = s.CloseWithReason("link closed")
+	}
+}
+
+// session returns the live session toward peer, dialing one if needed;
+// concurrent callers share one dial.
+func (l *Link) session(ctx context.Context, peer string) (*tunnel.Session, error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if s := l.sessions[peer]; s != nil && s.Err() == nil {
+		l.mu.Unlock()
+		return s, nil
+	}
+	call := l.dialing[peer]
+	if call == nil {
+		call = &dialCall{done: make(chan struct{})}
+		l.dialing[peer] = call
+		l.wg.Add(1)
+		go l.dial(peer, call)
+	}
+	l.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.s, call.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// dial connects to peer and, once the session is up, serves the streams
+// the peer opens on it too, until it ends. The dial is bounded by the
+// handshake timeout rather than by any one caller's context, since other
+// callers may be waiting for it.
+func (l *Link) dial(peer string, call *dialCall) {
+	defer l.wg.Done()
+	s, err := l.connect(peer)
+	l.mu.Lock()
+	delete(l.dialing, peer)
+	if err == nil {
+		if l.closed {
+			err = ErrClosed
+			_ = s.Close()
+		} else {
+			l.sessions[peer] = s
+		}
+	}
+	call.s, call.err = s, err
+	close(call.done)
+	l.mu.Unlock()
+	if err != nil {
+		l.log.Info("link dial failed", "peer", peer, "error", err)
+		return
+	}
+	l.log.Info("link session dialed", "peer", peer)
+	l.serveStreams(peer, s)
+}
+
+func (l *Link) connect(peer string) (*tunnel.Session, error) {
+	addr, ok := l.cfg.Peers.Peer(peer)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNoPeer, peer)
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.Tunnel.HandshakeTimeout)
+	defer cancel()
+	var bc *tunnel.BatchConn
+	tr := &http.Transport{
+		// Whatever the URL says, the link goes to the peer's address;
+		// the URL's host is the name its certificate must carry.
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// Each frame then leaves in one TLS record write.
+			bc = tunnel.NewBatchConn(c)
+			return bc, nil
+		},
+		TLSClientConfig: &tls.Config{
+			Certificates: []tls.Certificate{l.cfg.Cert},
+			RootCAs:      l.cfg.CA,
+			ServerName:   peer,
+			MinVersion:   tls.VersionTLS13,
+		},
+		ForceAttemptHTTP2: false,
+	}
+	defer tr.CloseIdleConnections()
+	c, _, err := websocket.Dial(ctx, "https://"+peer+Path, &websocket.DialOptions{
+		HTTPClient:      &http.Client{Transport: tr},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial link to %s at %s: %w", peer, addr, err)
+	}
+	conn := tunnel.WebSocketClientConn(c, bc)
+	if err := tunnel.ClientHandshake(ctx, conn, l.cfg.Name, handshakeKey); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("link to %s: %w", peer, err)
+	}
+	s, err := tunnel.NewSession(conn, l.cfg.Tunnel)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// serveStreams relays the streams peer opens on s until s ends, then
+// forgets s and waits for the relays.
+func (l *Link) serveStreams(peer string, s *tunnel.Session) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer func() {
+		l.mu.Lock()
+		if l.sessions[peer] == s {
+			delete(l.sessions, peer)
+		}
+		l.mu.Unlock()
+	}()
+	for {
+		st, err := s.Accept(l.ctx)
+		if err != nil {
+			if l.ctx.Err() != nil {
+				_ = s.CloseWithReason("link closed")
+			}
+			return
+		}
+		wg.Go(func() { l.relayIn(peer, st) })
+	}
+}
+
+// relayIn opens the real stream for one that peer opened, and relays it.
+func (l *Link) relayIn(peer string, st *tunnel.Stream) {
+	defer st.Close()
+	refuse := func(reason string, err error) {
+		l.refused.Add(1)
+		_ = st.Ack(false, reason)
+		l.log.Info("link stream refused", "peer", peer, "gateway", st.Initiator().Gatename, "reason", reason, "error", err)
+	}
+	// A session outlives its peer's membership (its lease may run out
+	// while the TCP connection stays up): each stream asks again.
+	if _, ok := l.cfg.Peers.Peer(peer); !ok {
+		refuse(ReasonNotMember, nil)
+		return
+	}
+	m, err := decodeMeta(st.Initiator())
+	if err != nil {
+		refuse(err.Error(), err)
+		return
+	}
+	if l.cfg.Local == nil {
+		refuse(ReasonNotHere, nil)
+		return
+	}
+	t, ok := l.cfg.Local.Lookup(m.Gateway)
+	if !ok {
+		refuse(ReasonNotHere, nil)
+		return
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.OpenTimeout)
+	local, err := t.Open(ctx, m)
+	cancel()
+	if err != nil {
+		// The gateway's own reason travels back to the opener.
+		reason := ReasonOffline
+		if re, ok := errors.AsType[*tunnel.RefusedError](err); ok && re.Reason != "" {
+			reason = re.Reason
+		}
+		refuse(reason, err)
+		return
+	}
+	defer local.Close()
+	if err := st.Ack(true, ""); err != nil {
+		return
+	}
+	l.streamsIn.Add(1)
+	relay.Conns(l.ctx, st, local, relay.Counts{
+		AToB: func(n int) { l.bytesIn.Add(uint64(n)) },
+		BToA: func(n int) { l.bytesOut.Add(uint64(n)) },
+	})
+}
+
+// Stats returns the link's counters.
+func (l *Link) Stats() Stats {
+	l.mu.Lock()
+	n := 0
+	for _, s := range l.sessions {
+		if s.Err() == nil {
+			n++
+		}
+	}
+	l.mu.Unlock()
+	return Stats{
+		Sessions: n, StreamsOut: l.streamsOut.Load(), StreamsIn: l.streamsIn.Load(),
+		Refused: l.refused.Load(), BytesIn: l.bytesIn.Load(), BytesOut: l.bytesOut.Load(),
+	}
+}
+
+// Relay returns the hub.Tunnel that reaches the gateways of node through
+// the link: the same Relay for a node until it is closed.
+func (l *Link) Relay(node string) *Relay {
+	node = strings.ToLower(node)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r := l.relays[node]; r != nil && r.Err() == nil {
+		return r
+	}
+	r := &Relay{l: l, node: node, done: make(chan struct{})}
+	if l.closed {
+		r.end(ErrClosed)
+	} else {
+		l.relays[node] = r
+	}
+	return r
+}
+
+// Close stops accepting, closes every link session (and the streams they
+// relay) and every Relay, and waits for the link's goroutines.
+func (l *Link) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	sessions := make([]*tunnel.Session, 0, len(l.sessions))
+	for _, s := range l.sessions {
+		sessions = append(sessions, s)
+	}
+	relays := l.relays
+	l.relays = nil
+	l.mu.Unlock()
+	l.cancel()
+	err := l.srv.Close()
+	for _, s := range sessions {
+		_ = s.CloseWithReason("link closed")
+	}
+	for _, r := range relays {
+		r.end(ErrClosed)
+	}
+	l.wg.Wait()
+	return err
+}
+
+// Relay is a hub.Tunnel to the gateways another node holds.
+type Relay struct {
+	l    *Link
+	node string
+	once sync.Once
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+}
+
+var _ hub.Tunnel = (*Relay)(nil)
+
+// Node is the node the relay reaches.
+func (r *Relay) Node() string { return r.node }
+
+// Open opens a stream to the gateway m names through the node's link,
+// dialing the link first if needed. A refusal by that node or its gateway
+// is a *tunnel.RefusedError with the reason.
+func (r *Relay) Open(ctx context.Context, m tunnel.Meta) (hub.Stream, error) {
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	init, err := encodeMeta(m)
+	if err != nil {
+		return nil, err
+	}
+	s, err := r.l.session(ctx, r.node)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.Open(ctx, init)
+	if err != nil {
+		// A nil *tunnel.Stream must not become a non-nil hub.Stream.
+		return nil, err
+	}
+	r.l.streamsOut.Add(1)
+	return st, nil
+}
+
+// Done is closed once the relay is closed.
+func (r *Relay) Done() <-chan struct{} { return r.done }
+
+// Err is nil while the relay is open.
+func (r *Relay) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// CloseWithReason closes the relay (not the link, which other relays
+// share); streams already open carry on.
+func (r *Relay) CloseWithReason(reason string) error {
+	r.end(fmt.Errorf("%w: %s", ErrClosed, reason))
+	return nil
+}
+
+func (r *Relay) end(err error) {
+	r.once.Do(func() {
+		r.mu.Lock()
+		r.err = err
+		r.mu.Unlock()
+		close(r.done)
+	})
+}
+
+// Kind is KindRelay.
+func (r *Relay) Kind() string { return KindRelay }
