@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"time"
 )
 
 // ErrNoAdmin: the store does not implement AdminStore.
@@ -85,21 +84,6 @@ func (r *Registry) admin() (AdminStore, error) {
 		return nil, ErrNoAdmin
 	}
 	return a, nil
-}
-
-// LoadReserved reads the run-time reservations into the name checker; the
-// app calls it at start.
-func (r *Registry) LoadReserved(ctx context.Context) error {
-	a, err := r.admin()
-	if err != nil {
-		return nil
-	}
-	names, err := a.ReservedNames(ctx)
-	if err != nil {
-		return fmt.Errorf("load reserved names: %w", err)
-	}
-	r.names.SetRuntime(names)
-	return nil
 }
 
 // ListGateways returns one page of gateways; see AdminStore.
@@ -190,10 +174,7 @@ func (r *Registry) Reserve(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.ReserveName(ctx, name); err != nil {
-		return err
-	}
-	return r.LoadReserved(ctx)
+	return a.ReserveName(ctx, name)
 }
 
 // Release makes a run-time reserved name available again; ErrNotFound if
@@ -206,10 +187,7 @@ func (r *Registry) Release(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.ReleaseName(ctx, name); err != nil {
-		return err
-	}
-	return r.LoadReserved(ctx)
+	return a.ReleaseName(ctx, name)
 }
 
 // ReservedNames lists the run-time reservations.
@@ -232,15 +210,6 @@ func (r *Registry) checkReservable(name string) error {
 		return fmt.Errorf("%w: spaces", ErrInvalidName)
 	}
 	return nil
-}
-
-// ExportTime is how times cross stores: UTC, microseconds (PostgreSQL's
-// resolution), so an exported registry compares equal after a round trip.
-func ExportTime(t time.Time) time.Time {
-	if t.IsZero() {
-		return t
-	}
-	return t.UTC().Truncate(time.Microsecond)
 }
 
 // ImportBatch is one transaction of an import: accounts first (gateways

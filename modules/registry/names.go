@@ -5,7 +5,6 @@ import (
 	"net"
 	"regexp"
 	"strings"
-	"sync"
 	"unicode"
 
 	"golang.org/x/net/idna"
@@ -23,12 +22,6 @@ var builtinReserved = []string{"api", "www", "_psl", "local"}
 // Names checks gateway names against the syntax and the reserved list.
 type Names struct {
 	reserved map[string]bool
-
-	// runtime holds the names the operator reserved while running (kept
-	// in the store too); separate from the configured ones so that
-	// releasing a name never frees one the configuration reserves.
-	mu      sync.RWMutex
-	runtime map[string]bool
 }
 
 // NewNames returns a checker that refuses the built-in reserved names and extra.
@@ -59,33 +52,19 @@ func (n *Names) Check(name string) error {
 	if err := checkACMELabel(name); err != nil {
 		return err
 	}
-	if n.reserved[name] || nsNameRE.MatchString(name) || n.reservedAtRuntime(name) {
+	if n.reserved[name] || nsNameRE.MatchString(name) {
 		return fmt.Errorf("%w: %s", ErrReservedName, name)
 	}
 	return nil
 }
 
-func (n *Names) reservedAtRuntime(name string) bool {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return n.runtime[name]
-}
-
 // Configured reports whether name is reserved by the built-in rules or
-// the configuration, which a run-time release cannot undo.
+// the configuration, which a run-time release cannot undo. Run-time
+// reservations are not held here but checked by the store inside the
+// registering transaction, so that they hold on every node at once and
+// never hide a name registered before its reservation.
 func (n *Names) Configured(name string) bool {
 	return n.reserved[name] || nsNameRE.MatchString(name)
-}
-
-// SetRuntime replaces the names reserved at run time.
-func (n *Names) SetRuntime(names []string) {
-	m := make(map[string]bool, len(names))
-	for _, name := range names {
-		m[name] = true
-	}
-	n.mu.Lock()
-	n.runtime = m
-	n.mu.Unlock()
 }
 
 // NameFromMAC derives the provisional name of a gateway from its MAC

@@ -53,7 +53,7 @@ func seed(t *testing.T, s registry.BackupStore, n, withTokens int) (tokens []str
 		}
 		if i%3 == 0 {
 			g.Mode = registry.ModeDynamic
-			g.PublicV6 = netip.MustParseAddr(fmt.Sprintf("2001:db8::%x", i))
+			g.PublicV6 = netip.MustParseAddr(fmt.Sprintf("2001:db8::%x:%x", i>>16, i&0xffff))
 		}
 		if i%4 == 0 {
 			g.LocalAddrs = []netip.Addr{netip.MustParseAddr("192.168.1.20"), netip.MustParseAddr("fd00::1")}
