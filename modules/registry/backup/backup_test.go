@@ -320,15 +320,13 @@ func TestMigrate100kSQLitePostgresSQLite(t *testing.T) {
 	var qs []dns.Question
 	for i := 0; i < n; i += 97 {
 		name := fmt.Sprintf("gw%06d.box.example.org.", i)
-		for _, q := range []dns.Question{
+		qs = append(qs, []dns.Question{
 			{Name: name, Qtype: dns.TypeA, Qclass: dns.ClassINET},
 			{Name: name, Qtype: dns.TypeAAAA, Qclass: dns.ClassINET},
 			{Name: "_acme-challenge." + name, Qtype: dns.TypeTXT, Qclass: dns.ClassINET},
 			{Name: "www." + name, Qtype: dns.TypeA, Qclass: dns.ClassINET},
 			{Name: "local." + name, Qtype: dns.TypeA, Qclass: dns.ClassINET},
-		} {
-			qs = append(qs, q)
-		}
+		}...)
 	}
 	qs = append(qs, dns.Question{Name: "_acme-challenge.box.example.org.", Qtype: dns.TypeTXT, Qclass: dns.ClassINET})
 	before, after := zoneAnswers(t, first, qs), zoneAnswers(t, last, qs)
