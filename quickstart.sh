@@ -140,12 +140,14 @@ if [ -z "$fqdn" ]; then
 	exit 1
 fi
 
+code=$(cat "$dir/agent-state/setup-code" 2>/dev/null || echo "see the agent status")
 cat <<DONE
 
 Gatehouse is running on this machine.
 
   gateway page (through the tunnel):  https://$fqdn:$https/
   setup page (choose a name):         http://127.0.0.1:$setup/
+  setup code (the page asks for it):  $code
 
 The page through the cloud's public port and the tunnel, TLS ending in the agent
 (the certificate is the agent's own, for $fqdn, from the cloud's ACME CA):
@@ -162,7 +164,7 @@ DNS (the name points at the tunnel frontend, local. at the reported LAN address)
   dig @127.0.0.1 -p $dns +short local.$fqdn A
 
 Agent status:  $dir/bin/gateway-agent status -setup-listen 127.0.0.1:$setup -state-dir $dir/agent-state
-Rename:        $dir/bin/gateway-agent setup -setup-listen 127.0.0.1:$setup -name myhome
+Rename:        $dir/bin/gateway-agent setup -setup-listen 127.0.0.1:$setup -state-dir $dir/agent-state -name myhome
 
 Ctrl-C stops everything; $dir keeps the state for the next run.
 DONE

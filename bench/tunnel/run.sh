@@ -1,29 +1,29 @@
 #!/usr/bin/env bash
-# Benchmark of the tunnel frontend, on loopback, printed as ratios measured
-# in one run (bench/tunnel/tunnelbench does the work):
+# Benchmark of the tunnel frontend against frp, on loopback, in one
+# interleaved run (bench/tunnel/tunnelbench does the work). Paths: direct to
+# the gateway's TLS server; Gatehouse with the agent in passthrough; Gatehouse
+# with the agent terminating TLS and proxying to the app over HTTP (the
+# agents run as processes of their own); frp (frps https vhost, SNI
+# passthrough, frpc with TLS to frps, defaults; pinned in bench/frp/go.mod).
 #
-# 1. Throughput: one HTTPS download of SIZE bytes with curl, through the
-#    cloud and a tunnel, against the same download straight from the same
-#    TLS server, and through PageKite (Debian's pagekite: a frontend and a
-#    backend on loopback, TLS end to end through an HTTP CONNECT, since its
-#    SNI routing crashes under Python 3). Median of ROUNDS. Target: tunnel
-#    >= 50% of direct.
-# 2. Latency a small request gains through the tunnel, p50 and p99, over an
-#    established connection and with a new connection each time. Target:
-#    p50 overhead <= 200 µs.
-# 3. Cloud memory per idle stream (STREAMS over SESSIONS sessions; target
-#    <= 32 KiB) and per idle session, in a fresh cloud.
+# 1. Throughput of one HTTPS download of SIZE with curl, ROUNDS rounds with
+#    the paths alternating in each; CPU time (user+system from /proc) of the
+#    tunnel's processes per GiB; ratios to frp (targets >= 1.5x, <= 0.6x).
+# 2. Added latency p50/p99 of a small request, kept and new connections,
+#    the paths interleaved request by request; ratio to frp (target <= 0.5x).
+# 3. CONCURRENT downloads of CONCURRENT_SIZE at once per path: time, errors.
+# 4. Cloud memory per idle stream and session (STREAMS over SESSIONS; 0
+#    skips). TUNNELBENCH_PROFILE=DIR writes cloud.pprof and agent.pprof of
+#    the first passthrough download (TUNNELBENCH_PROFILE_SECONDS, 2).
 #
 # Usage: bench/tunnel/run.sh
-# Knobs (environment): SIZE=1073741824 ROUNDS=3 LATENCY_N=2000 SETUP_N=300
-#   SESSIONS=100 STREAMS=10000 TIME_LIMIT=20m PAGEKITE=/usr/bin/pagekite
-#   (PAGEKITE= skips the baseline). Needs curl.
+# Knobs: SIZE=268435456 ROUNDS=3 LATENCY_N=1000 SETUP_N=200 CONCURRENT=200
+#   CONCURRENT_SIZE=1048576 SESSIONS=100 STREAMS=10000 TIME_LIMIT=20m
+#   FRP=1 (FRP=0 skips frp). Needs curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v curl >/dev/null || { echo "curl not found: apt-get install curl" >&2; exit 1; }
 
-# The idle-stream run holds two descriptors per stream in this process and
-# in the cloud.
 need=$(( ${STREAMS:-10000} * 2 + 1000 ))
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
 	ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -33,10 +33,16 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/caddy" ./cmd/caddy
 go build -o "$tmp/tunnelbench" ./bench/tunnel/tunnelbench
+frp=
+if [ "${FRP:-1}" != 0 ]; then
+	# frp lives in a module of its own so that the main go.mod stays free of it.
+	(cd bench/frp && go build -o "$tmp/" tool)
+	frp=$tmp
+fi
 
-"$tmp/tunnelbench" -caddy "$tmp/caddy" \
-	-pagekite "${PAGEKITE-/usr/bin/pagekite}" \
-	-size "${SIZE:-1073741824}" -rounds "${ROUNDS:-3}" \
-	-latency-n "${LATENCY_N:-2000}" -setup-n "${SETUP_N:-300}" \
+"$tmp/tunnelbench" -caddy "$tmp/caddy" -frp "$frp" \
+	-size "${SIZE:-268435456}" -rounds "${ROUNDS:-3}" \
+	-latency-n "${LATENCY_N:-1000}" -setup-n "${SETUP_N:-200}" \
+	-concurrent "${CONCURRENT:-200}" -concurrent-size "${CONCURRENT_SIZE:-1048576}" \
 	-sessions "${SESSIONS:-100}" -streams "${STREAMS:-10000}" \
 	-time-limit "${TIME_LIMIT:-20m}"

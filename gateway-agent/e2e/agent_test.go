@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -28,6 +29,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupcode"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/state"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
@@ -192,8 +194,9 @@ func TestAgentEndToEnd(t *testing.T) {
 	stateDir := filepath.Join(t.TempDir(), "state")
 	setupPort, httpsPort := testenv.FreePort(t), testenv.FreePort(t)
 
-	// First run: the MAC-derived name, its certificate, the tunnel.
-	a := startAgent(t, c, p, stateDir, up, setupPort, httpsPort)
+	// First run: the MAC-derived name, its certificate, the tunnel. A
+	// renamed-away name stays reserved for 10 s instead of 7 days.
+	a := startAgent(t, c, p, stateDir, up, setupPort, httpsPort, "-rename-grace", "10s")
 	st := a.waitReady(t, provisional, true)
 	if !st.Provisional || st.FQDN != provisional+".box.test" {
 		t.Fatalf("first status: %+v", st)
@@ -232,8 +235,26 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Logf("the cloud binary has no %s: curl through the tunnel not run", testenv.ListenerModule)
 	}
 
-	// The owner chooses a name in the setup page.
-	renameInBrowser(t, a)
+	// The owner chooses a name in the setup page, with the setup code the
+	// agent logged.
+	setupCode := regexp.MustCompile(`setup_code=([0-9A-Z-]+)`).FindStringSubmatch(a.Output())
+	if setupCode == nil {
+		t.Fatalf("no setup code in the agent's log:\n%s", a.Output())
+	}
+	renameInBrowser(t, a, setupCode[1])
+	// The provisional name is not given up at once: it stays reserved to
+	// this gateway for the grace period.
+	var switched status.Status
+	testenv.Eventually(t, 90*time.Second, "the switch to myhome", func() bool {
+		switched = a.status(t)
+		return switched.Name == "myhome"
+	})
+	if len(switched.Reserved) != 1 || switched.Reserved[0].Name != provisional {
+		t.Fatalf("the provisional name is not reserved after the switch: %+v", switched.Reserved)
+	}
+	if len(testenv.Dig(t, c.DNSPort, provisional+".box.test", "A")) == 0 {
+		t.Fatal("the reserved provisional name left DNS at once")
+	}
 	st = a.waitReady(t, "myhome", true)
 	if st.Provisional || st.Pending != "" {
 		t.Fatalf("after rename: %+v", st)
@@ -342,7 +363,7 @@ func checkWebSocket(t *testing.T, roots []byte, host string, port int) {
 // renameInBrowser uses the setup page in Chromium: a reserved name is
 // refused with the cloud's reason, then "myhome" is accepted and the page
 // waits for its certificate.
-func renameInBrowser(t *testing.T, a *agentRun) {
+func renameInBrowser(t *testing.T, a *agentRun, setupCode string) {
 	t.Helper()
 	ctx := testenv.Browser(t, 90*time.Second)
 	page := fmt.Sprintf("http://127.0.0.1:%d/", a.setup)
@@ -354,6 +375,7 @@ func renameInBrowser(t *testing.T, a *agentRun) {
 		chromedp.FullScreenshot(&shot, 100),
 		chromedp.Text("#status", &statusText, chromedp.ByQuery),
 		chromedp.SetValue("#name-input", "api", chromedp.ByQuery),
+		chromedp.SetValue("#name-code", setupCode, chromedp.ByQuery),
 		chromedp.Click("#name-submit", chromedp.ByQuery),
 		chromedp.WaitVisible("#error", chromedp.ByQuery),
 		chromedp.Text("#error", &errText, chromedp.ByQuery),
@@ -371,6 +393,7 @@ func renameInBrowser(t *testing.T, a *agentRun) {
 	var waiting string
 	if err := chromedp.Run(ctx,
 		chromedp.SetValue("#name-input", "myhome", chromedp.ByQuery),
+		chromedp.SetValue("#name-code", setupCode, chromedp.ByQuery),
 		chromedp.Click("#name-submit", chromedp.ByQuery),
 	); err != nil {
 		t.Fatal(err)
@@ -428,9 +451,16 @@ func TestAgentDynamicModeAndExpiry(t *testing.T) {
 	}
 }
 
-// post calls the agent's local setup API as the setup command does.
+// post calls the agent's local setup API as the setup command does: with
+// the setup code read from the state directory.
 func (a *agentRun) post(t *testing.T, path string, body map[string]string) (int, map[string]any) {
 	t.Helper()
+	code, err := setupcode.Read(a.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = maps.Clone(body)
+	body["code"] = code
 	b, _ := json.Marshal(body)
 	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d%s", a.setup, path), "application/json", strings.NewReader(string(b)))
 	if err != nil {

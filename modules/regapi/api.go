@@ -101,6 +101,7 @@ func (a *API) routes() {
 		}
 		a.cfg.Tunnel.ServeHTTP(w, r)
 	})
+	a.acmeDNSRoutes()
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, apierror.NotFound, "no such endpoint")
 	})

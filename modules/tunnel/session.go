@@ -358,6 +358,8 @@ func (s *Session) writeLoop() {
 			_ = s.conn.Close()
 		}
 	}()
+	// pending is a queued frame taken while merging that did not merge.
+	var pending outFrame
 	for {
 		// Control frames go first: they are small, and a Pong or a Window
 		// update must not wait behind a queue of Data.
@@ -370,23 +372,47 @@ func (s *Session) writeLoop() {
 			}
 			continue
 		}
-		select {
-		case <-s.ctrlWake:
-		case f := <-s.sendq:
-			err := s.write(f.b)
-			if f.pooled != nil {
-				framePool.Put(f.pooled)
-			}
-			if err != nil {
-				s.shutdown(err, "")
+		var f outFrame
+		if pending.b != nil && !s.closed() {
+			f, pending = pending, outFrame{}
+		} else {
+			select {
+			case <-s.ctrlWake:
+				continue
+			case f = <-s.sendq:
+			case <-s.done:
+				if s.goodbye != nil {
+					ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+					_ = s.conn.WriteMessage(ctx, s.goodbye)
+					cancel()
+				}
 				return
 			}
-		case <-s.done:
-			if s.goodbye != nil {
-				ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-				_ = s.conn.WriteMessage(ctx, s.goodbye)
-				cancel()
+		}
+		// Merge the Data of the same stream that queued up meanwhile (see
+		// coalesce); the first frame that does not merge is written next.
+	merge:
+		for {
+			select {
+			case g := <-s.sendq:
+				if !coalesce(&f, g) {
+					pending = g
+					break merge
+				}
+				framePool.Put(g.pooled)
+			default:
+				break merge
 			}
+		}
+		err := s.write(f.b)
+		if f.pooled != nil {
+			framePool.Put(f.pooled)
+		}
+		if err != nil {
+			if pending.pooled != nil {
+				framePool.Put(pending.pooled)
+			}
+			s.shutdown(err, "")
 			return
 		}
 	}

@@ -1,9 +1,10 @@
-// Command tunnelbench measures Gatehouse's tunnel frontend on loopback, in
-// one run, as ratios against a direct connection to the same TLS server
-// (and, for throughput, against PageKite): bulk download throughput, the
-// latency a small request gains, and the cloud's memory per idle stream
-// and per idle session. It starts the cloud (the Caddy binary given with
-// -caddy), a gateway HTTPS server and the agents' tunnel clients itself;
+// Command tunnelbench measures Gatehouse's tunnel frontend on loopback
+// beside frp, in one interleaved run: bulk download throughput and the
+// tunnel processes' CPU per GiB, the latency a small request gains (kept
+// and new connections), concurrent downloads, and the cloud's memory per
+// idle stream and per idle session. It starts the cloud (the Caddy binary
+// given with -caddy), the gateway's TLS server and app, the agents (this
+// program again, with -agent) and frps/frpc (-frp) itself;
 // bench/tunnel/run.sh builds and runs it.
 //
 // Every loop is bounded in count and time, and all traffic stays on
@@ -28,7 +29,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,16 +44,18 @@ import (
 )
 
 var (
-	caddyBin  = flag.String("caddy", "", "the cloud's Caddy binary (required)")
-	pagekite  = flag.String("pagekite", "/usr/bin/pagekite", "PageKite, for the throughput baseline; empty skips it")
-	size      = flag.Int64("size", 1<<30, "bytes of the bulk download")
-	rounds    = flag.Int("rounds", 3, "downloads per path (the median is kept); PageKite, much slower, downloads once")
-	latN      = flag.Int("latency-n", 2000, "requests per path over an established connection")
-	setupN    = flag.Int("setup-n", 300, "requests per path with a new connection each")
-	sessions  = flag.Int("sessions", 100, "idle sessions for the memory measurement")
-	streams   = flag.Int("streams", 10000, "idle streams for the memory measurement, spread over the sessions")
-	window    = flag.Int("stream-window", 1<<20, "the tunnel stream_window of the second cloud, beside one with the default (256 KiB)")
-	timeLimit = flag.Duration("time-limit", 20*time.Minute, "the whole run's bound")
+	caddyBin   = flag.String("caddy", "", "the cloud's Caddy binary (required)")
+	frpDir     = flag.String("frp", "", "folder with frps and frpc, for the peer baseline; empty skips it")
+	size       = flag.Int64("size", 256<<20, "bytes of the bulk download")
+	rounds     = flag.Int("rounds", 3, "interleaved rounds of downloads (the median is kept)")
+	latN       = flag.Int("latency-n", 1000, "requests per path over an established connection")
+	setupN     = flag.Int("setup-n", 200, "requests per path with a new connection each")
+	concN      = flag.Int("concurrent", 200, "concurrent downloads per path; 0 skips")
+	concSize   = flag.Int64("concurrent-size", 1<<20, "bytes of each concurrent download")
+	concRounds = flag.Int("concurrent-rounds", 2, "interleaved rounds of the concurrent downloads (the best is kept)")
+	sessions   = flag.Int("sessions", 100, "idle sessions for the memory measurement")
+	streams    = flag.Int("streams", 10000, "idle streams for the memory measurement, spread over the sessions; 0 skips it")
+	timeLimit  = flag.Duration("time-limit", 20*time.Minute, "the whole run's bound")
 )
 
 const zone = "box.test"
@@ -62,6 +64,12 @@ func main() {
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("tunnelbench: ")
+	if *agentMode != "" {
+		if err := runAgent(); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *caddyBin == "" {
 		log.Fatal("-caddy is required")
 	}
@@ -82,118 +90,6 @@ func main() {
 type bench struct {
 	procs.Group
 	deadline time.Time
-}
-
-func (b *bench) run() error {
-	cert, pool, certFile, err := gatewayCert(b.Dir)
-	if err != nil {
-		return err
-	}
-	gw, err := startGatewayServer(cert)
-	if err != nil {
-		return err
-	}
-	defer gw.Close()
-	gwAddr := gw.Addr().String()
-
-	// Two clouds, each with the gateway's tunnel: the default stream
-	// window, and a larger one, since a download's speed is at most a
-	// window per round trip of its Window updates.
-	var clouds [2]*cloud
-	for i, w := range []int{0, *window} {
-		c, err := b.startCloud(fmt.Sprintf("cloud%d", i), w)
-		if err != nil {
-			return err
-		}
-		token, err := c.subscribe("bench")
-		if err != nil {
-			return err
-		}
-		if _, err := b.agent(c, "bench", token, relayTo(gwAddr)); err != nil {
-			return err
-		}
-		clouds[i] = c
-	}
-	c := clouds[0]
-	cloudAddr := fmt.Sprintf("127.0.0.1:%d", c.https)
-	bigAddr := fmt.Sprintf("127.0.0.1:%d", clouds[1].https)
-	fmt.Printf("Gatehouse tunnel benchmark (loopback, %d cores shared by client, cloud, agent and server)\n\n", numCPU())
-
-	// 1. Throughput.
-	var pk *pagekiteRig
-	if *pagekite != "" {
-		if pk, err = b.startPagekite(gwAddr); err != nil {
-			log.Printf("PageKite baseline skipped: %v", err)
-			pk = nil
-		}
-	}
-	url := fmt.Sprintf("/big?n=%d", *size)
-	var direct, tun, tunBig, cloudCPU []float64
-	for r := range *rounds {
-		if err := b.checkTime(); err != nil {
-			return err
-		}
-		d, err := curlSpeed(certFile, gwAddr, url, "")
-		if err != nil {
-			return fmt.Errorf("direct download: %w", err)
-		}
-		stopProfile := c.profile(r)
-		cpu0 := c.cpuSeconds()
-		t, err := curlSpeed(certFile, cloudAddr, url, "")
-		cloudCPU = append(cloudCPU, c.cpuSeconds()-cpu0)
-		stopProfile()
-		if err != nil {
-			return fmt.Errorf("tunnel download: %w", err)
-		}
-		tb, err := curlSpeed(certFile, bigAddr, url, "")
-		if err != nil {
-			return fmt.Errorf("tunnel download (larger window): %w", err)
-		}
-		direct, tun, tunBig = append(direct, d), append(tun, t), append(tunBig, tb)
-		fmt.Printf("  round %d: direct %s, tunnel %s, tunnel with a %s window %s\n", r+1, mbs(d), mbs(t), human(int64(*window)), mbs(tb))
-	}
-	var kite float64
-	if pk != nil {
-		var got int64
-		kite, got, err = curlTransfer(certFile, "", url, pk.proxy)
-		pk.stop()
-		switch {
-		case err != nil && got > 0:
-			// PageKite sometimes drops a long transfer; its speed up to
-			// then is still its speed.
-			fmt.Printf("  pagekite (once): %s over the %s it sent before failing (%v)\n", mbs(kite), human(got), err)
-		case err != nil:
-			fmt.Printf("  pagekite (once): failed: %v\n", err)
-			pk = nil
-		default:
-			fmt.Printf("  pagekite (once): %s\n", mbs(kite))
-		}
-	}
-	md, mt, mb := median(direct), median(tun), median(tunBig)
-	fmt.Printf("Throughput, one HTTPS download of %s with curl (median of %d):\n", human(*size), *rounds)
-	fmt.Printf("  direct %s\n", mbs(md))
-	fmt.Printf("  tunnel, default 256 KiB stream window: %s = %.0f%% of direct (target >= 50%%)\n", mbs(mt), 100*mt/md)
-	fmt.Printf("  tunnel, stream_window %s:             %s = %.0f%% of direct\n", human(int64(*window)), mbs(mb), 100*mb/md)
-	fmt.Printf("  the cloud's CPU time per GiB relayed (default window): %.2f s\n", median(cloudCPU)*float64(1<<30)/float64(*size))
-	if pk != nil {
-		fmt.Printf("  pagekite: %s = %.1f%% of direct; the tunnel is %.0fx pagekite\n", mbs(kite), 100*kite/md, mt/kite)
-	}
-	fmt.Println()
-
-	// 2. Latency.
-	if err := b.checkTime(); err != nil {
-		return err
-	}
-	if err := latency(pool, gwAddr, cloudAddr); err != nil {
-		return err
-	}
-
-	// 3. Memory, in a cloud of its own so that the runs above leave no
-	// garbage in the figures.
-	if err := b.checkTime(); err != nil {
-		return err
-	}
-	return b.memory(cert)
 }
 
 func (b *bench) checkTime() error {
@@ -321,46 +217,6 @@ func (c *cloud) subscribe(name string) (string, error) {
 	return sub.Token, nil
 }
 
-// profile writes CPU profiles of the cloud and of this process (the
-// agent's side) during the first tunnel download, into the folder named by
-// TUNNELBENCH_PROFILE, for finding where the time goes.
-func (c *cloud) profile(round int) (stop func()) {
-	out := os.Getenv("TUNNELBENCH_PROFILE")
-	if out == "" || round != 0 {
-		return func() {}
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=2", c.admin))
-		if err != nil {
-			log.Printf("cloud profile: %v", err)
-			return
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(filepath.Join(out, "cloud.pprof"))
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		_, _ = io.Copy(f, resp.Body)
-	}()
-	f, err := os.Create(filepath.Join(out, "agent.pprof"))
-	if err == nil {
-		err = pprof.StartCPUProfile(f)
-	}
-	if err != nil {
-		log.Printf("agent profile: %v", err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if f != nil {
-			f.Close()
-		}
-		<-done
-	}
-}
-
 // memory reads the cloud's resident set (from /proc) and its Go heap and
 // stacks in use (from the admin endpoint's metrics) after a garbage
 // collection, which the pprof heap endpoint runs when asked (gc=1), so
@@ -389,15 +245,6 @@ func (c *cloud) memory() (rss, goMem float64, err error) {
 	return rss, m["go_memstats_heap_inuse_bytes"] + m["go_memstats_stack_inuse_bytes"], nil
 }
 
-// cpuSeconds is the cloud process's CPU time so far (user and system).
-func (c *cloud) cpuSeconds() float64 {
-	m, err := c.metrics()
-	if err != nil {
-		return 0
-	}
-	return m["process_cpu_seconds_total"]
-}
-
 func (c *cloud) metrics() (map[string]float64, error) {
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.admin))
 	if err != nil {
@@ -418,18 +265,12 @@ func (c *cloud) metrics() (map[string]float64, error) {
 
 // ---- the gateway
 
-func gatewayCert(dir string) (tls.Certificate, *x509.CertPool, string, error) {
-	c, err := testcert.SelfSigned(testcert.Options{
+func gatewayCert(dir string) (*testcert.Cert, error) {
+	return testcert.SelfSigned(testcert.Options{
 		Serial:   big.NewInt(1),
 		Subject:  pkix.Name{CommonName: "bench." + zone, Organization: []string{"Gatehouse bench gateway"}},
 		DNSNames: []string{"bench." + zone, "*." + zone},
 	})
-	if err != nil {
-		return tls.Certificate{}, nil, "", err
-	}
-	file := filepath.Join(dir, "gateway.pem")
-	err = c.WriteCert(file)
-	return c.TLS(), c.Pool(), file, err
 }
 
 // startGatewayServer is the gateway's HTTPS server: /big?n=N sends N
@@ -439,31 +280,47 @@ func startGatewayServer(cert tls.Certificate) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	chunk := make([]byte, 256<<10)
-	for i := range chunk {
-		chunk[i] = byte('a' + i%26)
-	}
 	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/big" {
-				_, _ = io.WriteString(w, "small response from the gateway\n")
-				return
-			}
-			n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
-			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-			for n > 0 {
-				k := min(n, int64(len(chunk)))
-				if _, err := w.Write(chunk[:k]); err != nil {
-					return
-				}
-				n -= k
-			}
-		}),
+		Handler:   appHandler(),
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
 		ErrorLog:  log.New(io.Discard, "", 0),
 	}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	return ln, nil
+}
+
+// startAppServer is the same app over plain HTTP: the upstream of the
+// agent that terminates TLS.
+func startAppServer() (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: appHandler(), ErrorLog: log.New(io.Discard, "", 0)}
+	go func() { _ = srv.Serve(ln) }()
+	return ln, nil
+}
+
+func appHandler() http.Handler {
+	chunk := make([]byte, 256<<10)
+	for i := range chunk {
+		chunk[i] = byte('a' + i%26)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/big" {
+			_, _ = io.WriteString(w, "small response from the gateway\n")
+			return
+		}
+		n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		for n > 0 {
+			k := min(n, int64(len(chunk)))
+			if _, err := w.Write(chunk[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
+	})
 }
 
 // relayTo is the agent's stream handler of the gateway agent's passthrough
@@ -511,104 +368,45 @@ func (b *bench) agent(c *cloud, name, token string, handler func(*tunnel.Stream)
 
 // ---- throughput
 
-// curlSpeed downloads path from bench.box.test with curl, through addr
-// (resolved) or through an HTTP CONNECT proxy, and returns bytes/s.
-func curlSpeed(cacert, addr, path, proxy string) (float64, error) {
-	speed, got, err := curlTransfer(cacert, addr, path, proxy)
-	if err == nil && got != *size {
-		err = fmt.Errorf("curl got %d bytes, want %d", got, *size)
-	}
-	return speed, err
-}
-
-// curlTransfer is curlSpeed that also returns how many bytes arrived,
-// whether or not the transfer completed.
-func curlTransfer(cacert, addr, path, proxy string) (float64, int64, error) {
-	args := []string{"-sS", "--max-time", "600", "--cacert", cacert, "-o", "/dev/null", "-w", "%{speed_download} %{size_download}"}
-	if proxy != "" {
-		args = append(args, "--proxy", proxy, "--proxytunnel", "https://bench."+zone+":443"+path)
-	} else {
-		host, port, _ := net.SplitHostPort(addr)
-		args = append(args, "--resolve", "bench."+zone+":"+port+":"+host, "https://bench."+zone+":"+port+path)
-	}
-	cmd := exec.Command("curl", args...)
+// curlSpeed downloads path from host with curl, connecting to addr, and
+// returns bytes/s.
+func curlSpeed(cacert, addr, host, path string) (float64, error) {
+	h, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command("curl", "-sS", "--max-time", "600", "--cacert", cacert, "-o", "/dev/null",
+		"-w", "%{speed_download} %{size_download}",
+		"--resolve", host+":"+port+":"+h, "https://"+host+":"+port+path)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		err = fmt.Errorf("curl: %w: %s", err, strings.TrimSpace(stderr.String()))
+		return 0, fmt.Errorf("curl: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	f := strings.Fields(string(out))
 	if len(f) != 2 {
-		return 0, 0, errors.Join(err, fmt.Errorf("curl printed %q", out))
+		return 0, fmt.Errorf("curl printed %q", out)
 	}
 	got, _ := strconv.ParseInt(f[1], 10, 64)
-	speed, perr := strconv.ParseFloat(f[0], 64)
-	return speed, got, errors.Join(err, perr)
-}
-
-// pagekiteRig is a PageKite frontend and backend on loopback. Debian's
-// pagekite 1.5.2 crashes on Python 3 when it routes TLS by SNI (its
-// GetSni unpacks a str), so the baseline uses PageKite's other end-to-end
-// TLS path: the client asks the frontend for an HTTP CONNECT to
-// bench.box.test:443, which goes down the tunnel to a raw backend, and
-// TLS runs end to end inside it, as through Gatehouse.
-type pagekiteRig struct {
-	proxy string
-	stop  func()
-}
-
-func (b *bench) startPagekite(gwAddr string) (*pagekiteRig, error) {
-	port, err := cloudtest.FreeTCPPort()
-	if err != nil {
-		return nil, err
+	if got != *size {
+		return 0, fmt.Errorf("curl got %d bytes, want %d", got, *size)
 	}
-	home := filepath.Join(b.Dir, "pagekite")
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return nil, err
-	}
-	env := []string{"HOME=" + home}
-	fe, err := b.Start("pagekite-frontend", env, *pagekite, "--clean", "--isfrontend", fmt.Sprintf("--ports=%d", port),
-		"--protos=http,raw", "--rawports=virtual", "--domain=raw:bench."+zone+":benchsecret",
-		"--logfile="+filepath.Join(home, "frontend.log"))
-	if err != nil {
-		return nil, err
-	}
-	be, err := b.Start("pagekite-backend", env, *pagekite, "--clean", fmt.Sprintf("--frontend=127.0.0.1:%d", port),
-		"--service_on=raw/443:bench."+zone+":"+gwAddr+":benchsecret",
-		"--logfile="+filepath.Join(home, "backend.log"))
-	if err != nil {
-		return nil, err
-	}
-	rig := &pagekiteRig{proxy: fmt.Sprintf("http://127.0.0.1:%d", port), stop: func() { procs.Stop(be); procs.Stop(fe) }}
-	// Ready once a CONNECT through the frontend reaches the gateway.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err := exec.Command("curl", "-sk", "--max-time", "3", "--proxy", rig.proxy, "--proxytunnel",
-			"https://bench."+zone+":443/").CombinedOutput()
-		if err == nil && strings.Contains(string(out), "small response") {
-			return rig, nil
-		}
-		if time.Now().After(deadline) {
-			rig.stop()
-			return nil, fmt.Errorf("pagekite did not come up: %v %s", err, out)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	return strconv.ParseFloat(f[0], 64)
 }
 
 // ---- latency
 
-func latency(pool *x509.CertPool, gwAddr, cloudAddr string) error {
-	tlsCfg := &tls.Config{RootCAs: pool, ServerName: "bench." + zone}
-	mk := func(addr string, keepAlive bool) *http.Client {
-		tr := dialTo(addr, tlsCfg)
+func latency(pool *x509.CertPool, paths []*path) error {
+	mk := func(p *path, keepAlive bool) *http.Client {
+		tr := dialTo(p.addr, &tls.Config{RootCAs: pool, ServerName: p.host})
 		tr.DisableKeepAlives = !keepAlive
 		tr.ForceAttemptHTTP2 = false
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1, as curl and the relay see it
 		return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	}
-	fmt.Println("Latency of a small request and response (Go client, interleaved direct/tunnel):")
+	frp := -1
+	if paths[len(paths)-1].name == "frp" {
+		frp = len(paths) - 1
+	}
+	fmt.Println("Latency of a small request and response (Go client, HTTP/1.1, the paths interleaved request by request):")
 	for _, mode := range []struct {
 		name      string
 		keepAlive bool
@@ -617,35 +415,49 @@ func latency(pool *x509.CertPool, gwAddr, cloudAddr string) error {
 		{"over an established connection", true, *latN},
 		{"with connection setup (TCP + TLS handshake each)", false, *setupN},
 	} {
-		direct, tun := mk(gwAddr, mode.keepAlive), mk(cloudAddr, mode.keepAlive)
-		var dd, td []time.Duration
-		for i := range mode.n + 50 {
-			d, err := timeGet(direct)
-			if err != nil {
-				return fmt.Errorf("direct request: %w", err)
-			}
-			t, err := timeGet(tun)
-			if err != nil {
-				return fmt.Errorf("tunnel request: %w", err)
-			}
-			if i >= 50 { // warm-up
-				dd, td = append(dd, d), append(td, t)
+		clients := make([]*http.Client, len(paths))
+		for i, p := range paths {
+			clients[i] = mk(p, mode.keepAlive)
+		}
+		ds := make([][]time.Duration, len(paths))
+		for k := range mode.n + 50 {
+			for i := range paths {
+				d, err := timeGet(clients[i], paths[i].host)
+				if err != nil {
+					return fmt.Errorf("%s request: %w", paths[i].name, err)
+				}
+				if k >= 50 { // warm-up
+					ds[i] = append(ds[i], d)
+				}
 			}
 		}
-		d50, d99 := percentile(dd, 50), percentile(dd, 99)
-		t50, t99 := percentile(td, 50), percentile(td, 99)
+		for _, c := range clients {
+			c.CloseIdleConnections()
+		}
 		fmt.Printf("  %s, %d requests each:\n", mode.name, mode.n)
-		fmt.Printf("    direct p50 %v p99 %v   tunnel p50 %v p99 %v\n", us(d50), us(d99), us(t50), us(t99))
-		fmt.Printf("    added by the tunnel: p50 %v, p99 %v   (tunnel/direct p50 %.2fx)%s\n", us(t50-d50), us(t99-d99),
-			float64(t50)/float64(d50), map[bool]string{true: "   (target: p50 overhead <= 200µs)", false: ""}[mode.keepAlive])
+		d50, d99 := percentile(ds[0], 50), percentile(ds[0], 99)
+		fmt.Printf("    %-24s p50 %8v  p99 %8v\n", paths[0].name, us(d50), us(d99))
+		for i := 1; i < len(paths); i++ {
+			a50, a99 := percentile(ds[i], 50)-d50, percentile(ds[i], 99)-d99
+			fmt.Printf("    %-24s p50 %8v  p99 %8v   added p50 %8v  p99 %8v", paths[i].name,
+				us(percentile(ds[i], 50)), us(percentile(ds[i], 99)), us(a50), us(a99))
+			if frp > 0 && i != frp {
+				f50 := percentile(ds[frp], 50) - d50
+				fmt.Printf("   added p50 %.2fx frp's", float64(a50)/float64(f50))
+			}
+			fmt.Println()
+		}
+	}
+	if frp > 0 {
+		fmt.Println("  (target: added p50 <= 0.5x frp's)")
 	}
 	fmt.Println()
 	return nil
 }
 
-func timeGet(c *http.Client) (time.Duration, error) {
+func timeGet(c *http.Client, host string) (time.Duration, error) {
 	start := time.Now()
-	resp, err := c.Get("https://bench." + zone + "/small")
+	resp, err := c.Get("https://" + host + "/small")
 	if err != nil {
 		return 0, err
 	}

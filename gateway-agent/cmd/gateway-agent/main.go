@@ -36,6 +36,7 @@ import (
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/agent"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/config"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/logging"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupcode"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
 )
 
@@ -124,12 +125,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	if err := cfg.Validate(); err != nil {
+	set, err := cfg.Validate()
+	if err != nil {
 		fmt.Fprintln(stderr, "gateway-agent:", err)
 		return 2
 	}
-	level, _ := cfg.Level()
-	log := logging.New(stderr, level, cfg.LogFormat)
+	log := logging.New(stderr, set.Level, cfg.LogFormat)
 	a, err := agent.New(cfg, agent.Options{Version: fullVersion(), Logger: log})
 	if err != nil {
 		log.Error("starting", "error", err)
@@ -206,8 +207,23 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		_ = st.Write(stdout)
 	} else {
 		fmt.Fprint(stdout, st.Text())
+		printSetupCode(stdout, cfg.StateDir)
 	}
 	return 0
+}
+
+// printSetupCode shows the setup code to whoever can read the state
+// directory: on the device, never through the LAN's status endpoint.
+func printSetupCode(w io.Writer, stateDir string) {
+	code, err := setupcode.Read(stateDir)
+	switch {
+	case err == nil:
+		fmt.Fprintf(w, "%-13s %s (the setup page asks for it)\n", "setup code:", setupcode.Format(code))
+	case errors.Is(err, os.ErrPermission):
+		fmt.Fprintf(w, "%-13s %s\n", "setup code:", "not readable by this user: run as the agent's user or root")
+	case !errors.Is(err, os.ErrNotExist):
+		fmt.Fprintf(w, "%-13s %v\n", "setup code:", err)
+	}
 }
 
 type apiAnswer struct {
@@ -232,7 +248,7 @@ func post(base, path string, body map[string]string) (apiAnswer, error) {
 }
 
 func cmdSetup(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	var name, email, requestReclaim, reclaim, token string
+	var name, email, requestReclaim, reclaim, token, setupCode string
 	var wait time.Duration
 	cfg, ok := loadConfig("setup", args, stderr, func(fs *flag.FlagSet) {
 		fs.StringVar(&name, "name", "", "choose this name for the gateway")
@@ -240,6 +256,7 @@ func cmdSetup(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fs.StringVar(&requestReclaim, "request-reclaim", "", "ask for a reclamation token for this name (mailed to its owner)")
 		fs.StringVar(&reclaim, "reclaim", "", "reclaim this name (with -token)")
 		fs.StringVar(&token, "token", "", "the reclamation token from the mail")
+		fs.StringVar(&setupCode, "code", "", "the gateway's setup code (default: read from the state directory)")
 		fs.DurationVar(&wait, "wait", 5*time.Minute, "how long to wait for a chosen name's certificate")
 	})
 	if !ok {
@@ -250,24 +267,28 @@ func cmdSetup(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "gateway-agent:", err)
 		return 1
 	}
-	s := &setupSession{base: base, out: stdout, wait: wait}
+	if setupCode == "" {
+		// On the device, as the agent's user or root, the code is there.
+		setupCode, _ = setupcode.Read(cfg.StateDir)
+	}
+	s := &setupSession{base: base, out: stdout, wait: wait, code: setupCode}
 	if name == "" && email == "" && requestReclaim == "" && reclaim == "" {
 		return s.interactive(bufio.NewScanner(stdin))
 	}
 	code := 0
-	if email != "" && !s.do("/api/email", map[string]string{"email": email}, "verification link mailed to "+email) {
+	if email != "" && !s.do("/api/email", map[string]string{"email": email, "code": s.code}, "verification link mailed to "+email) {
 		code = 1
 	}
 	if requestReclaim != "" && !s.do("/api/reclaim/request", map[string]string{"name": requestReclaim}, "reclamation token mailed to the owner of "+requestReclaim) {
 		code = 1
 	}
 	if reclaim != "" {
-		if !s.do("/api/reclaim", map[string]string{"name": reclaim, "token": token}, "") || !s.awaitName(reclaim) {
+		if !s.do("/api/reclaim", map[string]string{"name": reclaim, "token": token, "code": s.code}, "") || !s.awaitName(reclaim) {
 			code = 1
 		}
 	}
 	if name != "" {
-		if !s.do("/api/name", map[string]string{"name": name}, "") || !s.awaitName(name) {
+		if !s.do("/api/name", map[string]string{"name": name, "code": s.code}, "") || !s.awaitName(name) {
 			code = 1
 		}
 	}
@@ -278,6 +299,8 @@ type setupSession struct {
 	base string
 	out  io.Writer
 	wait time.Duration
+	// code is the setup code sent with the changes that need it.
+	code string
 }
 
 // do posts one action and prints the outcome.
@@ -331,6 +354,13 @@ func (s *setupSession) interactive(in *bufio.Scanner) int {
 		return 1
 	}
 	fmt.Fprint(s.out, st.Text())
+	if s.code == "" {
+		c, ok := ask("setup code (shown by `gateway-agent status` on the gateway): ")
+		if !ok {
+			return 0
+		}
+		s.code = c
+	}
 	for {
 		choice, ok := ask("\n1) choose the gateway's name\n2) set the owner's email\n3) ask for a reclamation token\n4) reclaim a name with a token\nq) quit\n> ")
 		if !ok {
@@ -344,14 +374,14 @@ func (s *setupSession) interactive(in *bufio.Scanner) int {
 				if !ok || name == "" {
 					break
 				}
-				if s.do("/api/name", map[string]string{"name": name}, "") {
+				if s.do("/api/name", map[string]string{"name": name, "code": s.code}, "") {
 					s.awaitName(name)
 					break
 				}
 			}
 		case "2":
 			if email, ok := ask("email: "); ok && email != "" {
-				s.do("/api/email", map[string]string{"email": email}, "verification link mailed to "+email)
+				s.do("/api/email", map[string]string{"email": email, "code": s.code}, "verification link mailed to "+email)
 			}
 		case "3":
 			if name, ok := ask("name to reclaim: "); ok && name != "" {
@@ -360,7 +390,7 @@ func (s *setupSession) interactive(in *bufio.Scanner) int {
 		case "4":
 			name, ok1 := ask("name to reclaim: ")
 			tok, ok2 := ask("token from the mail: ")
-			if ok1 && ok2 && s.do("/api/reclaim", map[string]string{"name": name, "token": tok}, "") {
+			if ok1 && ok2 && s.do("/api/reclaim", map[string]string{"name": name, "token": tok, "code": s.code}, "") {
 				s.awaitName(name)
 			}
 		case "q", "quit", "exit":

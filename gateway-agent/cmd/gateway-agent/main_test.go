@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupcode"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
 )
 
@@ -35,10 +36,18 @@ func TestStatusFallsBackToTheFile(t *testing.T) {
 	if err := st.Save(filepath.Join(dir, status.FileName)); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := setupcode.LoadOrCreate(dir); err != nil {
+		t.Fatal(err)
+	}
+	setupCode, _ := setupcode.Read(dir)
 	var out, errb bytes.Buffer
 	code := run([]string{"status", "-state-dir", dir, "-setup-listen", "127.0.0.1:1"}, nil, &out, &errb)
 	if code != 0 || !strings.Contains(out.String(), "home.box.test") || !strings.Contains(errb.String(), "not answering") {
 		t.Fatalf("status: %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	// The setup code is shown on the device, from the state directory.
+	if !strings.Contains(out.String(), "setup code:   "+setupcode.Format(setupCode)) {
+		t.Fatalf("status does not show the setup code:\n%s", out.String())
 	}
 }
 
@@ -71,6 +80,11 @@ func TestInteractiveSetupTriesNames(t *testing.T) {
 	mux.HandleFunc("POST /api/name", func(w http.ResponseWriter, r *http.Request) {
 		var req map[string]string
 		json.NewDecoder(r.Body).Decode(&req)
+		if req["code"] != "abcde-fghjk" {
+			w.WriteHeader(403)
+			json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "the setup code is wrong"})
+			return
+		}
 		if req["name"] == "taken" {
 			w.WriteHeader(400)
 			json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "this name is already taken", "code": "UnavailableName"})
@@ -84,8 +98,9 @@ func TestInteractiveSetupTriesNames(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	var out, errb bytes.Buffer
-	in := strings.NewReader("1\ntaken\nmyhome\nq\n")
-	code := run([]string{"setup", "-setup-listen", strings.TrimPrefix(srv.URL, "http://")}, in, &out, &errb)
+	// No code in this (empty) state directory: the setup asks for it.
+	in := strings.NewReader("abcde-fghjk\n1\ntaken\nmyhome\nq\n")
+	code := run([]string{"setup", "-state-dir", t.TempDir(), "-setup-listen", strings.TrimPrefix(srv.URL, "http://")}, in, &out, &errb)
 	if code != 0 {
 		t.Fatalf("setup: %d %s", code, errb.String())
 	}

@@ -35,9 +35,14 @@ func TestCloudTransport(t *testing.T) {
 	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
 	u, _ := url.Parse(srv.URL)
 	cfg := config.Default()
+	cfg.Cloud = "https://api.box.test"
 	cfg.CloudCA = ca
 	cfg.Resolve = []string{"example.com=127.0.0.1"} // httptest's certificate names example.com
-	tr, err := cloudTransport(cfg)
+	set, err := cfg.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cloudTransport(cfg, set.Resolve)
 	if err != nil {
 		t.Fatal(err)
 	}

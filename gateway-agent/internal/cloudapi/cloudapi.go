@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/modules/apierror"
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 // Errors callers branch on, matched with errors.Is.
@@ -132,12 +133,12 @@ var defaultClient = &http.Client{Timeout: 30 * time.Second}
 
 // SubscribeRequest asks for a name: by Name or by MAC.
 type SubscribeRequest struct {
-	Name             string `json:"name,omitempty"`
-	MAC              string `json:"mac,omitempty"`
-	Email            string `json:"email,omitempty"`
-	Description      string `json:"description,omitempty"`
-	Mode             string `json:"mode,omitempty"`
-	ReclamationToken string `json:"reclamation_token,omitempty"`
+	Name             string        `json:"name,omitempty"`
+	MAC              string        `json:"mac,omitempty"`
+	Email            string        `json:"email,omitempty"`
+	Description      string        `json:"description,omitempty"`
+	Mode             registry.Mode `json:"mode,omitempty"`
+	ReclamationToken string        `json:"reclamation_token,omitempty"`
 }
 
 // Subscription is the cloud's answer to a subscribe.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/forward"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/localapi"
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
@@ -130,8 +131,14 @@ type Config struct {
 	PingInterval Duration `json:"ping_interval"`
 	// Mode is "tunnel" (the name points at the cloud, traffic arrives
 	// through the tunnel; the default) or "dynamic" (the name points at
-	// the address the gateway pings from; no tunnel).
-	Mode string `json:"mode"`
+	// the address the gateway pings from; no tunnel): the registry's own
+	// type, so the agent asks for exactly what the cloud knows.
+	Mode registry.Mode `json:"mode"`
+	// RenameGrace is how long a name replaced by a rename stays
+	// registered to this gateway before it is given up: the owner can
+	// switch back to it meanwhile, and nobody else can take it. Default
+	// 168h (7 days); 0 gives it up at once.
+	RenameGrace Duration `json:"rename_grace"`
 	// Passthrough relays raw TCP to Upstream instead of terminating TLS.
 	Passthrough bool `json:"passthrough"`
 	// ProxyProtocol sends a PROXY protocol v2 header to the upstream
@@ -190,7 +197,8 @@ func Default() Config {
 		MDNS:         true,
 		MDNSHost:     "gateway",
 		PingInterval: Duration(5 * time.Minute),
-		Mode:         "tunnel",
+		Mode:         registry.ModeTunnel,
+		RenameGrace:  Duration(7 * 24 * time.Hour),
 		APIListen:    "127.0.0.1:8091",
 		// The cloud waits 10s for the target's answer by default: the
 		// dial must fail before that for its reason to arrive.
@@ -301,7 +309,8 @@ var options = []option{
 		c.PingInterval = Duration(d)
 		return nil
 	}},
-	{key: "mode", usage: "tunnel or dynamic", set: str(func(c *Config) *string { return &c.Mode })},
+	{key: "mode", usage: "tunnel or dynamic", set: func(c *Config, v string) error { c.Mode = registry.Mode(v); return nil }},
+	{key: "rename_grace", usage: "how long a renamed-away name stays reserved to this gateway", set: duration(func(c *Config) *Duration { return &c.RenameGrace })},
 	{key: "passthrough", bool: true, usage: "relay raw TCP to the upstream instead of terminating TLS", set: boolean(func(c *Config) *bool { return &c.Passthrough })},
 	{key: "proxy_protocol", bool: true, usage: "send a PROXY v2 header to the upstream (passthrough)", set: boolean(func(c *Config) *bool { return &c.ProxyProtocol })},
 	{key: "upstream_host", usage: "Host sent to the upstream (default: the one the client asked for; " + UpstreamHostPort + ": the upstream's)", set: str(func(c *Config) *string { return &c.UpstreamHost })},
@@ -445,11 +454,33 @@ func (c *Config) loadFile(path string, explicit bool) error {
 	return nil
 }
 
-// Validate checks the configuration and reports the first problem.
-func (c *Config) Validate() error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+// Settings are the values of a Config that need parsing, parsed once by
+// Validate: the agent uses these instead of parsing again.
+type Settings struct {
+	// ACMEDirectory is the directory URL ACMECA stands for.
+	ACMEDirectory string
+	// Upstream is the upstream URL; nil in passthrough mode.
+	Upstream *url.URL
+	// UpstreamAddr is the upstream's host:port.
+	UpstreamAddr string
+	// Resolve maps lower-case host names to their override address.
+	Resolve map[string]netip.Addr
+	// LocalAddrs are the fixed LAN addresses; empty means detect them.
+	LocalAddrs []netip.Addr
+	// ForwardAllow is the compiled allow-list.
+	ForwardAllow forward.AllowList
+	// Level is the log level.
+	Level slog.Level
+}
+
+// Validate checks the configuration, reports the first problem, and
+// returns the parsed settings.
+func (c *Config) Validate() (Settings, error) {
+	var s Settings
+	bad := func(format string, args ...any) (Settings, error) {
+		return Settings{}, fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 	}
+	var err error
 	if c.Cloud == "" {
 		return bad("cloud is required (https://api.ZONE)")
 	}
@@ -457,7 +488,7 @@ func (c *Config) Validate() error {
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return bad("cloud %q: want an https:// URL", c.Cloud)
 	}
-	if _, err := c.UpstreamAddr(); err != nil {
+	if s.UpstreamAddr, err = c.UpstreamAddr(); err != nil {
 		return bad("upstream: %v", err)
 	}
 	if !c.Passthrough {
@@ -465,6 +496,7 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return bad("upstream %q: want an http:// or https:// URL", c.Upstream)
 		}
+		s.Upstream = u
 	}
 	if c.ProxyProtocol && !c.Passthrough {
 		return bad("proxy_protocol needs passthrough (in proxy mode the agent sets X-Forwarded-For)")
@@ -475,7 +507,7 @@ func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return bad("state_dir is required")
 	}
-	if _, err := c.ACMEDirectory(); err != nil {
+	if s.ACMEDirectory, err = c.ACMEDirectory(); err != nil {
 		return bad("%v", err)
 	}
 	for _, r := range c.ACMEResolvers {
@@ -485,19 +517,22 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if _, err := c.ResolveMap(); err != nil {
+	if s.Resolve, err = c.ResolveMap(); err != nil {
 		return bad("%v", err)
 	}
 	if time.Duration(c.PingInterval) < time.Second {
 		return bad("ping_interval %s: at least 1s", time.Duration(c.PingInterval))
 	}
-	if c.Mode != "tunnel" && c.Mode != "dynamic" {
-		return bad("mode %q: want tunnel or dynamic", c.Mode)
+	if !c.Mode.Valid() {
+		return bad("mode %q: want %s or %s", c.Mode, registry.ModeTunnel, registry.ModeDynamic)
+	}
+	if time.Duration(c.RenameGrace) < 0 {
+		return bad("rename_grace %s: must not be negative", time.Duration(c.RenameGrace))
 	}
 	if c.MDNS && c.MDNSHost == "" {
 		return bad("mdns_host is empty")
 	}
-	if _, err := c.LocalAddrList(); err != nil {
+	if s.LocalAddrs, err = c.LocalAddrList(); err != nil {
 		return bad("%v", err)
 	}
 	if c.APIListen != "" {
@@ -516,7 +551,7 @@ func (c *Config) Validate() error {
 		}
 		locals[f.ListenAddr()] = true
 	}
-	if _, err := c.ForwardAllow.Compile(); err != nil {
+	if s.ForwardAllow, err = c.ForwardAllow.Compile(); err != nil {
 		return bad("forward_allow: %v", err)
 	}
 	if time.Duration(c.ForwardDialTimeout) <= 0 {
@@ -525,13 +560,13 @@ func (c *Config) Validate() error {
 	if time.Duration(c.ForwardWait) < 0 {
 		return bad("forward_wait %s: must not be negative", time.Duration(c.ForwardWait))
 	}
-	if _, err := c.Level(); err != nil {
+	if s.Level, err = c.Level(); err != nil {
 		return bad("%v", err)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return bad("log_format %q: want text or json", c.LogFormat)
 	}
-	return nil
+	return s, nil
 }
 
 func splitHostPort(s string) (string, string, error) {

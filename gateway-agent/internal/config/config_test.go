@@ -4,11 +4,16 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/forward"
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 func load(t *testing.T, args, env []string) (Config, error) {
@@ -61,7 +66,7 @@ func TestFileErrors(t *testing.T) {
 func TestValidate(t *testing.T) {
 	good := Default()
 	good.Cloud = "https://api.box.example.org"
-	if err := good.Validate(); err != nil {
+	if _, err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	for name, mutate := range map[string]func(*Config){
@@ -78,7 +83,7 @@ func TestValidate(t *testing.T) {
 	} {
 		c := good
 		mutate(&c)
-		if err := c.Validate(); !errors.Is(err, ErrInvalid) {
+		if _, err := c.Validate(); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -101,5 +106,41 @@ func TestDerived(t *testing.T) {
 		if got, _ := c.ACMEDirectory(); got != want {
 			t.Errorf("%q: %s", ca, got)
 		}
+	}
+}
+
+// Validate hands back what it parsed, so nothing is parsed twice with its
+// error dropped.
+func TestValidateReturnsSettings(t *testing.T) {
+	c := Default()
+	c.Cloud = "https://api.box.example.org"
+	c.Upstream = "https://127.0.0.1:9443"
+	c.ACMECA = "staging"
+	c.Resolve = []string{"API.box.example.org=127.0.0.2"}
+	c.LocalAddrs = []string{"192.168.1.20", "fd00::20"}
+	c.ForwardAllow = forward.AllowList{{To: []string{"::ffff:192.168.1.0/120"}, Ports: []forward.PortRange{{First: 22, Last: 22}}}}
+	c.LogLevel = "debug"
+	c.Mode = registry.ModeDynamic
+	s, err := c.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case s.ACMEDirectory != LetsEncryptStaging:
+		t.Errorf("directory %q", s.ACMEDirectory)
+	case s.Upstream == nil || s.Upstream.String() != "https://127.0.0.1:9443" || s.UpstreamAddr != "127.0.0.1:9443":
+		t.Errorf("upstream %v %q", s.Upstream, s.UpstreamAddr)
+	case s.Resolve["api.box.example.org"] != netip.MustParseAddr("127.0.0.2"):
+		t.Errorf("resolve %v", s.Resolve)
+	case len(s.LocalAddrs) != 2 || s.LocalAddrs[1] != netip.MustParseAddr("fd00::20"):
+		t.Errorf("local addrs %v", s.LocalAddrs)
+	case !s.ForwardAllow.Allows("gw2", netip.MustParseAddr("192.168.1.9"), 22):
+		t.Errorf("allow-list not compiled: %+v", s.ForwardAllow)
+	case s.Level != slog.LevelDebug:
+		t.Errorf("level %v", s.Level)
+	}
+	c.Passthrough, c.Upstream = true, "127.0.0.1:9443"
+	if s, err := c.Validate(); err != nil || s.Upstream != nil || s.UpstreamAddr != "127.0.0.1:9443" {
+		t.Errorf("passthrough: %v %v %q", err, s.Upstream, s.UpstreamAddr)
 	}
 }

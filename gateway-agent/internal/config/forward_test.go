@@ -24,7 +24,7 @@ func TestForwardingSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate(); err != nil {
+	if _, err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	// The first flag replaces the file's list, a repeated one adds up; the
@@ -54,7 +54,7 @@ func TestForwardingValidation(t *testing.T) {
 	} {
 		cfg, err := load(t, append([]string{"-cloud", "https://api.box.test"}, tc.args...), nil)
 		if err == nil {
-			err = cfg.Validate()
+			_, err = cfg.Validate()
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, ErrInvalid) {
 			t.Errorf("%v: %v, want %q", tc.args, err, tc.err)

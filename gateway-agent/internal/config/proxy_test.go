@@ -23,7 +23,7 @@ func TestProxySettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(); err != nil {
+	if _, err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if c.UpstreamHost != UpstreamHostPort || !c.UpstreamInsecureSkipVerify || !c.ForwardedHeader ||
@@ -58,7 +58,7 @@ func TestValidateProxySettings(t *testing.T) {
 	for _, h := range []string{"", "app.internal", "app.internal:8080", "[::1]:80", UpstreamHostPort} {
 		c := good
 		c.UpstreamHost = h
-		if err := c.Validate(); err != nil {
+		if _, err := c.Validate(); err != nil {
 			t.Errorf("upstream_host %q: %v", h, err)
 		}
 	}
@@ -78,7 +78,7 @@ func TestValidateProxySettings(t *testing.T) {
 	} {
 		c := good
 		mutate(&c)
-		if err := c.Validate(); !errors.Is(err, ErrInvalid) {
+		if _, err := c.Validate(); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}

@@ -144,6 +144,11 @@ func parseDestination(s string) (netip.Prefix, error) {
 		if p.Addr().Zone() != "" {
 			return netip.Prefix{}, fmt.Errorf("%q: zones are not supported", s)
 		}
+		// Requests are unmapped before matching, so a rule written
+		// as ::ffff:a.b.c.d/N means the IPv4 prefix a.b.c.d/(N-96).
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
 		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)
@@ -153,23 +158,50 @@ func parseDestination(s string) (netip.Prefix, error) {
 	if a.Zone() != "" {
 		return netip.Prefix{}, fmt.Errorf("%q: zones are not supported", s)
 	}
+	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// Allows reports whether gateway from may reach ip:port. Addresses that do
-// not name one host (unspecified, multicast, broadcast) never match: dialling
-// 0.0.0.0 reaches the gateway itself, whatever the rules meant.
-func (l AllowList) Allows(from string, ip netip.Addr, port uint16) bool {
-	if !ip.IsValid() || ip.Zone() != "" || ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return false
+// Destination normalises a requested destination once, for both the
+// allow-list and the dial: an IPv4-mapped address is unmapped first, so
+// that every later check sees the address the kernel will connect to
+// (::ffff:0.0.0.0 is 0.0.0.0, which reaches the gateway's own loopback).
+// It refuses addresses that do not name one remote host: invalid, zoned,
+// unspecified, in 0.0.0.0/8 ("this network"), multicast or the limited
+// broadcast address.
+func Destination(ip netip.Addr) (netip.Addr, bool) {
+	if !ip.IsValid() || ip.Zone() != "" {
+		return netip.Addr{}, false
 	}
 	ip = ip.Unmap()
+	if ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) ||
+		(ip.Is4() && ip.As4()[0] == 0) {
+		return netip.Addr{}, false
+	}
+	return ip, true
+}
+
+// Allows reports whether gateway from may reach ip:port. Addresses that do
+// not name one host (see Destination) never match, however written:
+// dialling 0.0.0.0 reaches the gateway itself, whatever the rules meant.
+func (l AllowList) Allows(from string, ip netip.Addr, port uint16) bool {
+	_, ok := l.Check(from, ip, port)
+	return ok
+}
+
+// Check is Allows that also returns the normalised destination, the one
+// to dial: the address checked is the address connected to.
+func (l AllowList) Check(from string, ip netip.Addr, port uint16) (netip.Addr, bool) {
+	ip, ok := Destination(ip)
+	if !ok {
+		return netip.Addr{}, false
+	}
 	for _, r := range l {
 		if r.matches(from, ip, port) {
-			return true
+			return ip, true
 		}
 	}
-	return false
+	return netip.Addr{}, false
 }
 
 func (r *AllowRule) matches(from string, ip netip.Addr, port uint16) bool {

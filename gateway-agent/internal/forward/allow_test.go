@@ -111,6 +111,34 @@ func TestAllowListMatching(t *testing.T) {
 	}
 }
 
+// The attack of issue 14: 0.0.0.0 listed (which never matches) and a
+// remote gateway asking for it written IPv4-mapped, or the other addresses
+// that name no single host written so. None may match, and a mapped rule
+// means its IPv4 prefix.
+func TestAllowListMappedAddressesNormalised(t *testing.T) {
+	var raw AllowList
+	if err := json.Unmarshal([]byte(`[
+		{"to": ["0.0.0.0", "255.255.255.255", "224.0.0.0/4", "::"], "ports": ["1-65535"]},
+		{"to": ["::ffff:192.168.20.0/120"], "ports": [22]}
+	]`), &raw); err != nil {
+		t.Fatal(err)
+	}
+	l, err := raw.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []string{"::ffff:0.0.0.0", "0.0.0.0", "::", "::ffff:255.255.255.255", "::ffff:224.0.0.1", "::ffff:0.1.2.3"} {
+		if dest, ok := l.Check("gw2", netip.MustParseAddr(ip), 22); ok {
+			t.Errorf("%s allowed, dialled as %s", ip, dest)
+		}
+	}
+	for ip, want := range map[string]string{"192.168.20.7": "192.168.20.7", "::ffff:192.168.20.7": "192.168.20.7"} {
+		if dest, ok := l.Check("gw2", netip.MustParseAddr(ip), 22); !ok || dest.String() != want {
+			t.Errorf("%s: %v %s, want dialled as %s", ip, ok, dest, want)
+		}
+	}
+}
+
 func TestSpecValidate(t *testing.T) {
 	for _, tc := range []struct {
 		spec   Spec

@@ -254,6 +254,39 @@ func TestTargetRefusals(t *testing.T) {
 	st.Close()
 }
 
+// The attack of issue 14 end to end: with 0.0.0.0 in the allow-list, a
+// remote gateway asks for ::ffff:0.0.0.0, which the kernel dials as the
+// target host's own loopback. It must be refused before any dial.
+func TestTargetRefusesMappedUnspecified(t *testing.T) {
+	src, dst := sessions(t)
+	allow, err := AllowList{{To: []string{"0.0.0.0"}, Ports: []PortRange{{1, 65535}}}}.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dials atomic.Int32
+	serveTarget(t, dst, &Target{Allow: allow, DialTimeout: 2 * time.Second,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}})
+	open, _ := halfCloseServer(t) // a loopback service of the target host
+	for _, ip := range []string{"::ffff:0.0.0.0", "0.0.0.0"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := src.Open(ctx, tunnel.Initiator{Gatename: "gw2", Ip: ip, Port: portOf(t, open)})
+		cancel()
+		var refused *tunnel.RefusedError
+		if !errors.As(err, &refused) || refused.Reason != ReasonNotAllowed {
+			if st != nil {
+				st.Close()
+			}
+			t.Errorf("%s: %v, want refusal %q", ip, err, ReasonNotAllowed)
+		}
+	}
+	if n := dials.Load(); n != 0 {
+		t.Errorf("%d dials made for refused destinations", n)
+	}
+}
+
 // From a cloud that fills Source (protocol version 2), the target reads the
 // source gateway there: Gatename is the target itself, even when it
 // happens to be a name the allow-list admits as a source.

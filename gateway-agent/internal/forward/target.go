@@ -64,8 +64,8 @@ func (t *Target) Handle(ctx context.Context, st *tunnel.Stream) {
 		refuse(ReasonNoAddress)
 		return
 	}
-	ip := meta.Dest.Addr()
-	if !t.Allow.Allows(meta.Source, ip, meta.Dest.Port()) {
+	dest, ok := t.Allow.Check(meta.Source, meta.Dest.Addr(), meta.Dest.Port())
+	if !ok {
 		refuse(ReasonNotAllowed)
 		return
 	}
@@ -78,7 +78,7 @@ func (t *Target) Handle(ctx context.Context, st *tunnel.Stream) {
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	addr := net.JoinHostPort(ip.Unmap().String(), strconv.Itoa(int(meta.Dest.Port())))
+	addr := net.JoinHostPort(dest.String(), strconv.Itoa(int(meta.Dest.Port())))
 	conn, err := dial(dctx, "tcp", addr)
 	cancel()
 	if err != nil {

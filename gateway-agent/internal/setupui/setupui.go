@@ -6,6 +6,12 @@
 // The same actions are offered as JSON under /api/ for the agent's setup
 // command, and /api/status serves the status.
 //
+// Changing the gateway's name, reclaiming a name and setting the owner's
+// email need the gateway's setup code (package setupcode), shown on the
+// device only: a LAN client without it (curl, a compromised device, any
+// request without an Origin header) changes nothing. Asking for a
+// reclamation mail, which goes to the name's verified owner, does not.
+//
 // POSTs are protected against cross-site request forgery with
 // net/http.CrossOriginProtection (Sec-Fetch-Site / Origin checks), and
 // requests whose Host is not the gateway's (an IP address, localhost, a
@@ -30,6 +36,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/cloudapi"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupcode"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
 
 	"github.com/gatehouse-project/gatehouse/modules/apierror"
@@ -67,17 +74,19 @@ var page = template.Must(template.New("page.html").Funcs(template.FuncMap{
 // Handler serves the setup page and its API.
 type Handler struct {
 	ctl    Controller
+	code   *setupcode.Checker
 	log    *slog.Logger
 	next   http.Handler
 	ctxTTL time.Duration
 }
 
-// New returns the setup page's handler.
-func New(ctl Controller, log *slog.Logger) *Handler {
+// New returns the setup page's handler. Changes need a setup code that
+// code accepts; with a nil code every change is refused.
+func New(ctl Controller, code *setupcode.Checker, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{ctl: ctl, log: log, ctxTTL: 60 * time.Second}
+	h := &Handler{ctl: ctl, code: code, log: log, ctxTTL: 60 * time.Second}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", h.index)
 	mux.HandleFunc("POST /name", h.formName)
@@ -85,10 +94,10 @@ func New(ctl Controller, log *slog.Logger) *Handler {
 	mux.HandleFunc("POST /reclaim/request", h.formReclaimRequest)
 	mux.HandleFunc("POST /reclaim", h.formReclaim)
 	mux.HandleFunc("GET /api/status", h.apiStatus)
-	mux.HandleFunc("POST /api/name", h.apiAction(func(ctx context.Context, r apiRequest) error { return ctl.ChooseName(ctx, r.Name) }))
-	mux.HandleFunc("POST /api/email", h.apiAction(func(ctx context.Context, r apiRequest) error { return ctl.SetEmail(ctx, r.Email) }))
-	mux.HandleFunc("POST /api/reclaim/request", h.apiAction(func(ctx context.Context, r apiRequest) error { return ctl.RequestReclaim(ctx, r.Name) }))
-	mux.HandleFunc("POST /api/reclaim", h.apiAction(func(ctx context.Context, r apiRequest) error { return ctl.Reclaim(ctx, r.Name, r.Token) }))
+	mux.HandleFunc("POST /api/name", h.apiAction(ownerOnly, func(ctx context.Context, r apiRequest) error { return ctl.ChooseName(ctx, r.Name) }))
+	mux.HandleFunc("POST /api/email", h.apiAction(ownerOnly, func(ctx context.Context, r apiRequest) error { return ctl.SetEmail(ctx, r.Email) }))
+	mux.HandleFunc("POST /api/reclaim/request", h.apiAction(anyone, func(ctx context.Context, r apiRequest) error { return ctl.RequestReclaim(ctx, r.Name) }))
+	mux.HandleFunc("POST /api/reclaim", h.apiAction(ownerOnly, func(ctx context.Context, r apiRequest) error { return ctl.Reclaim(ctx, r.Name, r.Token) }))
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.log.Warn("setup page: cross-origin request refused", "origin", r.Header.Get("Origin"), "path", r.URL.Path)
@@ -186,6 +195,10 @@ func awaitURL(name string) string { return "/?await=" + url.QueryEscape(name) }
 
 func (h *Handler) formName(w http.ResponseWriter, r *http.Request) {
 	name := strings.ToLower(strings.TrimSpace(r.PostFormValue("name")))
+	if err := h.owner(r, r.PostFormValue("code")); err != nil {
+		h.refuse(w, err, view{NameValue: name})
+		return
+	}
 	ctx, cancel := h.ctx(r)
 	defer cancel()
 	if err := h.ctl.ChooseName(ctx, name); err != nil {
@@ -197,6 +210,10 @@ func (h *Handler) formName(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) formEmail(w http.ResponseWriter, r *http.Request) {
 	email := strings.TrimSpace(r.PostFormValue("email"))
+	if err := h.owner(r, r.PostFormValue("code")); err != nil {
+		h.refuse(w, err, view{EmailValue: email})
+		return
+	}
 	ctx, cancel := h.ctx(r)
 	defer cancel()
 	if err := h.ctl.SetEmail(ctx, email); err != nil {
@@ -221,6 +238,10 @@ func (h *Handler) formReclaimRequest(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) formReclaim(w http.ResponseWriter, r *http.Request) {
 	name := strings.ToLower(strings.TrimSpace(r.PostFormValue("name")))
 	token := strings.TrimSpace(r.PostFormValue("token"))
+	if err := h.owner(r, r.PostFormValue("code")); err != nil {
+		h.refuse(w, err, view{ReclaimName: name, ReclaimPossible: true})
+		return
+	}
 	ctx, cancel := h.ctx(r)
 	defer cancel()
 	if err := h.ctl.Reclaim(ctx, name, token); err != nil {
@@ -251,6 +272,10 @@ func statusFor(err error) int {
 		return http.StatusBadGateway
 	case errors.Is(err, ErrInput):
 		return http.StatusBadRequest
+	case errors.Is(err, setupcode.ErrMissing), errors.Is(err, setupcode.ErrWrong):
+		return http.StatusForbidden
+	case errors.Is(err, setupcode.ErrTooManyAttempts):
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -266,6 +291,33 @@ type apiRequest struct {
 	Name  string `json:"name"`
 	Email string `json:"email"`
 	Token string `json:"token"`
+	// Code is the setup code, for the changes that need it.
+	Code string `json:"code"`
+}
+
+// Who may call an action: the owner (with the setup code), or anyone on
+// the LAN.
+const (
+	ownerOnly = true
+	anyone    = false
+)
+
+// owner checks the setup code given with r. Wrong codes are logged; codes
+// refused for being over the limit are not, so a flood of guesses does
+// not flood the log.
+func (h *Handler) owner(r *http.Request, code string) error {
+	if h.code == nil {
+		return setupcode.ErrMissing
+	}
+	var client netip.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		client = ap.Addr()
+	}
+	err := h.code.Check(client, code)
+	if errors.Is(err, setupcode.ErrWrong) {
+		h.log.Warn("setup page: wrong setup code", "client", client.String(), "path", r.URL.Path)
+	}
+	return err
 }
 
 type apiAnswer struct {
@@ -275,7 +327,7 @@ type apiAnswer struct {
 	Status status.Status `json:"status"`
 }
 
-func (h *Handler) apiAction(do func(context.Context, apiRequest) error) http.HandlerFunc {
+func (h *Handler) apiAction(needsOwner bool, do func(context.Context, apiRequest) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req apiRequest
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
@@ -284,9 +336,16 @@ func (h *Handler) apiAction(do func(context.Context, apiRequest) error) http.Han
 			return
 		}
 		req.Name = strings.ToLower(strings.TrimSpace(req.Name))
+		err := error(nil)
+		if needsOwner {
+			err = h.owner(r, req.Code)
+		}
 		ctx, cancel := h.ctx(r)
 		defer cancel()
-		if err := do(ctx, req); err != nil {
+		if err == nil {
+			err = do(ctx, req)
+		}
+		if err != nil {
 			a := apiAnswer{Error: cloudapi.Explain(err), Status: h.ctl.Status()}
 			var e *cloudapi.Error
 			if errors.As(err, &e) {

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,10 +18,17 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/cloudapi"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupcode"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupui"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
+
+// code is the test gateway's setup code.
+const code = "ABCDE-FGHJK"
+
+func checker() *setupcode.Checker { return setupcode.NewChecker(code) }
 
 // fake plays the agent: "taken" is refused like the cloud refuses it, any
 // other name is accepted and becomes current after two status reads (the
@@ -89,7 +98,7 @@ func (f *fake) Reclaim(_ context.Context, name, token string) error {
 
 func TestCrossOriginPostRefused(t *testing.T) {
 	f := newFake()
-	srv := httptest.NewServer(setupui.New(f, nil))
+	srv := httptest.NewServer(setupui.New(f, checker(), nil))
 	defer srv.Close()
 	req, _ := http.NewRequest("POST", srv.URL+"/name", strings.NewReader("name=evil"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -106,7 +115,7 @@ func TestCrossOriginPostRefused(t *testing.T) {
 		t.Fatal("the cross-origin POST chose a name")
 	}
 	// The browser's own same-origin POST goes through.
-	req, _ = http.NewRequest("POST", srv.URL+"/name", strings.NewReader("name=fine"))
+	req, _ = http.NewRequest("POST", srv.URL+"/name", strings.NewReader("name=fine&code="+code))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", srv.URL)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
@@ -122,7 +131,7 @@ func TestCrossOriginPostRefused(t *testing.T) {
 }
 
 func TestForeignHostRefused(t *testing.T) {
-	srv := httptest.NewServer(setupui.New(newFake(), nil))
+	srv := httptest.NewServer(setupui.New(newFake(), checker(), nil))
 	defer srv.Close()
 	for host, want := range map[string]int{
 		"evil.example":             http.StatusMisdirectedRequest, // DNS rebinding
@@ -146,7 +155,7 @@ func TestForeignHostRefused(t *testing.T) {
 
 func TestAPI(t *testing.T) {
 	f := newFake()
-	srv := httptest.NewServer(setupui.New(f, nil))
+	srv := httptest.NewServer(setupui.New(f, checker(), nil))
 	defer srv.Close()
 	post := func(path, body string) (int, map[string]any) {
 		resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
@@ -158,13 +167,13 @@ func TestAPI(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&m)
 		return resp.StatusCode, m
 	}
-	if code, m := post("/api/name", `{"name":"taken"}`); code != 400 || m["code"] != "UnavailableName" || m["error"] != "this name is already taken" {
+	if code, m := post("/api/name", `{"name":"taken","code":"`+code+`"}`); code != 400 || m["code"] != "UnavailableName" || m["error"] != "this name is already taken" {
 		t.Fatalf("refused name: %d %v", code, m)
 	}
-	if code, m := post("/api/email", `{"email":"me@example.com"}`); code != 200 || m["ok"] != true {
+	if code, m := post("/api/email", `{"email":"me@example.com","code":"`+code+`"}`); code != 200 || m["ok"] != true {
 		t.Fatalf("email: %d %v", code, m)
 	}
-	if code, m := post("/api/reclaim", `{"name":"old","token":"bad"}`); code != 400 || !strings.Contains(fmt.Sprint(m["error"]), "does not match") {
+	if code, m := post("/api/reclaim", `{"name":"old","token":"bad","code":"`+code+`"}`); code != 400 || !strings.Contains(fmt.Sprint(m["error"]), "does not match") {
 		t.Fatalf("bad reclamation token: %d %v", code, m)
 	}
 	resp, err := http.Get(srv.URL + "/api/status")
@@ -189,7 +198,7 @@ func TestSetupPageInChromium(t *testing.T) {
 	hu, _ := url.Parse(home.URL)
 	f := newFake()
 	f.target = fmt.Sprintf("https://myhome.box.test:%s/", hu.Port())
-	srv := httptest.NewServer(setupui.New(f, nil))
+	srv := httptest.NewServer(setupui.New(f, checker(), nil))
 	defer srv.Close()
 
 	ctx := testenv.Browser(t, 60*time.Second,
@@ -218,6 +227,7 @@ func TestSetupPageInChromium(t *testing.T) {
 	var errText string
 	if err := chromedp.Run(ctx,
 		chromedp.SetValue("#name-input", "taken", chromedp.ByQuery),
+		chromedp.SetValue("#name-code", code, chromedp.ByQuery),
 		chromedp.Click("#name-submit", chromedp.ByQuery),
 		chromedp.WaitVisible("#error", chromedp.ByQuery),
 		chromedp.Text("#error", &errText, chromedp.ByQuery),
@@ -230,6 +240,7 @@ func TestSetupPageInChromium(t *testing.T) {
 
 	if err := chromedp.Run(ctx,
 		chromedp.SetValue("#name-input", "myhome", chromedp.ByQuery),
+		chromedp.SetValue("#name-code", code, chromedp.ByQuery),
 		chromedp.Click("#name-submit", chromedp.ByQuery),
 	); err != nil {
 		t.Fatal(err)
@@ -252,6 +263,87 @@ func TestSetupPageInChromium(t *testing.T) {
 	}
 }
 
+// The attack of issue 14: any LAN client sending no Origin header (curl, a
+// compromised device) renamed the gateway, set the owner's email or
+// reclaimed a name. Without the setup code, or with a wrong one, every
+// such change is refused and nothing reaches the agent; guessing is cut
+// short; the owner with the code gets through.
+func TestChangesNeedTheSetupCode(t *testing.T) {
+	curl := testtools.Binary(t, "curl", "curl")
+	f := newFake()
+	srv := httptest.NewServer(setupui.New(f, checker(), nil))
+	defer srv.Close()
+	do := func(path, contentType, body string) (int, string) {
+		t.Helper()
+		out, err := exec.Command(curl, "-sS", "-o", "-", "-w", "\n%{http_code}", "-H", "Content-Type: "+contentType,
+			"--data-binary", body, srv.URL+path).Output()
+		if err != nil {
+			t.Fatalf("curl %s: %v", path, err)
+		}
+		s := string(out)
+		i := strings.LastIndexByte(s, '\n')
+		code, _ := strconv.Atoi(s[i+1:])
+		return code, s[:i]
+	}
+	const form, js = "application/x-www-form-urlencoded", "application/json"
+	for _, tc := range []struct{ path, ctype, body string }{
+		{"/name", form, "name=evil"},
+		{"/api/name", js, `{"name":"evil"}`},
+		{"/email", form, "email=evil@example.com"},
+		{"/api/email", js, `{"email":"evil@example.com"}`},
+		{"/reclaim", form, "name=evil&token=good"},
+		{"/api/reclaim", js, `{"name":"evil","token":"good"}`},
+		{"/api/name", js, `{"name":"evil","code":"WRONG-CODE1"}`},
+		{"/name", form, "name=evil&code=WRONGCODE2"},
+	} {
+		status, body := do(tc.path, tc.ctype, tc.body)
+		if status != http.StatusForbidden || !strings.Contains(body, "setup code") {
+			t.Errorf("%s %s: %d %s", tc.path, tc.body, status, body)
+		}
+	}
+	f.mu.Lock()
+	changed := f.pending != "" || len(f.emails) > 0
+	f.mu.Unlock()
+	if changed {
+		t.Fatalf("a change without the code reached the agent: pending %q emails %v", f.pending, f.emails)
+	}
+	// Guessing: a few more wrong codes, then even the right one is
+	// refused from this client, before any comparison.
+	var status int
+	for i := range 10 {
+		if status, _ = do("/api/name", js, fmt.Sprintf(`{"name":"evil","code":"GUESS%05d"}`, i)); status == http.StatusTooManyRequests {
+			break
+		}
+	}
+	if status != http.StatusTooManyRequests {
+		t.Fatalf("no limit on guesses: %d", status)
+	}
+	if status, body := do("/api/name", js, `{"name":"evil","code":"`+code+`"}`); status != http.StatusTooManyRequests {
+		t.Fatalf("the right code over the limit: %d %s", status, body)
+	}
+	// Asking for a reclamation mail (to the name's verified owner) needs
+	// no code: it changes nothing here.
+	if status, body := do("/api/reclaim/request", js, `{"name":"old"}`); status != http.StatusBadRequest || !strings.Contains(body, "verified email") {
+		t.Fatalf("reclamation request: %d %s", status, body)
+	}
+}
+
+// The owner, with the code as shown (any case, with or without its
+// hyphen), changes the name through the API as the setup command does.
+func TestOwnerWithTheCode(t *testing.T) {
+	f := newFake()
+	srv := httptest.NewServer(setupui.New(f, checker(), nil))
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/api/name", "application/json", strings.NewReader(`{"name":"myhome","code":"abcde fghjk"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || f.Status().Pending != "myhome" {
+		t.Fatalf("owner's rename: %d", resp.StatusCode)
+	}
+}
+
 // The address is the public URL with its port when it is not 443, the
 // redirect once the chosen name is there goes to it, and the web app's
 // health is shown with its detail (the owner's page, not a visitor's).
@@ -261,7 +353,7 @@ func TestPublicAddressAndWebApp(t *testing.T) {
 	at := time.Now().Add(-time.Minute)
 	f.st.Upstream = status.Upstream{URL: "https://127.0.0.1:4443", Checked: at, LastErrorAt: at, LastError: "connecting to 127.0.0.1:4443: connection refused"}
 	f.target = "https://myhome.box.test:18443/"
-	srv := httptest.NewServer(setupui.New(f, nil))
+	srv := httptest.NewServer(setupui.New(f, checker(), nil))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/")
 	if err != nil {

@@ -16,6 +16,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 // FileName is the state file inside the state directory.
@@ -29,9 +32,14 @@ type Registration struct {
 	FQDN string `json:"fqdn"`
 	Zone string `json:"zone"`
 	// Mode is tunnel or dynamic, as subscribed.
-	Mode string `json:"mode,omitempty"`
+	Mode registry.Mode `json:"mode,omitempty"`
 	// Provisional marks the name derived from the MAC address.
 	Provisional bool `json:"provisional,omitempty"`
+	// RetireAfter, for a retired name, is when it is given up: until
+	// then the gateway keeps its token, so the name stays reserved to
+	// its owner, who can switch back to it. Zero means at once (states
+	// written before the grace period existed).
+	RetireAfter time.Time `json:"retire_after,omitzero"`
 }
 
 // Valid reports whether r names a registration.
@@ -56,8 +64,9 @@ type State struct {
 	// Pending is a name the owner chose whose certificate is not there
 	// yet; the agent switches to it once it is.
 	Pending *Registration `json:"pending,omitempty"`
-	// Retired are names given up for Current that still have to be
-	// unsubscribed (the cloud was unreachable when they were replaced).
+	// Retired are names replaced by Current (or by a later choice) that
+	// are still held: until their RetireAfter, then until the cloud
+	// confirms they are given up.
 	Retired []Registration `json:"retired,omitempty"`
 	// Email is the owner's address, as last sent to the cloud.
 	Email string `json:"email,omitempty"`

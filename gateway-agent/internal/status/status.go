@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/state"
+
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 // FileName is the status file in the state directory.
@@ -32,16 +34,19 @@ type Status struct {
 	Cloud string `json:"cloud"`
 	// Name and FQDN are the name served; Provisional when it is the one
 	// derived from the MAC address.
-	Name        string `json:"name,omitempty"`
-	Zone        string `json:"zone,omitempty"`
-	FQDN        string `json:"fqdn,omitempty"`
-	Provisional bool   `json:"provisional,omitempty"`
-	Mode        string `json:"mode,omitempty"`
+	Name        string        `json:"name,omitempty"`
+	Zone        string        `json:"zone,omitempty"`
+	FQDN        string        `json:"fqdn,omitempty"`
+	Provisional bool          `json:"provisional,omitempty"`
+	Mode        registry.Mode `json:"mode,omitempty"`
 	// URL is https://NAME.ZONE/, with the public port when it is not
 	// 443 (PublicURL).
 	URL string `json:"url,omitempty"`
 	// Pending is a name being switched to, waiting for its certificate.
 	Pending string `json:"pending,omitempty"`
+	// Reserved are names renamed away from that this gateway still holds
+	// (the rename grace period): the owner can switch back to them.
+	Reserved []Reserved `json:"reserved,omitempty"`
 	// Email is the owner's email, as sent to the cloud.
 	Email string `json:"email,omitempty"`
 
@@ -56,6 +61,13 @@ type Status struct {
 	LANURL string `json:"lan_url,omitempty"`
 	// Problems are what is wrong, in plain words; empty when all is well.
 	Problems []string `json:"problems,omitempty"`
+}
+
+// Reserved is a name held for its owner after a rename.
+type Reserved struct {
+	Name string `json:"name"`
+	// Until is when it is given up.
+	Until time.Time `json:"until"`
 }
 
 // Tunnel is the tunnel's state (tunnel mode).
@@ -162,6 +174,9 @@ func (st Status) Text() string {
 	line("name", "%s", name)
 	if st.Pending != "" {
 		line("switching to", "%s (waiting for its certificate)", st.Pending)
+	}
+	for _, r := range st.Reserved {
+		line("reserved", "%s until %s (choose it again to switch back)", r.Name, r.Until.Format(time.RFC3339))
 	}
 	line("mode", "%s", st.Mode)
 	switch {
