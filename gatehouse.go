@@ -6,6 +6,7 @@ package gatehouse
 
 import (
 	// The Caddy modules; each registers itself in init.
+	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehouseadmin"
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehouseapp"
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehousecmd"
 	_ "github.com/gatehouse-project/gatehouse/modules/caddy/gatehousedns"

@@ -41,6 +41,9 @@ const (
 	Unauthorized = "Unauthorized"
 	// OutsideSubtree (403): a record or zone the token may not touch.
 	OutsideSubtree = "OutsideSubtree"
+	// GatewayDisabled (403): the operator disabled the gateway; its token
+	// is refused until it is enabled again.
+	GatewayDisabled = "GatewayDisabled"
 	// NotFound (404): the gateway or object does not exist.
 	NotFound = "NotFound"
 	// BodyTooLarge (413): a request body over the limit.

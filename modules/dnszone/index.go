@@ -105,7 +105,7 @@ func (x *Index) Put(g *registry.Gateway, recs []registry.Record) {
 	if !ok {
 		return
 	}
-	if g.Expired {
+	if g.Expired || g.Disabled {
 		x.Remove(name)
 		return
 	}

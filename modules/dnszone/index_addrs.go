@@ -17,7 +17,7 @@ func (x *Index) PutAddresses(g *registry.Gateway) {
 	if !ok {
 		return
 	}
-	if g.Expired {
+	if g.Expired || g.Disabled {
 		x.Remove(name)
 		return
 	}

@@ -221,6 +221,8 @@ func revokeReason(ev registry.Event) string {
 	switch {
 	case ev.Gateway == nil:
 		return "unsubscribed"
+	case ev.Gateway.Disabled:
+		return "disabled by the operator"
 	case ev.Gateway.Expired:
 		return "expired"
 	}
@@ -281,6 +283,9 @@ func (n *Node) AuthenticateTunnel(ctx context.Context, name, key string) error {
 	g, err := n.reg.Authenticate(ctx, key)
 	if errors.Is(err, registry.ErrNotFound) {
 		return refuse("unknown token")
+	}
+	if errors.Is(err, registry.ErrDisabled) {
+		return refuse("gateway disabled by the operator")
 	}
 	if err != nil {
 		// Not a refusal: the agent only learns that authentication failed.

@@ -192,6 +192,7 @@ var errorTable = []struct {
 	{registry.ErrTooMany, http.StatusBadRequest, apierror.TooManyRecords},
 	{registry.ErrTooLarge, http.StatusBadRequest, apierror.RecordsTooLarge},
 	{registry.ErrOutsideSubtree, http.StatusForbidden, apierror.OutsideSubtree},
+	{registry.ErrDisabled, http.StatusForbidden, apierror.GatewayDisabled},
 	{registry.ErrNotFound, http.StatusNotFound, apierror.NotFound},
 	{registry.ErrNoMailer, http.StatusServiceUnavailable, apierror.EmailUnavailable},
 }

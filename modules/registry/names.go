@@ -58,6 +58,15 @@ func (n *Names) Check(name string) error {
 	return nil
 }
 
+// Configured reports whether name is reserved by the built-in rules or
+// the configuration, which a run-time release cannot undo. Run-time
+// reservations are not held here but checked by the store inside the
+// registering transaction, so that they hold on every node at once and
+// never hide a name registered before its reservation.
+func (n *Names) Configured(name string) bool {
+	return n.reserved[name] || nsNameRE.MatchString(name)
+}
+
 // NameFromMAC derives the provisional name of a gateway from its MAC
 // address: "gw-" and the twelve hex digits, so it is stable across
 // re-installs and never collides with another device.

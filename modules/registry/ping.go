@@ -93,7 +93,12 @@ func (r *Registry) pingLoop() {
 		results := r.store.PingBatch(context.Background(), reqs)
 		for i, p := range live {
 			res := results[i]
-			if res.Err == nil {
+			if res.Err == nil && res.Gateway.Disabled {
+				// The ping is recorded (the operator sees the gateway is
+				// alive) but answered with the refusal, and observers
+				// keep the name out of DNS.
+				res = PingResult{Err: fmt.Errorf("%w: %s", ErrDisabled, res.Gateway.Name)}
+			} else if res.Err == nil {
 				r.emitPing(res)
 			}
 			p.done <- res

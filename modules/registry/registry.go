@@ -58,7 +58,11 @@ type Gateway struct {
 	// Expired is set by the sweeper when the gateway has been silent for too
 	// long; its addresses are cleared and DNS answers NXDOMAIN until it pings.
 	Expired bool
-	Created time.Time
+	// Disabled is set by the operator: the name stays registered (and so
+	// unavailable to others) but DNS answers NXDOMAIN, its tunnel is
+	// closed and its token is refused with ErrDisabled until enabled.
+	Disabled bool
+	Created  time.Time
 }
 
 // Record is one DNS record in a subtree: a gateway's or the zone's own.
@@ -128,6 +132,8 @@ var (
 	ErrConflict      = errors.New("conflicting record")
 	// ErrTooLarge: the records at one owner would not fit a DNS answer.
 	ErrTooLarge = errors.New("records too large")
+	// ErrDisabled: the operator disabled the gateway; its token is refused.
+	ErrDisabled = errors.New("gateway disabled by the operator")
 )
 
 // ResyncAll is delivered by Store.Changes when individual changes may have

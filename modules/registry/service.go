@@ -294,6 +294,9 @@ func (r *Registry) reclaimWithToken(ctx context.Context, req SubscribeRequest) (
 		if !TokenMatches(rt, g.ReclaimTokenHash) {
 			return nil, ErrTokenMismatch
 		}
+		if g.Disabled {
+			return nil, fmt.Errorf("%w: %s", ErrDisabled, g.Name)
+		}
 		if now.After(g.ReclaimExpires) {
 			return nil, ErrExpiredToken
 		}
@@ -324,6 +327,9 @@ func (r *Registry) Authenticate(ctx context.Context, token string) (*Gateway, er
 	g, err := r.store.GatewayByToken(ctx, HashToken(token))
 	if err != nil {
 		return nil, err
+	}
+	if g.Disabled {
+		return nil, fmt.Errorf("%w: %s", ErrDisabled, g.Name)
 	}
 	r.ensureSealed(ctx, g, token)
 	return g, nil

@@ -1,9 +1,9 @@
-// Package gatehousecmd adds the `caddy gatehouse` command: administration
-// of a Gatehouse registry from the command line, with the store and keys
-// the Caddy config names. Its one subcommand so far,
-// import-registration-server, moves the gateways of an original WebThings
-// registration server into the registry (the logic is the plain package
-// modules/registry/importer).
+// Package gatehousecmd is the `caddy gatehouse import-registration-server`
+// subcommand: it moves the gateways of an original WebThings registration
+// server into the registry, with the store and keys the Caddy config
+// names (the logic is the plain package modules/registry/importer). The
+// `caddy gatehouse` command itself is registered by gatehouseadmin, which
+// adds this subcommand beside the operator's others.
 package gatehousecmd
 
 import (
@@ -20,22 +20,14 @@ import (
 	"github.com/gatehouse-project/gatehouse/modules/registry/importer"
 )
 
-func init() {
-	caddycmd.RegisterCommand(caddycmd.Command{
-		Name:  "gatehouse",
-		Short: "Administers the Gatehouse registry named by the config",
-		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(importCommand())
-		},
-	})
-}
-
 // ErrRowsSkipped: the import finished but left rows out (exit status 1,
 // so that a script notices; a second run after fixing them is safe).
 var ErrRowsSkipped = errors.New("some rows were skipped")
 
-func importCommand() *cobra.Command {
-	var from, config, adapter string
+// ImportCommand is the import-registration-server subcommand. It reads
+// --config and --adapter from its parent's persistent flags.
+func ImportCommand() *cobra.Command {
+	var from string
 	cmd := &cobra.Command{
 		Use:   "import-registration-server --from sqlite:PATH|postgres:DSN [--config FILE] [--adapter NAME]",
 		Short: "Imports the gateways of an original WebThings registration server",
@@ -52,6 +44,8 @@ after it when the registry is SQLite.`,
 			if from == "" {
 				return fmt.Errorf("--from is required: %w", importer.ErrBadSource)
 			}
+			config, _ := cmd.Flags().GetString("config")
+			adapter, _ := cmd.Flags().GetString("adapter")
 			cfg, _, _, err := caddycmd.LoadConfig(config, adapter)
 			if err != nil {
 				return fmt.Errorf("loading the config: %w", err)
@@ -62,8 +56,6 @@ after it when the registry is SQLite.`,
 		},
 	}
 	cmd.Flags().StringVar(&from, "from", "", "the original server's database: sqlite:PATH or postgres:DSN")
-	cmd.Flags().StringVarP(&config, "config", "c", "", "the Caddy config with the gatehouse app (default: ./Caddyfile)")
-	cmd.Flags().StringVarP(&adapter, "adapter", "a", "", "the config adapter")
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
+	"github.com/spf13/cobra"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -77,7 +78,7 @@ func TestImportCommand(t *testing.T) {
 		var out bytes.Buffer
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
-		cmd.SetArgs([]string{"--from", from, "--config", caddyfile, "--adapter", "caddyfile"})
+		cmd.SetArgs([]string{"import-registration-server", "--from", from, "--config", caddyfile, "--adapter", "caddyfile"})
 		err := cmd.ExecuteContext(context.Background())
 		return out.String(), err
 	}
@@ -115,8 +116,18 @@ func TestImportCommandNeedsFrom(t *testing.T) {
 	cmd := importCommand()
 	cmd.SetOut(new(bytes.Buffer))
 	cmd.SetErr(new(bytes.Buffer))
-	cmd.SetArgs(nil)
+	cmd.SetArgs([]string{"import-registration-server"})
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--from is required") {
 		t.Fatalf("without --from: %v", err)
 	}
+}
+
+// importCommand is the subcommand under a parent with the persistent
+// flags that gatehouseadmin's `caddy gatehouse` gives it.
+func importCommand() *cobra.Command {
+	parent := &cobra.Command{Use: "gatehouse", SilenceUsage: true}
+	parent.PersistentFlags().StringP("config", "c", "", "")
+	parent.PersistentFlags().StringP("adapter", "a", "", "")
+	parent.AddCommand(ImportCommand())
+	return parent
 }

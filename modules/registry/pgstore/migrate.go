@@ -114,6 +114,17 @@ var migrations = []migration{
 			sealed     bytea NOT NULL
 		)`,
 	}},
+	{version: 6, stmts: []string{
+		// The operator's switch: a disabled gateway keeps its name but
+		// is served nowhere and its token is refused.
+		`ALTER TABLE gateways ADD COLUMN disabled boolean NOT NULL DEFAULT false`,
+		// Names the operator reserved at run time, beside the configured
+		// ones, so that every node and every restart refuses them.
+		`CREATE TABLE reserved_names (
+			name    TEXT PRIMARY KEY,
+			created timestamptz NOT NULL
+		)`,
+	}},
 }
 
 // currentVersion is the schema version this code reads and writes.

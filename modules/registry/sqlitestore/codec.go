@@ -14,7 +14,7 @@ import (
 // gatewayCols are the columns scanGateway reads, from gatewayFrom.
 const gatewayCols = `g.name, g.token_hash, g.mode, g.description, g.account_id, a.email, a.optout,
 	g.email_verified, g.verify_token_hash, g.verify_expires, g.reclaim_token_hash, g.reclaim_expires,
-	g.last_ping, g.public_v4, g.public_v6, g.local_addrs, g.expired, g.created`
+	g.last_ping, g.public_v4, g.public_v6, g.local_addrs, g.expired, g.created, g.disabled`
 
 // gatewayFrom joins the owner's account, which most reads report.
 const gatewayFrom = `gateways g LEFT JOIN accounts a ON a.id = g.account_id`
@@ -27,7 +27,7 @@ type gatewayRow struct {
 	accountID, verifyExp, reclaimExp, lastPing sql.NullInt64
 	email, v4, v6, local                       sql.NullString
 	optOut                                     sql.NullBool
-	emailVerified, expired                     bool
+	emailVerified, expired, disabled           bool
 	created                                    int64
 }
 
@@ -35,7 +35,7 @@ type gatewayRow struct {
 func (r *gatewayRow) dest() []any {
 	return []any{&r.name, &r.tokenHash, &r.mode, &r.description, &r.accountID, &r.email, &r.optOut,
 		&r.emailVerified, &r.verifyHash, &r.verifyExp, &r.reclaimHash, &r.reclaimExp,
-		&r.lastPing, &r.v4, &r.v6, &r.local, &r.expired, &r.created}
+		&r.lastPing, &r.v4, &r.v6, &r.local, &r.expired, &r.created, &r.disabled}
 }
 
 func (r *gatewayRow) gateway() (*registry.Gateway, error) {
@@ -54,6 +54,7 @@ func (r *gatewayRow) gateway() (*registry.Gateway, error) {
 		ReclaimExpires:   timeFrom(r.reclaimExp),
 		LastPing:         timeFrom(r.lastPing),
 		Expired:          r.expired,
+		Disabled:         r.disabled,
 		Created:          time.Unix(0, r.created).UTC(),
 	}
 	var err error

@@ -55,6 +55,11 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"ConcurrentCreateSameName", testConcurrentCreate},
 		{"CancelledContextWritesNothing", testCancelledContext},
 		{"SealedTokens", testSealedTokens},
+		{"AdminListPagesAndFilters", testAdminList},
+		{"AdminStats", testAdminStats},
+		{"AdminDisabledRoundTrips", testAdminDisabled},
+		{"AdminReservedNames", testAdminReserved},
+		{"ImportIsIdempotent", testImport},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -126,6 +131,7 @@ func diffGateway(got, want *registry.Gateway) []string {
 	check("AccountID", got.AccountID == want.AccountID, got.AccountID, want.AccountID)
 	check("Email", got.Email == want.Email, got.Email, want.Email)
 	check("OptOut", got.OptOut == want.OptOut, got.OptOut, want.OptOut)
+	check("Disabled", got.Disabled == want.Disabled, got.Disabled, want.Disabled)
 	check("EmailVerified", got.EmailVerified == want.EmailVerified, got.EmailVerified, want.EmailVerified)
 	check("VerifyTokenHash", bytes.Equal(got.VerifyTokenHash, want.VerifyTokenHash), got.VerifyTokenHash, want.VerifyTokenHash)
 	checkTime("VerifyExpires", got.VerifyExpires, want.VerifyExpires)
