@@ -86,6 +86,11 @@ func TestRoundTripBothWays(t *testing.T) {
 		t.Run(pair[0]+"-to-"+pair[1], func(t *testing.T) {
 			src, dst := open(t, pair[0]), open(t, pair[1])
 			tokens := seed(t, src, 300, 20)
+			// One gateway's token sealed, as a cloud with a seal key keeps it.
+			sealed := []byte("sealed-token-bytes-of-gw000003")
+			if err := src.SealToken(t.Context(), "gw000003", registry.HashToken(tokens[3]), sealed); err != nil {
+				t.Fatal(err)
+			}
 			var buf bytes.Buffer
 			tr, err := backup.Export(t.Context(), src, &buf)
 			if err != nil {
@@ -121,6 +126,9 @@ func TestRoundTripBothWays(t *testing.T) {
 				if err != nil || g.Name != fmt.Sprintf("gw%06d", i) {
 					t.Errorf("token %d after import: %v, %v", i, g, err)
 				}
+			}
+			if hash, got, err := dst.SealedToken(t.Context(), "gw000003"); err != nil || !bytes.Equal(got, sealed) || !bytes.Equal(hash, registry.HashToken(tokens[3])) {
+				t.Errorf("seal of gw000003 after import = %q, %v", got, err)
 			}
 			g, err := dst.Gateway(t.Context(), "gw000020")
 			if err != nil || g.Email != "owner2@example.org" || !g.EmailVerified || len(g.LocalAddrs) != 2 {
