@@ -97,7 +97,6 @@ func TestUDPLoopWildcardSource(t *testing.T) {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-
 // TestUDPLoopBurst sends a burst from one unconnected socket, so that the
 // loop reads several datagrams per call, and checks that every query gets
 // its own answer, malformed ones their FORMERR, responses nothing.
