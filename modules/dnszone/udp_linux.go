@@ -98,7 +98,6 @@ type udpSlot struct {
 	outOOB   []byte
 	reply    int
 	addr     net.Addr
-	udpAddr  *net.UDPAddr
 	hasReply bool
 }
 
