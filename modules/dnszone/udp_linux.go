@@ -189,6 +189,10 @@ func (l *udpLoop) serve(w *batchWriter, b []byte) {
 		// A response: answering it could loop between two servers.
 		return
 	}
+	if req, ok := w.fast.unpack(b); ok {
+		h.ServeDNS(w, req)
+		return
+	}
 	req := new(dns.Msg)
 	if err := req.Unpack(b); err != nil {
 		h.stats.malformed.Add(1)
@@ -240,6 +244,8 @@ func (l *udpLoop) replyOOB(s *udpSlot, oob []byte) []byte {
 type batchWriter struct {
 	loop *udpLoop
 	slot *udpSlot
+	// fast is the loop's reused query, valid until the next datagram.
+	fast fastQuery
 }
 
 var _ dns.ResponseWriter = (*batchWriter)(nil)
