@@ -325,7 +325,9 @@ awk -v targets="$TARGETS" '
 			}
 		}
 		if (("pdns hit" in best) && ("zone hit" in best))
-			printf "   RSS zone/pdns %.2fx, app/pdns %.2fx\n", rss["zone"] / rss["pdns"], rss["app"] / rss["pdns"]
+			printf "   RSS zone/pdns %.2fx\n", rss["zone"] / rss["pdns"]
+		if (("pdns hit" in best) && ("app hit" in best))
+			printf "   RSS app/pdns %.2fx\n", rss["app"] / rss["pdns"]
 		if (("fixed hit" in best) && ("zone hit" in best))
 			printf "   zone/fixed queries/s (hit): %.1f%%\n", 100 * best["zone hit"] / best["fixed hit"]
 	}' "$work/results"
