@@ -154,6 +154,10 @@ func NewServer(h *Handler, pcs []net.PacketConn, lns []net.Listener, opts Server
 	return s
 }
 
+// BatchedUDP returns how many of the UDP sockets are served by the batched
+// loop; the others are served by miekg/dns's reader.
+func (s *Server) BatchedUDP() int { return len(s.loops) }
+
 // acceptQuery lets every request reach the handler, which answers opcodes,
 // section counts and EDNS itself (so that the rules are unit-testable in
 // Answer), and ignores responses: answering one could loop between two
