@@ -181,6 +181,15 @@ func (l *udpLoop) writeAll(out []ipv4.Message) {
 // FORMERR to what does not unpack.
 func (l *udpLoop) serve(w *batchWriter, b []byte) {
 	h := l.h
+	// ServeDNS recovers its own panics; this guards the unpacking, so
+	// that no datagram can end a loop (and with it the socket's service).
+	defer func() {
+		if p := recover(); p != nil {
+			h.stats.panics.Add(1)
+			w.slot.hasReply = false
+			h.log.Error("dns datagram panicked", "panic", p)
+		}
+	}()
 	if len(b) < 12 {
 		h.stats.malformed.Add(1)
 		return
