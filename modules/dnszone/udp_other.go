@@ -8,7 +8,7 @@ import (
 
 // udpLoop is Linux only (recvmmsg, sendmmsg); elsewhere every socket is
 // served by miekg/dns.
-type udpLoop struct{}
+type udpLoop struct{ conn *net.UDPConn }
 
 func newUDPLoop(*Handler, net.PacketConn, int) (*udpLoop, error) { return nil, nil }
 
