@@ -263,6 +263,11 @@ func TestCloudReloadKeepsDNS(t *testing.T) {
 	if got := c.dig("+tcp", "+short", "steady.box.test", "A"); !slices.Equal(got, []string{"192.0.2.10"}) {
 		t.Fatalf("after reload, over TCP: %v", got)
 	}
+	// Both configurations served UDP with the batched loop: Caddy's
+	// reload-safe sockets unwrap to the *net.UDPConn it needs.
+	if n := strings.Count(c.logs(), `"udp":1,"udp_batched":1`); n < 2 {
+		t.Errorf("%d of 2 configurations served UDP batched:\n%s", n, c.logs())
+	}
 }
 
 // Every example configuration adapts and validates (provisioning included).

@@ -10,6 +10,9 @@
 #      fixed  miekg/dns answering one fixed A record: the library's ceiling;
 #      zone   the real Handler and Server (zoneserver), rate limiting on
 #             with a limit never reached so its cost is counted;
+#      zone1  the same with miekg/dns's one-datagram-per-syscall UDP
+#             reader instead of the batched loop (not in the default
+#             TARGETS: add it to compare the two);
 #      app    the Caddy build itself (./cmd/caddy) serving the same
 #             gateways from a SQLite registry it loads at start;
 #      pdns   PowerDNS (Debian pdns-server + pdns-backend-bind, default
@@ -47,6 +50,7 @@ ZONE_ADDR=127.0.0.1:5300
 APP_ADDR=127.0.0.1:5302
 APP_ADMIN=127.0.0.1:5303
 PDNS_ADDR=127.0.0.1:5304
+ZONE1_ADDR=127.0.0.1:5305
 
 cd "$(dirname "$0")/../.."
 command -v dnsperf >/dev/null || { echo "dnsperf not found: apt-get install dnsperf" >&2; exit 1; }
@@ -179,6 +183,7 @@ start_target() {
 	case $1 in
 	fixed) start_server "$work/fixed.log" "$work/fixedserver" -listen "$FIXED_ADDR" ;;
 	zone) start_server "$work/zone.log" "$work/zoneserver" -n "$N" -listen "$ZONE_ADDR" ;;
+	zone1) start_server "$work/zone1.log" "$work/zoneserver" -n "$N" -listen "$ZONE1_ADDR" -udp-readers -1 ;;
 	app) start_app ;;
 	pdns) start_pdns ;;
 	esac
@@ -188,6 +193,7 @@ addr_of() {
 	case $1 in
 	fixed) echo "$FIXED_ADDR" ;;
 	zone) echo "$ZONE_ADDR" ;;
+	zone1) echo "$ZONE1_ADDR" ;;
 	app) echo "$APP_ADDR" ;;
 	pdns) echo "$PDNS_ADDR" ;;
 	esac
@@ -319,7 +325,9 @@ awk -v targets="$TARGETS" '
 			}
 		}
 		if (("pdns hit" in best) && ("zone hit" in best))
-			printf "   RSS zone/pdns %.2fx, app/pdns %.2fx\n", rss["zone"] / rss["pdns"], rss["app"] / rss["pdns"]
+			printf "   RSS zone/pdns %.2fx\n", rss["zone"] / rss["pdns"]
+		if (("pdns hit" in best) && ("app hit" in best))
+			printf "   RSS app/pdns %.2fx\n", rss["app"] / rss["pdns"]
 		if (("fixed hit" in best) && ("zone hit" in best))
 			printf "   zone/fixed queries/s (hit): %.1f%%\n", 100 * best["zone hit"] / best["fixed hit"]
 	}' "$work/results"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,12 @@ type ServerOptions struct {
 	MaxTCPQueries int `json:"max_tcp_queries,omitempty"`
 	// UDPSize is the read buffer for one UDP query. Default 4096.
 	UDPSize int `json:"udp_size,omitempty"`
+	// UDPReaders is how many loops read each UDP socket with batched
+	// reads and writes (recvmmsg/sendmmsg, Linux): while one answers its
+	// batch, another reads. Default GOMAXPROCS. Negative: serve UDP with
+	// miekg/dns's one-datagram-per-syscall reader, as on other systems
+	// and on sockets that are not (and do not wrap) a *net.UDPConn.
+	UDPReaders int `json:"udp_readers,omitempty"`
 }
 
 func (o ServerOptions) withDefaults() ServerOptions {
@@ -63,6 +70,9 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	if o.UDPSize < dns.MinMsgSize {
 		o.UDPSize = 4096
 	}
+	if o.UDPReaders == 0 {
+		o.UDPReaders = runtime.GOMAXPROCS(0)
+	}
 	return o
 }
 
@@ -81,6 +91,10 @@ type Server struct {
 	srvs []*dns.Server
 	pcs  []net.PacketConn
 	lns  []*tcpListener
+	// loops serve the UDP sockets that take batched I/O, readers
+	// goroutines each.
+	loops   []*udpLoop
+	readers int
 
 	mu       sync.Mutex
 	started  bool
@@ -93,7 +107,7 @@ type Server struct {
 // listeners.
 func NewServer(h *Handler, pcs []net.PacketConn, lns []net.Listener, opts ServerOptions) *Server {
 	o := opts.withDefaults()
-	s := &Server{h: h, errc: make(chan error, len(pcs)+len(lns))}
+	s := &Server{h: h, errc: make(chan error, len(pcs)+len(lns)), readers: o.UDPReaders}
 	newDNSServer := func() *dns.Server {
 		return &dns.Server{
 			Handler:       h,
@@ -108,9 +122,17 @@ func NewServer(h *Handler, pcs []net.PacketConn, lns []net.Listener, opts Server
 		}
 	}
 	for _, pc := range pcs {
+		s.pcs = append(s.pcs, pc)
+		if o.UDPReaders > 0 {
+			// A socket the batched loop cannot take (or whose packet
+			// info cannot be enabled) is served by miekg/dns instead.
+			if l, err := newUDPLoop(h, pc, o.UDPSize); err == nil && l != nil {
+				s.loops = append(s.loops, l)
+				continue
+			}
+		}
 		srv := newDNSServer()
 		srv.PacketConn = pc
-		s.pcs = append(s.pcs, pc)
 		s.srvs = append(s.srvs, srv)
 	}
 	for _, ln := range lns {
@@ -131,6 +153,10 @@ func NewServer(h *Handler, pcs []net.PacketConn, lns []net.Listener, opts Server
 	}
 	return s
 }
+
+// BatchedUDP returns how many of the UDP sockets are served by the batched
+// loop; the others are served by miekg/dns's reader.
+func (s *Server) BatchedUDP() int { return len(s.loops) }
 
 // acceptQuery lets every request reach the handler, which answers opcodes,
 // section counts and EDNS itself (so that the rules are unit-testable in
@@ -154,13 +180,28 @@ func (s *Server) Start() error {
 	case s.started:
 		s.mu.Unlock()
 		return ErrServerStarted
-	case len(s.srvs) == 0:
+	case len(s.srvs) == 0 && len(s.loops) == 0:
 		s.mu.Unlock()
 		return ErrNoListeners
 	}
 	// The lock is held until every goroutine is counted, so that a
 	// concurrent Shutdown waits for all of them.
 	s.started = true
+	for _, l := range s.loops {
+		var once sync.Once
+		for range s.readers {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				if err := l.run(s.stopping.Load); err != nil && !s.stopping.Load() {
+					// One report per socket, whichever reader saw it.
+					once.Do(func() {
+						s.errc <- fmt.Errorf("dns server on udp/%s: %w", l.conn.LocalAddr(), err)
+					})
+				}
+			}()
+		}
+	}
 	for _, srv := range s.srvs {
 		ready := make(chan struct{})
 		exited := make(chan struct{})

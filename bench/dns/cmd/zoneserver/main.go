@@ -29,6 +29,7 @@ func main() {
 	measure := flag.Bool("measure", false, "report load time and memory per gateway, then exit")
 	typical := flag.Bool("typical", false, "make every gateway the typical one (tunnel, public v4, one LAN v4, no records)")
 	rrlRate := flag.Float64("rrl-rate", 1e9, "responses per second per client prefix; 0 disables rate limiting")
+	udpReaders := flag.Int("udp-readers", 0, "batched UDP readers per socket (0: one per core; -1: miekg/dns's reader, the path before batching)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the serving time to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -48,7 +49,7 @@ func main() {
 		measureLoad(*n, *typical)
 		return
 	}
-	if err := serve(*n, *typical, *listen, *rrlRate); err != nil {
+	if err := serve(*n, *typical, *listen, *rrlRate, *udpReaders); err != nil {
 		log.Print(err)
 	}
 }
@@ -86,7 +87,7 @@ func measureLoad(n int, typical bool) {
 	runtime.KeepAlive(idx)
 }
 
-func serve(n int, typical bool, listen string, rrlRate float64) error {
+func serve(n int, typical bool, listen string, rrlRate float64, udpReaders int) error {
 	idx := dnszone.NewIndex()
 	start := time.Now()
 	for i := range n {
@@ -112,7 +113,7 @@ func serve(n int, typical bool, listen string, rrlRate float64) error {
 		pc.Close()
 		return err
 	}
-	s := dnszone.NewServer(h, []net.PacketConn{pc}, []net.Listener{ln}, dnszone.ServerOptions{})
+	s := dnszone.NewServer(h, []net.PacketConn{pc}, []net.Listener{ln}, dnszone.ServerOptions{UDPReaders: udpReaders})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Printf("zoneserver: serving udp+tcp/%s\n", pc.LocalAddr())
