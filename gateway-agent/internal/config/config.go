@@ -21,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -670,11 +669,3 @@ func (c *Config) Level() (slog.Level, error) {
 	return l, nil
 }
 
-// Keys lists the JSON keys, in documentation order.
-func Keys() []string {
-	out := make([]string, 0, len(options))
-	for _, o := range options {
-		out = append(out, o.key)
-	}
-	return slices.Clip(out)
-}
