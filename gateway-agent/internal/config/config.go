@@ -668,4 +668,3 @@ func (c *Config) Level() (slog.Level, error) {
 	}
 	return l, nil
 }
-
