@@ -25,8 +25,8 @@ package ingress
 import (
 	"context"
 	"errors"
-	"net"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
