@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -101,10 +102,7 @@ func TestPageKite(t *testing.T) {
 	c := startKiteCloud(t)
 	cert := newGatewayCert(t, "kite")
 	srv := gatewayServer(t, cert, "hello from the kite")
-	port := srv.Listener.Addr().(interface{ String() string })
-	_, bport, _ := strings.Cut(port.String(), "127.0.0.1:")
-	var backendPort int
-	fmt.Sscan(bport, &backendPort)
+	backendPort := srv.Listener.Addr().(*net.TCPAddr).Port
 	token := subscribe(t, c, "kite")
 	start := time.Now()
 
