@@ -31,7 +31,7 @@ func (r *Router) handle(c net.Conn, toServer func(net.Conn) bool) {
 		start := time.Now()
 		var kite bool
 		var err error
-		first, kite, err = sniffKite(c, timeout)
+		first, kite, err = sniffKite(c, timeout, r.sniffBuffer())
 		if kite {
 			r.serveKite(c, first)
 			return
@@ -122,12 +122,22 @@ func (r *Router) handle(c net.Conn, toServer func(net.Conn) bool) {
 	r.relay(rc, st, name)
 }
 
-// sniffKite reads the first bytes of c, up to pagekite.SniffLen, until
-// they can no longer be a kite's request or are all there. A TLS
+// sniffBuffer is how much the sniff reads at most: whatever the client
+// has sent, up to a typical ClientHello, so that TLS costs no extra read.
+func (r *Router) sniffBuffer() int {
+	limit := r.cfg.MaxHelloBytes
+	if limit <= 0 {
+		limit = clienthello.DefaultMaxBytes
+	}
+	return max(pagekite.SniffLen, min(limit, 4<<10))
+}
+
+// sniffKite reads the first bytes of c, at least pagekite.SniffLen unless
+// they can no longer be a kite's request first, at most size. A TLS
 // ClientHello starts with 0x16 and is ruled out by its first byte, so TLS
-// clients never wait here. kite is true only with all SniffLen bytes
-// matching; err is the read error that stopped it early, if any.
-func sniffKite(c net.Conn, timeout time.Duration) (first []byte, kite bool, err error) {
+// clients never wait here. kite is true only when the first SniffLen bytes
+// match; err is the read error that stopped it early, if any.
+func sniffKite(c net.Conn, timeout time.Duration, size int) (first []byte, kite bool, err error) {
 	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return nil, false, err
 	}
@@ -136,9 +146,9 @@ func sniffKite(c net.Conn, timeout time.Duration) (first []byte, kite bool, err 
 			err = derr
 		}
 	}()
-	buf := make([]byte, pagekite.SniffLen)
+	buf := make([]byte, size)
 	n := 0
-	for n < len(buf) {
+	for n < pagekite.SniffLen {
 		var m int
 		m, err = c.Read(buf[n:])
 		n += m
@@ -149,7 +159,7 @@ func sniffKite(c net.Conn, timeout time.Duration) (first []byte, kite bool, err 
 			return buf[:n], false, err
 		}
 	}
-	return buf, true, nil
+	return buf[:n], pagekite.Sniff(buf[:pagekite.SniffLen]), nil
 }
 
 // serveKite hands a kite's connection to the PageKite server, replaying
