@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
 	"github.com/gatehouse-project/gatehouse/modules/dnsprovider"
@@ -453,7 +454,7 @@ func (e *acmeEnv) challengeGone(ctx context.Context, fqdn, zone, token string) {
 	t := e.cloud.t
 	t.Helper()
 	prov := e.cloud.provider(token)
-	eventually(t, 15*time.Second, "the challenge records of "+fqdn+" to be deleted", func() bool {
+	testtools.Eventually(t, 15*time.Second, "the challenge records of "+fqdn+" to be deleted", func() bool {
 		if got := e.cloud.dig("+short", "_acme-challenge."+fqdn, "TXT"); len(got) != 0 {
 			return false
 		}

@@ -210,7 +210,7 @@ func TestCloudExpiry(t *testing.T) {
 	if got := c.dig("+short", "sleepy.box.test", "A"); len(got) != 1 {
 		t.Fatalf("before expiry: %v", got)
 	}
-	eventually(t, 10*time.Second, "expiry to remove the name from DNS", func() bool {
+	testtools.Eventually(t, 10*time.Second, "expiry to remove the name from DNS", func() bool {
 		return testtools.DigStatus(t, c.dns, "sleepy.box.test", "A") == "NXDOMAIN"
 	})
 	if code, _ := c.api("/ping?token=" + token); code != 200 {
@@ -230,15 +230,15 @@ func TestCloudTwoNodesSharePostgres(t *testing.T) {
 	_, sub := a.api("/subscribe?name=shared")
 	token := sub["token"].(string)
 	start := time.Now()
-	eventually(t, time.Second, "node b to answer for a name registered on node a", func() bool {
+	testtools.Eventually(t, time.Second, "node b to answer for a name registered on node a", func() bool {
 		return testtools.DigStatus(t, b.dns, "shared.box.test", "A") == "NOERROR"
 	})
 	a.api("/ping?token=" + token + "&local_ip=10.1.2.3")
-	eventually(t, time.Second, "node b to see node a's ping", func() bool {
+	testtools.Eventually(t, time.Second, "node b to see node a's ping", func() bool {
 		return slices.Equal(b.dig("+short", "local.shared.box.test", "A"), []string{"10.1.2.3"})
 	})
 	a.api("/unsubscribe?token=" + token)
-	eventually(t, time.Second, "node b to drop an unsubscribed name", func() bool {
+	testtools.Eventually(t, time.Second, "node b to drop an unsubscribed name", func() bool {
 		return testtools.DigStatus(t, b.dns, "shared.box.test", "A") == "NXDOMAIN"
 	})
 	t.Logf("three changes propagated in %s", time.Since(start).Round(time.Millisecond))

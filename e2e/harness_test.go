@@ -183,11 +183,3 @@ func (c *cloud) dig(args ...string) []string {
 	c.t.Helper()
 	return testtools.Dig(c.t, c.dns, args...)
 }
-
-// eventually retries cond until it holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if err := cloudtest.WaitFor(what, timeout, 50*time.Millisecond, cond); err != nil {
-		t.Fatal(err)
-	}
-}

@@ -48,7 +48,7 @@ func TestIngressAttackLiveGatewayNotServedByCloud(t *testing.T) {
 	// Offline: the gateway's own name gets the page, names below it
 	// (which no certificate of the cloud covers) a clean alert.
 	a.stop()
-	eventually(t, 10*time.Second, "the offline page", func() bool {
+	testtools.Eventually(t, 10*time.Second, "the offline page", func() bool {
 		r, err := tryCurlTLS(t, c, "alpha.box.test", "/", c.rootCA())
 		return err == nil && r.code == 503
 	})

@@ -70,7 +70,7 @@ func startTunnelCloud(t *testing.T, storage string) *cloud {
 	c := startCloud(t, strings.Replace(tunnelCaddyfile, "%STORAGE%", storage, 1))
 	// The offline site's wildcard certificate comes from the local CA in
 	// the background; wait for it, so the first offline answer is a page.
-	eventually(t, 30*time.Second, "the wildcard certificate", func() bool {
+	testtools.Eventually(t, 30*time.Second, "the wildcard certificate", func() bool {
 		code, _, err := c.tryCurl("nosuchgateway.box.test", "/")
 		return err == nil && code == 404
 	})
@@ -184,7 +184,7 @@ func startAgent(t *testing.T, c *cloud, name, token, upstream string, backoff cl
 	a.cancel = cancel
 	go func() { defer close(a.done); _ = a.c.Run(ctx) }()
 	t.Cleanup(a.stop)
-	eventually(t, 20*time.Second, name+"'s tunnel to come up", func() bool { return a.c.State().Connected })
+	testtools.Eventually(t, 20*time.Second, name+"'s tunnel to come up", func() bool { return a.c.State().Connected })
 	return a
 }
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
@@ -111,7 +112,7 @@ func TestTunnelSessionReplacement(t *testing.T) {
 		t.Fatalf("before: %d %q", r.code, r.body)
 	}
 	startAgent(t, c, "alpha", token, newSrv.Listener.Addr().String(), fastBackoff)
-	eventually(t, 10*time.Second, "the old client to be replaced", func() bool {
+	testtools.Eventually(t, 10*time.Second, "the old client to be replaced", func() bool {
 		st := old.c.State()
 		return !st.Connected && st.LastError != nil && strings.Contains(st.LastError.Error(), hub.ReasonReplaced)
 	})
@@ -132,7 +133,7 @@ func TestTunnelCloudRestart(t *testing.T) {
 	}
 	before := a.c.State().Since
 	c.restart()
-	eventually(t, 20*time.Second, "the client to reconnect", func() bool {
+	testtools.Eventually(t, 20*time.Second, "the client to reconnect", func() bool {
 		st := a.c.State()
 		return st.Connected && st.Since.After(before)
 	})
@@ -209,7 +210,7 @@ func TestTunnelOfflinePage(t *testing.T) {
 	}
 	a.stop()
 	var r curlResult
-	eventually(t, 10*time.Second, "the offline page", func() bool {
+	testtools.Eventually(t, 10*time.Second, "the offline page", func() bool {
 		var err error
 		r, err = tryCurlTLS(t, c, "alpha.box.test", "/", c.rootCA())
 		return err == nil && r.code == 503
@@ -246,7 +247,7 @@ func TestTunnelUnsubscribeClosesTunnel(t *testing.T) {
 	if code, _ := c.api("/unsubscribe?token=" + token); code != 200 {
 		t.Fatalf("unsubscribe: %d", code)
 	}
-	eventually(t, 10*time.Second, "the client to be disconnected", func() bool {
+	testtools.Eventually(t, 10*time.Second, "the client to be disconnected", func() bool {
 		st := a.c.State()
 		return !st.Connected && st.LastError != nil && strings.Contains(st.LastError.Error(), "unsubscribed")
 	})

@@ -114,7 +114,7 @@ func (a *agentRun) status(t *testing.T) status.Status {
 func (a *agentRun) waitReady(t *testing.T, name string, tunnel bool) status.Status {
 	t.Helper()
 	var st status.Status
-	testenv.Eventually(t, 90*time.Second, name+" served with its certificate", func() bool {
+	testtools.Eventually(t, 90*time.Second, name+" served with its certificate", func() bool {
 		if a.Exited() {
 			t.Fatalf("agent exited:\n%s", a.Output())
 		}
@@ -207,7 +207,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(stateDir, state.FileName)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file: %v %v", fi.Mode(), err)
 	}
-	testenv.Eventually(t, 20*time.Second, "the ping in DNS", func() bool {
+	testtools.Eventually(t, 20*time.Second, "the ping in DNS", func() bool {
 		return slices.Equal(testenv.Dig(t, c.DNSPort, "local."+provisional+".box.test", "A"), []string{lanAddr})
 	})
 	roots := p.IssuedRoots(t)
@@ -245,7 +245,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	// The provisional name is not given up at once: it stays reserved to
 	// this gateway for the grace period.
 	var switched status.Status
-	testenv.Eventually(t, 90*time.Second, "the switch to myhome", func() bool {
+	testtools.Eventually(t, 90*time.Second, "the switch to myhome", func() bool {
 		switched = a.status(t)
 		return switched.Name == "myhome"
 	})
@@ -259,10 +259,10 @@ func TestAgentEndToEnd(t *testing.T) {
 	if st.Provisional || st.Pending != "" {
 		t.Fatalf("after rename: %+v", st)
 	}
-	testenv.Eventually(t, 20*time.Second, "the new name's LAN address in DNS", func() bool {
+	testtools.Eventually(t, 20*time.Second, "the new name's LAN address in DNS", func() bool {
 		return slices.Equal(testenv.Dig(t, c.DNSPort, "local.myhome.box.test", "A"), []string{lanAddr})
 	})
-	testenv.Eventually(t, 20*time.Second, "the provisional name to be given up", func() bool {
+	testtools.Eventually(t, 20*time.Second, "the provisional name to be given up", func() bool {
 		return len(testenv.Dig(t, c.DNSPort, provisional+".box.test", "A")) == 0
 	})
 	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).
@@ -308,7 +308,7 @@ func TestAgentEndToEnd(t *testing.T) {
 
 	// The cloud restarts under the agent: the tunnel comes back by itself.
 	c.Restart(t)
-	testenv.Eventually(t, 60*time.Second, "the tunnel to come back after the cloud restarted", func() bool {
+	testtools.Eventually(t, 60*time.Second, "the tunnel to come back after the cloud restarted", func() bool {
 		s := a2.status(t)
 		return s.Tunnel.Connected && time.Since(s.Tunnel.Since) < time.Minute
 	})
@@ -402,7 +402,7 @@ func renameInBrowser(t *testing.T, a *agentRun, setupCode string) {
 	// (the redirect to https://myhome.box.test/ cannot load here: no
 	// public port 443).
 	var loc string
-	testenv.Eventually(t, 90*time.Second, "the page to wait for or move to the new name", func() bool {
+	testtools.Eventually(t, 90*time.Second, "the page to wait for or move to the new name", func() bool {
 		if chromedp.Run(ctx, chromedp.Location(&loc)) != nil {
 			return false
 		}
@@ -430,7 +430,7 @@ func TestAgentDynamicModeAndExpiry(t *testing.T) {
 		t.Fatalf("dynamic mode status: %+v", st)
 	}
 	name := provisional + ".box.test"
-	testenv.Eventually(t, 20*time.Second, "the name to follow the pinging address", func() bool {
+	testtools.Eventually(t, 20*time.Second, "the name to follow the pinging address", func() bool {
 		return slices.Equal(testenv.Dig(t, c.DNSPort, name, "A"), []string{"127.0.0.1"})
 	})
 	// Pinging every second keeps a 4-second expiry away.
@@ -439,11 +439,11 @@ func TestAgentDynamicModeAndExpiry(t *testing.T) {
 		t.Fatalf("a pinging gateway expired: %v", got)
 	}
 	a.Kill() // a power cut: no goodbye
-	testenv.Eventually(t, 20*time.Second, "the silent gateway to expire", func() bool {
+	testtools.Eventually(t, 20*time.Second, "the silent gateway to expire", func() bool {
 		return len(testenv.Dig(t, c.DNSPort, name, "A")) == 0 && len(testenv.Dig(t, c.DNSPort, "local."+name, "A")) == 0
 	})
 	a2 := startAgent(t, c, p, stateDir, upstream(t), setupPort, httpsPort, "-mode", "dynamic", "-ping-interval", "1s")
-	testenv.Eventually(t, 30*time.Second, "the name to come back with the agent", func() bool {
+	testtools.Eventually(t, 30*time.Second, "the name to come back with the agent", func() bool {
 		return slices.Equal(testenv.Dig(t, c.DNSPort, "local."+name, "A"), []string{lanAddr})
 	})
 	if strings.Contains(a2.Output(), "registered provisional name") {
@@ -529,11 +529,11 @@ func TestAgentEmailAndReclaim(t *testing.T) {
 	}
 	fresh.waitReady(t, "myhome", true)
 
-	testenv.Eventually(t, 30*time.Second, "the old gateway to report its refused token", func() bool {
+	testtools.Eventually(t, 30*time.Second, "the old gateway to report its refused token", func() bool {
 		return strings.Contains(strings.Join(old.status(t).Problems, "\n"), "refused this gateway's token")
 	})
 	if c.TunnelIngress {
-		testenv.Eventually(t, 20*time.Second, "the name to reach the new gateway through the tunnel", func() bool {
+		testtools.Eventually(t, 20*time.Second, "the name to reach the new gateway through the tunnel", func() bool {
 			roots := filepath.Join(t.TempDir(), "roots.pem")
 			_ = os.WriteFile(roots, p.IssuedRoots(t), 0o600)
 			out, _ := curlTunnel(t, c, roots, "myhome.box.test")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 
 // Each agent in its own network namespace behind its own NAT router, the
@@ -55,7 +56,7 @@ func TestForwardThroughNAT(t *testing.T) {
 		name string
 	}{{a1, site1, gw1}, {a2, site2, gw2}} {
 		var st status.Status
-		testenv.Eventually(t, 60*time.Second, x.name+"'s tunnel through the NAT", func() bool {
+		testtools.Eventually(t, 60*time.Second, x.name+"'s tunnel through the NAT", func() bool {
 			if x.a.Exited() {
 				t.Fatalf("agent exited:\n%s", x.a.Output())
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/forward"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/localapi"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 
 // The two gateways of the forwarding tests: gw2 reaches services behind gw1.
@@ -92,7 +93,7 @@ func (a *fwdAgent) expectRefused(t *testing.T, local, reason string) {
 	t.Helper()
 	testenv.ExpectClosed(t, local)
 	var got forward.Info
-	testenv.Eventually(t, 10*time.Second, "the refusal in the forward list", func() bool {
+	testtools.Eventually(t, 10*time.Second, "the refusal in the forward list", func() bool {
 		got = a.list(t)[local]
 		return got.Refused > 0 && strings.Contains(got.LastError, reason)
 	})
@@ -185,7 +186,7 @@ func TestForwardSSH(t *testing.T) {
 	// The cloud restarts: the listeners stay, the tunnels come back, and
 	// the same forwardings work again.
 	c.Restart(t)
-	testenv.Eventually(t, 60*time.Second, "both tunnels back after the cloud restarted", func() bool {
+	testtools.Eventually(t, 60*time.Second, "both tunnels back after the cloud restarted", func() bool {
 		s1, s2 := a1.status(t), a2.status(t)
 		return s1.Tunnel.Connected && s2.Tunnel.Connected && time.Since(s1.Tunnel.Since) < time.Minute && time.Since(s2.Tunnel.Since) < time.Minute
 	})

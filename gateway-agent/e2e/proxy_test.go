@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 
 // seen is what the echo app reports about a request.
@@ -192,7 +193,7 @@ func TestAgentProxyIsFaithful(t *testing.T) {
 	a = startAgent(t, c, p, stateDir, up, setupPort, httpsPort, append(args, "-upstream-host", "{upstream_hostport}")...)
 	a.waitReady(t, name, true)
 	upHost := strings.TrimPrefix(up, "https://")
-	testenv.Eventually(t, 30*time.Second, "the app to see upstream_host", func() bool {
+	testtools.Eventually(t, 30*time.Second, "the app to see upstream_host", func() bool {
 		s, _ := askApp(t, public, "https://"+publicHost+"/")
 		return s.Host == upHost && s.XFH == publicHost
 	})
@@ -214,7 +215,7 @@ func TestAgentProxyIsFaithful(t *testing.T) {
 			t.Errorf("the visitor's page shows %q:\n%s", leak, b)
 		}
 	}
-	testenv.Eventually(t, 10*time.Second, "the status to show the dead app", func() bool {
+	testtools.Eventually(t, 10*time.Second, "the status to show the dead app", func() bool {
 		st := a.status(t)
 		return !st.Upstream.Healthy && strings.Contains(st.Upstream.LastError, upPort) &&
 			len(st.Problems) > 0 && strings.Contains(strings.Join(st.Problems, "\n"), "web app is not answering")

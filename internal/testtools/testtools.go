@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // Required reports whether missing tools must fail tests (CI).
@@ -41,4 +42,22 @@ func PostgresDSN(t testing.TB) string {
 		Missing(t, "PostgreSQL", "set GATEHOUSE_TEST_POSTGRES, e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
 	}
 	return dsn
+}
+
+// Eventually polls cond until it holds, and fails t once timeout has
+// passed, saying what it waited for. The first polls come quickly (5 ms)
+// so that a test waits for the event rather than for a tick, and the pause
+// doubles up to 100 ms so that a costly cond (a dig, an HTTP request) is
+// not run in a tight loop.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	pause := 5 * time.Millisecond
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 100*time.Millisecond)
+	}
 }

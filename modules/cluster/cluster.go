@@ -37,6 +37,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse-project/gatehouse/internal/pgschema"
 )
 
 // Sentinel errors; the package's errors wrap them.
@@ -162,34 +164,17 @@ func Join(ctx context.Context, dsn string, self Self, opts Options) (*Member, er
 	if lease < minLease {
 		return nil, fmt.Errorf("%w: lease %v below %v", ErrInvalid, lease, minLease)
 	}
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("%w: parse postgres dsn: %w", ErrInvalid, err)
-	}
-	if opts.Schema != "" {
-		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{opts.Schema}.Sanitize()
-	}
 	// Heartbeat, directory writer and reloads: a few connections do.
-	if cfg.MaxConns > 4 {
-		cfg.MaxConns = 4
+	p, err := pgschema.Connect(ctx, dsn, opts.Schema, 4)
+	switch {
+	case errors.Is(err, pgschema.ErrNoSchema):
+		return nil, fmt.Errorf("%w: %w; set Options.Schema", ErrInvalid, err)
+	case errors.Is(err, pgschema.ErrDSN):
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	case err != nil:
+		return nil, err
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect postgres: %w", err)
-	}
-	schema := opts.Schema
-	if schema == "" {
-		var cur *string
-		if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&cur); err != nil {
-			pool.Close()
-			return nil, fmt.Errorf("connect postgres: %w", err)
-		}
-		if cur == nil {
-			pool.Close()
-			return nil, fmt.Errorf("%w: postgres search_path names no existing schema; set Options.Schema", ErrInvalid)
-		}
-		schema = *cur
-	}
+	pool, cfg, schema := p.Pool, p.Config, p.Schema
 	if err := migrate(ctx, pool, schema); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("cluster schema %s: %w", schema, err)

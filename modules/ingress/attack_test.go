@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
@@ -101,7 +102,7 @@ func TestLiveGatewayNeverReachesServer(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "the budgets to be given back", func() bool {
+	testtools.Eventually(t, 10*time.Second, "the budgets to be given back", func() bool {
 		return f.r.limits.held("refuser")+f.r.limits.held("stalled") == 0
 	})
 }
@@ -184,7 +185,7 @@ func TestOneClientCannotStarveOthers(t *testing.T) {
 			_, _ = io.Copy(io.Discard, c)
 		}()
 	}
-	waitFor(t, "the flood to be sorted", func() bool {
+	testtools.Eventually(t, 10*time.Second, "the flood to be sorted", func() bool {
 		return value(f.m.RefusedVec.WithLabelValues(ReasonClientLimit)) == 16
 	})
 	if held := f.r.limits.held("busy"); held != 4 {

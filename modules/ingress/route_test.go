@@ -23,6 +23,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
@@ -114,18 +115,7 @@ func (f *fixture) agent(name string, handler func(*tunnel.Stream)) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.Run(ctx) }()
 	f.t.Cleanup(func() { cancel(); <-done })
-	waitFor(f.t, "the session of "+name, func() bool { _, ok := f.hub.Lookup(name); return ok })
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testtools.Eventually(f.t, 10*time.Second, "the session of "+name, func() bool { _, ok := f.hub.Lookup(name); return ok })
 }
 
 func (f *fixture) dial() net.Conn {
@@ -235,7 +225,7 @@ func TestRelaysGatewayTLSEndToEnd(t *testing.T) {
 	if got := value(f.m.Opened); got != 3 {
 		t.Fatalf("streams opened: %v", got)
 	}
-	waitFor(t, "relays to end", func() bool { return value(f.m.Active) == 0 })
+	testtools.Eventually(t, 10*time.Second, "relays to end", func() bool { return value(f.m.Active) == 0 })
 	if up, down := value(f.m.ToGateway), value(f.m.ToClient); up < 300 || down < 300 {
 		t.Fatalf("bytes relayed: to gateway %v, to client %v", up, down)
 	}
@@ -359,7 +349,7 @@ func TestSilentClientDoesNotBlockAccept(t *testing.T) {
 	if _, err := silent.Read(make([]byte, 1)); err == nil {
 		t.Fatal("the silent client got data")
 	}
-	waitFor(t, "the timeout to be counted", func() bool {
+	testtools.Eventually(t, 10*time.Second, "the timeout to be counted", func() bool {
 		return value(f.m.RefusedVec.WithLabelValues(ReasonTimeout)) == before+1
 	})
 }

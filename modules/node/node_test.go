@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/goleak"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
 	"github.com/gatehouse-project/gatehouse/modules/dnszone"
 	"github.com/gatehouse-project/gatehouse/modules/forward"
@@ -50,17 +51,6 @@ func newNode(t *testing.T, store registry.Store, shared *Shared, rules forward.R
 	}
 	t.Cleanup(func() { _ = n.Stop() })
 	return n
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func subscribe(t *testing.T, r *registry.Registry, name string) *registry.Subscription {
@@ -163,12 +153,12 @@ func TestFollowAndResyncPostgres(t *testing.T) {
 	n := newNode(t, open(), &Shared{}, nil)
 
 	subscribe(t, writer, "one")
-	waitFor(t, "the other node's registration", func() bool { return n.Index().Has("one") })
+	testtools.Eventually(t, 15*time.Second, "the other node's registration", func() bool { return n.Index().Has("one") })
 	challenge := []registry.Record{{Owner: registry.ZoneChallenge, Type: "TXT", Value: "other node"}}
 	if _, err := writer.SetRecords(t.Context(), registry.ZoneSubtree(), challenge); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the other node's zone record", func() bool {
+	testtools.Eventually(t, 15*time.Second, "the other node's zone record", func() bool {
 		got := challengeTXT(t, n)
 		return len(got) == 1 && got[0] == "other node"
 	})
@@ -199,7 +189,7 @@ func TestFollowAndResyncPostgres(t *testing.T) {
 	if err := writerStore.DeleteGateway(t.Context(), "one"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the resync", func() bool {
+	testtools.Eventually(t, 15*time.Second, "the resync", func() bool {
 		return n.Resyncs() >= 1 && n.Index().Has("two") && !n.Index().Has("one")
 	})
 	if pid := listener(); pid == old {
@@ -207,7 +197,7 @@ func TestFollowAndResyncPostgres(t *testing.T) {
 	}
 	// And notifications flow again.
 	subscribe(t, writer, "three")
-	waitFor(t, "a registration after the reconnect", func() bool { return n.Index().Has("three") })
+	testtools.Eventually(t, 15*time.Second, "a registration after the reconnect", func() bool { return n.Index().Has("three") })
 }
 
 // A reload: the new node takes the hub the old one holds, so releasing the
@@ -239,7 +229,7 @@ func TestReloadKeepsTunnels(t *testing.T) {
 	go func() { defer close(agentDone); _ = agent.Run(ctx) }()
 	// Both ends: the hub registers the session before the agent has read
 	// the handshake's answer.
-	waitFor(t, "the tunnel", func() bool { _, ok := first.Hub().Lookup("home"); return ok && agent.State().Connected })
+	testtools.Eventually(t, 15*time.Second, "the tunnel", func() bool { _, ok := first.Hub().Lookup("home"); return ok && agent.State().Connected })
 	before, _ := first.Hub().Lookup("home")
 
 	toSelf := tunnel.Initiator{Gatename: "home", Ip: "127.0.0.1", Port: 7}

@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 
 // recordsAPI stands in for the cloud's /v1/records: it remembers which
@@ -152,7 +153,7 @@ func TestObtainAndRenewWithoutRestart(t *testing.T) {
 	if err := m.Manage(ctx, "home.box.test", "tok-home"); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 60*time.Second, "the certificates", func() bool {
+	testtools.Eventually(t, 60*time.Second, "the certificates", func() bool {
 		return m.Status("home.box.test").Ready && m.Status("local.home.box.test").Ready
 	})
 	st := m.Status("home.box.test")
@@ -178,7 +179,7 @@ func TestObtainAndRenewWithoutRestart(t *testing.T) {
 
 	// The 40-second certificate enters its renewal window within about
 	// 30 seconds; GetCertificate must then hand out the new one.
-	testenv.Eventually(t, 60*time.Second, "a renewed certificate to be served", func() bool {
+	testtools.Eventually(t, 60*time.Second, "a renewed certificate to be served", func() bool {
 		return serial(t, m, "home.box.test") != first
 	})
 

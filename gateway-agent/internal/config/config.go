@@ -21,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -668,13 +667,4 @@ func (c *Config) Level() (slog.Level, error) {
 		return 0, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	return l, nil
-}
-
-// Keys lists the JSON keys, in documentation order.
-func Keys() []string {
-	out := make([]string, 0, len(options))
-	for _, o := range options {
-		out = append(out, o.key)
-	}
-	return slices.Clip(out)
 }

@@ -249,7 +249,7 @@ func TestSetupPageInChromium(t *testing.T) {
 	// the server sends the browser to the new name. Queries made while a
 	// navigation is under way fail; they are retried.
 	var loc, body string
-	testenv.Eventually(t, 30*time.Second, "the browser to reach the new name", func() bool {
+	testtools.Eventually(t, 30*time.Second, "the browser to reach the new name", func() bool {
 		return chromedp.Run(ctx, chromedp.Location(&loc)) == nil && strings.HasPrefix(loc, "https://myhome.box.test")
 	})
 	if err := chromedp.Run(ctx,

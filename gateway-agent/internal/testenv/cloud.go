@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 )
 
@@ -131,7 +132,7 @@ api.box.test {
 
 func (c *Cloud) start(t testing.TB, bin string) {
 	c.Process = Start(t, "caddy", c.Dir, cloudtest.CaddyEnv(c.Dir), bin, "run", "--config", "Caddyfile", "--adapter", "caddyfile")
-	Eventually(t, 60*time.Second, "the cloud to answer", func() bool {
+	testtools.Eventually(t, 60*time.Second, "the cloud to answer", func() bool {
 		if c.Exited() {
 			t.Fatalf("caddy exited:\n%s", c.Output())
 		}

@@ -86,7 +86,7 @@ LogLevel VERBOSE
 	}
 	s := &SSHD{Port: port, ClientKey: filepath.Join(dir, "client_key"), User: u.Username}
 	s.Process = Start(t, "sshd", dir, nil, bin, args...)
-	Eventually(t, 15*time.Second, "sshd to listen", func() bool {
+	testtools.Eventually(t, 15*time.Second, "sshd to listen", func() bool {
 		if s.Exited() {
 			t.Fatalf("sshd exited:\n%s", s.Output())
 		}

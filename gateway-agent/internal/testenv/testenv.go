@@ -135,18 +135,6 @@ func (p *Process) Kill() {
 	}
 }
 
-// Eventually retries cond every 100ms until it holds or timeout passes.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // SelfSignedCert writes a certificate and key for 127.0.0.1 and localhost
 // into dir, and returns their paths; the certificate is its own root.
 func SelfSignedCert(t testing.TB, dir string) (certFile, keyFile string) {
@@ -199,7 +187,7 @@ func StartPebble(t testing.TB, dnsServer string, validity time.Duration, alwaysV
 	p := &Pebble{Directory: fmt.Sprintf("https://127.0.0.1:%d/dir", port), RootFile: cert, mgmt: mgmt}
 	p.Process = Start(t, "pebble", dir, env, bin, "-config", "pebble.json", "-dnsserver", dnsServer)
 	hc := p.mgmtClient()
-	Eventually(t, 30*time.Second, "pebble to listen", func() bool {
+	testtools.Eventually(t, 30*time.Second, "pebble to listen", func() bool {
 		if p.Exited() {
 			t.Fatalf("pebble exited:\n%s", p.Output())
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse-project/gatehouse/internal/pgschema"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
@@ -73,32 +74,14 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	cfg, err := pgxpool.ParseConfig(dsn)
+	p, err := pgschema.Connect(ctx, dsn, o.schema, 0)
+	if errors.Is(err, pgschema.ErrNoSchema) {
+		return nil, fmt.Errorf("%w; use WithSchema", err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("parse postgres dsn: %w", err)
+		return nil, err
 	}
-	if o.schema != "" {
-		// A startup parameter rather than a SET after connecting: no
-		// extra round trip, and it survives DISCARD ALL.
-		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{o.schema}.Sanitize()
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect postgres: %w", err)
-	}
-	schema := o.schema
-	if schema == "" {
-		var cur *string
-		if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&cur); err != nil {
-			pool.Close()
-			return nil, fmt.Errorf("connect postgres: %w", err)
-		}
-		if cur == nil {
-			pool.Close()
-			return nil, errors.New("postgres search_path names no existing schema; use WithSchema")
-		}
-		schema = *cur
-	}
+	pool, cfg, schema := p.Pool, p.Config, p.Schema
 	if err := migrate(ctx, pool, schema, migrations); err != nil {
 		pool.Close()
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
@@ -100,17 +101,6 @@ func run(t *testing.T, c *Client) {
 	})
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func echoThrough(t *testing.T, h *hub.Hub) {
 	t.Helper()
 	s, ok := h.Lookup("home")
@@ -145,12 +135,12 @@ func TestConnectServeAndState(t *testing.T) {
 	}
 	before := time.Now()
 	run(t, c)
-	waitFor(t, "connection", func() bool { return c.State().Connected && cloud.hub.Len() == 1 })
+	testtools.Eventually(t, 15*time.Second, "connection", func() bool { return c.State().Connected && cloud.hub.Len() == 1 })
 	st := c.State()
 	if st.Since.Before(before) || st.LastError != nil || st.Failures != 0 {
 		t.Fatalf("state %+v", st)
 	}
-	waitFor(t, "an RTT", func() bool { return c.State().RTT > 0 })
+	testtools.Eventually(t, 15*time.Second, "an RTT", func() bool { return c.State().RTT > 0 })
 	time.Sleep(400 * time.Millisecond)
 	if !c.State().Connected {
 		t.Fatalf("session ended after the handshake timeout: %v", c.State().LastError)
@@ -166,20 +156,20 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	cloud := startCloud(t, "127.0.0.1:0")
 	c := &Client{URL: cloud.url(), Name: "home", Token: "tok", Handler: echoHandler, Backoff: fastBackoff()}
 	run(t, c)
-	waitFor(t, "first connection", func() bool { return c.State().Connected && cloud.hub.Len() == 1 })
+	testtools.Eventually(t, 15*time.Second, "first connection", func() bool { return c.State().Connected && cloud.hub.Len() == 1 })
 	echoThrough(t, cloud.hub)
 
 	cloud.stop()
-	waitFor(t, "disconnection", func() bool { return !c.State().Connected })
+	testtools.Eventually(t, 15*time.Second, "disconnection", func() bool { return !c.State().Connected })
 	// While the cloud is down, attempts fail, are counted, and say why.
-	waitFor(t, "failed attempts", func() bool { return c.State().Failures >= 2 })
+	testtools.Eventually(t, 15*time.Second, "failed attempts", func() bool { return c.State().Failures >= 2 })
 	if err := c.State().LastError; err == nil || !strings.Contains(err.Error(), "dial") {
 		t.Fatalf("LastError %v, want the failed dial", err)
 	}
 
 	again := startCloud(t, cloud.addr)
-	waitFor(t, "reconnection", func() bool { return c.State().Connected })
-	waitFor(t, "registration", func() bool { return again.hub.Len() == 1 })
+	testtools.Eventually(t, 15*time.Second, "reconnection", func() bool { return c.State().Connected })
+	testtools.Eventually(t, 15*time.Second, "registration", func() bool { return again.hub.Len() == 1 })
 	echoThrough(t, again.hub)
 	if f := c.State().Failures; f != 0 {
 		t.Fatalf("failures %d after reconnecting", f)
@@ -190,7 +180,7 @@ func TestRefusedHandshakeIsLastError(t *testing.T) {
 	cloud := startCloud(t, "127.0.0.1:0")
 	c := &Client{URL: cloud.url(), Name: "home", Token: "wrong", Handler: echoHandler, Backoff: fastBackoff()}
 	run(t, c)
-	waitFor(t, "two refusals", func() bool { return c.State().Failures >= 2 })
+	testtools.Eventually(t, 15*time.Second, "two refusals", func() bool { return c.State().Failures >= 2 })
 	st := c.State()
 	var re *tunnel.RefusedError
 	if st.Connected || !errors.As(st.LastError, &re) || re.Reason != "unknown gateway or token" {
@@ -213,7 +203,7 @@ func TestHandlerStreamsSurviveUntilDone(t *testing.T) {
 			echoHandler(st)
 		}}
 	run(t, c)
-	waitFor(t, "connection", func() bool { return cloud.hub.Len() == 1 })
+	testtools.Eventually(t, 15*time.Second, "connection", func() bool { return cloud.hub.Len() == 1 })
 	for range 3 {
 		echoThrough(t, cloud.hub)
 	}
@@ -280,11 +270,11 @@ func TestBackoffResetAfterHealthySession(t *testing.T) {
 	c := &Client{URL: cloud.url(), Name: "home", Token: "tok", Handler: echoHandler,
 		Backoff: Backoff{Min: 10 * time.Millisecond, Max: 10 * time.Second, ResetAfter: 50 * time.Millisecond}}
 	run(t, c)
-	waitFor(t, "connection", func() bool { return cloud.hub.Len() == 1 })
+	testtools.Eventually(t, 15*time.Second, "connection", func() bool { return cloud.hub.Len() == 1 })
 	time.Sleep(100 * time.Millisecond) // healthy
 	start := time.Now()
 	cloud.hub.Drop("home", "testing")
-	waitFor(t, "reconnection", func() bool {
+	testtools.Eventually(t, 15*time.Second, "reconnection", func() bool {
 		s, ok := cloud.hub.Lookup("home")
 		return ok && s.Err() == nil && c.State().Connected
 	})
@@ -310,10 +300,10 @@ func TestReconnectSoonAfterCloudReturns(t *testing.T) {
 		// only backs off (ProbeInterval -1: 2.9 s).
 		Backoff: Backoff{Min: time.Second, Max: time.Minute, Jitter: 0.01, ResetAfter: time.Hour}}
 	run(t, c)
-	waitFor(t, "first connection", func() bool { return c.State().Connected && cloud.hub.Len() == 1 })
+	testtools.Eventually(t, 15*time.Second, "first connection", func() bool { return c.State().Connected && cloud.hub.Len() == 1 })
 
 	cloud.stop()
-	waitFor(t, "disconnection", func() bool { return !c.State().Connected })
+	testtools.Eventually(t, 15*time.Second, "disconnection", func() bool { return !c.State().Connected })
 	time.Sleep(4 * time.Second)
 	if f := c.State().Failures; f < 2 {
 		t.Fatalf("%d failures during the outage, want the backoff past its first steps", f)
@@ -321,7 +311,7 @@ func TestReconnectSoonAfterCloudReturns(t *testing.T) {
 
 	again := startCloud(t, cloud.addr)
 	back := time.Now()
-	waitFor(t, "reconnection", func() bool { return c.State().Connected && again.hub.Len() == 1 })
+	testtools.Eventually(t, 15*time.Second, "reconnection", func() bool { return c.State().Connected && again.hub.Len() == 1 })
 	if d := time.Since(back); d > 2*time.Second {
 		t.Fatalf("reconnected %v after the cloud came back, want under 2s", d)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
@@ -91,17 +92,6 @@ func agent(t *testing.T, url, name, key string) (*tunnel.Session, error) {
 	return s, nil
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func waitEnded(t *testing.T, s *tunnel.Session) error {
 	t.Helper()
 	select {
@@ -142,7 +132,7 @@ func TestServeRegisterLookup(t *testing.T) {
 	if _, err := agent(t, url, "home", "tok-home"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	testtools.Eventually(t, 10*time.Second, "registration", func() bool { return h.Len() == 1 })
 	echoThrough(t, h, "home")
 	// Names are case-insensitive, like DNS.
 	if _, ok := h.Lookup("HOME"); !ok {
@@ -164,7 +154,7 @@ func TestRefusedHandshake(t *testing.T) {
 	if !errors.As(err, &re) || re.Reason != "unknown gateway or token" {
 		t.Fatalf("agent error %v", err)
 	}
-	waitFor(t, "refusal count", func() bool { return h.Stats().Refused == 1 })
+	testtools.Eventually(t, 10*time.Second, "refusal count", func() bool { return h.Stats().Refused == 1 })
 	if h.Len() != 0 {
 		t.Fatal("refused agent registered")
 	}
@@ -177,7 +167,7 @@ func TestNewerSessionReplacesOlder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "first registration", func() bool { return h.Stats().Registered == 1 })
+	testtools.Eventually(t, 10*time.Second, "first registration", func() bool { return h.Stats().Registered == 1 })
 	older, _ := h.Lookup("home")
 
 	second, err := agent(t, url, "home", "tok-home")
@@ -188,7 +178,7 @@ func TestNewerSessionReplacesOlder(t *testing.T) {
 	if !errors.Is(err, tunnel.ErrClosedByPeer) || !strings.Contains(err.Error(), ReasonReplaced) {
 		t.Fatalf("older agent session ended with %v", err)
 	}
-	waitFor(t, "replacement", func() bool {
+	testtools.Eventually(t, 10*time.Second, "replacement", func() bool {
 		s, ok := h.Lookup("home")
 		return ok && s != older
 	})
@@ -196,7 +186,7 @@ func TestNewerSessionReplacesOlder(t *testing.T) {
 		t.Fatalf("newer session closed: %v", second.Err())
 	}
 	echoThrough(t, h, "home")
-	waitFor(t, "stats", func() bool {
+	testtools.Eventually(t, 10*time.Second, "stats", func() bool {
 		st := h.Stats()
 		return st.Live == 1 && st.Registered == 2 && st.Replaced == 1 && st.Ended == 1
 	})
@@ -209,7 +199,7 @@ func TestDrop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	testtools.Eventually(t, 10*time.Second, "registration", func() bool { return h.Len() == 1 })
 	if !h.Drop("home", "gateway expired") {
 		t.Fatal("Drop found nothing")
 	}
@@ -234,9 +224,9 @@ func TestSessionEndRemoves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	testtools.Eventually(t, 10*time.Second, "registration", func() bool { return h.Len() == 1 })
 	s.Close()
-	waitFor(t, "removal", func() bool { return h.Len() == 0 })
+	testtools.Eventually(t, 10*time.Second, "removal", func() bool { return h.Len() == 0 })
 	if st := h.Stats(); st.Ended != 1 || st.Live != 0 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -296,7 +286,7 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	testtools.Eventually(t, 10*time.Second, "registration", func() bool { return h.Len() == 1 })
 	h.Close()
 	if err := waitEnded(t, s); !strings.Contains(err.Error(), ReasonShutdown) {
 		t.Fatalf("agent session ended with %v", err)
@@ -316,12 +306,12 @@ func TestStatsPerKind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	testtools.Eventually(t, 10*time.Second, "registration", func() bool { return h.Len() == 1 })
 	if k := h.Stats().Kinds[KindWebSocket]; k.Live != 1 || k.Registered != 1 {
 		t.Fatalf("websocket stats %+v", k)
 	}
 	s.Close()
-	waitFor(t, "removal", func() bool { return h.Len() == 0 })
+	testtools.Eventually(t, 10*time.Second, "removal", func() bool { return h.Len() == 0 })
 	if k := h.Stats().Kinds[KindWebSocket]; k.Live != 0 || k.Registered != 1 {
 		t.Fatalf("websocket stats after the end %+v", k)
 	}
