@@ -28,7 +28,7 @@ func startKiteCloud(t *testing.T) *cloud {
 		fmt.Sprintf("expire_after %s\n\t\ttoken_seal_key {env.GATEHOUSE_SEAL_KEY}", kiteExpireAfter), 1)
 	caddyfile = strings.Replace(caddyfile, "%STORAGE%", "sqlite %DIR%/registry.db", 1)
 	c := startCloud(t, caddyfile, kiteSealKey)
-	eventually(t, 30*time.Second, "the wildcard certificate", func() bool {
+	testtools.Eventually(t, 30*time.Second, "the wildcard certificate", func() bool {
 		code, _, err := c.tryCurl("nosuchgateway.box.test", "/")
 		return err == nil && code == 404
 	})
@@ -86,7 +86,7 @@ func (k *kiteProc) kill() {
 
 func (k *kiteProc) waitLog(t *testing.T, s string, within time.Duration) {
 	t.Helper()
-	eventually(t, within, fmt.Sprintf("%q in the kite's log", s), func() bool { return strings.Contains(k.log(), s) })
+	testtools.Eventually(t, within, fmt.Sprintf("%q in the kite's log", s), func() bool { return strings.Contains(k.log(), s) })
 }
 
 // bigBody is what gatewayServer sends for /big?n=N.
@@ -115,7 +115,7 @@ func TestPageKite(t *testing.T) {
 	kite := startKite(t, c, "kite", backendPort, token)
 	kite.waitLog(t, "connect=", 30*time.Second)
 	var r curlResult
-	eventually(t, 20*time.Second, "the kite's answer", func() bool {
+	testtools.Eventually(t, 20*time.Second, "the kite's answer", func() bool {
 		var err error
 		r, err = tryCurlTLS(t, c, "kite.box.test", "/", cert.file)
 		return err == nil && r.code == 200
@@ -156,7 +156,7 @@ func TestPageKite(t *testing.T) {
 	t.Run("a dead kite leaves the offline page", func(t *testing.T) {
 		kite.kill()
 		var r curlResult
-		eventually(t, 15*time.Second, "the offline page", func() bool {
+		testtools.Eventually(t, 15*time.Second, "the offline page", func() bool {
 			var err error
 			r, err = tryCurlTLS(t, c, "kite.box.test", "/", c.rootCA())
 			return err == nil && r.code == 503

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
 	"github.com/gatehouse-project/gatehouse/modules/pagekite"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
@@ -95,7 +96,7 @@ func TestLiveTunnelKeepsGatewayAlive(t *testing.T) {
 	go func() { defer close(agentDone); _ = agent.Run(ctx) }()
 	stopAgent := sync.OnceFunc(func() { cancel(); <-agentDone })
 	defer stopAgent()
-	waitFor(t, "the tunnel", func() bool { _, ok := n.Hub().Lookup("live"); return ok })
+	testtools.Eventually(t, 15*time.Second, "the tunnel", func() bool { _, ok := n.Hub().Lookup("live"); return ok })
 
 	expired := func(name string) bool {
 		g, err := n.Registry().Gateway(t.Context(), name)
@@ -104,7 +105,7 @@ func TestLiveTunnelKeepsGatewayAlive(t *testing.T) {
 		}
 		return g.Expired
 	}
-	waitFor(t, "the silent gateway to expire", func() bool { return expired("silent") })
+	testtools.Eventually(t, 15*time.Second, "the silent gateway to expire", func() bool { return expired("silent") })
 	// Two more expiry periods with the tunnel up.
 	time.Sleep(2 * expire)
 	if expired("live") {
@@ -119,5 +120,5 @@ func TestLiveTunnelKeepsGatewayAlive(t *testing.T) {
 	}
 
 	stopAgent()
-	waitFor(t, "the gateway to expire without its tunnel", func() bool { return expired("live") })
+	testtools.Eventually(t, 15*time.Second, "the gateway to expire without its tunnel", func() bool { return expired("live") })
 }

@@ -326,7 +326,7 @@ func TestRegisterUnless(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "registration", func() bool { return h.Len() == 1 })
+	testtools.Eventually(t, 10*time.Second, "registration", func() bool { return h.Len() == 1 })
 	live, _ := h.Lookup("home")
 
 	// A second session, dialled to get a real tunnel, then offered under
@@ -335,7 +335,7 @@ func TestRegisterUnless(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "second registration", func() bool { return h.Len() == 2 })
+	testtools.Eventually(t, 10*time.Second, "second registration", func() bool { return h.Len() == 2 })
 	other, _ := h.Lookup("office")
 
 	var asked Tunnel
