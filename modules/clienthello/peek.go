@@ -38,6 +38,13 @@ const (
 // cannot report an earlier deadline, and listeners hand out connections
 // without one.
 func Peek(conn net.Conn, maxBytes int, timeout time.Duration) (*Info, *Conn, error) {
+	return PeekAfter(conn, nil, maxBytes, timeout)
+}
+
+// PeekAfter is Peek for a caller that has already read the connection's
+// first bytes (to tell another protocol apart): first are taken as read
+// from conn, and the returned Conn replays them too.
+func PeekAfter(conn net.Conn, first []byte, maxBytes int, timeout time.Duration) (*Info, *Conn, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
@@ -48,7 +55,7 @@ func Peek(conn net.Conn, maxBytes int, timeout time.Duration) (*Info, *Conn, err
 	if err := conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return nil, replay, fmt.Errorf("clienthello: setting read deadline: %w", err)
 	}
-	buf, info, err := read(conn, maxBytes)
+	buf, info, err := read(conn, first, maxBytes)
 	replay.buf = buf
 	if derr := conn.SetReadDeadline(time.Time{}); derr != nil && err == nil {
 		// A connection whose deadline cannot be cleared would fail its
@@ -60,10 +67,10 @@ func Peek(conn net.Conn, maxBytes int, timeout time.Duration) (*Info, *Conn, err
 
 // read reads from conn until the ClientHello is complete or fails, and
 // returns the bytes read whatever happens.
-func read(conn net.Conn, maxBytes int) ([]byte, *Info, error) {
-	buf := make([]byte, 0, min(initialBuffer, maxBytes))
+func read(conn net.Conn, first []byte, maxBytes int) ([]byte, *Info, error) {
+	buf := append(make([]byte, 0, max(min(initialBuffer, maxBytes), len(first))), first...)
 	var a assembler
-	need := 1
+	need := max(1, len(buf))
 	for {
 		var readErr error
 		for len(buf) < need && readErr == nil {

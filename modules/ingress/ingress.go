@@ -23,8 +23,10 @@
 package ingress
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -36,6 +38,12 @@ import (
 // Tunnels finds a gateway's live tunnel. *hub.Hub satisfies it.
 type Tunnels interface {
 	Lookup(name string) (hub.Tunnel, bool)
+}
+
+// KiteServer serves one PageKite connection until it ends and closes it.
+// *pagekite.Server satisfies it.
+type KiteServer interface {
+	ServeConn(ctx context.Context, conn net.Conn) error
 }
 
 // Defaults of Config.
@@ -103,6 +111,13 @@ type Config struct {
 	// server (for an operator who set a default certificate for them)
 	// instead of closing them with an unrecognized_name alert.
 	NoSNIToServer bool
+
+	// Kites, when set, serves PageKite kites on the same port: a
+	// connection whose first bytes are a kite's plain-text request
+	// (pagekite.Sniff) goes to Kites.ServeConn, with those bytes
+	// replayed, instead of to the local server. Nil (no token_seal_key)
+	// leaves plain text to the local server as before.
+	Kites KiteServer
 
 	// LogInterval spaces the summary lines of refusals, one per reason
 	// (DefaultLogInterval when zero).

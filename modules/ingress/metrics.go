@@ -9,6 +9,7 @@ const (
 	RouteTunnel = "tunnel" // relayed down a gateway's tunnel
 	RouteServer = "caddy"  // handed to the local TLS and HTTP server
 	RouteClosed = "closed" // closed without being served (after an alert when it was TLS)
+	RouteKite   = "kite"   // a PageKite kite's plain-text request, served by the PageKite frontend
 )
 
 // Reasons: why a connection was not relayed down a tunnel
@@ -30,7 +31,7 @@ const (
 )
 
 var (
-	allRoutes  = []string{RouteTunnel, RouteServer, RouteClosed}
+	allRoutes  = []string{RouteTunnel, RouteServer, RouteClosed, RouteKite}
 	allReasons = []string{ReasonNoSession, ReasonBelowOffline, ReasonNoSNI, ReasonOpenFailed, ReasonGatewayLimit,
 		ReasonClientLimit, ReasonTooLarge, ReasonNotTLS, ReasonMalformed, ReasonTimeout, ReasonClientGone, ReasonListenerClosed}
 )

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse-project/gatehouse/modules/clienthello"
+	"github.com/gatehouse-project/gatehouse/modules/pagekite"
 	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
@@ -21,7 +22,34 @@ import (
 // server through toServer, or closed. It returns when the connection is
 // handed over or done with (after its relay, for a tunneled one).
 func (r *Router) handle(c net.Conn, toServer func(net.Conn) bool) {
-	info, rc, err := clienthello.Peek(c, r.cfg.MaxHelloBytes, r.cfg.PeekTimeout)
+	var first []byte
+	timeout := r.cfg.PeekTimeout
+	if timeout <= 0 {
+		timeout = clienthello.DefaultTimeout
+	}
+	if r.cfg.Kites != nil {
+		start := time.Now()
+		var kite bool
+		var err error
+		first, kite, err = sniffKite(c, timeout, r.sniffBuffer())
+		if kite {
+			r.serveKite(c, first)
+			return
+		}
+		if len(first) == 0 {
+			r.cfg.Metrics.Refused(peekFailure(err))
+			r.cfg.Metrics.Routed(RouteClosed)
+			_ = c.Close()
+			return
+		}
+		// One budget for the whole peek: the sniff's time is taken from
+		// the ClientHello's. What was read is judged as before (plain
+		// text after a partial kite prefix goes to the server, a
+		// truncated ClientHello is a timeout), so Peek gets at least a
+		// moment to say so.
+		timeout = max(timeout-time.Since(start), time.Millisecond)
+	}
+	info, rc, err := clienthello.PeekAfter(c, first, r.cfg.MaxHelloBytes, timeout)
 	if err != nil {
 		switch reason := peekFailure(err); reason {
 		case ReasonNotTLS, ReasonMalformed:
@@ -92,6 +120,70 @@ func (r *Router) handle(c net.Conn, toServer func(net.Conn) bool) {
 		return
 	}
 	r.relay(rc, st, name)
+}
+
+// sniffBuffer is how much the sniff reads at most: whatever the client
+// has sent, up to a typical ClientHello, so that TLS costs no extra read.
+func (r *Router) sniffBuffer() int {
+	limit := r.cfg.MaxHelloBytes
+	if limit <= 0 {
+		limit = clienthello.DefaultMaxBytes
+	}
+	return max(pagekite.SniffLen, min(limit, 4<<10))
+}
+
+// sniffKite reads the first bytes of c, at least pagekite.SniffLen unless
+// they can no longer be a kite's request first, at most size. A TLS
+// ClientHello starts with 0x16 and is ruled out by its first byte, so TLS
+// clients never wait here. kite is true only when the first SniffLen bytes
+// match; err is the read error that stopped it early, if any.
+func sniffKite(c net.Conn, timeout time.Duration, size int) (first []byte, kite bool, err error) {
+	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return nil, false, err
+	}
+	defer func() {
+		if derr := c.SetReadDeadline(time.Time{}); derr != nil && err == nil {
+			err = derr
+		}
+	}()
+	buf := make([]byte, size)
+	n := 0
+	for n < pagekite.SniffLen {
+		var m int
+		m, err = c.Read(buf[n:])
+		n += m
+		if n > 0 && !pagekite.Sniff(buf[:n]) {
+			return buf[:n], false, nil
+		}
+		if err != nil {
+			return buf[:n], false, err
+		}
+	}
+	return buf[:n], pagekite.Sniff(buf[:pagekite.SniffLen]), nil
+}
+
+// serveKite hands a kite's connection to the PageKite server, replaying
+// its first bytes. Like a relay it is not tied to the listener: a kite's
+// tunnel outlives a config reload, and the hub closes it on shutdown.
+func (r *Router) serveKite(c net.Conn, first []byte) {
+	r.cfg.Metrics.Routed(RouteKite)
+	err := r.cfg.Kites.ServeConn(context.Background(), &replayConn{Conn: c, first: first})
+	r.cfg.Logger.Debug("kite connection ended", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
+}
+
+// replayConn reads first, then from Conn.
+type replayConn struct {
+	net.Conn
+	first []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.first) > 0 {
+		n := copy(p, c.first)
+		c.first = c.first[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // offline routes a connection for gateway name, which has no live tunnel:

@@ -20,8 +20,11 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/gatehouse-project/gatehouse/modules/dnszone"
 	"github.com/gatehouse-project/gatehouse/modules/forward"
+	"github.com/gatehouse-project/gatehouse/modules/pagekite"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
@@ -48,7 +51,21 @@ type Config struct {
 	ForwardOpenTimeout time.Duration
 	// Logger receives the node's events; nil discards them.
 	Logger *slog.Logger
+
+	// TunnelPingInterval is how often every live tunnel's gateway is
+	// recorded as pinged from the tunnel's address, so that it does not
+	// expire while connected; shorter than Registry.ExpireAfter. Zero:
+	// DefaultTunnelPingInterval, capped at a quarter of ExpireAfter.
+	TunnelPingInterval time.Duration
+	// KiteLogger and KiteLimits go to the PageKite frontend, which the
+	// node runs when Registry.Sealer is set.
+	KiteLogger *zap.Logger
+	KiteLimits pagekite.Limits
 }
+
+// DefaultTunnelPingInterval is how often a live tunnel counts as a ping:
+// as often as a WebThings gateway pings.
+const DefaultTunnelPingInterval = time.Hour
 
 // Node is one cloud node. New builds it, Start loads and runs it, Stop ends
 // its background work and lets go of the shared hub, Close closes the
@@ -61,7 +78,10 @@ type Node struct {
 	handler *dnszone.Handler
 	lease   *Lease
 	relay   *forward.Relay
+	kites   *pagekite.Server
 	logger  *slog.Logger
+
+	tunnelPing time.Duration
 
 	cancel   context.CancelFunc
 	stopOnce sync.Once
@@ -112,6 +132,16 @@ func New(store registry.Store, cfg Config, lease *Lease) (*Node, error) {
 		Logger:      logger,
 		Exists:      n.reg.Exists,
 	}
+	n.tunnelPing = cfg.TunnelPingInterval
+	if n.tunnelPing <= 0 {
+		n.tunnelPing = DefaultTunnelPingInterval
+		if e := cfg.Registry.ExpireAfter; e > 0 {
+			n.tunnelPing = max(min(n.tunnelPing, e/4), 50*time.Millisecond)
+		}
+	}
+	if cfg.Registry.Sealer != nil {
+		n.kites = n.newKites(cfg)
+	}
 	lease.Hub().SetHandler(n.relay.Handle)
 	return n, nil
 }
@@ -136,6 +166,7 @@ func (n *Node) Start() error {
 	if ch != nil {
 		n.background.Go(func() { n.followChanges(ctx, ch) })
 	}
+	n.background.Go(func() { n.pingTunnels(ctx, n.tunnelPing) })
 	return nil
 }
 

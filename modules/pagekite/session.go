@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -530,7 +531,26 @@ func (k *kite) Err() error {
 	return k.err
 }
 
-func (k *kite) Kind() string { return "pagekite" }
+// KindPageKite is the Kind of a kite's tunnel.
+const KindPageKite = "pagekite"
+
+func (k *kite) Kind() string { return KindPageKite }
+
+// Remote is the address the kite connected from, as this frontend's socket
+// saw it (invalid when it is not an IP address): what the cloud records
+// as the gateway's public address.
+func (k *kite) Remote() netip.AddrPort {
+	var ap netip.AddrPort
+	if ta, ok := k.s.conn.RemoteAddr().(*net.TCPAddr); ok {
+		ap = ta.AddrPort()
+	} else if a := k.s.conn.RemoteAddr(); a != nil {
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	if !ap.IsValid() {
+		return ap
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
 
 // CloseWithReason ends this kite and its streams. PageKite has no message
 // that carries a reason to a live kite, so the reason only goes to our

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -28,7 +29,35 @@ func (r *Registry) Ping(ctx context.Context, token string, public netip.Addr, lo
 	if len(local) > MaxLocalAddrs {
 		return nil, fmt.Errorf("%w: at most %d local addresses", ErrInvalidInput, MaxLocalAddrs)
 	}
-	req := PingRequest{TokenHash: HashToken(token), At: r.now().UTC(), LocalAddrs: local}
+	g, err := r.submitPing(ctx, r.pingRequest(HashToken(token), public, local))
+	if err == nil {
+		r.ensureSealed(ctx, g, token)
+	}
+	return g, err
+}
+
+// ErrStopped is returned by pings once the registry is stopped.
+var ErrStopped = errors.New("registry stopped")
+
+// TunnelAlive records, as a ping from public would, that gateway name has
+// a live tunnel: the cloud calls it for every live tunnel more often than
+// ExpireAfter, so that a gateway stays registered while connected even if
+// it never pings (a PageKite kite does not). It goes through the same
+// group commit as Ping. An expired gateway is not brought back (its
+// tunnel was dropped with it; it must ping): that gives ErrExpired.
+func (r *Registry) TunnelAlive(ctx context.Context, name string, public netip.Addr) (*Gateway, error) {
+	g, err := r.store.Gateway(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if g.Expired {
+		return nil, fmt.Errorf("%w: %s", ErrExpired, name)
+	}
+	return r.submitPing(ctx, r.pingRequest(g.TokenHash, public, nil))
+}
+
+func (r *Registry) pingRequest(hash []byte, public netip.Addr, local []netip.Addr) PingRequest {
+	req := PingRequest{TokenHash: hash, At: r.now().UTC(), LocalAddrs: local}
 	public = public.Unmap()
 	switch {
 	case public.Is4():
@@ -36,19 +65,21 @@ func (r *Registry) Ping(ctx context.Context, token string, public netip.Addr, lo
 	case public.Is6():
 		req.PublicV6 = public
 	}
+	return req
+}
+
+// submitPing hands req to the group commit and waits for its result.
+func (r *Registry) submitPing(ctx context.Context, req PingRequest) (*Gateway, error) {
 	p := &pendingPing{ctx: ctx, req: req, done: make(chan PingResult, 1)}
 	select {
 	case r.pings <- p:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-r.stop:
-		return nil, fmt.Errorf("registry stopped")
+		return nil, ErrStopped
 	}
 	select {
 	case res := <-p.done:
-		if res.Err == nil {
-			r.ensureSealed(ctx, res.Gateway, token)
-		}
 		return res.Gateway, res.Err
 	case <-ctx.Done():
 		// The write may still land; that is harmless for a ping.

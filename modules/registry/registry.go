@@ -134,6 +134,8 @@ var (
 	ErrTooLarge = errors.New("records too large")
 	// ErrDisabled: the operator disabled the gateway; its token is refused.
 	ErrDisabled = errors.New("gateway disabled by the operator")
+	// ErrExpired: the gateway expired; only its own ping brings it back.
+	ErrExpired = errors.New("gateway expired")
 )
 
 // ResyncAll is delivered by Store.Changes when individual changes may have

@@ -186,6 +186,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Forward:            fwd.Rules,
 		ForwardOpenTimeout: time.Duration(fwd.OpenTimeout),
 		Logger:             slog.New(zapslog.NewHandler(a.logger.Core())),
+		KiteLogger:         a.logger.Named("pagekite"),
 	}
 	if a.DNS != nil {
 		cfg.DNS = &a.DNS.Config

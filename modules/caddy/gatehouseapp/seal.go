@@ -35,7 +35,7 @@ func (a *App) provisionSealKey(repl *caddy.Replacer) error {
 	}
 	a.sealer = sealer
 	if sealer == nil {
-		a.logger.Warn("no token_seal_key: PageKite kites are refused, because the cloud keeps no gateway token it could check their signatures with")
+		a.logger.Warn("no token_seal_key: PageKite is off (a kite's request goes to Caddy as plain text), because the cloud keeps no gateway token it could check a kite's signature with")
 		return nil
 	}
 	a.logger.Info("token_seal_key set: gateways' tokens are kept sealed for PageKite")

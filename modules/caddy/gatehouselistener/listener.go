@@ -5,7 +5,8 @@
 // live tunnel goes down the tunnel as it is (or is closed, never handed to
 // Caddy); the cloud's own sites, an offline gateway's NAME.ZONE (for the
 // offline page) and plain HTTP go on, replayed, to Caddy's TLS and HTTP
-// server.
+// server. When the app runs PageKite, a kite's plain-text request goes to
+// its PageKite frontend.
 //
 // It is an adapter: the routing is modules/ingress, the sessions are the
 // `gatehouse` app's hub (modules/tunnel/hub). It holds config, logger and
@@ -102,6 +103,11 @@ func (lw *ListenerWrapper) Provision(ctx caddy.Context) error {
 	}
 	cfg := lw.config(app.ZoneName(), app.GatewayName, app.Hub())
 	cfg.Logger = ctx.Logger()
+	// Kites share the port when the app runs PageKite (a token_seal_key
+	// is set); a nil server must stay a nil interface.
+	if kites := app.Node().Kites(); kites != nil {
+		cfg.Kites = kites
+	}
 	lw.router, err = ingress.New(cfg)
 	if err != nil {
 		return fmt.Errorf("gatehouse listener: %w", err)

@@ -27,6 +27,10 @@ import (
 // ErrClosed is returned by Register once the hub is closed.
 var ErrClosed = errors.New("hub closed")
 
+// ErrLive is returned by RegisterUnless when the live tunnel of the name is
+// kept.
+var ErrLive = errors.New("hub: a live tunnel holds the name")
+
 // Reasons sent to an agent whose session the hub closes.
 const (
 	ReasonReplaced = tunnel.ReasonReplaced
@@ -117,6 +121,14 @@ func (h *Hub) Handler() StreamHandler {
 // replaced. s leaves the hub by itself when it ends. After Close, Register
 // closes s and returns ErrClosed.
 func (h *Hub) Register(name string, s Tunnel) error {
+	return h.RegisterUnless(name, s, nil)
+}
+
+// RegisterUnless is Register, except that when name has a live tunnel
+// for which keep returns true, that tunnel stays and s is refused with
+// ErrLive (s is not closed: the caller answers it). The check and the
+// registration are one step, so two newcomers cannot both pass it.
+func (h *Hub) RegisterUnless(name string, s Tunnel, keep func(old Tunnel) bool) error {
 	k := key(name)
 	h.mu.Lock()
 	if h.closed {
@@ -131,6 +143,10 @@ func (h *Hub) Register(name string, s Tunnel) error {
 	if old == s {
 		h.mu.Unlock()
 		return nil
+	}
+	if old != nil && keep != nil && old.Err() == nil && keep(old) {
+		h.mu.Unlock()
+		return ErrLive
 	}
 	h.sessions[k] = s
 	h.stats.Registered++

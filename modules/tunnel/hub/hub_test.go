@@ -316,3 +316,43 @@ func TestStatsPerKind(t *testing.T) {
 		t.Fatalf("websocket stats after the end %+v", k)
 	}
 }
+
+// RegisterUnless keeps a live tunnel that keep chooses, and replaces one it
+// does not choose, as Register does.
+func TestRegisterUnless(t *testing.T) {
+	h := &Hub{}
+	url := cloud(t, h)
+	s1, err := agent(t, url, "home", "tok-home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testtools.Eventually(t, 10*time.Second, "registration", func() bool { return h.Len() == 1 })
+	live, _ := h.Lookup("home")
+
+	// A second session, dialled to get a real tunnel, then offered under
+	// another name through RegisterUnless.
+	s2, err := agent(t, url, "office", "tok-office")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testtools.Eventually(t, 10*time.Second, "second registration", func() bool { return h.Len() == 2 })
+	other, _ := h.Lookup("office")
+
+	var asked Tunnel
+	err = h.RegisterUnless("HOME", other, func(old Tunnel) bool { asked = old; return true })
+	if !errors.Is(err, ErrLive) || asked != live {
+		t.Fatalf("RegisterUnless kept? %v (asked about %v)", err, asked)
+	}
+	if got, _ := h.Lookup("home"); got != live || s1.Err() != nil || other.Err() != nil {
+		t.Fatal("the kept tunnel changed or a tunnel was closed")
+	}
+	if err := h.RegisterUnless("home", other, func(Tunnel) bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitEnded(t, s1); !strings.Contains(err.Error(), ReasonReplaced) {
+		t.Fatalf("the replaced session ended with %v", err)
+	}
+	if got, _ := h.Lookup("home"); got != other || s2.Err() != nil {
+		t.Fatal("not replaced")
+	}
+}

@@ -1,0 +1,124 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
+	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
+	"github.com/gatehouse-project/gatehouse/modules/pagekite"
+	"github.com/gatehouse-project/gatehouse/modules/registry"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
+)
+
+func sealer(t *testing.T) *registry.Sealer {
+	t.Helper()
+	s, err := registry.NewSealer(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func startNode(t *testing.T, store registry.Store, cfg Config) *Node {
+	t.Helper()
+	cfg.Zone = zone
+	n, err := New(store, cfg, (&Shared{}).Acquire(zone, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		_ = n.Stop()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Stop() })
+	return n
+}
+
+// The node runs a PageKite frontend only with a seal key, and a kite's
+// secret is its gateway's token, for the gateway's own name only and
+// never for a disabled or expired gateway.
+func TestKiteSecret(t *testing.T) {
+	store := teststore.Open(t, "sqlite")
+	if n := startNode(t, teststore.Open(t, "sqlite"), Config{}); n.Kites() != nil {
+		t.Fatal("PageKite is on without a seal key")
+	}
+	n := startNode(t, store, Config{Registry: registry.Config{Sealer: sealer(t)}})
+	if n.Kites() == nil {
+		t.Fatal("PageKite is off with a seal key")
+	}
+	home := subscribe(t, n.Registry(), "home")
+	off := subscribe(t, n.Registry(), "off")
+	if _, err := n.Registry().SetDisabled(t.Context(), "off", true); err != nil {
+		t.Fatal(err)
+	}
+	_ = off
+
+	secret, err := n.kiteSecret(t.Context(), "home."+zone, "https")
+	if err != nil || secret != home.Token {
+		t.Fatalf("secret of home: %q, %v", secret, err)
+	}
+	if secret, err := n.kiteSecret(t.Context(), "HOME."+zone+".", "https"); err != nil || secret != home.Token {
+		t.Fatalf("case and trailing dot: %q, %v", secret, err)
+	}
+	for _, domain := range []string{"www.home." + zone, "home.example.org", zone, "api." + zone, "nobody." + zone, "off." + zone} {
+		if _, err := n.kiteSecret(t.Context(), domain, "https"); !errors.Is(err, pagekite.ErrUnknownKite) {
+			t.Errorf("%s: %v, want ErrUnknownKite", domain, err)
+		}
+	}
+}
+
+// A gateway whose tunnel stays up does not expire though it never pings,
+// and the tunnel's address is recorded; once the tunnel is gone it
+// expires as before.
+func TestLiveTunnelKeepsGatewayAlive(t *testing.T) {
+	store := teststore.Open(t, "sqlite")
+	const expire = 2 * time.Second
+	n := startNode(t, store, Config{TunnelPingInterval: 200 * time.Millisecond, DNS: dnsConfig(), Registry: registry.Config{ExpireAfter: expire, SweepInterval: 100 * time.Millisecond}})
+	live := subscribe(t, n.Registry(), "live")
+	subscribe(t, n.Registry(), "silent")
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Hub().ServeTunnel(w, r, n.AuthenticateTunnel, tunnel.Config{})
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	agentDone := make(chan struct{})
+	agent := &client.Client{URL: "ws" + strings.TrimPrefix(srv.URL, "http"), Name: "live", Token: live.Token,
+		Handler: func(st *tunnel.Stream) { _ = st.Ack(false, "no") }}
+	go func() { defer close(agentDone); _ = agent.Run(ctx) }()
+	stopAgent := sync.OnceFunc(func() { cancel(); <-agentDone })
+	defer stopAgent()
+	testtools.Eventually(t, 15*time.Second, "the tunnel", func() bool { _, ok := n.Hub().Lookup("live"); return ok })
+
+	expired := func(name string) bool {
+		g, err := n.Registry().Gateway(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Expired
+	}
+	testtools.Eventually(t, 15*time.Second, "the silent gateway to expire", func() bool { return expired("silent") })
+	// Two more expiry periods with the tunnel up.
+	time.Sleep(2 * expire)
+	if expired("live") {
+		t.Fatal("a gateway with a live tunnel expired")
+	}
+	g, err := n.Registry().Gateway(t.Context(), "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.PublicV4.IsLoopback() || time.Since(g.LastPing) > expire {
+		t.Fatalf("the tunnel's ping was not recorded: public %v, last ping %v", g.PublicV4, g.LastPing)
+	}
+
+	stopAgent()
+	testtools.Eventually(t, 15*time.Second, "the gateway to expire without its tunnel", func() bool { return expired("live") })
+}
