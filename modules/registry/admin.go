@@ -60,6 +60,38 @@ type Stats struct {
 	Reserved   int          `json:"reserved"`
 }
 
+// Rows is what ScanStats reads: database/sql's *Rows and pgx's Rows both
+// have these methods.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// ScanStats sums the rows of a store's per-mode count, each
+// (mode, gateways, expired, disabled): both stores answer Stats with one
+// GROUP BY in their own dialect and read it here.
+func ScanStats(rows Rows) (Stats, error) {
+	st := Stats{ByMode: map[Mode]int{}}
+	for rows.Next() {
+		var (
+			mode                 string
+			n, expired, disabled int
+		)
+		if err := rows.Scan(&mode, &n, &expired, &disabled); err != nil {
+			return st, fmt.Errorf("stats: %w", err)
+		}
+		st.ByMode[Mode(mode)] = n
+		st.Registered += n
+		st.Expired += expired
+		st.Disabled += disabled
+	}
+	if err := rows.Err(); err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	return st, nil
+}
+
 // AdminStore is what the operator's tools need beyond Store. It is a
 // separate interface so that stores (and test doubles) that serve only
 // the public API need not implement it.

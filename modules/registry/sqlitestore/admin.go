@@ -81,23 +81,7 @@ func (s *Store) Stats(ctx context.Context) (registry.Stats, error) {
 		return st, fmt.Errorf("stats: %w", err)
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var (
-			mode                 string
-			n, expired, disabled int
-		)
-		if err := rows.Scan(&mode, &n, &expired, &disabled); err != nil {
-			return st, fmt.Errorf("stats: %w", err)
-		}
-		st.ByMode[registry.Mode(mode)] = n
-		st.Registered += n
-		st.Expired += expired
-		st.Disabled += disabled
-	}
-	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("stats: %w", err)
-	}
-	return st, nil
+	return registry.ScanStats(rows)
 }
 
 // ReservedNames lists the run-time reservations, sorted.
