@@ -38,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/bench/internal/benchcloud"
 	"github.com/gatehouse-project/gatehouse/bench/internal/procs"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
@@ -52,39 +53,6 @@ var (
 	down      = flag.Duration("down", 0, "how long the cloud stays dead before the restart")
 	timeLimit = flag.Duration("time-limit", 10*time.Minute, "the whole run's bound")
 )
-
-// The rate limit is lifted: the run subscribes from one address far faster
-// than any real client may.
-const caddyfile = `{
-	admin 127.0.0.1:%d
-	http_port %d
-	https_port %d
-	local_certs
-	skip_install_trust
-	persist_config off
-	log {
-		level ERROR
-	}
-	servers {
-		protocols h1 h2
-		listener_wrappers {
-			gatehouse
-			tls
-		}
-	}
-	gatehouse {
-		zone box.test
-		storage sqlite %s/registry.db
-		rate_limit subscribe 1ns 1000000000
-	}
-}
-api.box.test {
-	gatehouse
-}
-*.box.test {
-	gatehouse offline
-}
-`
 
 func main() {
 	flag.Parse()
@@ -241,7 +209,7 @@ func (r *run) run() error {
 	}
 	r.admin, r.https = ports[0], ports[2]
 	r.cfg = filepath.Join(r.Dir, "Caddyfile")
-	if err := os.WriteFile(r.cfg, fmt.Appendf(nil, caddyfile, ports[0], ports[1], ports[2], r.Dir), 0o600); err != nil {
+	if err := os.WriteFile(r.cfg, benchcloud.Caddyfile(ports[0], ports[1], ports[2], r.Dir, ""), 0o600); err != nil {
 		return err
 	}
 	t0 := time.Now()

@@ -35,6 +35,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/bench/internal/benchcloud"
 	"github.com/gatehouse-project/gatehouse/bench/internal/procs"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
@@ -109,38 +110,6 @@ type cloud struct {
 	api          *http.Client
 }
 
-const caddyfile = `{
-	admin 127.0.0.1:%d
-	http_port %d
-	https_port %d
-	local_certs
-	skip_install_trust
-	persist_config off
-	log {
-		level ERROR
-	}
-	servers {
-		protocols h1 h2
-		listener_wrappers {
-			gatehouse
-			tls
-		}
-	}
-	gatehouse {
-		zone box.test
-		storage sqlite %s/registry.db
-		rate_limit subscribe 1ns 1000000000
-		%s
-	}
-}
-api.box.test {
-	gatehouse
-}
-*.box.test {
-	gatehouse offline
-}
-`
-
 func (b *bench) startCloud(name string, window int) (*cloud, error) {
 	dir := filepath.Join(b.Dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -160,7 +129,7 @@ func (b *bench) startCloud(name string, window int) (*cloud, error) {
 	if window > 0 {
 		tun = fmt.Sprintf("tunnel {\n\t\t\tstream_window %d\n\t\t}", window)
 	}
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, caddyfile, ports[0], ports[1], ports[2], dir, tun), 0o600); err != nil {
+	if err := os.WriteFile(cfg, benchcloud.Caddyfile(ports[0], ports[1], ports[2], dir, tun), 0o600); err != nil {
 		return nil, err
 	}
 	cmd, err := b.Start("cloud-"+name, cloudtest.CaddyEnv(dir), *caddyBin,
