@@ -45,6 +45,25 @@ const (
 	lanAddr     = "192.168.77.10"
 )
 
+// echoWebSocket answers each WebSocket message with "echo: " and the
+// message, what checkWebSocket expects of every test app.
+func echoWebSocket(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	for {
+		typ, b, err := c.Read(r.Context())
+		if err != nil {
+			return
+		}
+		if err := c.Write(r.Context(), typ, append([]byte("echo: "), b...)); err != nil {
+			return
+		}
+	}
+}
+
 // upstream is the gateway's web app: it echoes what it was asked and who
 // asked (X-Forwarded-For), and echoes WebSocket messages on /ws.
 func upstream(t *testing.T) string { return labelledUpstream(t, "hello from the gateway app") }
@@ -55,22 +74,7 @@ func labelledUpstream(t *testing.T, label string) string {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, b, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := c.Write(r.Context(), typ, append([]byte("echo: "), b...)); err != nil {
-				return
-			}
-		}
-	})
+	mux.HandleFunc("/ws", echoWebSocket)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s\nhost=%s\nxff=%s\nproto=%s\n", label, r.Host, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"))
 	})

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
@@ -43,22 +41,7 @@ func httpsEchoApp(t *testing.T, next <-chan struct{}) (url, caFile string, srv *
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, b, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := c.Write(r.Context(), typ, append([]byte("echo: "), b...)); err != nil {
-				return
-			}
-		}
-	})
+	mux.HandleFunc("/ws", echoWebSocket)
 	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		for i := range 3 {
