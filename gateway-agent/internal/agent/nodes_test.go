@@ -119,33 +119,49 @@ func startTestCloud(t *testing.T, ids ...int) *testCloud {
 		t.Fatal("no port free on every loopback address")
 	}
 	for name, ln := range lns {
-		n := &testNode{name: name, addr: addrs[name], hub: &hub.Hub{}}
-		n.hub.SetHandler(func(_ tunnel.Meta, st *tunnel.Stream) {
-			n.opened.Add(1)
-			_ = st.Ack(true, "")
-			_, _ = io.Copy(st, st)
-		})
-		api := regapi.New(c.reg, regapi.Config{Zone: "box.test", Nodes: c, Tunnel: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			n.hub.ServeTunnel(w, r, c.authenticate, tunnel.Config{})
-		})})
-		n.srv = httptest.NewUnstartedServer(api)
-		n.srv.Listener = ln
-		n.srv.Config.ConnState = func(conn net.Conn, s http.ConnState) {
-			if s == http.StateNew {
-				n.mu.Lock()
-				n.conns = append(n.conns, conn)
-				n.mu.Unlock()
-			}
-		}
-		n.srv.StartTLS()
-		t.Cleanup(n.kill)
-		c.nodes[name] = n
+		c.startNode(name, addrs[name], ln)
 	}
 	c.ca = filepath.Join(t.TempDir(), "cloud-ca.pem")
 	if err := os.WriteFile(c.ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.nodes["dns"].srv.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// startNode serves node name on ln.
+func (c *testCloud) startNode(name string, addr netip.Addr, ln net.Listener) {
+	n := &testNode{name: name, addr: addr, hub: &hub.Hub{}}
+	n.hub.SetHandler(func(_ tunnel.Meta, st *tunnel.Stream) {
+		n.opened.Add(1)
+		_ = st.Ack(true, "")
+		_, _ = io.Copy(st, st)
+	})
+	api := regapi.New(c.reg, regapi.Config{Zone: "box.test", Nodes: c, Tunnel: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.hub.ServeTunnel(w, r, c.authenticate, tunnel.Config{})
+	})})
+	n.srv = httptest.NewUnstartedServer(api)
+	n.srv.Listener = ln
+	n.srv.Config.ConnState = func(conn net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			n.mu.Lock()
+			n.conns = append(n.conns, conn)
+			n.mu.Unlock()
+		}
+	}
+	n.srv.StartTLS()
+	c.t.Cleanup(n.kill)
+	c.nodes[name] = n
+}
+
+// restart starts a killed node again on its address and port.
+func (c *testCloud) restart(name string) {
+	c.t.Helper()
+	old := c.nodes[name]
+	ln, err := net.Listen("tcp", net.JoinHostPort(old.addr.String(), strconv.Itoa(c.port)))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.startNode(name, old.addr, ln)
 }
 
 // authenticate is the node's check of a tunnel handshake: the token must
@@ -395,5 +411,40 @@ func TestOneTunnelConnectionIgnoresNodes(t *testing.T) {
 	}
 	if conns := a.Status().Tunnel.Connections; len(conns) != 1 || conns[0].Node != "" || !conns[0].Connected {
 		t.Fatalf("status: %+v", conns)
+	}
+}
+
+// A node that dies while it stays listed (no spare node to go to) is
+// retried until it is back; the other tunnel carries the traffic
+// meanwhile.
+func TestTunnelReturnsToARestartedNode(t *testing.T) {
+	c := startTestCloud(t, 2, 3)
+	c.list("node-2", "node-3")
+	a, reg := nodesAgent(t, c, 2)
+	a.ensureTunnel(reg)
+	name := reg.Name
+	testtools.Eventually(t, 10*time.Second, "one session on each node", func() bool {
+		return c.nodes["node-2"].session(name) != nil && c.nodes["node-3"].session(name) != nil
+	})
+	if c.nodes["dns"].session(name) != nil {
+		t.Fatal("a tunnel through DNS although the cloud lists two nodes")
+	}
+	c.nodes["node-3"].kill()
+	testtools.Eventually(t, 5*time.Second, "the status showing node-3 down", func() bool {
+		m := connectedTo(a)
+		return len(m) == 1 && m["node-2"]
+	})
+	if st := a.Status(); !st.Tunnel.Connected || len(st.Problems) != 0 {
+		t.Fatalf("one tunnel of two is up: %+v", st)
+	}
+	if err := c.nodes["node-2"].echo(name); err != nil {
+		t.Fatal(err)
+	}
+	c.restart("node-3")
+	testtools.Eventually(t, 10*time.Second, "the tunnel back on node-3", func() bool {
+		return c.nodes["node-3"].session(name) != nil && len(connectedTo(a)) == 2
+	})
+	if err := c.nodes["node-3"].echo(name); err != nil {
+		t.Fatal(err)
 	}
 }
