@@ -420,6 +420,11 @@ func TestOneTunnelConnectionIgnoresNodes(t *testing.T) {
 func TestTunnelReturnsToARestartedNode(t *testing.T) {
 	c := startTestCloud(t, 2, 3)
 	c.list("node-2", "node-3")
+	// node-3's first address answers nothing (an address family the
+	// gateway lacks, say): the tunnel goes to the next one.
+	c.mu.Lock()
+	c.listed[1].Addrs = []netip.Addr{netip.MustParseAddr("127.0.0.9"), c.nodes["node-3"].addr}
+	c.mu.Unlock()
 	a, reg := nodesAgent(t, c, 2)
 	a.ensureTunnel(reg)
 	name := reg.Name
@@ -447,4 +452,21 @@ func TestTunnelReturnsToARestartedNode(t *testing.T) {
 	if err := c.nodes["node-3"].echo(name); err != nil {
 		t.Fatal(err)
 	}
+	for _, conn := range a.Status().Tunnel.Connections {
+		if want := map[string]string{"node-2": "127.0.0.2", "node-3": "127.0.0.3"}[conn.Node]; conn.Addr != want {
+			t.Errorf("tunnel to %s shows address %s, want %s", conn.Node, conn.Addr, want)
+		}
+	}
+
+	// Another name (a rename, a reclaim): every tunnel starts again for it.
+	other := subscribe(t, a, "renamed")
+	a.ensureTunnel(other)
+	testtools.Eventually(t, 10*time.Second, "both tunnels under the new name", func() bool {
+		for _, n := range []string{"node-2", "node-3"} {
+			if c.nodes[n].session(other.Name) == nil || c.nodes[n].session(name) != nil {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -110,8 +110,8 @@ func tunnelStatus(runs []*tunnelRun) status.Tunnel {
 	for i, run := range runs {
 		ts := run.c.State()
 		c := status.TunnelConnection{Node: run.node, Connected: ts.Connected, Since: ts.Since, Failures: ts.Failures}
-		if run.addr.IsValid() {
-			c.Addr = run.addr.String()
+		if ad := run.addr(); ad.IsValid() {
+			c.Addr = ad.String()
 		}
 		if ts.Connected {
 			c.RTT = ts.RTT.Round(time.Millisecond).String()

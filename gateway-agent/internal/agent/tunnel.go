@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/cloudapi"
@@ -40,14 +41,28 @@ const (
 
 // tunnelRun is one running tunnel client and how to stop it. node is ""
 // for the tunnel dialed through DNS (one node, or a cloud that lists
-// none); else the client dials addr, the node's address.
+// none); else the client dials addrs, the node's addresses, in turn.
 type tunnelRun struct {
-	node      string
-	addr      netip.Addr
+	node  string
+	addrs []netip.Addr
+	// dialed is the address the last connection went to.
+	dialed    atomic.Pointer[netip.Addr]
 	c         *client.Client
 	transport *http.Transport
 	cancel    context.CancelFunc
 	done      chan struct{}
+}
+
+// addr is the node's address the tunnel uses: the one it reached last, or
+// the first one before it reached any. Invalid for the DNS tunnel.
+func (r *tunnelRun) addr() netip.Addr {
+	if p := r.dialed.Load(); p != nil {
+		return *p
+	}
+	if len(r.addrs) > 0 {
+		return r.addrs[0]
+	}
+	return netip.Addr{}
 }
 
 func (r *tunnelRun) stop() {
@@ -168,7 +183,7 @@ func (a *Agent) manageTunnels(ctx context.Context, set *tunnelSet) {
 	}()
 	want := a.cfg.TunnelConnections
 	if want <= 1 {
-		a.startRun(ctx, set, "", netip.Addr{})
+		a.startRun(ctx, set, "", nil)
 		<-ctx.Done()
 		return
 	}
@@ -242,15 +257,8 @@ func (a *Agent) placeTunnels(ctx context.Context, set *tunnelSet, nodes []clouda
 	for _, n := range nodes {
 		listed[n.Name] = n
 	}
-	used := map[string]bool{}
-	usedAddr := map[netip.Addr]bool{}
 	var keep, drop []*tunnelRun
-	for _, run := range set.snapshot() {
-		used[run.node] = true
-		if run.node != "" {
-			usedAddr[run.addr] = true
-		}
-	}
+	used, usedAddr := inUse(set.snapshot())
 	multi := len(nodes) >= 2
 	for _, run := range set.snapshot() {
 		st := run.c.State()
@@ -263,8 +271,8 @@ func (a *Agent) placeTunnels(ctx context.Context, set *tunnelSet, nodes []clouda
 				drop = append(drop, run)
 				continue
 			}
-		case !ok || !slices.Contains(n.Addrs, run.addr):
-			log.Info("tunnel node left the cloud's list", "node", run.node, "addr", run.addr)
+		case !ok || !slices.Equal(n.Addrs, run.addrs):
+			log.Info("tunnel node left the cloud's list (or changed its addresses)", "node", run.node, "addrs", run.addrs)
 			drop = append(drop, run)
 			continue
 		case !st.Connected && st.Failures >= replaceAfter && a.spareNode(set.name, nodes, used, usedAddr, failedAt) != "":
@@ -283,16 +291,10 @@ func (a *Agent) placeTunnels(ctx context.Context, set *tunnelSet, nodes []clouda
 			run.stop()
 		}
 	}
-	used, usedAddr = map[string]bool{}, map[netip.Addr]bool{}
-	for _, run := range keep {
-		used[run.node] = true
-		if run.node != "" {
-			usedAddr[run.addr] = true
-		}
-	}
+	used, usedAddr = inUse(keep)
 	if !multi {
 		if len(keep) == 0 {
-			a.startRun(ctx, set, "", netip.Addr{})
+			a.startRun(ctx, set, "", nil)
 		}
 		return
 	}
@@ -301,10 +303,22 @@ func (a *Agent) placeTunnels(ctx context.Context, set *tunnelSet, nodes []clouda
 		if name == "" {
 			return
 		}
-		addr := listed[name].Addrs[0]
-		keep = append(keep, a.startRun(ctx, set, name, addr))
-		used[name], usedAddr[addr] = true, true
+		run := a.startRun(ctx, set, name, listed[name].Addrs)
+		keep = append(keep, run)
+		used, usedAddr = inUse(keep)
 	}
+}
+
+// inUse is the nodes and addresses runs use.
+func inUse(runs []*tunnelRun) (map[string]bool, map[netip.Addr]bool) {
+	used, usedAddr := map[string]bool{}, map[netip.Addr]bool{}
+	for _, run := range runs {
+		used[run.node] = true
+		for _, ad := range run.addrs {
+			usedAddr[ad] = true
+		}
+	}
+	return used, usedAddr
 }
 
 // spareNode picks a listed node that no tunnel uses, with an address no
@@ -316,7 +330,7 @@ func (a *Agent) placeTunnels(ctx context.Context, set *tunnelSet, nodes []clouda
 func (a *Agent) spareNode(gateway string, nodes []cloudapi.Node, used map[string]bool, usedAddr map[netip.Addr]bool, failedAt map[string]time.Time) string {
 	best, bestFailed, bestScore := "", time.Time{}, uint64(0)
 	for _, n := range nodes {
-		if used[n.Name] || len(n.Addrs) == 0 || usedAddr[n.Addrs[0]] {
+		if used[n.Name] || len(n.Addrs) == 0 || slices.ContainsFunc(n.Addrs, func(ad netip.Addr) bool { return usedAddr[ad] }) {
 			continue
 		}
 		h := fnv.New64a()
@@ -329,14 +343,15 @@ func (a *Agent) spareNode(gateway string, nodes []cloudapi.Node, used map[string
 	return best
 }
 
-// startRun starts a tunnel client for set, to node's addr (or through DNS
-// for node ""), and adds it to the set.
-func (a *Agent) startRun(ctx context.Context, set *tunnelSet, node string, addr netip.Addr) *tunnelRun {
+// startRun starts a tunnel client for set, to node's addrs (or through
+// DNS for node ""), and adds it to the set.
+func (a *Agent) startRun(ctx context.Context, set *tunnelSet, node string, addrs []netip.Addr) *tunnelRun {
 	tr := a.tunnelHTTP.Transport.(*http.Transport).Clone()
 	log := a.log.With("component", "tunnel")
+	run := &tunnelRun{node: node, addrs: addrs, transport: tr, done: make(chan struct{})}
 	if node != "" {
-		tr.DialContext = nodeDialer(tr.DialContext, a.cfg.TunnelURL(), addr)
-		log = log.With("node", node, "addr", addr)
+		tr.DialContext = nodeDialer(tr.DialContext, a.cfg.TunnelURL(), addrs, func(ad netip.Addr) { run.dialed.Store(&ad) })
+		log = log.With("node", node, "addrs", addrs)
 	}
 	c := &client.Client{
 		URL:        a.cfg.TunnelURL(),
@@ -349,7 +364,7 @@ func (a *Agent) startRun(ctx context.Context, set *tunnelSet, node string, addr 
 		Logger:     log,
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	run := &tunnelRun{node: node, addr: addr, c: c, transport: tr, cancel: cancel, done: make(chan struct{})}
+	run.c, run.cancel = c, cancel
 	go func() {
 		defer close(run.done)
 		if err := c.Run(rctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -365,11 +380,13 @@ func (a *Agent) startRun(ctx context.Context, set *tunnelSet, node string, addr 
 	return run
 }
 
-// nodeDialer dials addr instead of the tunnel URL's host, on the URL's
-// port: the host stays the TLS server name and the Host header, only the
-// connection goes to one node. Other hosts (an HTTP proxy) are dialed as
-// they are.
-func nodeDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error), tunnelURL string, addr netip.Addr) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// nodeDialer dials the node's addrs, in turn until one connects, instead
+// of the tunnel URL's host, on the URL's port: the host stays the TLS
+// server name and the Host header, only the connection goes to one node.
+// (An agent without IPv6 still reaches a node listed with its IPv6
+// address first.) connected is told the address that answered. Other
+// hosts (an HTTP proxy) are dialed as they are.
+func nodeDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error), tunnelURL string, addrs []netip.Addr, connected func(netip.Addr)) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
@@ -378,10 +395,23 @@ func nodeDialer(dial func(ctx context.Context, network, addr string) (net.Conn, 
 		host = strings.ToLower(u.Hostname())
 	}
 	return func(ctx context.Context, network, hostport string) (net.Conn, error) {
-		if h, port, err := net.SplitHostPort(hostport); err == nil && strings.ToLower(h) == host {
-			hostport = net.JoinHostPort(addr.String(), port)
+		h, port, err := net.SplitHostPort(hostport)
+		if err != nil || strings.ToLower(h) != host || len(addrs) == 0 {
+			return dial(ctx, network, hostport)
 		}
-		return dial(ctx, network, hostport)
+		var errs []error
+		for _, ad := range addrs {
+			conn, err := dial(ctx, network, net.JoinHostPort(ad.String(), port))
+			if err == nil {
+				connected(ad)
+				return conn, nil
+			}
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return nil, errors.Join(errs...)
 	}
 }
 
