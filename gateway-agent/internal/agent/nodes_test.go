@@ -470,3 +470,35 @@ func TestTunnelReturnsToARestartedNode(t *testing.T) {
 		return true
 	})
 }
+
+// An empty node list (a cloud back to one node, or an API node that has
+// not learned its peers yet) stops no tunnel that works; those that go
+// down stop, and once none is left the agent goes through DNS.
+func TestEmptyNodeListKeepsWorkingTunnels(t *testing.T) {
+	c := startTestCloud(t, 2, 3)
+	c.list("node-2", "node-3")
+	a, reg := nodesAgent(t, c, 2)
+	a.ensureTunnel(reg)
+	name := reg.Name
+	testtools.Eventually(t, 10*time.Second, "one session on each node", func() bool {
+		return c.nodes["node-2"].session(name) != nil && c.nodes["node-3"].session(name) != nil
+	})
+	kept := c.nodes["node-2"].session(name)
+	c.list()
+	time.Sleep(time.Second) // a few refreshes
+	if len(connectedTo(a)) != 2 || c.nodes["dns"].session(name) != nil {
+		t.Fatalf("after an empty list: %+v", a.Status().Tunnel)
+	}
+	c.nodes["node-3"].kill()
+	testtools.Eventually(t, 5*time.Second, "the dead node's tunnel stopped", func() bool {
+		return len(a.Status().Tunnel.Connections) == 1
+	})
+	if c.nodes["node-2"].session(name) != kept || c.nodes["dns"].session(name) != nil {
+		t.Fatal("the working tunnel was touched")
+	}
+	c.nodes["node-2"].kill()
+	testtools.Eventually(t, 5*time.Second, "the tunnel through DNS", func() bool { return c.nodes["dns"].session(name) != nil })
+	if err := c.nodes["dns"].echo(name); err != nil {
+		t.Fatal(err)
+	}
+}

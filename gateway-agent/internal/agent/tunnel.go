@@ -247,7 +247,8 @@ func (a *Agent) manageTunnels(ctx context.Context, set *tunnelSet) {
 // placeTunnels starts and stops set's tunnels so that they go to distinct
 // listed nodes, up to want of them, or through DNS when fewer than two
 // nodes are listed and no tunnel to a listed node runs. A tunnel to a node
-// that left the list stops; one that failed replaceAfter times in a row
+// that left the list stops (unless the list is empty and the tunnel up:
+// then it stops once it is down); one that failed replaceAfter times in a row
 // gives way to a node not in use (it keeps retrying when there is none).
 // Tunnels that work are never touched, so a change of the list costs no
 // session that is up.
@@ -271,6 +272,10 @@ func (a *Agent) placeTunnels(ctx context.Context, set *tunnelSet, nodes []clouda
 				drop = append(drop, run)
 				continue
 			}
+		case len(nodes) == 0 && st.Connected:
+			// An empty list says nothing of a node that works (a cloud
+			// back to one node, or an API node that has not learned
+			// its peers yet): the tunnel stays while it is up.
 		case !ok || !slices.Equal(n.Addrs, run.addrs):
 			log.Info("tunnel node left the cloud's list (or changed its addresses)", "node", run.node, "addrs", run.addrs)
 			drop = append(drop, run)
