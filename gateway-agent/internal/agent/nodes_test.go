@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/config"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/localapi"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/state"
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
@@ -500,5 +501,72 @@ func TestEmptyNodeListKeepsWorkingTunnels(t *testing.T) {
 	testtools.Eventually(t, 5*time.Second, "the tunnel through DNS", func() bool { return c.nodes["dns"].session(name) != nil })
 	if err := c.nodes["dns"].echo(name); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Run with the default two connections against a cloud of two nodes: it
+// registers, keeps a tunnel on each, shows both in the local API's
+// status, and on cancel returns promptly, ending both sessions.
+func TestRunKeepsTwoTunnelsAndStopsThem(t *testing.T) {
+	c := startTestCloud(t, 2, 3)
+	c.list("node-2", "node-3")
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiAddr := free.Addr().String()
+	free.Close()
+	cfg := config.Default()
+	cfg.Cloud = fmt.Sprintf("https://example.com:%d", c.port)
+	cfg.Resolve = []string{"example.com=127.0.0.1"}
+	cfg.CloudCA, cfg.StateDir = c.ca, t.TempDir()
+	cfg.ACMECA = "https://127.0.0.1:1/directory"
+	cfg.SetupListen, cfg.HTTPSListen, cfg.MDNS = "", "", false
+	cfg.APIListen = apiAddr
+	cfg.Passthrough, cfg.Upstream = true, echoUpstream(t)
+	cfg.MAC, cfg.LocalAddrs = "02:00:00:00:00:2b", []string{"127.0.0.1"}
+	if cfg.TunnelConnections != 2 {
+		t.Fatalf("default tunnel_connections %d, want 2", cfg.TunnelConnections)
+	}
+	a, err := New(cfg, Options{Version: "test", NodesRefresh: 300 * time.Millisecond,
+		TunnelBackoff: client.Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond, ProbeInterval: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var name string
+	testtools.Eventually(t, 15*time.Second, "a session on each node", func() bool {
+		name = a.Status().Name
+		return name != "" && c.nodes["node-2"].session(name) != nil && c.nodes["node-3"].session(name) != nil
+	})
+	key, err := localapi.LoadOrCreateKey(cfg.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testtools.Eventually(t, 5*time.Second, "the local API showing both tunnels", func() bool {
+		st, err := (&localapi.Client{Base: "http://" + apiAddr, Key: key}).Status(context.Background())
+		if err != nil {
+			return false
+		}
+		nodes := map[string]bool{}
+		for _, conn := range st.Tunnel.Connections {
+			nodes[conn.Node] = conn.Connected
+		}
+		return len(nodes) == 2 && nodes["node-2"] && nodes["node-3"]
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after the cancel")
+	}
+	for _, n := range []string{"node-2", "node-3"} {
+		testtools.Eventually(t, 5*time.Second, "the session on "+n+" ended", func() bool { return c.nodes[n].session(name) == nil })
 	}
 }
