@@ -26,8 +26,11 @@ const (
 	// defaultNodesRefresh is how often the node list is asked for while
 	// all is well: nodes join and leave rarely.
 	defaultNodesRefresh = 3 * time.Minute
-	// nodesRetry is the least time between two askings while a tunnel is
-	// down: a dead node leaves the list within its lease (seconds).
+	// nodesRetry is the first wait between two askings while a tunnel is
+	// down: a dead node leaves the list within its lease (seconds). It
+	// doubles while the tunnel stays down, up to the refresh period, so
+	// that the agents of a node that is gone for long do not load the
+	// API.
 	nodesRetry = 5 * time.Second
 	// nodesTimeout bounds one asking; the tunnels do not wait longer for
 	// it at start.
@@ -192,6 +195,7 @@ func (a *Agent) manageTunnels(ctx context.Context, set *tunnelSet) {
 		refresh = defaultNodesRefresh
 	}
 	retry := min(nodesRetry, refresh)
+	wait := retry
 	var nodes []cloudapi.Node
 	var asked time.Time
 	ask := func() {
@@ -234,10 +238,12 @@ func (a *Agent) manageTunnels(ctx context.Context, set *tunnelSet) {
 				}
 			}
 			if !down {
+				wait = retry
 				continue
 			}
-			if time.Since(asked) >= retry {
+			if time.Since(asked) >= wait {
 				ask()
+				wait = min(2*wait, refresh)
 			}
 		}
 		a.placeTunnels(ctx, set, nodes, want, failedAt)
@@ -250,8 +256,8 @@ func (a *Agent) manageTunnels(ctx context.Context, set *tunnelSet) {
 // that left the list stops (unless the list is empty and the tunnel up:
 // then it stops once it is down); one that failed replaceAfter times in a row
 // gives way to a node not in use (it keeps retrying when there is none).
-// Tunnels that work are never touched, so a change of the list costs no
-// session that is up.
+// A tunnel that works is touched only when its node leaves a non-empty
+// list, or (the DNS tunnel) once several nodes are listed.
 func (a *Agent) placeTunnels(ctx context.Context, set *tunnelSet, nodes []cloudapi.Node, want int, failedAt map[string]time.Time) {
 	log := a.log.With("component", "tunnel", "gateway", set.name)
 	listed := map[string]cloudapi.Node{}
