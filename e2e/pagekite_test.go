@@ -1,11 +1,17 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -94,9 +100,53 @@ func bigBody(n int) string {
 	return strings.Repeat("0123456789abcdef", n/16+1)[:n]
 }
 
+// curlMany fetches the paths from host through the cloud's HTTPS port
+// all at once (curl --parallel, one connection each), trusting only
+// cacert, and returns the bodies in order.
+func curlMany(t *testing.T, c *cloud, host, cacert string, paths []string) [][]byte {
+	t.Helper()
+	curl := testtools.Binary(t, "curl", "curl")
+	dir := t.TempDir()
+	args := []string{"-sS", "--fail", "--max-time", "120", "--cacert", cacert,
+		"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, c.https),
+		"-Z", "--parallel-immediate", "--parallel-max", strconv.Itoa(len(paths))}
+	for i, p := range paths {
+		args = append(args, "-o", filepath.Join(dir, strconv.Itoa(i)), fmt.Sprintf("https://%s:%d%s", host, c.https, p))
+	}
+	if out, err := exec.Command(curl, args...).CombinedOutput(); err != nil {
+		t.Fatalf("curl --parallel: %v\n%s", err, out)
+	}
+	bodies := make([][]byte, len(paths))
+	for i := range paths {
+		b, err := os.ReadFile(filepath.Join(dir, strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies[i] = b
+	}
+	return bodies
+}
+
+// countLines counts the lines of log that contain every one of subs.
+func countLines(log string, subs ...string) int {
+	n := 0
+lines:
+	for _, l := range strings.Split(log, "\n") {
+		for _, s := range subs {
+			if !strings.Contains(l, s) {
+				continue lines
+			}
+		}
+		n++
+	}
+	return n
+}
+
 // A stock PageKite kite on the cloud's HTTPS port: curl reaches the
 // gateway's own server with its own certificate, byte-exact; a wrong
-// secret is Invalid, a second kite Duplicate; the kite keeps its name
+// secret is Invalid, a second kite Duplicate; fifty downloads at once
+// share one kite, and a client that stops reading holds up no other; an
+// idle kite stays connected across a minute; the kite keeps its name
 // alive without /ping; a dead kite leaves the offline page.
 func TestPageKite(t *testing.T) {
 	c := startKiteCloud(t)
@@ -105,6 +155,12 @@ func TestPageKite(t *testing.T) {
 	backendPort := srv.Listener.Addr().(*net.TCPAddr).Port
 	token := subscribe(t, c, "kite")
 	start := time.Now()
+
+	// A second gateway whose kite is used once and then left idle while
+	// the subtests below run (see its subtest).
+	idleCert := newGatewayCert(t, "idle")
+	idleSrv := gatewayServer(t, idleCert, "hello from the idle kite")
+	idleKite := startKite(t, c, "idle", idleSrv.Listener.Addr().(*net.TCPAddr).Port, subscribe(t, c, "idle"))
 
 	t.Run("wrong secret is Invalid", func(t *testing.T) {
 		bad := startKite(t, c, "kite", backendPort, "not-the-token")
@@ -127,9 +183,39 @@ func TestPageKite(t *testing.T) {
 	if r := curlTLS(t, c, "kite.box.test", fmt.Sprintf("/big?n=%d", n), cert.file); r.code != 200 || r.body != bigBody(n) {
 		t.Fatalf("download: %d, %d bytes, equal %v", r.code, len(r.body), r.body == bigBody(n))
 	}
-	if v := metricValue(adminMetrics(t, c), `gatehouse_tunnels{kind="pagekite"}`); v != 1 {
-		t.Fatalf("gatehouse_tunnels{kind=pagekite} = %v", v)
+	if v := metricValue(adminMetrics(t, c), `gatehouse_tunnels{kind="pagekite"}`); v != 2 {
+		t.Fatalf("gatehouse_tunnels{kind=pagekite} = %v, want 2 (kite and idle)", v)
 	}
+
+	idleKite.waitLog(t, "connect=", 30*time.Second)
+	testtools.Eventually(t, 20*time.Second, "the idle kite's answer", func() bool {
+		r, err := tryCurlTLS(t, c, "idle.box.test", "/", idleCert.file)
+		return err == nil && r.code == 200
+	})
+	idleSince := time.Now()
+
+	t.Run("keepalive across an idle minute", func(t *testing.T) {
+		// Parallel: the minute passes while the other subtests run.
+		t.Parallel()
+		// Nothing crosses this kite's connection but keepalives: the
+		// frontend pings a kite after 60 s of silence (pagekite.Limits),
+		// the kite pings after 116 s of its own (PyPagekite's default),
+		// and no deadline in between may end the connection.
+		const idle = 65 * time.Second
+		time.Sleep(time.Until(idleSince.Add(idle)))
+		r, err := tryCurlTLS(t, c, "idle.box.test", "/after-a-minute", idleCert.file)
+		if err != nil || r.code != 200 || r.body != "hello from the idle kite (path /after-a-minute)\n" {
+			t.Fatalf("after %v idle: %v %d %q", time.Since(idleSince).Round(time.Second), err, r.code, r.body)
+		}
+		// The same connection served it: the kite connected once and
+		// the cloud accepted it once.
+		if n := countLines(idleKite.log(), "; connect="); n != 1 {
+			t.Fatalf("the idle kite connected %d times:\n%s", n, idleKite.log())
+		}
+		if n := countLines(c.logs(), "kite accepted", "idle.box.test"); n != 1 {
+			t.Fatalf("the cloud accepted the idle kite %d times", n)
+		}
+	})
 
 	t.Run("second kite is Duplicate", func(t *testing.T) {
 		dup := startKite(t, c, "kite", backendPort, token)
@@ -137,6 +223,67 @@ func TestPageKite(t *testing.T) {
 		dup.kill()
 		if r := curlTLS(t, c, "kite.box.test", "/after-duplicate", cert.file); r.code != 200 || !strings.Contains(r.body, "/after-duplicate") {
 			t.Fatalf("after the duplicate: %d %q", r.code, r.body)
+		}
+	})
+
+	t.Run("50 concurrent downloads through one kite", func(t *testing.T) {
+		const downloads, size = 50, 256 << 10
+		paths := make([]string, downloads)
+		for i := range paths {
+			// Sizes and contents all differ: a stream's bytes delivered
+			// on another stream would show.
+			paths[i] = fmt.Sprintf("/rand?seed=%d&n=%d", i, size+4099*i)
+		}
+		for i, body := range curlMany(t, c, "kite.box.test", cert.file, paths) {
+			if want := randBody(uint64(i), size+4099*i); sha256.Sum256(body) != sha256.Sum256(want) {
+				t.Fatalf("download %d: %d bytes, want %d, sha256 differs", i, len(body), len(want))
+			}
+		}
+		if n := countLines(kite.log(), "; connect="); n != 1 {
+			t.Fatalf("the kite reconnected (%d connects)", n)
+		}
+	})
+
+	t.Run("stalled reader next to a fast stream", func(t *testing.T) {
+		// The stalled client asks for more than the sockets and buffers
+		// on the way hold, and reads nothing: the kite must stop reading
+		// that stream's backend (SKB flow control) and keep the tunnel
+		// moving for the others.
+		const stalledSize, fastSize = 16 << 20, 4 << 20
+		stalled, err := dialGateway(t, c, "kite", cert.pool)
+		if err != nil {
+			t.Fatalf("dialing the stalled stream: %v", err)
+		}
+		defer stalled.Close()
+		if _, err := fmt.Fprintf(stalled, "GET /rand?seed=1000&n=%d HTTP/1.1\r\nHost: kite.box.test\r\n\r\n", stalledSize); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second) // let the kite push what flow control allows
+
+		began := time.Now()
+		fast := curlMany(t, c, "kite.box.test", cert.file, []string{fmt.Sprintf("/rand?seed=1001&n=%d", fastSize)})[0]
+		if !bytes.Equal(fast, randBody(1001, fastSize)) {
+			t.Fatalf("the fast stream's body differs (%d bytes)", len(fast))
+		}
+		// A generous bound: on a loaded machine the download takes a
+		// second or two; blocked behind the stalled stream it would
+		// never finish.
+		d := time.Since(began)
+		if d > 30*time.Second {
+			t.Fatalf("the fast stream took %v next to a stalled one", d)
+		}
+		t.Logf("%d bytes next to the stalled stream in %v", fastSize, d.Round(time.Millisecond))
+		// Now the stalled client reads all of it: nothing was lost or
+		// reset while it held back.
+		_ = stalled.SetReadDeadline(time.Now().Add(60 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(stalled), nil)
+		if err != nil {
+			t.Fatalf("the stalled stream's answer: %v", err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || sha256.Sum256(got) != sha256.Sum256(randBody(1000, stalledSize)) {
+			t.Fatalf("the stalled stream: %v, %d bytes of %d, sha256 differs", err, len(got), stalledSize)
 		}
 	})
 
