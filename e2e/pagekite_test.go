@@ -65,10 +65,16 @@ func (k *kiteProc) log() string {
 // HTTPS port as its frontend (an address, so the kite needs no DNS).
 func startKite(t *testing.T, c *cloud, name string, backendPort int, secret string) *kiteProc {
 	t.Helper()
+	return startKiteVia(t, c.https, name, backendPort, secret)
+}
+
+// startKiteVia runs the kite with 127.0.0.1:frontendPort as its frontend.
+func startKiteVia(t *testing.T, frontendPort int, name string, backendPort int, secret string) *kiteProc {
+	t.Helper()
 	bin := testtools.Binary(t, "pagekite", "pagekite")
 	k := &kiteProc{done: make(chan struct{})}
 	k.cmd = exec.Command(bin, "--clean", "--logfile=stdio",
-		fmt.Sprintf("--frontend=127.0.0.1:%d", c.https),
+		fmt.Sprintf("--frontend=127.0.0.1:%d", frontendPort),
 		fmt.Sprintf("--service_on=https:%s.box.test:localhost:%d:%s", name, backendPort, secret))
 	k.cmd.Stdout, k.cmd.Stderr = k, k
 	k.cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
@@ -93,6 +99,95 @@ func (k *kiteProc) kill() {
 func (k *kiteProc) waitLog(t *testing.T, s string, within time.Duration) {
 	t.Helper()
 	testtools.Eventually(t, within, fmt.Sprintf("%q in the kite's log", s), func() bool { return strings.Contains(k.log(), s) })
+}
+
+// wireTap relays TCP connections from 127.0.0.1:port to the cloud's HTTPS
+// port and notes when bytes cross, so that a test sees a kite's tunnel
+// traffic (keepalives included) without decoding it.
+type wireTap struct {
+	ln   net.Listener
+	port int
+
+	mu        sync.Mutex
+	crossings []crossing
+	conns     []net.Conn
+}
+
+type crossing struct {
+	at       time.Time
+	fromKite bool
+	n        int
+}
+
+func startWireTap(t *testing.T, c *cloud) *wireTap {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &wireTap{ln: ln, port: ln.Addr().(*net.TCPAddr).Port}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			kite, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			cloud, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", c.https))
+			if err != nil {
+				kite.Close()
+				continue
+			}
+			w.mu.Lock()
+			w.conns = append(w.conns, kite, cloud)
+			w.mu.Unlock()
+			relay := func(dst, src net.Conn, fromKite bool) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if n > 0 {
+						w.mu.Lock()
+						w.crossings = append(w.crossings, crossing{time.Now(), fromKite, n})
+						w.mu.Unlock()
+						if _, werr := dst.Write(buf[:n]); werr != nil {
+							err = werr
+						}
+					}
+					if err != nil {
+						dst.Close()
+						src.Close()
+						return
+					}
+				}
+			}
+			wg.Go(func() { relay(cloud, kite, true) })
+			wg.Go(func() { relay(kite, cloud, false) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		w.mu.Lock()
+		for _, c := range w.conns {
+			c.Close()
+		}
+		w.mu.Unlock()
+		wg.Wait()
+	})
+	return w
+}
+
+// exchangedAfter reports whether bytes crossed both ways at or after t.
+func (w *wireTap) exchangedAfter(t time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var toKite, fromKite bool
+	for _, c := range w.crossings {
+		if !c.at.Before(t) {
+			toKite = toKite || !c.fromKite
+			fromKite = fromKite || c.fromKite
+		}
+	}
+	return toKite && fromKite
 }
 
 // bigBody is what gatewayServer sends for /big?n=N.
@@ -160,7 +255,8 @@ func TestPageKite(t *testing.T) {
 	// the subtests below run (see its subtest).
 	idleCert := newGatewayCert(t, "idle")
 	idleSrv := gatewayServer(t, idleCert, "hello from the idle kite")
-	idleKite := startKite(t, c, "idle", idleSrv.Listener.Addr().(*net.TCPAddr).Port, subscribe(t, c, "idle"))
+	idleTap := startWireTap(t, c)
+	idleKite := startKiteVia(t, idleTap.port, "idle", idleSrv.Listener.Addr().(*net.TCPAddr).Port, subscribe(t, c, "idle"))
 
 	t.Run("wrong secret is Invalid", func(t *testing.T) {
 		bad := startKite(t, c, "kite", backendPort, "not-the-token")
@@ -198,11 +294,14 @@ func TestPageKite(t *testing.T) {
 		// Parallel: the minute passes while the other subtests run.
 		t.Parallel()
 		// Nothing crosses this kite's connection but keepalives: the
-		// frontend pings a kite after 60 s of silence (pagekite.Limits),
-		// the kite pings after 116 s of its own (PyPagekite's default),
-		// and no deadline in between may end the connection.
-		const idle = 65 * time.Second
-		time.Sleep(time.Until(idleSince.Add(idle)))
+		// frontend pings a kite after 60 s of silence (pagekite.Limits
+		// at their defaults; its check runs every 15 s), the kite after
+		// 116 s (PyPagekite's default). Wait for a ping and its answer
+		// after a minute, whichever side sent it: the connection must
+		// outlive the idle minute and carry its keepalive.
+		testtools.Eventually(t, 100*time.Second, "a keepalive exchange after a minute of silence", func() bool {
+			return idleTap.exchangedAfter(idleSince.Add(time.Minute))
+		})
 		r, err := tryCurlTLS(t, c, "idle.box.test", "/after-a-minute", idleCert.file)
 		if err != nil || r.code != 200 || r.body != "hello from the idle kite (path /after-a-minute)\n" {
 			t.Fatalf("after %v idle: %v %d %q", time.Since(idleSince).Round(time.Second), err, r.code, r.body)
