@@ -232,9 +232,11 @@ var (
 // record set by /dnsconfig and served by the cloud's DNS, Debian's
 // pagekite as the gateway's kite with the token as its secret, curl seeing
 // the gateway's own certificate through the cloud, and /ping. Then a new
-// gateway reclaims the name with the mailed token typed in upper case, and
-// last a gateway of an original registration server, imported with the
-// built binary's command, connects with its old token.
+// gateway reclaims the name with the mailed token typed in upper case (the
+// old kite is dropped, the owner's verified address stays), and last a
+// gateway of an original registration server, imported with the built
+// binary's command, connects with its old token, and its owner can
+// reclaim it.
 func TestWebThings(t *testing.T) {
 	began := time.Now()
 	smtp := smtptest.Start(t)
@@ -337,6 +339,11 @@ func TestWebThings(t *testing.T) {
 	if code, _ := c.api("/ping?token=" + url.QueryEscape(token)); code != 404 {
 		t.Fatalf("the replaced token still pings: %d", code)
 	}
+	// A reclaiming gateway sends no /setemail: the owner's verified
+	// address must stay, or the name could never be reclaimed again.
+	if code, info := c.api("/info?token=" + url.QueryEscape(newToken)); code != 200 || info["email"] != "owner@example.com" || info["email_verified"] != true {
+		t.Fatalf("after the reclaim: %d %v", code, info)
+	}
 	// The old kite's tunnel ends with its token (PyPagekite retries a
 	// frontend only a minute after its last connect, and its token no
 	// longer signs); the new gateway's kite takes the name (while the old
@@ -391,6 +398,14 @@ func TestWebThings(t *testing.T) {
 	}
 	if code, body := c.api("/ping?token=" + legacyToken); code != 200 {
 		t.Fatalf("ping with the imported token: %d %v", code, body)
+	}
+	// The imported owner's verified address came along: the name can be
+	// reclaimed from a setup page.
+	if code, body := c.api("/reclaim?name=Legacy"); code != 200 {
+		t.Fatalf("reclaiming the imported gateway: %d %v", code, body)
+	}
+	if mail := smtp.NextText(t, "legacy-owner@example.com"); !mailedUUID.MatchString(mail) {
+		t.Fatalf("reclaiming the imported gateway: no UUID in the mail:\n%s", mail)
 	}
 	t.Logf("imported gateway serving after %v", time.Since(began).Round(time.Millisecond))
 }
