@@ -240,9 +240,10 @@ lines:
 // A stock PageKite kite on the cloud's HTTPS port: curl reaches the
 // gateway's own server with its own certificate, byte-exact; a wrong
 // secret is Invalid, a second kite Duplicate; fifty downloads at once
-// share one kite, and a client that stops reading holds up no other; an
-// idle kite stays connected across a minute; the kite keeps its name
-// alive without /ping; a dead kite leaves the offline page.
+// share one kite, and a client that stops reading holds up no other; a
+// config reload keeps the kite and its connections; an idle kite stays
+// connected across a minute; the kite keeps its name alive without /ping;
+// a dead kite leaves the offline page.
 func TestPageKite(t *testing.T) {
 	c := startKiteCloud(t)
 	cert := newGatewayCert(t, "kite")
@@ -386,8 +387,59 @@ func TestPageKite(t *testing.T) {
 		}
 	})
 
+	t.Run("a config reload keeps the kite and its connections", func(t *testing.T) {
+		// As for agents (TestTunnelReloadKeepsRelays): the new app takes
+		// over the same hub, and the kite's connection, its streams and
+		// the idle kite beside it carry on.
+		conn, err := dialGateway(t, c, "kite", cert.pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		br := bufio.NewReader(conn)
+		get := func(path string) string {
+			t.Helper()
+			_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+			fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: kite.box.test\r\n\r\n", path)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("GET %s on the relayed connection: %v", path, err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return string(b)
+		}
+		if got := get("/before-reload"); !strings.Contains(got, "/before-reload") {
+			t.Fatalf("before the reload: %q", got)
+		}
+		cfg := filepath.Join(c.dir, "Caddyfile")
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cfg, []byte(strings.Replace(string(b), "peek_timeout 5s", "peek_timeout 6s", 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(caddyBinary(t), "reload", "--config", cfg, "--adapter", "caddyfile",
+			"--address", fmt.Sprintf("127.0.0.1:%d", c.admin))
+		cmd.Env = append(os.Environ(), kiteSealKey)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("reload: %v\n%s", err, out)
+		}
+		if got := get("/after-reload"); !strings.Contains(got, "/after-reload") {
+			t.Fatalf("after the reload, same connection: %q", got)
+		}
+		if r := curlTLS(t, c, "kite.box.test", "/new-after-reload", cert.file); r.code != 200 || !strings.Contains(r.body, "/new-after-reload") {
+			t.Fatalf("a new connection after the reload: %d %q", r.code, r.body)
+		}
+		if n := countLines(kite.log(), "; connect="); n != 1 {
+			t.Fatalf("the kite reconnected across the reload (%d connects)", n)
+		}
+	})
+
 	t.Run("the kite keeps its name alive without ping", func(t *testing.T) {
-		// Never pinged: only the live kite keeps the gateway from expiring.
+		// Never pinged: only the live kite keeps the gateway from expiring
+		// (the app that took over at the reload records it too).
 		if d := 2*kiteExpireAfter + time.Second - time.Since(start); d > 0 {
 			time.Sleep(d)
 		}
