@@ -241,7 +241,8 @@ lines:
 // gateway's own server with its own certificate, byte-exact; a wrong
 // secret is Invalid, a second kite Duplicate; fifty downloads at once
 // share one kite, and a client that stops reading holds up no other; a
-// config reload keeps the kite and its connections; an idle kite stays
+// config reload keeps the kite and its connections; an expired gateway
+// comes back with its kite; an idle kite stays
 // connected across a minute; the kite keeps its name alive without /ping;
 // a dead kite leaves the offline page.
 func TestPageKite(t *testing.T) {
@@ -258,6 +259,12 @@ func TestPageKite(t *testing.T) {
 	idleSrv := gatewayServer(t, idleCert, "hello from the idle kite")
 	idleTap := startWireTap(t, c)
 	idleKite := startKiteVia(t, idleTap.port, "idle", idleSrv.Listener.Addr().(*net.TCPAddr).Port, subscribe(t, c, "idle"))
+
+	// A gateway that never pings, so that it has expired by the time its
+	// kite comes (see its subtest).
+	lateCert := newGatewayCert(t, "late")
+	lateSrv := gatewayServer(t, lateCert, "hello from late")
+	lateToken := subscribe(t, c, "late")
 
 	t.Run("wrong secret is Invalid", func(t *testing.T) {
 		bad := startKite(t, c, "kite", backendPort, "not-the-token")
@@ -435,6 +442,25 @@ func TestPageKite(t *testing.T) {
 		if n := countLines(kite.log(), "; connect="); n != 1 {
 			t.Fatalf("the kite reconnected across the reload (%d connects)", n)
 		}
+	})
+
+	t.Run("an expired gateway comes back with its kite", func(t *testing.T) {
+		// A WebThings gateway pings only once its kite is up: its kite
+		// (which proves the token) must bring it back, as a ping would.
+		testtools.Eventually(t, 20*time.Second, "late to expire", func() bool {
+			_, info := c.api("/info?token=" + lateToken)
+			return info["expired"] == true
+		})
+		late := startKite(t, c, "late", lateSrv.Listener.Addr().(*net.TCPAddr).Port, lateToken)
+		late.waitLog(t, "connect=", 30*time.Second)
+		testtools.Eventually(t, 20*time.Second, "late's answer through its kite", func() bool {
+			r, err := tryCurlTLS(t, c, "late.box.test", "/", lateCert.file)
+			return err == nil && r.code == 200 && r.body == "hello from late (path /)\n"
+		})
+		if code, info := c.api("/info?token=" + lateToken); code != 200 || info["expired"] != false {
+			t.Fatalf("late with its kite up: %d %v", code, info)
+		}
+		late.kill()
 	})
 
 	t.Run("the kite keeps its name alive without ping", func(t *testing.T) {
