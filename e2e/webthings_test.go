@@ -226,7 +226,7 @@ var (
 )
 
 // The WebThings gateway's setup, as its own code makes the calls
-// (certificate-manager.ts, settings controller): a name typed with spaces
+// (certificate-manager.ts, tunnel-service.ts): a name typed with spaces
 // and capitals, the email stored without mail and verified through the one
 // /setemail mail, a certificate from an ACME CA (Pebble) with the DNS-01
 // record set by /dnsconfig and served by the cloud's DNS, Debian's
