@@ -6,9 +6,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/big"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -102,7 +104,9 @@ func newGatewayCert(t *testing.T, name string) gatewayCert {
 }
 
 // gatewayServer is the gateway's own HTTPS server, on loopback, with its
-// own certificate: "/" says who answers, "/big?n=N" sends N bytes.
+// own certificate: "/" says who answers, "/big?n=N" sends N bytes of a
+// repeated pattern, "/rand?n=N&seed=S" the N bytes of randBody(S, N),
+// which no reordering or mix-up of two streams leaves unchanged.
 func gatewayServer(t *testing.T, cert gatewayCert, hello string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -119,12 +123,33 @@ func gatewayServer(t *testing.T, cert gatewayCert, hello string) *httptest.Serve
 			}
 			return
 		}
+		if r.URL.Path == "/rand" {
+			n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+			seed, _ := strconv.ParseUint(r.URL.Query().Get("seed"), 10, 64)
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+			_, _ = io.CopyN(w, randStream(seed), n)
+			return
+		}
 		fmt.Fprintf(w, "%s (path %s)\n", hello, r.URL.Path)
 	}))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert.cert}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// randStream is the endless pseudo-random byte stream of seed.
+func randStream(seed uint64) io.Reader {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	return rand.NewChaCha8(key)
+}
+
+// randBody is what gatewayServer sends for /rand?n=N&seed=S.
+func randBody(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	_, _ = io.ReadFull(randStream(seed), b)
+	return b
 }
 
 // testAgent is a gateway's tunnel client running in the test process.
