@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
-	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
 	"github.com/gatehouse-project/gatehouse/modules/domaincheck"
+	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
 	"github.com/gatehouse-project/gatehouse/modules/regapi"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )

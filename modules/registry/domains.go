@@ -48,7 +48,7 @@ const maxDomainLength = 253
 // label follows the rules of a gateway's name (LDH, valid IDNA, one
 // script), so that an ACME CA issues for it; at least two labels.
 func NormalizeDomain(domain string) (string, error) {
-	d := strings.TrimSuffix(strings.TrimSpace(domain), ".")
+	d := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(domain), "."))
 	if d == "" {
 		return "", fmt.Errorf("%w: empty", ErrInvalidDomain)
 	}
