@@ -350,6 +350,19 @@ func (s *Session) write(b []byte) error {
 	return err
 }
 
+// writeFrame writes a queued frame; a pooled one goes to a transport that
+// can use its headroom without a copy.
+func (s *Session) writeFrame(f outFrame) error {
+	hw, ok := s.conn.(headroomWriter)
+	if !ok || f.pooled == nil {
+		return s.write(f.b)
+	}
+	s.writeSince.Store(s.now())
+	err := hw.writeWithHeadroom(context.Background(), (*f.pooled)[:frameHeadroom+len(f.b)])
+	s.writeSince.Store(0)
+	return err
+}
+
 func (s *Session) writeLoop() {
 	defer s.wg.Done()
 	defer func() {
@@ -404,7 +417,7 @@ func (s *Session) writeLoop() {
 				break merge
 			}
 		}
-		err := s.write(f.b)
+		err := s.writeFrame(f)
 		if f.pooled != nil {
 			framePool.Put(f.pooled)
 		}

@@ -266,11 +266,9 @@ func (st *Stream) Write(p []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		bp := framePool.Get().(*[]byte)
-		*bp = AppendData((*bp)[:0], st.id, p[:size])
-		f := outFrame{b: *bp, pooled: bp}
+		f := dataFrame(st.id, p[:size])
 		if err := st.sess.enqueue(context.Background(), f, st.done, st.wd.wait()); err != nil {
-			framePool.Put(bp)
+			framePool.Put(f.pooled)
 			st.mu.Lock()
 			st.sendCredit += int64(size)
 			st.mu.Unlock()
@@ -280,6 +278,14 @@ func (st *Stream) Write(p []byte) (int, error) {
 		p = p[size:]
 	}
 	return n, nil
+}
+
+// dataFrame encodes a Data frame into a pooled buffer, frameHeadroom bytes
+// in (see headroomWriter).
+func dataFrame(g GUID, p []byte) outFrame {
+	bp := framePool.Get().(*[]byte)
+	*bp = AppendData((*bp)[:frameHeadroom], g, p)
+	return outFrame{b: (*bp)[frameHeadroom:], pooled: bp}
 }
 
 // failure replaces a generic wait error with the stream's own reason.
