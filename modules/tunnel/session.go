@@ -212,6 +212,11 @@ func (s *Session) SetPeerVersion(v uint16) { s.peerVersion.Store(uint32(v)) }
 // Source in Gatename instead, as version 1 clouds did on a forward's target
 // leg; the stream's own Initiator keeps both.
 func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
+	return s.open(ctx, init, nil)
+}
+
+// open is Open, sending early behind the Initiator (see OpenEarly).
+func (s *Session) open(ctx context.Context, init Initiator, early []byte) (*Stream, error) {
 	init.GUID = NewGUID()
 	init.Window = s.cfg.StreamWindow
 	wire := init
@@ -223,6 +228,9 @@ func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
 		return nil, err
 	}
 	st := newStream(s, init, true)
+	// Counted before the Initiator leaves: the Ack may come back at once,
+	// and acked takes the early data off the credit it grants.
+	st.early = int64(len(early))
 	s.mu.Lock()
 	switch {
 	case s.streams == nil:
@@ -238,6 +246,14 @@ func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
 	if err := s.enqueue(ctx, outFrame{b: b}, nil, nil); err != nil {
 		s.remove(st)
 		return nil, err
+	}
+	if len(early) > 0 {
+		f := dataFrame(st.id, early)
+		if err := s.enqueue(ctx, f, nil, nil); err != nil {
+			framePool.Put(f.pooled)
+			st.abandon()
+			return nil, err
+		}
 	}
 	select {
 	case ack := <-st.ackCh:
@@ -255,6 +271,28 @@ func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
 	case <-s.done:
 		return nil, s.err
 	}
+}
+
+// OpenEarly is Open for a stream whose first bytes are known already (the
+// ClientHello of a visitor's connection): to a peer of VersionEarlyData or
+// later, early (at most MaxEarlyData bytes) goes out as Data right behind
+// the Initiator, before the peer's Ack, so that the peer can pass it on as
+// soon as it accepts instead of one round trip later. To an older peer, or
+// for more bytes, it is written after the Ack. A refused stream drops the
+// early data. early is not kept.
+func (s *Session) OpenEarly(ctx context.Context, init Initiator, early []byte) (*Stream, error) {
+	if len(early) == 0 || len(early) > MaxEarlyData || s.peerVersion.Load() < VersionEarlyData {
+		st, err := s.Open(ctx, init)
+		if err != nil || len(early) == 0 {
+			return st, err
+		}
+		if _, err := st.Write(early); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+		return st, nil
+	}
+	return s.open(ctx, init, early)
 }
 
 // Accept returns the next stream the peer opened. The caller must answer it
@@ -286,18 +324,25 @@ func (s *Session) lookup(g GUID) *Stream {
 	return s.streams[g]
 }
 
+// directWriteMax bounds the frames enqueue may write itself. Small frames
+// are requests, responses and handshakes, for which a scheduling hop is
+// latency; a bulk transfer's frames (a TLS server's full 16 KiB records,
+// a relay's large reads) go through the writer, which merges those that
+// queue up behind a write into 64 KiB frames: fewer, larger writes.
+const directWriteMax = 16 << 10
+
 // enqueue hands an ordered frame to the writer, waiting for room. stop and
 // expired (either may be nil) abort the wait for a closing stream or a
 // passed deadline.
 //
-// When nothing is queued and no write is in progress, the frame is written
-// at once on the caller's goroutine instead: a request or response that
+// When nothing is queued and no write is in progress, a small frame is
+// written at once on the caller's goroutine instead: a request or response that
 // finds the session idle then reaches the network without waking the
 // writer, one scheduling hop less per frame on each side of the tunnel.
 // Frames cannot overtake one another that way: every frame queued before
 // is written once queued is back to 0, and all writes hold writeMu.
 func (s *Session) enqueue(ctx context.Context, f outFrame, stop <-chan struct{}, expired <-chan struct{}) error {
-	if s.queued.Load() == 0 && s.writeMu.TryLock() {
+	if len(f.b) < directWriteMax && s.queued.Load() == 0 && s.writeMu.TryLock() {
 		if s.queued.Load() == 0 && !s.closed() {
 			err := s.writeFrame(f)
 			s.writeMu.Unlock()

@@ -45,6 +45,7 @@ type Stream struct {
 	unacked    int64 // bytes read but not yet granted back to the peer
 	drained    bool  // a read emptied the buffer since the last grant
 	sendCredit int64 // bytes this side may still send
+	early      int64 // bytes sent or received before the Ack (VersionEarlyData)
 }
 
 func newStream(s *Session, init Initiator, opener bool) *Stream {
@@ -476,8 +477,14 @@ func (st *Stream) receive(p []byte) error {
 	switch st.state {
 	case stateClosed:
 		return nil
-	case stateOpening, stateAccepted:
+	case stateOpening:
 		return violation("data on stream %v before its ack", st.id)
+	case stateAccepted:
+		// Early data (VersionEarlyData): buffered until the application
+		// answers, dropped if it refuses.
+		if st.early += int64(len(p)); st.early > MaxEarlyData {
+			return violation("stream %v: %d bytes of early data, more than %d", st.id, st.early, MaxEarlyData)
+		}
 	case stateRemoteFin, stateFinished, stateReset:
 		return violation("data on stream %v after its terminator", st.id)
 	}
@@ -543,7 +550,8 @@ func (st *Stream) acked(m Ack) error {
 	}
 	st.state = next
 	if m.Ok {
-		st.sendCredit += windowOrDefault(m.Window)
+		// The early data came out of the window the Ack states.
+		st.sendCredit += max(windowOrDefault(m.Window)-st.early, 0)
 	}
 	st.ackCh <- m
 	st.mu.Unlock()

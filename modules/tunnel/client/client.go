@@ -364,12 +364,13 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
 	conn, err := c.connect(dctx, tunnel.ProtocolVersion)
-	if tunnel.IsVersionRefusal(err) {
-		// A cloud older than this agent: speak the version every cloud
-		// accepts. Initiators from such a cloud carry a forward's source
-		// in Gatename, which tunnel.MetaFromInitiator reads.
-		c.logger().Info("cloud refused protocol version, retrying with the oldest", "version", tunnel.ProtocolVersion, "error", err)
-		conn, err = c.connect(dctx, tunnel.MinProtocolVersion)
+	for v := uint16(tunnel.ProtocolVersion - 1); tunnel.IsVersionRefusal(err) && v >= tunnel.MinProtocolVersion; v-- {
+		// A cloud older than this agent: step down until it accepts
+		// (every cloud accepts MinProtocolVersion). Initiators from a
+		// version 1 cloud carry a forward's source in Gatename, which
+		// tunnel.MetaFromInitiator reads; none sends early data.
+		c.logger().Info("cloud refused protocol version, retrying with an older one", "version", v+1, "error", err)
+		conn, err = c.connect(dctx, v)
 	}
 	if err != nil {
 		return 0, err
