@@ -306,11 +306,12 @@ func (h *Hub) ServeTunnel(w http.ResponseWriter, r *http.Request, authenticate f
 	}
 	defer h.wg.Done()
 
-	conn, _, err := tunnel.AcceptTransport(w, r)
+	conn, transport, err := tunnel.AcceptTransport(w, r)
 	if err != nil {
 		log.Info("tunnel upgrade failed", "error", err)
 		return
 	}
+	log = log.With("transport", transport)
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.HandshakeTimeout)
 	hs, err := tunnel.ServerHandshake(ctx, conn, authenticate)
 	cancel()
