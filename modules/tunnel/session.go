@@ -25,9 +25,10 @@ const sendQueueLen = 32
 // Three goroutines, owned by the session and stopped by Close (or by the
 // peer going away), do its work: a reader that dispatches incoming frames
 // and never blocks on a stream (it buffers up to the stream's window, which
-// the peer may not exceed), a writer that alone writes to the Conn (control
-// frames first, then Data in the order streams queued it), and a keepalive
-// ticker.
+// the peer may not exceed), a writer that writes the queued frames to the
+// Conn (control frames first, then Data in the order streams queued it;
+// a small frame that finds nothing queued is written by its caller, see
+// enqueue), and a keepalive ticker.
 type Session struct {
 	conn  Conn
 	cfg   Config

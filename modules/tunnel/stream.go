@@ -306,7 +306,8 @@ func (st *Stream) writeErr() error {
 
 // Write sends p, split into Data frames of at most MaxDataSize bytes, each
 // waiting for send credit. It returns once every frame is queued for the
-// session writer (p is copied), so the data goes out even if Close follows.
+// session writer or written (p is copied), so the data goes out even if
+// Close follows.
 func (st *Stream) Write(p []byte) (int, error) {
 	if err := st.lockWrite(st.done, st.wd.wait()); err != nil {
 		return 0, err
