@@ -156,6 +156,13 @@ func (c *Conn) Buffered() int {
 	return len(c.buf)
 }
 
+// Peeked returns a copy of the bytes not yet replayed.
+func (c *Conn) Peeked() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]byte(nil), c.buf...)
+}
+
 // WriteTo writes the buffered bytes and then copies the wrapped connection
 // to w until EOF. It lets io.Copy reach the wrapped connection's own fast
 // paths (splice between TCP sockets) once the replay is done.

@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -109,7 +110,21 @@ func (r *Router) handle(c net.Conn, toServer func(net.Conn) bool) {
 	defer release()
 	// Not tied to the listener: on a reload the stream is still wanted.
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.OpenTimeout)
-	st, err := t.Open(ctx, tunnel.Meta{Gateway: name, ServerName: sni, Client: client})
+	meta := tunnel.Meta{Gateway: name, ServerName: sni, Client: client}
+	var st hub.Stream
+	if eo, ok := t.(hub.EarlyOpener); ok && rc.Buffered() > 0 && rc.Buffered() <= tunnel.MaxEarlyData {
+		// The ClientHello goes with the stream's opening, so the gateway's
+		// server has it as soon as the agent accepts.
+		// On failure the paths below hand the connection on whole, so
+		// the bytes are only dropped from the replay once they are sent.
+		early := rc.Peeked()
+		if st, err = eo.OpenEarly(ctx, meta, early); err == nil {
+			_, _ = io.CopyN(io.Discard, rc, int64(len(early))) // from memory
+			r.cfg.Metrics.Relayed(len(early), 0)
+		}
+	} else {
+		st, err = t.Open(ctx, meta)
+	}
 	cancel()
 	if err != nil {
 		if t.Err() != nil {

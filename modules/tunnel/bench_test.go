@@ -14,51 +14,60 @@ import (
 const copyChunk = 32 << 10
 
 // BenchmarkStreamThroughput moves data over one stream of a session on a
-// loopback WebSocket, then the same amount over a raw loopback TCP
-// connection, and reports both rates and their ratio. The agent is the
-// WebSocket client, so agent-to-cloud frames are masked.
+// loopback WebSocket or raw transport (RawUpgrade), then the same amount
+// over a plain loopback TCP connection, and reports both rates and their
+// ratio. The agent is the WebSocket client, so agent-to-cloud frames are
+// masked on the WebSocket.
 func BenchmarkStreamThroughput(b *testing.B) {
-	for _, dir := range []string{"cloud-to-agent", "agent-to-cloud"} {
-		b.Run(dir, func(b *testing.B) {
-			cloud, agent := pair(b, Config{}, Config{})
-			from, to := cloud, agent
-			if dir == "agent-to-cloud" {
-				from, to = agent, cloud
-			}
-			received := make(chan int64, 1)
-			serve(b, to, func(st *Stream) {
-				st.Ack(true, "")
-				n, _ := io.Copy(io.Discard, st)
-				received <- n
-			})
-			st, err := from.Open(context.Background(), Initiator{Gatename: "bench"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			total := int64(b.N) * (1 << 20)
-			buf := randomBytes(copyChunk)
-			b.SetBytes(1 << 20)
-			b.ResetTimer()
-			start := time.Now()
-			for sent := int64(0); sent < total; sent += copyChunk {
-				if _, err := st.Write(buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-			st.CloseWrite()
-			if n := <-received; n != total {
-				b.Fatalf("received %d bytes, want %d", n, total)
-			}
-			tunnel := time.Since(start)
-			b.StopTimer()
-
-			tcp := rawTCPCopy(b, total, buf)
-			mbps := func(d time.Duration) float64 { return float64(total) / d.Seconds() / 1e6 }
-			b.ReportMetric(mbps(tcp), "tcp-MB/s")
-			b.ReportMetric(mbps(tunnel)/mbps(tcp), "tunnel/tcp")
-		})
+	for _, transport := range []string{"websocket", "raw"} {
+		for _, dir := range []string{"cloud-to-agent", "agent-to-cloud"} {
+			b.Run(transport+"/"+dir, func(b *testing.B) { benchStreamThroughput(b, transport, dir) })
+		}
 	}
+}
+
+func benchStreamThroughput(b *testing.B, transport, dir string) {
+	sc, cc := wsPair(b)
+	if transport == "raw" {
+		sc, cc = rawPair(b)
+	}
+	cloud, agent := sessionsOver(b, sc, cc, Config{}, Config{})
+	from, to := cloud, agent
+	if dir == "agent-to-cloud" {
+		from, to = agent, cloud
+	}
+	received := make(chan int64, 1)
+	serve(b, to, func(st *Stream) {
+		st.Ack(true, "")
+		n, _ := io.Copy(io.Discard, st)
+		received <- n
+	})
+	st, err := from.Open(context.Background(), Initiator{Gatename: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	total := int64(b.N) * (1 << 20)
+	buf := randomBytes(copyChunk)
+	b.SetBytes(1 << 20)
+	b.ResetTimer()
+	start := time.Now()
+	for sent := int64(0); sent < total; sent += copyChunk {
+		if _, err := st.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st.CloseWrite()
+	if n := <-received; n != total {
+		b.Fatalf("received %d bytes, want %d", n, total)
+	}
+	tunnel := time.Since(start)
+	b.StopTimer()
+
+	tcp := rawTCPCopy(b, total, buf)
+	mbps := func(d time.Duration) float64 { return float64(total) / d.Seconds() / 1e6 }
+	b.ReportMetric(mbps(tcp), "tcp-MB/s")
+	b.ReportMetric(mbps(tunnel)/mbps(tcp), "tunnel/tcp")
 }
 
 // rawTCPCopy times total bytes over a plain loopback TCP connection.

@@ -64,6 +64,8 @@ func coalesce(f *outFrame, g outFrame) bool {
 	n := len(b) - fo
 	b[dataBinOff+1], b[dataBinOff+2] = byte(n>>8), byte(n)
 	f.b = b
-	*f.pooled = b
+	// The frame grew within its pooled buffer (the capacity check above),
+	// which keeps frameHeadroom in front.
+	*f.pooled = (*f.pooled)[:frameHeadroom+len(b)]
 	return true
 }

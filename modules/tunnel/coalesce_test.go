@@ -7,9 +7,7 @@ import (
 
 func pooledData(t *testing.T, g GUID, p []byte) outFrame {
 	t.Helper()
-	bp := framePool.Get().(*[]byte)
-	*bp = AppendData((*bp)[:0], g, p)
-	return outFrame{b: *bp, pooled: bp}
+	return dataFrame(g, p)
 }
 
 // TestCoalesce checks that merged frames decode to the concatenated

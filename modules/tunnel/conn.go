@@ -59,10 +59,11 @@ type wsConn struct {
 	closeErr  error
 }
 
-// framePool holds buffers of MaxFrameSize capacity, shared by the WebSocket
-// adapter (reads) and the session writer (encoded Data frames).
+// framePool holds buffers of a frame's capacity, shared by the transports'
+// reads (frames from offset 0) and the session writer (encoded Data frames
+// from offset frameHeadroom, see headroomWriter).
 var framePool = sync.Pool{New: func() any {
-	b := make([]byte, 0, MaxFrameSize)
+	b := make([]byte, 0, frameHeadroom+MaxFrameSize)
 	return &b
 }}
 

@@ -79,7 +79,7 @@ func (t MessageType) String() string {
 // negotiates only the version.
 const (
 	// ProtocolVersion is the version this package speaks in Handshake.
-	ProtocolVersion = 2
+	ProtocolVersion = 3
 	// MinProtocolVersion is the oldest version ServerHandshake accepts:
 	// agents already deployed speak it.
 	MinProtocolVersion = 1
@@ -87,6 +87,15 @@ const (
 	// Initiator.Source. To an older peer, Session.Open sends a forwarded
 	// stream's source gateway in Gatename instead, as version 1 did.
 	VersionSource = 2
+	// VersionEarlyData is the first version whose peers take early data:
+	// up to MaxEarlyData bytes of Data right behind an Initiator, before
+	// the Ack (Session.OpenEarly). The cloud sends the visitor's
+	// ClientHello that way, saving a round trip through the tunnel on
+	// every new connection.
+	VersionEarlyData = 3
+	// MaxEarlyData bounds early data: MinWindow, so that it fits any
+	// window the receiver may state in its Ack.
+	MaxEarlyData = MinWindow
 
 	// MaxFrameSize bounds every frame, type byte included. A peer that sends
 	// more is disconnected (the WebSocket read limit is set to it).

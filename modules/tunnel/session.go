@@ -25,9 +25,10 @@ const sendQueueLen = 32
 // Three goroutines, owned by the session and stopped by Close (or by the
 // peer going away), do its work: a reader that dispatches incoming frames
 // and never blocks on a stream (it buffers up to the stream's window, which
-// the peer may not exceed), a writer that alone writes to the Conn (control
-// frames first, then Data in the order streams queued it), and a keepalive
-// ticker.
+// the peer may not exceed), a writer that writes the queued frames to the
+// Conn (control frames first, then Data in the order streams queued it;
+// a small frame that finds nothing queued is written by its caller, see
+// enqueue), and a keepalive ticker.
 type Session struct {
 	conn  Conn
 	cfg   Config
@@ -46,6 +47,12 @@ type Session struct {
 
 	// sendq carries frames whose order matters relative to a stream's Data.
 	sendq chan outFrame
+	// queued counts the frames handed to sendq and not yet written
+	// (waiting in it, or taken by the writer). writeMu is held by whoever
+	// writes to conn: the writer, or enqueue writing a frame itself when
+	// nothing is queued (see enqueue).
+	queued  atomic.Int64
+	writeMu sync.Mutex
 	// ctrl carries frames that may overtake Data (Window, Ping, Pong,
 	// refusals). The reader queues to it, so it never blocks; its length
 	// is bounded by closing the session when a peer makes it grow without
@@ -206,6 +213,11 @@ func (s *Session) SetPeerVersion(v uint16) { s.peerVersion.Store(uint32(v)) }
 // Source in Gatename instead, as version 1 clouds did on a forward's target
 // leg; the stream's own Initiator keeps both.
 func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
+	return s.open(ctx, init, nil)
+}
+
+// open is Open, sending early behind the Initiator (see OpenEarly).
+func (s *Session) open(ctx context.Context, init Initiator, early []byte) (*Stream, error) {
 	init.GUID = NewGUID()
 	init.Window = s.cfg.StreamWindow
 	wire := init
@@ -217,6 +229,9 @@ func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
 		return nil, err
 	}
 	st := newStream(s, init, true)
+	// Counted before the Initiator leaves: the Ack may come back at once,
+	// and acked takes the early data off the credit it grants.
+	st.early = int64(len(early))
 	s.mu.Lock()
 	switch {
 	case s.streams == nil:
@@ -232,6 +247,14 @@ func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
 	if err := s.enqueue(ctx, outFrame{b: b}, nil, nil); err != nil {
 		s.remove(st)
 		return nil, err
+	}
+	if len(early) > 0 {
+		f := dataFrame(st.id, early)
+		if err := s.enqueue(ctx, f, nil, nil); err != nil {
+			framePool.Put(f.pooled)
+			st.abandon()
+			return nil, err
+		}
 	}
 	select {
 	case ack := <-st.ackCh:
@@ -249,6 +272,28 @@ func (s *Session) Open(ctx context.Context, init Initiator) (*Stream, error) {
 	case <-s.done:
 		return nil, s.err
 	}
+}
+
+// OpenEarly is Open for a stream whose first bytes are known already (the
+// ClientHello of a visitor's connection): to a peer of VersionEarlyData or
+// later, early (at most MaxEarlyData bytes) goes out as Data right behind
+// the Initiator, before the peer's Ack, so that the peer can pass it on as
+// soon as it accepts instead of one round trip later. To an older peer, or
+// for more bytes, it is written after the Ack. A refused stream drops the
+// early data. early is not kept.
+func (s *Session) OpenEarly(ctx context.Context, init Initiator, early []byte) (*Stream, error) {
+	if len(early) == 0 || len(early) > MaxEarlyData || s.peerVersion.Load() < VersionEarlyData {
+		st, err := s.Open(ctx, init)
+		if err != nil || len(early) == 0 {
+			return st, err
+		}
+		if _, err := st.Write(early); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+		return st, nil
+	}
+	return s.open(ctx, init, early)
 }
 
 // Accept returns the next stream the peer opened. The caller must answer it
@@ -280,10 +325,40 @@ func (s *Session) lookup(g GUID) *Stream {
 	return s.streams[g]
 }
 
+// directWriteMax bounds the frames enqueue may write itself. Small frames
+// are requests, responses and handshakes, for which a scheduling hop is
+// latency; a bulk transfer's frames (a TLS server's full 16 KiB records,
+// a relay's large reads) go through the writer, which merges those that
+// queue up behind a write into 64 KiB frames: fewer, larger writes.
+const directWriteMax = 16 << 10
+
 // enqueue hands an ordered frame to the writer, waiting for room. stop and
 // expired (either may be nil) abort the wait for a closing stream or a
 // passed deadline.
+//
+// When nothing is queued and no write is in progress, a small frame is
+// written at once on the caller's goroutine instead: a request or response that
+// finds the session idle then reaches the network without waking the
+// writer, one scheduling hop less per frame on each side of the tunnel.
+// Frames cannot overtake one another that way: every frame queued before
+// is written once queued is back to 0, and all writes hold writeMu.
 func (s *Session) enqueue(ctx context.Context, f outFrame, stop <-chan struct{}, expired <-chan struct{}) error {
+	if len(f.b) < directWriteMax && s.queued.Load() == 0 && s.writeMu.TryLock() {
+		if s.queued.Load() == 0 && !s.closed() {
+			err := s.writeFrame(f)
+			s.writeMu.Unlock()
+			if f.pooled != nil {
+				framePool.Put(f.pooled)
+			}
+			if err != nil {
+				s.shutdown(err, "")
+				return s.err
+			}
+			return nil
+		}
+		s.writeMu.Unlock()
+	}
+	s.queued.Add(1)
 	select {
 	case s.sendq <- f:
 		return nil
@@ -293,12 +368,16 @@ func (s *Session) enqueue(ctx context.Context, f outFrame, stop <-chan struct{},
 	case s.sendq <- f:
 		return nil
 	case <-s.done:
+		s.queued.Add(-1)
 		return s.err
 	case <-ctx.Done():
+		s.queued.Add(-1)
 		return ctx.Err()
 	case <-stop:
+		s.queued.Add(-1)
 		return ErrStreamClosed
 	case <-expired:
+		s.queued.Add(-1)
 		return errDeadline
 	}
 }
@@ -350,6 +429,19 @@ func (s *Session) write(b []byte) error {
 	return err
 }
 
+// writeFrame writes a queued frame; a pooled one goes to a transport that
+// can use its headroom without a copy.
+func (s *Session) writeFrame(f outFrame) error {
+	hw, ok := s.conn.(headroomWriter)
+	if !ok || f.pooled == nil {
+		return s.write(f.b)
+	}
+	s.writeSince.Store(s.now())
+	err := hw.writeWithHeadroom(context.Background(), (*f.pooled)[:frameHeadroom+len(f.b)])
+	s.writeSince.Store(0)
+	return err
+}
+
 func (s *Session) writeLoop() {
 	defer s.wg.Done()
 	defer func() {
@@ -364,12 +456,15 @@ func (s *Session) writeLoop() {
 		// Control frames go first: they are small, and a Pong or a Window
 		// update must not wait behind a queue of Data.
 		if ctrl := s.takeCtrl(); ctrl != nil {
+			s.writeMu.Lock()
 			for _, b := range ctrl {
 				if err := s.write(b); err != nil {
+					s.writeMu.Unlock()
 					s.shutdown(err, "")
 					return
 				}
 			}
+			s.writeMu.Unlock()
 			continue
 		}
 		var f outFrame
@@ -383,7 +478,9 @@ func (s *Session) writeLoop() {
 			case <-s.done:
 				if s.goodbye != nil {
 					ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+					s.writeMu.Lock()
 					_ = s.conn.WriteMessage(ctx, s.goodbye)
+					s.writeMu.Unlock()
 					cancel()
 				}
 				return
@@ -391,6 +488,7 @@ func (s *Session) writeLoop() {
 		}
 		// Merge the Data of the same stream that queued up meanwhile (see
 		// coalesce); the first frame that does not merge is written next.
+		frames := int64(1)
 	merge:
 		for {
 			select {
@@ -399,12 +497,16 @@ func (s *Session) writeLoop() {
 					pending = g
 					break merge
 				}
+				frames++
 				framePool.Put(g.pooled)
 			default:
 				break merge
 			}
 		}
-		err := s.write(f.b)
+		s.writeMu.Lock()
+		err := s.writeFrame(f)
+		s.writeMu.Unlock()
+		s.queued.Add(-frames)
 		if f.pooled != nil {
 			framePool.Put(f.pooled)
 		}

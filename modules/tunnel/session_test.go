@@ -714,11 +714,12 @@ func TestProtocolViolations(t *testing.T) {
 		{"garbage", func(p rawPeer) {
 			p.conn.WriteMessage(context.Background(), []byte{0x42, 1, 2})
 		}, "unknown message type"},
-		{"data before ack", func(p rawPeer) {
+		{"too much early data", func(p rawPeer) {
 			g := NewGUID()
 			p.send(Initiator{GUID: g, Gatename: "g"})
-			p.send(Data{GUID: g, Data: []byte("early")})
-		}, "before its ack"},
+			p.send(Data{GUID: g, Data: make([]byte, MaxEarlyData)})
+			p.send(Data{GUID: g, Data: []byte("1")})
+		}, "early data"},
 		{"window overflow", func(p rawPeer) {
 			g := NewGUID()
 			p.send(Initiator{GUID: g, Gatename: "g"})
@@ -735,7 +736,7 @@ func TestProtocolViolations(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer srv.Close()
-			// Accept without answering, so "data before ack" is early.
+			// Accept without answering, so that data is early data.
 			var wg sync.WaitGroup
 			wg.Add(1)
 			go func() {

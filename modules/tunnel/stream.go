@@ -30,9 +30,12 @@ type Stream struct {
 	ackCh chan Ack // the peer's answer to Open; opener only
 
 	readable chan struct{} // signalled when data, EOF or an error arrives
-	writable chan struct{} // signalled when credit arrives or writes must fail
-	done     chan struct{} // closed by Close
-	wsem     chan struct{} // write lock: orders Ack, Data and Terminator (see lockWrite)
+	// delivered is signalled when the session's reader copied data into
+	// the buffer of the Read waiting for it (see wantBuf).
+	delivered chan struct{}
+	writable  chan struct{} // signalled when credit arrives or writes must fail
+	done      chan struct{} // closed by Close
+	wsem      chan struct{} // write lock: orders Ack, Data and Terminator (see lockWrite)
 
 	rd, wd deadline
 
@@ -45,19 +48,27 @@ type Stream struct {
 	unacked    int64 // bytes read but not yet granted back to the peer
 	drained    bool  // a read emptied the buffer since the last grant
 	sendCredit int64 // bytes this side may still send
+	// wantBuf is the buffer of a Read waiting with nothing buffered, and
+	// wantN how much of it the session's reader filled: data that finds a
+	// reader waiting goes straight into its buffer, one copy instead of
+	// two (into buf, then out of it). Only one Read registers at a time.
+	wantBuf []byte
+	wantN   int
+	early   int64 // bytes sent or received before the Ack (VersionEarlyData)
 }
 
 func newStream(s *Session, init Initiator, opener bool) *Stream {
 	st := &Stream{
-		sess:     s,
-		id:       init.GUID,
-		init:     init,
-		opener:   opener,
-		readable: make(chan struct{}, 1),
-		writable: make(chan struct{}, 1),
-		done:     make(chan struct{}),
-		wsem:     make(chan struct{}, 1),
-		window:   int64(s.cfg.StreamWindow),
+		sess:      s,
+		id:        init.GUID,
+		init:      init,
+		opener:    opener,
+		readable:  make(chan struct{}, 1),
+		delivered: make(chan struct{}, 1),
+		writable:  make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		wsem:      make(chan struct{}, 1),
+		window:    int64(s.cfg.StreamWindow),
 	}
 	st.recvAvail = st.window
 	if opener {
@@ -177,42 +188,83 @@ func (st *Stream) Read(p []byte) (int, error) {
 		if st.buf.len() > 0 {
 			n := st.buf.read(p)
 			more := st.buf.len() > 0
-			var grant int64
-			st.unacked += int64(n)
-			st.drained = st.drained || !more
-			// Grant the consumed bytes back once half the window is
-			// consumed: fewer Window frames than per-read updates, and the
-			// peer never runs dry while the other half is in flight.
-			if st.unacked >= st.window/2 && (st.state == stateOpen || st.state == stateLocalFin) {
-				grant = st.unacked + st.grow()
-				st.recvAvail += grant
-				st.unacked = 0
-			}
+			grant := st.consumed(n, more)
 			st.mu.Unlock()
 			if more {
 				// Another reader may be waiting.
 				signal(st.readable)
 			}
-			if grant > 0 {
-				_ = st.sess.queueCtrl(Window{GUID: st.id, Credit: uint32(grant)})
-			}
+			st.sendGrant(grant)
 			return n, nil
 		}
 		err := st.readErr()
-		st.mu.Unlock()
 		if err != nil {
+			st.mu.Unlock()
 			return 0, err
 		}
 		if st.rd.passed() {
+			st.mu.Unlock()
 			return 0, errDeadline
 		}
+		registered := st.wantBuf == nil
+		if registered {
+			st.wantBuf, st.wantN = p, 0
+		}
+		st.mu.Unlock()
+		var werr error
 		select {
 		case <-st.readable:
+		case <-st.delivered:
 		case <-st.rd.wait():
-			return 0, errDeadline
+			werr = errDeadline
 		case <-st.done:
 		case <-st.sess.done:
 		}
+		if registered {
+			st.mu.Lock()
+			n := st.wantN
+			st.wantBuf, st.wantN = nil, 0
+			if n > 0 {
+				// Delivered data comes before anything buffered since.
+				grant := st.consumed(n, st.buf.len() > 0)
+				st.mu.Unlock()
+				st.sendGrant(grant)
+				return n, nil
+			}
+			if st.buf.len() > 0 {
+				// Buffered while this Read was registered: another reader
+				// may wait for it too.
+				signal(st.readable)
+			}
+			st.mu.Unlock()
+		}
+		if werr != nil {
+			return 0, werr
+		}
+	}
+}
+
+// consumed accounts for n bytes read, more saying whether bytes are still
+// buffered, and returns the credit to grant the peer (0 for none yet).
+// Called with st.mu held.
+func (st *Stream) consumed(n int, more bool) int64 {
+	st.unacked += int64(n)
+	st.drained = st.drained || !more
+	// Grant the consumed bytes back once half the window is consumed:
+	// fewer Window frames than per-read updates, and the peer never runs
+	// dry while the other half is in flight.
+	if st.unacked < st.window/2 || (st.state != stateOpen && st.state != stateLocalFin) {
+		return 0
+	}
+	grant := st.unacked + st.grow()
+	st.recvAvail += grant
+	st.unacked = 0
+	return grant
+}
+
+func (st *Stream) sendGrant(grant int64) {
+	if grant > 0 {
+		_ = st.sess.queueCtrl(Window{GUID: st.id, Credit: uint32(grant)})
 	}
 }
 
@@ -254,7 +306,8 @@ func (st *Stream) writeErr() error {
 
 // Write sends p, split into Data frames of at most MaxDataSize bytes, each
 // waiting for send credit. It returns once every frame is queued for the
-// session writer (p is copied), so the data goes out even if Close follows.
+// session writer or written (p is copied), so the data goes out even if
+// Close follows.
 func (st *Stream) Write(p []byte) (int, error) {
 	if err := st.lockWrite(st.done, st.wd.wait()); err != nil {
 		return 0, err
@@ -266,11 +319,9 @@ func (st *Stream) Write(p []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		bp := framePool.Get().(*[]byte)
-		*bp = AppendData((*bp)[:0], st.id, p[:size])
-		f := outFrame{b: *bp, pooled: bp}
+		f := dataFrame(st.id, p[:size])
 		if err := st.sess.enqueue(context.Background(), f, st.done, st.wd.wait()); err != nil {
-			framePool.Put(bp)
+			framePool.Put(f.pooled)
 			st.mu.Lock()
 			st.sendCredit += int64(size)
 			st.mu.Unlock()
@@ -280,6 +331,14 @@ func (st *Stream) Write(p []byte) (int, error) {
 		p = p[size:]
 	}
 	return n, nil
+}
+
+// dataFrame encodes a Data frame into a pooled buffer, frameHeadroom bytes
+// in (see headroomWriter).
+func dataFrame(g GUID, p []byte) outFrame {
+	bp := framePool.Get().(*[]byte)
+	*bp = AppendData((*bp)[:frameHeadroom], g, p)
+	return outFrame{b: (*bp)[frameHeadroom:], pooled: bp}
 }
 
 // failure replaces a generic wait error with the stream's own reason.
@@ -470,8 +529,14 @@ func (st *Stream) receive(p []byte) error {
 	switch st.state {
 	case stateClosed:
 		return nil
-	case stateOpening, stateAccepted:
+	case stateOpening:
 		return violation("data on stream %v before its ack", st.id)
+	case stateAccepted:
+		// Early data (VersionEarlyData): buffered until the application
+		// answers, dropped if it refuses.
+		if st.early += int64(len(p)); st.early > MaxEarlyData {
+			return violation("stream %v: %d bytes of early data, more than %d", st.id, st.early, MaxEarlyData)
+		}
 	case stateRemoteFin, stateFinished, stateReset:
 		return violation("data on stream %v after its terminator", st.id)
 	}
@@ -480,8 +545,16 @@ func (st *Stream) receive(p []byte) error {
 		return violation("stream %v: %d bytes exceed the %d bytes of credit", st.id, len(p), st.recvAvail)
 	}
 	st.recvAvail -= int64(len(p))
-	st.buf.write(p)
-	signal(st.readable)
+	if st.wantBuf != nil && st.buf.len() == 0 && st.wantN < len(st.wantBuf) {
+		n := copy(st.wantBuf[st.wantN:], p)
+		st.wantN += n
+		p = p[n:]
+		signal(st.delivered)
+	}
+	if len(p) > 0 {
+		st.buf.write(p)
+		signal(st.readable)
+	}
 	return nil
 }
 
@@ -537,7 +610,8 @@ func (st *Stream) acked(m Ack) error {
 	}
 	st.state = next
 	if m.Ok {
-		st.sendCredit += windowOrDefault(m.Window)
+		// The early data came out of the window the Ack states.
+		st.sendCredit += max(windowOrDefault(m.Window)-st.early, 0)
 	}
 	st.ackCh <- m
 	st.mu.Unlock()

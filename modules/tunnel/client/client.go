@@ -146,6 +146,10 @@ type State struct {
 	// Failures counts consecutive failed attempts, a session shorter than
 	// Backoff.ResetAfter counting as one; 0 while connected.
 	Failures int
+	// Transport is how the current or last session was carried:
+	// tunnel.RawUpgrade, or tunnel.TransportWebSocket (a cloud without
+	// the raw transport, or WebSocketOnly).
+	Transport string
 }
 
 // Client keeps the agent's tunnel up. Set the fields, then call Run.
@@ -170,6 +174,11 @@ type Client struct {
 	HTTPClient *http.Client
 	// HTTPHeader is added to the upgrade request (e.g. User-Agent).
 	HTTPHeader http.Header
+	// WebSocketOnly stops the client from offering the raw transport
+	// (tunnel.RawUpgrade) beside the WebSocket, for a path whose proxies
+	// pass WebSocket upgrades only. Clouds that do not know the raw
+	// transport are served the WebSocket either way.
+	WebSocketOnly bool
 	// Config tunes the session; its HandshakeTimeout also bounds the dial.
 	Config tunnel.Config
 	// Logger receives connection events; nil discards them.
@@ -355,12 +364,13 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
 	conn, err := c.connect(dctx, tunnel.ProtocolVersion)
-	if tunnel.IsVersionRefusal(err) {
-		// A cloud older than this agent: speak the version every cloud
-		// accepts. Initiators from such a cloud carry a forward's source
-		// in Gatename, which tunnel.MetaFromInitiator reads.
-		c.logger().Info("cloud refused protocol version, retrying with the oldest", "version", tunnel.ProtocolVersion, "error", err)
-		conn, err = c.connect(dctx, tunnel.MinProtocolVersion)
+	for v := uint16(tunnel.ProtocolVersion - 1); tunnel.IsVersionRefusal(err) && v >= tunnel.MinProtocolVersion; v-- {
+		// A cloud older than this agent: step down until it accepts
+		// (every cloud accepts MinProtocolVersion). Initiators from a
+		// version 1 cloud carry a forward's source in Gatename, which
+		// tunnel.MetaFromInitiator reads; none sends early data.
+		c.logger().Info("cloud refused protocol version, retrying with an older one", "version", v+1, "error", err)
+		conn, err = c.connect(dctx, v)
 	}
 	if err != nil {
 		return 0, err
@@ -401,10 +411,13 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 
 // connect dials the endpoint and runs the handshake announcing version.
 func (c *Client) connect(ctx context.Context, version uint16) (tunnel.Conn, error) {
-	conn, _, err := c.dial(ctx)
+	conn, transport, _, err := c.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", c.URL, err)
 	}
+	c.mu.Lock()
+	c.state.Transport = transport
+	c.mu.Unlock()
 	if err := tunnel.ClientHandshakeVersion(ctx, conn, c.Name, c.Token, version); err != nil {
 		_ = conn.Close()
 		return nil, err

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -11,38 +13,113 @@ import (
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
-// dial opens the WebSocket to the tunnel endpoint. When the HTTP client's
-// transport is an *http.Transport that dials plain connections, it dials
-// through a copy whose connections are tunnel.BatchConns, so that each
-// masked frame leaves in one write instead of one per 4 KiB. Any other
+// dial opens the connection to the tunnel endpoint and says which
+// transport it carries (tunnel.RawUpgrade or tunnel.TransportWebSocket).
+//
+// The upgrade request offers the raw transport beside the WebSocket
+// (unless WebSocketOnly); a cloud that takes it answers 101 with
+// tunnel.RawUpgrade, which rawOffer catches before the WebSocket library
+// would reject it, and an older cloud answers as it always did.
+//
+// When the HTTP client's transport is an *http.Transport that dials plain
+// connections, it dials through a copy whose connections are
+// tunnel.BatchConns, so that each frame leaves in one write instead of one
+// per TLS record (or per 4 KiB, for masked WebSocket frames). Any other
 // transport is used as it is.
 //
 // It also returns the BatchConn, nil when the transport was used as it is.
-func (c *Client) dial(ctx context.Context) (tunnel.Conn, *tunnel.BatchConn, error) {
+func (c *Client) dial(ctx context.Context) (tunnel.Conn, string, *tunnel.BatchConn, error) {
 	hc := c.HTTPClient
 	if hc == nil {
 		hc = http.DefaultClient
 	}
 	opts := &websocket.DialOptions{HTTPClient: hc, HTTPHeader: c.HTTPHeader}
 	var dialed batchDial
-	if tr := batchingTransport(hc.Transport, &dialed); tr != nil {
+	rt := hc.Transport
+	if tr := batchingTransport(rt, &dialed); tr != nil {
 		defer tr.CloseIdleConnections()
-		batched := *hc
-		batched.Transport = tr
-		opts.HTTPClient = &batched
+		rt = tr
+	}
+	var offer *rawOffer
+	if !c.WebSocketOnly {
+		if rt == nil {
+			rt = http.DefaultTransport
+		}
+		offer = &rawOffer{base: rt}
+		rt = offer
+	}
+	if rt != hc.Transport {
+		wrapped := *hc
+		wrapped.Transport = rt
+		opts.HTTPClient = &wrapped
 	}
 	wc, _, err := websocket.Dial(ctx, c.URL, opts)
+	if offer != nil {
+		if rwc := offer.take(); rwc != nil {
+			if !errors.Is(err, errRawUpgraded) {
+				// Cannot happen: the upgraded response ended the dial.
+				_ = rwc.Close()
+			} else {
+				bc := dialed.get()
+				return tunnel.RawConn(rwc, nil, bc), tunnel.RawUpgrade, bc, nil
+			}
+		}
+	}
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	if bc := dialed.get(); bc != nil {
-		return tunnel.WebSocketClientConn(wc, bc), bc, nil
+		return tunnel.WebSocketClientConn(wc, bc), tunnel.TransportWebSocket, bc, nil
 	}
-	return tunnel.WebSocketConn(wc), nil, nil
+	return tunnel.WebSocketConn(wc), tunnel.TransportWebSocket, nil, nil
+}
+
+// errRawUpgraded ends the WebSocket dial when the cloud chose the raw
+// transport; dial takes the connection from rawOffer.
+var errRawUpgraded = errors.New("upgraded to " + tunnel.RawUpgrade)
+
+// rawOffer adds tunnel.RawUpgrade to the WebSocket library's upgrade
+// request, after websocket, so that Go's transport still sees a WebSocket
+// upgrade (which it keeps on HTTP/1.1) and a cloud that does not know the
+// raw transport picks websocket from the list.
+type rawOffer struct {
+	base http.RoundTripper
+
+	mu  sync.Mutex
+	rwc io.ReadWriteCloser
+}
+
+func (o *rawOffer) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	r.Header.Add("Upgrade", tunnel.RawUpgrade)
+	resp, err := o.base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || !tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.RawUpgrade) {
+		return resp, nil
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		_ = resp.Body.Close()
+		return nil, errors.New("raw upgrade: the response body is not writable")
+	}
+	o.mu.Lock()
+	o.rwc = rwc
+	o.mu.Unlock()
+	return nil, errRawUpgraded
+}
+
+func (o *rawOffer) take() io.ReadWriteCloser {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	rwc := o.rwc
+	o.rwc = nil
+	return rwc
 }
 
 // batchDial remembers the connection the transport dialed for the
-// WebSocket (the upgrade is the transport's only request).
+// upgrade (the transport's only request).
 type batchDial struct {
 	mu sync.Mutex
 	bc *tunnel.BatchConn

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -47,67 +46,116 @@ func TestBatchingTransportOnlyWrapsPlainDials(t *testing.T) {
 	}
 }
 
-// TestBatchedSessionOverTLS sends data from the client side of a session
-// over HTTPS, where the client's frames are masked and batched, and checks
-// that every byte arrives in order.
+// oldCloud accepts the tunnel as clouds before the raw transport did: a
+// WebSocket, whatever else the request offers.
+func oldCloud(w http.ResponseWriter, r *http.Request) (tunnel.Conn, error) {
+	wc, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	return tunnel.WebSocketConn(wc), nil
+}
+
+// newCloud accepts the tunnel as the hub does.
+func newCloud(w http.ResponseWriter, r *http.Request) (tunnel.Conn, error) {
+	conn, _, err := tunnel.AcceptTransport(w, r)
+	return conn, err
+}
+
+// TestBatchedSessionOverTLS sends data both ways over a session between
+// the client and a cloud over HTTPS, and checks that every byte arrives
+// in order, that the client's writes are batched, and which transport the
+// two ends agree on: the raw one when both know it, a WebSocket with an
+// older cloud or a client that offers only that.
 func TestBatchedSessionOverTLS(t *testing.T) {
-	accepted := make(chan *tunnel.Session, 1)
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		wc, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		s, err := tunnel.NewSession(tunnel.WebSocketConn(wc), tunnel.Config{})
-		if err != nil {
-			return
-		}
-		accepted <- s
-		<-s.Done()
-	}))
-	defer srv.Close()
+	for _, tc := range []struct {
+		name          string
+		accept        func(http.ResponseWriter, *http.Request) (tunnel.Conn, error)
+		websocketOnly bool
+		want          string
+	}{
+		{"raw", newCloud, false, tunnel.RawUpgrade},
+		{"old cloud", oldCloud, false, tunnel.TransportWebSocket},
+		{"websocket only", newCloud, true, tunnel.TransportWebSocket},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			accepted := make(chan *tunnel.Session, 1)
+			offered := make(chan bool, 1)
+			srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				offered <- tunnel.OffersRaw(r)
+				conn, err := tc.accept(w, r)
+				if err != nil {
+					return
+				}
+				s, err := tunnel.NewSession(conn, tunnel.Config{})
+				if err != nil {
+					return
+				}
+				accepted <- s
+				<-s.Done()
+			}))
+			defer srv.Close()
 
-	c := &Client{URL: "wss" + srv.URL[len("https"):], HTTPClient: srv.Client()}
-	conn, bc, err := c.dial(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bc == nil {
-		t.Fatal("the client's WebSocket is not batched")
-	}
-	cs, err := tunnel.NewSession(conn, tunnel.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
-	ss := <-accepted
-	defer ss.Close()
+			c := &Client{URL: "wss" + srv.URL[len("https"):], HTTPClient: srv.Client(), WebSocketOnly: tc.websocketOnly}
+			conn, transport, bc, err := c.dial(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if transport != tc.want {
+				t.Errorf("transport %q, want %q", transport, tc.want)
+			}
+			if <-offered == tc.websocketOnly {
+				t.Errorf("raw transport offered: %v, with WebSocketOnly %v", !tc.websocketOnly, tc.websocketOnly)
+			}
+			if bc == nil {
+				t.Fatal("the client's writes are not batched")
+			}
+			cs, err := tunnel.NewSession(conn, tunnel.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			ss := <-accepted
+			defer ss.Close()
 
-	payload := make([]byte, 8<<20)
-	rand.Read(payload)
-	want := sha256.Sum256(payload)
-	go func() {
-		st, err := cs.Open(context.Background(), tunnel.Initiator{Gatename: "home"})
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer st.Close()
-		st.Write(payload)
-		st.CloseWrite()
-		io.Copy(io.Discard, st)
-	}()
-	st, err := ss.Accept(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Ack(true, "")
-	h := sha256.New()
-	if _, err := io.Copy(h, st); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-	if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
-		t.Fatal("the data arrived changed")
+			payload := make([]byte, 4<<20)
+			rand.Read(payload)
+			want := sha256.Sum256(payload)
+			echoed := make(chan [sha256.Size]byte, 1)
+			go func() {
+				defer close(echoed)
+				st, err := cs.Open(context.Background(), tunnel.Initiator{Gatename: "home"})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer st.Close()
+				go func() {
+					st.Write(payload)
+					st.CloseWrite()
+				}()
+				h := sha256.New()
+				if _, err := io.Copy(h, st); err != nil {
+					t.Error(err)
+					return
+				}
+				echoed <- [sha256.Size]byte(h.Sum(nil))
+			}()
+			st, err := ss.Accept(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Ack(true, "")
+			// The cloud's side echoes: data flows both ways at once.
+			if _, err := io.Copy(st, st); err != nil {
+				t.Fatal(err)
+			}
+			st.CloseWrite()
+			if got := <-echoed; got != want {
+				t.Fatal("the data arrived changed")
+			}
+			st.Close()
+		})
 	}
 }
 
@@ -115,20 +163,28 @@ func TestBatchedSessionOverTLS(t *testing.T) {
 // the client's writer blocked in a batch's one write; Close must free it at
 // once, not after the TLS close_notify's five-second write deadline.
 func TestCloseUnblocksAStalledBatchedWrite(t *testing.T) {
+	for name, accept := range map[string]func(http.ResponseWriter, *http.Request) (tunnel.Conn, error){
+		"raw": newCloud, "websocket": oldCloud,
+	} {
+		t.Run(name, func(t *testing.T) { testCloseUnblocksAStalledBatchedWrite(t, accept) })
+	}
+}
+
+func testCloseUnblocksAStalledBatchedWrite(t *testing.T, accept func(http.ResponseWriter, *http.Request) (tunnel.Conn, error)) {
 	stop := make(chan struct{})
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		wc, err := websocket.Accept(w, r, nil)
+		conn, err := accept(w, r)
 		if err != nil {
 			return
 		}
 		<-stop // never reads
-		wc.CloseNow()
+		conn.Close()
 	}))
 	defer srv.Close()
 	defer close(stop)
 
 	c := &Client{URL: "wss" + srv.URL[len("https"):], HTTPClient: srv.Client()}
-	conn, _, err := c.dial(context.Background())
+	conn, _, _, err := c.dial(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,8 +19,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/coder/websocket"
-
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
@@ -285,13 +283,13 @@ func (h *Hub) enter() bool {
 	return true
 }
 
-// ServeTunnel is the agent's tunnel endpoint: it accepts the WebSocket
-// upgrade, runs the tunnel handshake with authenticate (which must check
+// ServeTunnel is the agent's tunnel endpoint: it accepts the upgrade to
+// the raw transport or a WebSocket (tunnel.AcceptTransport), runs the tunnel handshake with authenticate (which must check
 // that the key is the token of that name), registers the session under the
 // agent's name and blocks until the session ends. Call it from the HTTP
 // handler of the tunnel route.
 //
-// A failed upgrade is answered by the WebSocket library with an HTTP error;
+// A failed upgrade is answered with an HTTP error;
 // a failed handshake with a refusal Ack. Streams the agent opens go to
 // the handler set with SetHandler.
 func (h *Hub) ServeTunnel(w http.ResponseWriter, r *http.Request, authenticate func(ctx context.Context, name, key string) error, cfg tunnel.Config) {
@@ -308,12 +306,12 @@ func (h *Hub) ServeTunnel(w http.ResponseWriter, r *http.Request, authenticate f
 	}
 	defer h.wg.Done()
 
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	conn, transport, err := tunnel.AcceptTransport(w, r)
 	if err != nil {
 		log.Info("tunnel upgrade failed", "error", err)
 		return
 	}
-	conn := tunnel.WebSocketConn(c)
+	log = log.With("transport", transport)
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.HandshakeTimeout)
 	hs, err := tunnel.ServerHandshake(ctx, conn, authenticate)
 	cancel()

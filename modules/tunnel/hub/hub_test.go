@@ -17,6 +17,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
 
 func TestMain(m *testing.M) {
@@ -354,5 +355,44 @@ func TestRegisterUnless(t *testing.T) {
 	}
 	if got, _ := h.Lookup("home"); got != other || s2.Err() != nil {
 		t.Fatal("not replaced")
+	}
+}
+
+// TestAgentTransports: an agent of this version reaches the hub over the
+// raw transport, one that offers only the WebSocket (as agents before it
+// did) over a WebSocket; both carry streams.
+func TestAgentTransports(t *testing.T) {
+	for _, tc := range []struct {
+		websocketOnly bool
+		want          string
+	}{{false, tunnel.RawUpgrade}, {true, tunnel.TransportWebSocket}} {
+		t.Run(tc.want, func(t *testing.T) {
+			h := &Hub{}
+			url := cloud(t, h)
+			cl := &client.Client{
+				URL: "ws" + url[len("http"):], Name: "home", Token: "tok-home",
+				WebSocketOnly: tc.websocketOnly,
+				Handler: func(st *tunnel.Stream) {
+					st.Ack(true, "")
+					io.Copy(st, st)
+					st.CloseWrite()
+				},
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				cl.Run(ctx)
+			}()
+			t.Cleanup(func() {
+				cancel()
+				<-done
+			})
+			testtools.Eventually(t, 10*time.Second, "registration", func() bool { return h.Len() == 1 })
+			echoThrough(t, h, "home")
+			if got := cl.State().Transport; got != tc.want {
+				t.Fatalf("transport %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -29,6 +29,13 @@ type Tunnel interface {
 	Kind() string
 }
 
+// EarlyOpener is a Tunnel that can send a stream's first bytes along with
+// its opening, before the gateway accepts it (saving a round trip through
+// the tunnel). A refusal drops them, and OpenEarly returns it as Open does.
+type EarlyOpener interface {
+	OpenEarly(ctx context.Context, m tunnel.Meta, early []byte) (Stream, error)
+}
+
 // Stream is one connection through a Tunnel. CloseWrite half-closes it:
 // the gateway reads EOF and may still send.
 type Stream interface {

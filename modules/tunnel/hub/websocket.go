@@ -43,6 +43,16 @@ func (w *WebSocketTunnel) Open(ctx context.Context, m tunnel.Meta) (Stream, erro
 	return st, nil
 }
 
+// OpenEarly is Open sending early, the first bytes of the stream, with the
+// Initiator to agents that take early data (tunnel.Session.OpenEarly).
+func (w *WebSocketTunnel) OpenEarly(ctx context.Context, m tunnel.Meta, early []byte) (Stream, error) {
+	st, err := w.s.OpenEarly(ctx, m.Initiator(), early)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
 // Done is closed when the session has ended.
 func (w *WebSocketTunnel) Done() <-chan struct{} { return w.s.Done() }
 
@@ -79,4 +89,7 @@ func addrPort(s string) netip.AddrPort {
 	return unmap(ap)
 }
 
-var _ Tunnel = (*WebSocketTunnel)(nil)
+var (
+	_ Tunnel      = (*WebSocketTunnel)(nil)
+	_ EarlyOpener = (*WebSocketTunnel)(nil)
+)

@@ -1,0 +1,90 @@
+package tunnel
+
+import (
+	"bytes"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
+)
+
+// TestOpenEarly: to a peer of VersionEarlyData, OpenEarly's bytes arrive
+// before the acceptor answers, and come first on the stream once it does;
+// the credit they took is accounted for, so a bulk write behind them stays
+// within the window (the receiver would end the session otherwise). To an
+// older peer they are only sent after the Ack, which such a peer requires.
+func TestOpenEarly(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		peer      uint16
+		wantEarly bool
+	}{
+		{"early", VersionEarlyData, true},
+		{"older peer", VersionEarlyData - 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cloud, agent := pair(t, Config{}, Config{StreamWindow: MinWindow, MaxStreamWindow: MinWindow})
+			cloud.SetPeerVersion(tc.peer)
+			hello := randomBytes(1500)
+			bulk := randomBytes(1 << 20)
+			got := make(chan []byte, 1)
+			serve(t, agent, func(st *Stream) {
+				defer close(got)
+				if tc.wantEarly {
+					testtools.Eventually(t, 5*time.Second, "early data before the ack", func() bool {
+						st.mu.Lock()
+						defer st.mu.Unlock()
+						return st.buf.len() == len(hello)
+					})
+				} else {
+					time.Sleep(100 * time.Millisecond)
+					st.mu.Lock()
+					n := st.buf.len()
+					st.mu.Unlock()
+					if n != 0 {
+						t.Errorf("%d bytes arrived before the ack from a peer that must not send early data", n)
+					}
+				}
+				if err := st.Ack(true, ""); err != nil {
+					t.Error(err)
+					return
+				}
+				b, err := io.ReadAll(st)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- b
+			})
+			st, err := cloud.OpenEarly(testCtx(t), Initiator{Gatename: "home"}, hello)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Write(bulk); err != nil {
+				t.Fatal(err)
+			}
+			st.CloseWrite()
+			if b := <-got; !bytes.Equal(b, append(hello, bulk...)) {
+				t.Fatalf("the acceptor read %d bytes, want %d in order", len(b), len(hello)+len(bulk))
+			}
+			if cloud.Err() != nil || agent.Err() != nil {
+				t.Fatalf("sessions ended: %v, %v", cloud.Err(), agent.Err())
+			}
+		})
+	}
+}
+
+// TestRefusedEarlyData: a refusal drops the early data and reaches OpenEarly
+// as it does Open.
+func TestRefusedEarlyData(t *testing.T) {
+	cloud, agent := pair(t, Config{}, Config{})
+	cloud.SetPeerVersion(VersionEarlyData)
+	serve(t, agent, func(st *Stream) { st.Ack(false, "not here") })
+	_, err := cloud.OpenEarly(testCtx(t), Initiator{Gatename: "home"}, []byte("hello"))
+	if re, ok := err.(*RefusedError); !ok || re.Reason != "not here" {
+		t.Fatalf("OpenEarly: %v", err)
+	}
+	if n := agent.NumStreams(); n != 0 {
+		t.Fatalf("%d streams left on the acceptor", n)
+	}
+}

@@ -1,0 +1,235 @@
+package tunnel
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// RawUpgrade is the HTTP Upgrade token of the raw transport: after the
+// upgrade, the connection carries the same frames as the WebSocket, each
+// behind a 4-byte big-endian length instead of a WebSocket header. Both ends
+// are ours, so the WebSocket's framing and the masking of every byte the
+// agent sends (RFC 6455 requires it of clients) buy nothing over the TLS
+// connection below.
+//
+// An agent offers it next to websocket in one upgrade request
+// ("Upgrade: websocket, gatehouse-tunnel/2"); a cloud that knows it answers
+// 101 with this token, an older cloud goes on with the WebSocket, so the
+// offer costs no round trip and old clouds and old agents keep working.
+const RawUpgrade = "gatehouse-tunnel/2"
+
+// rawHeaderLen is the length prefix of a frame on the raw transport.
+const rawHeaderLen = 4
+
+// frameHeadroom is the room that pooled Data frames keep in front of them,
+// so that the raw transport writes its length prefix in place and sends
+// prefix and frame in one TLS write, without copying the frame.
+const frameHeadroom = rawHeaderLen
+
+// RawConn adapts a connection that was upgraded to RawUpgrade (rwc, from
+// the hijacked HTTP connection or the client's 101 response body). Reads
+// come from r, which is rwc or a reader that yields bytes buffered during
+// the upgrade before rwc's. batch, when not nil, is the BatchConn under
+// rwc's TLS: each frame then reaches the network in one write.
+//
+// As with WebSocketConn, a context that ends during ReadMessage or
+// WriteMessage closes the connection, and Close closes it at once.
+func RawConn(rwc io.ReadWriteCloser, r io.Reader, batch *BatchConn) Conn {
+	if r == nil {
+		r = rwc
+	}
+	return &rawConn{rwc: rwc, r: r, batch: batch}
+}
+
+type rawConn struct {
+	rwc   io.ReadWriteCloser
+	r     io.Reader
+	batch *BatchConn
+	// buf is the frame returned by the last ReadMessage (see wsConn.buf).
+	buf  *[]byte
+	hdr  [rawHeaderLen]byte
+	wbuf []byte // small frames with their prefix; the writer's only
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// watch closes the connection if ctx ends before the returned stop is
+// called. A context that cannot end (the session's) costs nothing.
+func (c *rawConn) watch(ctx context.Context) (stop func() bool) {
+	if ctx.Done() == nil {
+		return func() bool { return true }
+	}
+	return context.AfterFunc(ctx, func() { _ = c.Close() })
+}
+
+func (c *rawConn) ReadMessage(ctx context.Context) ([]byte, error) {
+	if c.buf != nil {
+		framePool.Put(c.buf)
+		c.buf = nil
+	}
+	defer c.watch(ctx)()
+	if _, err := io.ReadFull(c.r, c.hdr[:]); err != nil {
+		return nil, c.ctxErr(ctx, err)
+	}
+	n := binary.BigEndian.Uint32(c.hdr[:])
+	switch {
+	case n > MaxFrameSize:
+		return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	case n == 0:
+		return nil, fmt.Errorf("%w: empty frame", ErrProtocol)
+	}
+	bp := framePool.Get().(*[]byte)
+	b := (*bp)[:n]
+	if _, err := io.ReadFull(c.r, b); err != nil {
+		framePool.Put(bp)
+		return nil, c.ctxErr(ctx, err)
+	}
+	c.buf = bp
+	return b, nil
+}
+
+// ctxErr prefers the context's error to the one closing the connection
+// caused.
+func (c *rawConn) ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: connection closed inside a frame", io.ErrUnexpectedEOF)
+	}
+	return err
+}
+
+func (c *rawConn) WriteMessage(ctx context.Context, p []byte) error {
+	if len(p) == 0 || len(p) > MaxFrameSize {
+		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, len(p))
+	}
+	// Control frames are small: copying them next to their prefix costs
+	// less than a second TLS record.
+	c.wbuf = binary.BigEndian.AppendUint32(c.wbuf[:0], uint32(len(p)))
+	c.wbuf = append(c.wbuf, p...)
+	err := c.send(ctx, c.wbuf)
+	if cap(c.wbuf) > 4<<10 {
+		c.wbuf = nil
+	}
+	return err
+}
+
+// writeWithHeadroom writes the frame buf[frameHeadroom:], using the room in
+// front of it for the prefix.
+func (c *rawConn) writeWithHeadroom(ctx context.Context, buf []byte) error {
+	n := len(buf) - frameHeadroom
+	if n <= 0 || n > MaxFrameSize {
+		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	binary.BigEndian.PutUint32(buf, uint32(n))
+	return c.send(ctx, buf)
+}
+
+func (c *rawConn) send(ctx context.Context, b []byte) error {
+	defer c.watch(ctx)()
+	if c.batch != nil {
+		c.batch.Begin()
+	}
+	_, err := c.rwc.Write(b)
+	if c.batch != nil {
+		if ferr := c.batch.Flush(); err == nil {
+			err = ferr
+		}
+	}
+	if err != nil {
+		return c.ctxErr(ctx, err)
+	}
+	return nil
+}
+
+func (c *rawConn) Close() error {
+	c.closeOnce.Do(func() {
+		if c.batch != nil {
+			// As in wsConn.Close: unblock a Flush first.
+			_ = c.batch.Conn.Close()
+		}
+		if err := c.rwc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			c.closeErr = err
+		}
+	})
+	return c.closeErr
+}
+
+// headroomWriter is a Conn that takes pooled Data frames with
+// frameHeadroom free bytes in front (see rawConn.writeWithHeadroom).
+type headroomWriter interface {
+	writeWithHeadroom(ctx context.Context, buf []byte) error
+}
+
+// TransportWebSocket names the WebSocket transport, beside RawUpgrade.
+const TransportWebSocket = "websocket"
+
+// AcceptTransport answers the agent's upgrade request on the cloud's side:
+// with the raw transport when the agent offers it (RawUpgrade), else with a
+// WebSocket as before. It returns the connection and the transport's name
+// (RawUpgrade or TransportWebSocket). A failed upgrade is answered with an
+// HTTP error.
+func AcceptTransport(w http.ResponseWriter, r *http.Request) (Conn, string, error) {
+	if !OffersRaw(r) {
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			return nil, "", err
+		}
+		return WebSocketConn(c), TransportWebSocket, nil
+	}
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", RawUpgrade)
+	// As the WebSocket library does: the status goes out with the hijack,
+	// and servers in front (Caddy) record it for their logs.
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, "", fmt.Errorf("raw upgrade: hijack: %w", err)
+	}
+	if err := brw.Flush(); err != nil {
+		_ = nc.Close()
+		return nil, "", fmt.Errorf("raw upgrade: %w", err)
+	}
+	// The server's timeouts were for the HTTP request; the session has
+	// its own keepalive.
+	_ = nc.SetDeadline(time.Time{})
+	var rd io.Reader = nc
+	if n := brw.Reader.Buffered(); n > 0 {
+		// Bytes that came right behind the request (an agent sends nothing
+		// before the 101, but nothing forbids it).
+		rd = io.MultiReader(io.LimitReader(brw.Reader, int64(n)), nc)
+	}
+	return RawConn(nc, rd, nil), RawUpgrade, nil
+}
+
+// OffersRaw reports whether an upgrade request offers RawUpgrade.
+func OffersRaw(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.ProtoAtLeast(1, 1) &&
+		HeaderHasToken(r.Header, "Connection", "upgrade") &&
+		HeaderHasToken(r.Header, "Upgrade", RawUpgrade)
+}
+
+// HeaderHasToken reports whether the comma-separated values of h's key
+// hold token, compared case-insensitively.
+func HeaderHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
