@@ -1,6 +1,6 @@
 // Package cloudapi is the gateway agent's client of the Gatehouse
 // registration API (/v1, docs/api.md): subscribe, ping, info, email,
-// reclaim and unsubscribe. DNS records go through modules/dnsprovider and
+// reclaim, unsubscribe, and the custom domain claims (domains.go). DNS records go through modules/dnsprovider and
 // the tunnel through modules/tunnel/client; this package does neither.
 //
 // Errors keep the server's explanation: an *Error carries the API's error
@@ -36,6 +36,12 @@ var (
 	// ErrNameUnavailable: subscribe refused the name (taken, reserved or
 	// invalid); the *Error says why.
 	ErrNameUnavailable = errors.New("name unavailable")
+	// ErrDomainNotDelegated: the cloud does not (yet) see a custom
+	// domain's CNAMEs; the *Error's reason says which record.
+	ErrDomainNotDelegated = errors.New("custom domain not delegated")
+	// ErrDomainRefused: the cloud refuses the custom domain whatever its
+	// records say (another gateway holds it, or it is inside the zone).
+	ErrDomainRefused = errors.New("custom domain refused")
 )
 
 // Error is an error answer of the API.
@@ -68,6 +74,10 @@ func (e *Error) Is(target error) bool {
 		case apierror.UnavailableName, apierror.UnavailableNameReclamationPossible, apierror.InvalidName:
 			return true
 		}
+	case ErrDomainNotDelegated:
+		return e.Code == codeDomainNotDelegated
+	case ErrDomainRefused:
+		return e.Code == codeDomainTaken || e.Code == codeInvalidDomain
 	}
 	return false
 }
@@ -104,6 +114,10 @@ func Explain(err error) string {
 			return "this name has no verified email, so it cannot be reclaimed"
 		case apierror.NoSuchName:
 			return "no gateway has this name"
+		case codeDomainTaken:
+			return "another gateway has claimed this domain"
+		case codeDomainNotDelegated:
+			return "the domain's CNAME records are not in place: " + e.Reason
 		}
 		if errors.Is(err, ErrTokenRefused) {
 			return "the cloud refused this gateway's token (the name was reclaimed by another gateway or removed)"
