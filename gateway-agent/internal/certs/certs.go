@@ -140,7 +140,7 @@ func New(cfg Config) (*Manager, error) {
 		DisableHTTPChallenge:    true,
 		DisableTLSALPNChallenge: true,
 		DNS01Solver:             newSolver(m, zl),
-		Logger: zl,
+		Logger:                  zl,
 	})
 	m.magic.Issuers = []certmagic.Issuer{m.issuer}
 	return m, nil
