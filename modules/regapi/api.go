@@ -42,6 +42,13 @@ type Config struct {
 	// _acme-challenge.ZONE, for the cloud's wildcard certificate) through
 	// /v1/zones and /v1/records, and nothing else. Nil: no operator.
 	Operator func(token string) bool
+	// ACMEDNSRegister turns on acme-dns's POST /register, which creates
+	// a gateway with a random name for anyone who asks (SubscribeLimit
+	// applies). Off, /register answers 404 as if absent.
+	ACMEDNSRegister bool
+	// Domains serves /v1/domains, the gateways' custom domains; nil
+	// answers 404 there.
+	Domains *registry.Domains
 }
 
 // API is the registration API handler.
@@ -102,6 +109,7 @@ func (a *API) routes() {
 		a.cfg.Tunnel.ServeHTTP(w, r)
 	})
 	a.acmeDNSRoutes()
+	a.domainRoutes()
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, apierror.NotFound, "no such endpoint")
 	})
@@ -193,6 +201,9 @@ var errorTable = []struct {
 	{registry.ErrTooLarge, http.StatusBadRequest, apierror.RecordsTooLarge},
 	{registry.ErrOutsideSubtree, http.StatusForbidden, apierror.OutsideSubtree},
 	{registry.ErrDisabled, http.StatusForbidden, apierror.GatewayDisabled},
+	{registry.ErrInvalidDomain, http.StatusBadRequest, apierror.InvalidDomain},
+	{registry.ErrDomainTaken, http.StatusConflict, apierror.DomainTaken},
+	{registry.ErrNotDelegated, http.StatusUnprocessableEntity, apierror.DomainNotDelegated},
 	{registry.ErrNotFound, http.StatusNotFound, apierror.NotFound},
 	{registry.ErrNoMailer, http.StatusServiceUnavailable, apierror.EmailUnavailable},
 }

@@ -250,6 +250,9 @@ type ImportBatch struct {
 	// and of the zone.
 	Records  []Record
 	Reserved []string
+	// Domains are custom domain claims of gateways that must exist, in
+	// this batch or before.
+	Domains []DomainClaim
 }
 
 // Counts counts the rows of a registry, or what an import inserted.
@@ -258,11 +261,14 @@ type Counts struct {
 	Gateways int `json:"gateways"`
 	Records  int `json:"records"`
 	Reserved int `json:"reserved"`
+	// Domains counts custom domain claims; omitted when none, so that
+	// streams of registries without any read as before.
+	Domains int `json:"domains,omitempty"`
 }
 
 // Add returns the sum of c and d.
 func (c Counts) Add(d Counts) Counts {
-	return Counts{c.Accounts + d.Accounts, c.Gateways + d.Gateways, c.Records + d.Records, c.Reserved + d.Reserved}
+	return Counts{c.Accounts + d.Accounts, c.Gateways + d.Gateways, c.Records + d.Records, c.Reserved + d.Reserved, c.Domains + d.Domains}
 }
 
 // Zero reports whether every count is 0.
