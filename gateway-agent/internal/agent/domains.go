@@ -220,7 +220,7 @@ func (a *Agent) claimDomain(ctx context.Context, cur *state.Registration, d *cus
 	switch {
 	case errors.Is(err, cloudapi.ErrDomainNotDelegated):
 		d.state = status.DomainWaitingForCNAME
-	case errors.Is(err, cloudapi.ErrDomainRefused):
+	case errors.Is(err, cloudapi.ErrDomainRefused), errors.Is(err, cloudapi.ErrDomainsUnsupported):
 		d.state, retryMax = status.DomainRefused, domainRefusedRetryMax
 	default:
 		d.state = status.DomainClaiming

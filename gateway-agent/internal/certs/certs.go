@@ -244,9 +244,9 @@ func (m *Manager) ManageDelegated(ctx context.Context, domain, via, token string
 	return nil
 }
 
-// delegation is the name whose _acme-challenge record answers domain's
-// challenges, "" when domain answers its own.
-func (m *Manager) delegation(domain string) string {
+// DelegationOf is the name whose _acme-challenge record answers domain's
+// challenges, "" when domain answers its own or is not managed.
+func (m *Manager) DelegationOf(domain string) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if ns := m.names[strings.ToLower(domain)]; ns != nil {
@@ -261,7 +261,7 @@ func (m *Manager) delegation(domain string) string {
 func (m *Manager) Unmanage(fqdn string) {
 	fqdn = strings.ToLower(fqdn)
 	subjects := m.subjects(fqdn)
-	if m.delegation(fqdn) != "" {
+	if m.DelegationOf(fqdn) != "" {
 		subjects = []string{fqdn}
 	}
 	var subs []certmagic.SubjectIssuer

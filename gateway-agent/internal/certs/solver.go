@@ -49,7 +49,7 @@ func (s *solver) newDNS01(override string) *certmagic.DNS01Solver {
 
 // pick chooses the solver of a new challenge and remembers it.
 func (s *solver) pick(chal acme.Challenge) *certmagic.DNS01Solver {
-	via := s.m.delegation(chal.Identifier.Value)
+	via := s.m.DelegationOf(chal.Identifier.Value)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := s.direct

@@ -42,6 +42,8 @@ var (
 	// ErrDomainRefused: the cloud refuses the custom domain whatever its
 	// records say (another gateway holds it, or it is inside the zone).
 	ErrDomainRefused = errors.New("custom domain refused")
+	// ErrDomainsUnsupported: the cloud does not offer custom domains.
+	ErrDomainsUnsupported = errors.New("the cloud does not offer custom domains")
 )
 
 // Error is an error answer of the API.
@@ -75,9 +77,9 @@ func (e *Error) Is(target error) bool {
 			return true
 		}
 	case ErrDomainNotDelegated:
-		return e.Code == codeDomainNotDelegated
+		return e.Code == apierror.DomainNotDelegated
 	case ErrDomainRefused:
-		return e.Code == codeDomainTaken || e.Code == codeInvalidDomain
+		return e.Code == apierror.DomainTaken || e.Code == apierror.InvalidDomain
 	}
 	return false
 }
@@ -114,9 +116,9 @@ func Explain(err error) string {
 			return "this name has no verified email, so it cannot be reclaimed"
 		case apierror.NoSuchName:
 			return "no gateway has this name"
-		case codeDomainTaken:
+		case apierror.DomainTaken:
 			return "another gateway has claimed this domain"
-		case codeDomainNotDelegated:
+		case apierror.DomainNotDelegated:
 			return "the domain's CNAME records are not in place: " + e.Reason
 		}
 		if errors.Is(err, ErrTokenRefused) {

@@ -3,24 +3,13 @@ package cloudapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
-)
 
-// The error names of the /v1/domains calls (the cloud's side is
-// modules/regapi).
-const (
-	// codeInvalidDomain (400): not a host name, or inside the zone.
-	codeInvalidDomain = "InvalidDomain"
-	// codeDomainTaken (409): another gateway holds the domain.
-	codeDomainTaken = "DomainTaken"
-	// codeDomainNotDelegated (422): a CNAME is missing or points
-	// elsewhere; the reason names the record.
-	codeDomainNotDelegated = "DomainNotDelegated"
-	// codeNoSuchDomain (404): the gateway holds no such domain.
-	codeNoSuchDomain = "NoSuchDomain"
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 )
 
 // Domain is a custom domain a gateway holds.
@@ -39,7 +28,7 @@ type Domain struct {
 func (c *Client) ClaimDomain(ctx context.Context, token, domain string) (*Domain, error) {
 	var out Domain
 	if err := c.do(ctx, http.MethodPost, "/v1/domains", token, map[string]string{"domain": domain}, &out); err != nil {
-		return nil, err
+		return nil, domainsError(err)
 	}
 	if !strings.EqualFold(out.Domain, domain) {
 		return nil, errors.New("claiming " + domain + ": the cloud's answer names " + out.Domain)
@@ -53,7 +42,7 @@ func (c *Client) Domains(ctx context.Context, token string) ([]Domain, error) {
 		Domains []Domain `json:"domains"`
 	}
 	if err := c.do(ctx, http.MethodGet, "/v1/domains", token, nil, &out); err != nil {
-		return nil, err
+		return nil, domainsError(err)
 	}
 	return out.Domains, nil
 }
@@ -63,8 +52,18 @@ func (c *Client) Domains(ctx context.Context, token string) ([]Domain, error) {
 func (c *Client) ReleaseDomain(ctx context.Context, token, domain string) error {
 	err := c.do(ctx, http.MethodDelete, "/v1/domains/"+url.PathEscape(domain), token, nil, nil)
 	var e *Error
-	if errors.As(err, &e) && e.Status == http.StatusNotFound && e.Code == codeNoSuchDomain {
+	if errors.As(err, &e) && e.Status == http.StatusNotFound && e.Code == apierror.NoSuchDomain {
 		return nil
+	}
+	return err
+}
+
+// domainsError tells a cloud without custom domains (404 NotFound on
+// /v1/domains) from a refused token, which a 404 NotFound elsewhere means.
+func domainsError(err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusNotFound && e.Code == apierror.NotFound {
+		return fmt.Errorf("%w: %s", ErrDomainsUnsupported, e.Reason)
 	}
 	return err
 }

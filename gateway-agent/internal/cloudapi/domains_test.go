@@ -44,6 +44,8 @@ func TestDomainCalls(t *testing.T) {
 			default:
 				fail(422, "DomainNotDelegated", body.Domain+" has no CNAME to myhome.box.test.")
 			}
+		case r.URL.Path == "/old/v1/domains":
+			fail(404, "NotFound", "custom domains are not enabled on this server")
 		case r.Method == "GET" && r.URL.Path == "/v1/domains":
 			out := []Domain{}
 			for d := range held {
@@ -88,6 +90,11 @@ func TestDomainCalls(t *testing.T) {
 	}
 	if err := c.ReleaseDomain(ctx, "t1", "home.example.com"); err != nil {
 		t.Fatal(err)
+	}
+	// A cloud without custom domains is not a refused token.
+	old := &Client{Endpoint: srv.URL + "/old"}
+	if _, err := old.Domains(ctx, "t1"); !errors.Is(err, ErrDomainsUnsupported) || errors.Is(err, ErrTokenRefused) {
+		t.Fatalf("a cloud without custom domains: %v", err)
 	}
 	// Released twice: the second finds nothing, which is what was asked.
 	if err := c.ReleaseDomain(ctx, "t1", "home.example.com"); err != nil {
