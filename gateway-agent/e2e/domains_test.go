@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
+)
+
+// ownerDNS stands for the public DNS as a recursive resolver shows it: it
+// is authoritative for the owner's zone example.com, whose CNAMEs the
+// test sets, and asks the cloud's DNS for everything else (the gateway
+// names and their _acme-challenge records). A CNAME is answered with the
+// records of its target, as a recursive resolver does, so Pebble (which
+// reads the TXT records of the first answer) follows it.
+type ownerDNS struct {
+	addr string
+
+	mu     sync.Mutex
+	cnames map[string]string // owner name → target, both absolute
+	cloud  string            // the cloud's DNS, host:port
+}
+
+const ownerZone = "example.com."
+
+func startOwnerDNS(t *testing.T) *ownerDNS {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &ownerDNS{addr: pc.LocalAddr().String(), cnames: map[string]string{}}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(o.serve)}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return o
+}
+
+func (o *ownerDNS) setCloud(addr string) {
+	o.mu.Lock()
+	o.cloud = addr
+	o.mu.Unlock()
+}
+
+func (o *ownerDNS) setCNAME(name, target string) {
+	o.mu.Lock()
+	o.cnames[dns.Fqdn(strings.ToLower(name))] = dns.Fqdn(target)
+	o.mu.Unlock()
+}
+
+func (o *ownerDNS) removeCNAME(name string) {
+	o.mu.Lock()
+	delete(o.cnames, dns.Fqdn(strings.ToLower(name)))
+	o.mu.Unlock()
+}
+
+// askCloud asks the cloud's DNS for name and type; nil on any failure.
+func (o *ownerDNS) askCloud(name string, qtype uint16) *dns.Msg {
+	o.mu.Lock()
+	cloud := o.cloud
+	o.mu.Unlock()
+	q := new(dns.Msg)
+	q.SetQuestion(name, qtype)
+	r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(q, cloud)
+	if err != nil {
+		return nil
+	}
+	return r
+}
+
+func (o *ownerDNS) serve(w dns.ResponseWriter, q *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(q)
+	m.RecursionAvailable = true
+	if len(q.Question) != 1 {
+		m.Rcode = dns.RcodeFormatError
+		_ = w.WriteMsg(m)
+		return
+	}
+	qn, qt := strings.ToLower(q.Question[0].Name), q.Question[0].Qtype
+	if !dns.IsSubDomain(ownerZone, qn) {
+		if r := o.askCloud(qn, qt); r != nil {
+			m.Rcode, m.Answer, m.Ns = r.Rcode, r.Answer, r.Ns
+		} else {
+			m.Rcode = dns.RcodeServerFailure
+		}
+		_ = w.WriteMsg(m)
+		return
+	}
+	o.mu.Lock()
+	target, ok := o.cnames[qn]
+	o.mu.Unlock()
+	if !ok {
+		m.Rcode = dns.RcodeNameError
+		_ = w.WriteMsg(m)
+		return
+	}
+	m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 1}, Target: target})
+	if qt != dns.TypeCNAME {
+		if r := o.askCloud(target, qt); r != nil {
+			m.Answer = append(m.Answer, r.Answer...)
+		}
+	}
+	_ = w.WriteMsg(m)
+}
+
+// curlCustom fetches https://DOMAIN:PORT/ from the cloud's public port
+// (the connection goes down the tunnel of the gateway that claimed
+// DOMAIN), verifying the certificate against rootFile for DOMAIN.
+func curlCustom(t *testing.T, c *testenv.Cloud, rootFile, domain string) (string, error) {
+	t.Helper()
+	curl := testtools.Binary(t, "curl", "curl")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, curl, "-sS", "-v", "--max-time", "20", "--cacert", rootFile,
+		"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", domain, c.HTTPSPort),
+		fmt.Sprintf("https://%s:%d/custom-domain", domain, c.HTTPSPort)).CombinedOutput()
+	return string(out), err
+}
+
+func customDomain(st status.Status, domain string) status.CustomDomain {
+	for _, d := range st.CustomDomains {
+		if d.Domain == domain {
+			return d
+		}
+	}
+	return status.CustomDomain{}
+}
+
+// The owner's own domain in front of the gateway: with home.example.com
+// a CNAME to NAME.ZONE and _acme-challenge.home.example.com one to
+// _acme-challenge.NAME.ZONE (served by a DNS server of the test, which
+// the cloud's CNAME check and Pebble both ask), the agent claims the
+// domain, obtains its certificate from Pebble with the challenge set at
+// its own _acme-challenge.NAME.ZONE, and curl reaches the gateway's app
+// through the tunnel under home.example.com with that certificate. When
+// the CNAME goes, the cloud's recheck drops the claim, the tunnel stops
+// carrying the domain, and the agent waits for the records again.
+func TestCustomDomain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	const domain = "home.example.com"
+	owner := startOwnerDNS(t)
+	c := testenv.StartCloud(t, testenv.CloudOptions{Tunnel: true, Gatehouse: fmt.Sprintf(`domains {
+			resolvers %s
+			recheck_interval 2s
+		}`, owner.addr)})
+	if !c.TunnelIngress {
+		t.Skipf("the cloud binary has no %s", testenv.ListenerModule)
+	}
+	owner.setCloud(fmt.Sprintf("127.0.0.1:%d", c.DNSPort))
+	p := testenv.StartPebble(t, owner.addr, 24*time.Hour, false)
+	fqdn := provisional + ".box.test"
+	owner.setCNAME(domain, fqdn)
+	owner.setCNAME("_acme-challenge."+domain, "_acme-challenge."+fqdn)
+
+	stateDir := filepath.Join(t.TempDir(), "state")
+	a := startAgent(t, c, p, stateDir, upstream(t), testenv.FreePort(t), testenv.FreePort(t),
+		"-custom-domains", domain, "-custom-domains-check", "1s")
+	var st status.Status
+	testtools.Eventually(t, 120*time.Second, domain+" claimed with its certificate", func() bool {
+		if a.Exited() {
+			t.Fatalf("agent exited:\n%s", a.Output())
+		}
+		st = a.status(t)
+		d := customDomain(st, domain)
+		return st.Tunnel.Connected && d.State == status.DomainClaimed && d.Certificate.Ready
+	})
+	if d := customDomain(st, domain); !strings.Contains(d.Certificate.Issuer, "Pebble") {
+		t.Fatalf("custom domain status: %+v", d)
+	}
+
+	roots := p.IssuedRoots(t)
+	rootFile := filepath.Join(t.TempDir(), "pebble-root.pem")
+	if err := os.WriteFile(rootFile, roots, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := curlCustom(t, c, rootFile, domain)
+	if err != nil || !strings.Contains(out, "hello from the gateway app") || !strings.Contains(out, "host="+domain) {
+		t.Fatalf("curl %s through the tunnel: %v\n%s", domain, err, out)
+	}
+	// curl checked the name against the certificate; the issuer says
+	// whose it is.
+	if !strings.Contains(out, "issuer:") || !strings.Contains(out[strings.Index(out, "issuer:"):], "Pebble") {
+		t.Fatalf("certificate not Pebble's:\n%s", out)
+	}
+	// The LAN port serves it by SNI too.
+	body, cert := lanGet(t, roots, domain, a.https, "/lan")
+	if !strings.Contains(body, "hello from the gateway app") || cert.VerifyHostname(domain) != nil {
+		t.Fatalf("LAN port for %s: %s (certificate for %v)", domain, body, cert.DNSNames)
+	}
+	t.Logf("%s served through the tunnel with the agent's own certificate", domain)
+
+	// The owner removes the CNAME: the cloud's recheck drops the claim,
+	// and the domain no longer reaches the gateway.
+	owner.removeCNAME(domain)
+	testtools.Eventually(t, 30*time.Second, "the claim dropped and seen by the agent", func() bool {
+		return customDomain(a.status(t), domain).State == status.DomainWaitingForCNAME
+	})
+	if out, err := curlCustom(t, c, rootFile, domain); err == nil || strings.Contains(out, "hello from the gateway app") {
+		t.Fatalf("%s still reaches the gateway after the claim was dropped:\n%s", domain, out)
+	}
+	if d := customDomain(a.status(t), domain); !strings.Contains(d.Reason, domain+" has no CNAME") {
+		t.Fatalf("reason: %+v", d)
+	}
+}
