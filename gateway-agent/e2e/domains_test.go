@@ -35,19 +35,27 @@ type ownerDNS struct {
 
 const ownerZone = "example.com."
 
+// startOwnerDNS serves on one port over UDP (the cloud's check) and TCP
+// (Pebble asks over TCP).
 func startOwnerDNS(t *testing.T) *ownerDNS {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	o := &ownerDNS{addr: addr, cnames: map[string]string{}}
+	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &ownerDNS{addr: pc.LocalAddr().String(), cnames: map[string]string{}}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(o.serve)}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: dns.HandlerFunc(o.serve)}, {Listener: ln, Handler: dns.HandlerFunc(o.serve)}} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { _ = srv.ActivateAndServe() }()
+		<-started
+		t.Cleanup(func() { _ = srv.Shutdown() })
+	}
 	return o
 }
 
