@@ -165,10 +165,8 @@ func TestCustomDomain(t *testing.T) {
 	}
 	const domain = "home.example.com"
 	owner := startOwnerDNS(t)
-	c := testenv.StartCloud(t, testenv.CloudOptions{Tunnel: true, Gatehouse: fmt.Sprintf(`domains {
-			resolvers %s
-			recheck_interval 2s
-		}`, owner.addr)})
+	c := testenv.StartCloud(t, testenv.CloudOptions{Tunnel: true, Gatehouse: fmt.Sprintf(`domain_resolvers %s
+		domain_recheck_interval 2s`, owner.addr)})
 	if !c.TunnelIngress {
 		t.Skipf("the cloud binary has no %s", testenv.ListenerModule)
 	}
