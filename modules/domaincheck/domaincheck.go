@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -23,7 +24,7 @@ const DefaultTimeout = 3 * time.Second
 
 // Checker asks Resolvers, in order, until one answers.
 type Checker struct {
-	// Resolvers are host:port addresses of recursive resolvers; a bare
+	// Resolvers are IP:port addresses of recursive resolvers; a bare
 	// address gets port 53. Empty: the system's /etc/resolv.conf.
 	Resolvers []string
 	// Timeout bounds one query (DefaultTimeout when 0).
@@ -35,13 +36,21 @@ type Checker struct {
 func New(resolvers []string, timeout time.Duration) (*Checker, error) {
 	c := &Checker{Timeout: timeout}
 	for _, r := range resolvers {
-		if _, _, err := net.SplitHostPort(r); err != nil {
-			r = net.JoinHostPort(strings.Trim(r, "[]"), "53")
+		// An address, so that checking a domain never depends on
+		// resolving the resolver's own name.
+		ap, err := netip.ParseAddrPort(r)
+		if err != nil {
+			bare := r
+			if strings.HasPrefix(r, "[") && strings.HasSuffix(r, "]") {
+				bare = r[1 : len(r)-1]
+			}
+			a, aerr := netip.ParseAddr(bare)
+			if aerr != nil {
+				return nil, fmt.Errorf("domain resolver %q: want an IP address, with or without :port", r)
+			}
+			ap = netip.AddrPortFrom(a, 53)
 		}
-		if _, _, err := net.SplitHostPort(r); err != nil {
-			return nil, fmt.Errorf("domain resolver %q: %w", r, err)
-		}
-		c.Resolvers = append(c.Resolvers, r)
+		c.Resolvers = append(c.Resolvers, ap.String())
 	}
 	if len(c.Resolvers) == 0 {
 		conf, err := dns.ClientConfigFromFile("/etc/resolv.conf")

@@ -74,11 +74,16 @@ func TestResolversInOrder(t *testing.T) {
 }
 
 func TestNewResolvers(t *testing.T) {
-	c, err := New([]string{"127.0.0.1", "[::1]:5353"}, 0)
+	c, err := New([]string{"127.0.0.1", "[::1]:5353", "::1", "[::2]"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(c.Resolvers, ","); got != "127.0.0.1:53,[::1]:5353" || c.Timeout != DefaultTimeout {
+	if got := strings.Join(c.Resolvers, ","); got != "127.0.0.1:53,[::1]:5353,[::1]:53,[::2]:53" || c.Timeout != DefaultTimeout {
 		t.Errorf("resolvers %s, timeout %v", got, c.Timeout)
+	}
+	for _, bad := range []string{"resolver.example", "127.0.0.1:dns", "[::1", "1.2.3.4:99999"} {
+		if _, err := New([]string{bad}, 0); err == nil {
+			t.Errorf("New accepted resolver %q", bad)
+		}
 	}
 }
