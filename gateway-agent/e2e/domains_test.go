@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,6 +129,57 @@ func (o *ownerDNS) serve(w dns.ResponseWriter, q *dns.Msg) {
 	_ = w.WriteMsg(m)
 }
 
+// domain is the owner's own domain in the custom domain tests.
+const domain = "home.example.com"
+
+// customDomainWorld starts the owner's DNS, the cloud (its CNAME check
+// asking that DNS, claims rechecked every 2 s) and Pebble (asking that DNS
+// too), with domain's CNAMEs pointing at the agent's provisional name.
+func customDomainWorld(t *testing.T) (*testenv.Cloud, *testenv.Pebble, *ownerDNS) {
+	t.Helper()
+	owner := startOwnerDNS(t)
+	c := testenv.StartCloud(t, testenv.CloudOptions{Tunnel: true, Gatehouse: fmt.Sprintf(`domain_resolvers %s
+		domain_recheck_interval 2s`, owner.addr)})
+	if !c.TunnelIngress {
+		t.Skipf("the cloud binary has no %s", testenv.ListenerModule)
+	}
+	owner.setCloud(fmt.Sprintf("127.0.0.1:%d", c.DNSPort))
+	p := testenv.StartPebble(t, owner.addr, 24*time.Hour, false)
+	fqdn := provisional + ".box.test"
+	owner.setCNAME(domain, fqdn)
+	owner.setCNAME("_acme-challenge."+domain, "_acme-challenge."+fqdn)
+	return c, p, owner
+}
+
+// waitCustomDomain waits until the agent has claimed domain, has its
+// certificate from Pebble, and its tunnel is up.
+func waitCustomDomain(t *testing.T, a *agentRun) {
+	t.Helper()
+	var st status.Status
+	testtools.Eventually(t, 120*time.Second, domain+" claimed with its certificate", func() bool {
+		if a.Exited() {
+			t.Fatalf("agent exited:\n%s", a.Output())
+		}
+		st = a.status(t)
+		d := customDomain(st, domain)
+		return st.Tunnel.Connected && d.State == status.DomainClaimed && d.Certificate.Ready
+	})
+	if d := customDomain(st, domain); !strings.Contains(d.Certificate.Issuer, "Pebble") {
+		t.Fatalf("custom domain status: %+v", d)
+	}
+}
+
+// pebbleRoots returns Pebble's issuing root, also written to a file.
+func pebbleRoots(t *testing.T, p *testenv.Pebble) ([]byte, string) {
+	t.Helper()
+	roots := p.IssuedRoots(t)
+	rootFile := filepath.Join(t.TempDir(), "pebble-root.pem")
+	if err := os.WriteFile(rootFile, roots, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return roots, rootFile
+}
+
 // curlCustom fetches https://DOMAIN:PORT/ from the cloud's public port
 // (the connection goes down the tunnel of the gateway that claimed
 // DOMAIN), verifying the certificate against rootFile for DOMAIN.
@@ -163,40 +216,11 @@ func TestCustomDomain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	const domain = "home.example.com"
-	owner := startOwnerDNS(t)
-	c := testenv.StartCloud(t, testenv.CloudOptions{Tunnel: true, Gatehouse: fmt.Sprintf(`domain_resolvers %s
-		domain_recheck_interval 2s`, owner.addr)})
-	if !c.TunnelIngress {
-		t.Skipf("the cloud binary has no %s", testenv.ListenerModule)
-	}
-	owner.setCloud(fmt.Sprintf("127.0.0.1:%d", c.DNSPort))
-	p := testenv.StartPebble(t, owner.addr, 24*time.Hour, false)
-	fqdn := provisional + ".box.test"
-	owner.setCNAME(domain, fqdn)
-	owner.setCNAME("_acme-challenge."+domain, "_acme-challenge."+fqdn)
-
-	stateDir := filepath.Join(t.TempDir(), "state")
-	a := startAgent(t, c, p, stateDir, upstream(t), testenv.FreePort(t), testenv.FreePort(t),
+	c, p, owner := customDomainWorld(t)
+	a := startAgent(t, c, p, filepath.Join(t.TempDir(), "state"), upstream(t), testenv.FreePort(t), testenv.FreePort(t),
 		"-custom-domains", domain, "-custom-domains-check", "1s")
-	var st status.Status
-	testtools.Eventually(t, 120*time.Second, domain+" claimed with its certificate", func() bool {
-		if a.Exited() {
-			t.Fatalf("agent exited:\n%s", a.Output())
-		}
-		st = a.status(t)
-		d := customDomain(st, domain)
-		return st.Tunnel.Connected && d.State == status.DomainClaimed && d.Certificate.Ready
-	})
-	if d := customDomain(st, domain); !strings.Contains(d.Certificate.Issuer, "Pebble") {
-		t.Fatalf("custom domain status: %+v", d)
-	}
-
-	roots := p.IssuedRoots(t)
-	rootFile := filepath.Join(t.TempDir(), "pebble-root.pem")
-	if err := os.WriteFile(rootFile, roots, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	waitCustomDomain(t, a)
+	roots, rootFile := pebbleRoots(t, p)
 	out, err := curlCustom(t, c, rootFile, domain)
 	if err != nil || !strings.Contains(out, "hello from the gateway app") || !strings.Contains(out, "host="+domain) {
 		t.Fatalf("curl %s through the tunnel: %v\n%s", domain, err, out)
@@ -225,4 +249,54 @@ func TestCustomDomain(t *testing.T) {
 	if d := customDomain(a.status(t), domain); !strings.Contains(d.Reason, domain+" has no CNAME") {
 		t.Fatalf("reason: %+v", d)
 	}
+}
+
+// In passthrough mode the agent obtains the custom domain's certificate
+// and relays the connections; the app terminates TLS with the certificate
+// it reads from the state directory, where the README says it is.
+func TestCustomDomainPassthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	c, p, _ := customDomainWorld(t)
+	stateDir := filepath.Join(t.TempDir(), "state")
+	app := tlsAppFromState(t, stateDir)
+	a := startAgent(t, c, p, stateDir, app, testenv.FreePort(t), testenv.FreePort(t),
+		"-passthrough", "-custom-domains", domain, "-custom-domains-check", "1s")
+	waitCustomDomain(t, a)
+	_, rootFile := pebbleRoots(t, p)
+	out, err := curlCustom(t, c, rootFile, domain)
+	if err != nil || !strings.Contains(out, "the app's own TLS for "+domain) {
+		t.Fatalf("curl %s through the tunnel to the passthrough app: %v\n%s", domain, err, out)
+	}
+}
+
+// tlsAppFromState is a web app that terminates TLS itself with the
+// certificate the agent keeps for the SNI's name in stateDir, read at each
+// handshake; it returns its host:port.
+func tlsAppFromState(t *testing.T, stateDir string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	getCert := func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		base := filepath.Join(stateDir, "certmagic", "certificates", "*", hello.ServerName, hello.ServerName)
+		crts, _ := filepath.Glob(base + ".crt")
+		if len(crts) != 1 {
+			return nil, fmt.Errorf("no certificate for %q in the state directory", hello.ServerName)
+		}
+		c, err := tls.LoadX509KeyPair(crts[0], strings.TrimSuffix(crts[0], ".crt")+".key")
+		return &c, err
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "the app's own TLS for %s\n", r.TLS.ServerName)
+		}),
+		TLSConfig:         &tls.Config{GetCertificate: getCert},
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
 }
