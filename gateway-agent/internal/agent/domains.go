@@ -151,16 +151,15 @@ func (a *Agent) checkDomains(ctx context.Context, cur *state.Registration) error
 		}
 		a.log.Info("released a custom domain no longer configured", "domain", h.Domain)
 	}
-	var manage []*customDomain
+	var manage, dropped []*customDomain
 	now := a.now()
 	a.mu.Lock()
 	for _, d := range a.domains {
 		switch {
 		case d.state == status.DomainClaimed && !heldSet[d.name]:
-			a.log.Warn("the cloud dropped the claim of a custom domain (its CNAME records are gone?): claiming it again", "domain", d.name)
-			a.certs.Unmanage(d.name)
 			d.state, d.reason, d.token, d.via = status.DomainClaiming, "the cloud dropped the claim", "", ""
 			d.next, d.delay = now, 0
+			dropped = append(dropped, d)
 		case d.state != status.DomainClaimed && heldSet[d.name]:
 			d.state, d.reason, d.token, d.via = status.DomainClaimed, "", cur.Token, cur.FQDN
 			d.delay = 0
@@ -168,6 +167,10 @@ func (a *Agent) checkDomains(ctx context.Context, cur *state.Registration) error
 		}
 	}
 	a.mu.Unlock()
+	for _, d := range dropped {
+		a.log.Warn("the cloud dropped the claim of a custom domain (its CNAME records are gone?): claiming it again", "domain", d.name)
+		a.certs.Unmanage(d.name)
+	}
 	for _, d := range manage {
 		a.log.Info("custom domain claimed", "domain", d.name)
 		a.manageDomainCertificate(d.name, cur)

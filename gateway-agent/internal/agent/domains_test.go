@@ -196,3 +196,37 @@ func TestCustomDomainAfterRestart(t *testing.T) {
 		t.Fatalf("a name of the zone: %+v", d)
 	}
 }
+
+// After a rename the claim held under the old name is given up and the
+// domain claimed anew under the new one, once its CNAMEs name it; the
+// certificate's challenges move there.
+func TestCustomDomainAfterRename(t *testing.T) {
+	c := startDomainsCloud(t)
+	c.delegate("home.example.com", "oldname")
+	a, now := domainAgent(t, c, "oldname", "home.example.com")
+	ctx := context.Background()
+	var r domainRun
+	a.domainsStep(ctx, &r)
+	if d := domainState(t, a, "home.example.com"); d.State != status.DomainClaimed {
+		t.Fatalf("before the rename: %+v", d)
+	}
+	oldToken := a.st.Current.Token
+
+	a.st.Current = subscribe(t, a, "newname")
+	a.domainsStep(ctx, &r)
+	if d := domainState(t, a, "home.example.com"); d.State != status.DomainWaitingForCNAME || !strings.Contains(d.Reason, "not to newname.box.test.") {
+		t.Fatalf("renamed, CNAMEs still on the old name: %+v", d)
+	}
+	if list, err := a.api.Domains(ctx, oldToken); err != nil || len(list) != 0 {
+		t.Fatalf("the old name still holds %+v (%v)", list, err)
+	}
+	c.delegate("home.example.com", "newname")
+	*now = now.Add(domainRetryFirst)
+	a.domainsStep(ctx, &r)
+	if d := domainState(t, a, "home.example.com"); d.State != status.DomainClaimed {
+		t.Fatalf("CNAMEs on the new name: %+v", d)
+	}
+	if via := a.certs.DelegationOf("home.example.com"); via != "newname.box.test" {
+		t.Fatalf("the certificate's challenges go to %q", via)
+	}
+}
