@@ -1,12 +1,15 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/pem"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,6 +107,8 @@ func heldBy(t *testing.T, a *Agent) []string {
 func TestCustomDomainClaims(t *testing.T) {
 	c := startDomainsCloud(t)
 	a, now := domainAgent(t, c, "myhome", "Home.Example.com")
+	var logs lockedBuffer
+	a.log = slog.New(slog.NewTextHandler(&logs, nil))
 	ctx := context.Background()
 	var r domainRun
 
@@ -111,6 +116,23 @@ func TestCustomDomainClaims(t *testing.T) {
 	d := domainState(t, a, "home.example.com")
 	if d.State != status.DomainWaitingForCNAME || !strings.Contains(d.Reason, "home.example.com has no CNAME") || !d.NextAttempt.After(*now) {
 		t.Fatalf("without CNAMEs: %+v", d)
+	}
+	// Asked again with the same answer: the reason is logged once, and
+	// the next attempt waits twice as long.
+	*now = now.Add(domainRetryFirst)
+	a.domainsStep(ctx, &r)
+	if again := domainState(t, a, "home.example.com"); again.NextAttempt.Sub(*now) != 2*domainRetryFirst {
+		t.Fatalf("second delay %s, want %s", again.NextAttempt.Sub(*now), 2*domainRetryFirst)
+	}
+	if n := strings.Count(logs.String(), "custom domain not claimed"); n != 1 {
+		t.Fatalf("the same reason logged %d times:\n%s", n, logs.String())
+	}
+	// The second record is missing now: a new reason, logged.
+	c.dns.Set("home.example.com", "myhome.box.test")
+	*now = now.Add(2 * domainRetryFirst)
+	a.domainsStep(ctx, &r)
+	if n := strings.Count(logs.String(), "custom domain not claimed"); n != 2 || !strings.Contains(logs.String(), "_acme-challenge.home.example.com has no CNAME") {
+		t.Fatalf("a new reason not logged:\n%s", logs.String())
 	}
 	if p := strings.Join(a.Status().Problems, "\n"); !strings.Contains(p, "home.example.com is waiting for its CNAME records") {
 		t.Fatalf("problems: %s", p)
@@ -122,7 +144,7 @@ func TestCustomDomainClaims(t *testing.T) {
 	if d := domainState(t, a, "home.example.com"); d.State != status.DomainWaitingForCNAME {
 		t.Fatalf("asked again before the retry was due: %+v", d)
 	}
-	*now = now.Add(domainRetryFirst)
+	*now = now.Add(4 * domainRetryFirst)
 	a.domainsStep(ctx, &r)
 	if d := domainState(t, a, "home.example.com"); d.State != status.DomainClaimed || d.Reason != "" || !strings.HasPrefix(d.URL, "https://home.example.com:") {
 		t.Fatalf("delegated: %+v", d)
@@ -229,4 +251,22 @@ func TestCustomDomainAfterRename(t *testing.T) {
 	if via := a.certs.DelegationOf("home.example.com"); via != "newname.box.test" {
 		t.Fatalf("the certificate's challenges go to %q", via)
 	}
+}
+
+// lockedBuffer collects log lines from any goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
