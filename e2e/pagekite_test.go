@@ -26,7 +26,7 @@ func startKiteCloud(t *testing.T) *cloud {
 	t.Helper()
 	caddyfile := strings.Replace(tunnelCaddyfile, "expire_after 7d",
 		fmt.Sprintf("expire_after %s\n\t\ttoken_seal_key {env.GATEHOUSE_SEAL_KEY}", kiteExpireAfter), 1)
-	caddyfile = strings.Replace(caddyfile, "%STORAGE%", "sqlite %DIR%/registry.db", 1)
+	caddyfile = strings.NewReplacer("%STORAGE%", "sqlite %DIR%/registry.db", "%APPEXTRA%", "").Replace(caddyfile)
 	c := startCloud(t, caddyfile, kiteSealKey)
 	testtools.Eventually(t, 30*time.Second, "the wildcard certificate", func() bool {
 		code, _, err := c.tryCurl("nosuchgateway.box.test", "/")

@@ -52,6 +52,7 @@ const tunnelCaddyfile = `{
 		storage %STORAGE%
 		expire_after 7d
 		rate_limit subscribe 1ns 1000000
+		%APPEXTRA%
 	}
 }
 api.box.test {
@@ -64,10 +65,17 @@ api.box.test {
 
 func startTunnelCloud(t *testing.T, storage string) *cloud {
 	t.Helper()
+	return startTunnelCloudWith(t, storage, "")
+}
+
+// startTunnelCloudWith is startTunnelCloud with appExtra added inside the
+// cloud's gatehouse { } options.
+func startTunnelCloudWith(t *testing.T, storage, appExtra string) *cloud {
+	t.Helper()
 	if storage == "" || storage == "sqlite" {
 		storage = "sqlite %DIR%/registry.db"
 	}
-	c := startCloud(t, strings.Replace(tunnelCaddyfile, "%STORAGE%", storage, 1))
+	c := startCloud(t, strings.NewReplacer("%STORAGE%", storage, "%APPEXTRA%", appExtra).Replace(tunnelCaddyfile))
 	// The offline site's wildcard certificate comes from the local CA in
 	// the background; wait for it, so the first offline answer is a page.
 	testtools.Eventually(t, 30*time.Second, "the wildcard certificate", func() bool {

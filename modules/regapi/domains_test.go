@@ -202,3 +202,32 @@ func TestDomainsOff(t *testing.T) {
 	token := e.subscribe("myhome")
 	wantError(t, e.claimDomain(token, "home.example.com"), 404, "NotFound")
 }
+
+// TestDomainsOfADisabledGateway: the operator's switch stops routing the
+// gateway's domains and keeps its claims; enabling routes them again.
+func TestDomainsOfADisabledGateway(t *testing.T) {
+	teststore.ForEach(t, func(t *testing.T, driver string) {
+		dns := cnamedns.Start(t)
+		e := newEnv(t, driver, options{resolver: dns.Addr})
+		token := e.subscribe("myhome")
+		delegate(dns, "home.example.com", "myhome")
+		if r := e.claimDomain(token, "home.example.com"); r.status != 200 {
+			t.Fatalf("claim: %d %s", r.status, r.body)
+		}
+		if _, err := e.reg.SetDisabled(t.Context(), "myhome", true); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := e.domains.Gateway("home.example.com"); ok {
+			t.Fatal("a disabled gateway's domain is routed")
+		}
+		if claims, err := e.store.DomainClaims(t.Context(), "myhome"); err != nil || len(claims) != 1 {
+			t.Fatalf("claims of the disabled gateway: %v, %v", claims, err)
+		}
+		if _, err := e.reg.SetDisabled(t.Context(), "myhome", false); err != nil {
+			t.Fatal(err)
+		}
+		if name, ok := e.domains.Gateway("home.example.com"); !ok || name != "myhome" {
+			t.Fatal("an enabled gateway's domain is not routed again")
+		}
+	})
+}

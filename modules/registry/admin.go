@@ -149,8 +149,9 @@ func (r *Registry) Stats(ctx context.Context) (Stats, error) {
 }
 
 // SetDisabled disables or enables a gateway. Disabling revokes it: DNS
-// drops the name and live tunnels close. Enabling brings its addresses
-// and records back.
+// drops the name, live tunnels close and its custom domains are no
+// longer routed (their claims stay). Enabling brings its addresses,
+// records and custom domains back.
 func (r *Registry) SetDisabled(ctx context.Context, name string, disabled bool) (*Gateway, error) {
 	g, err := r.store.UpdateGateway(ctx, name, func(g *Gateway) (*string, error) {
 		g.Disabled = disabled
@@ -163,7 +164,8 @@ func (r *Registry) SetDisabled(ctx context.Context, name string, disabled bool) 
 		r.emit(Event{Subtree: GatewaySubtree(name), Gateway: g, Revoked: true})
 		return g, nil
 	}
-	return g, r.emitRecords(ctx, GatewaySubtree(name))
+	// Reload, not emitRecords: the custom domains come back too.
+	return g, r.Reload(ctx, GatewaySubtree(name))
 }
 
 // Delete removes a gateway and its records, whoever owns it.

@@ -155,11 +155,13 @@ func (d *Domains) Claim(ctx context.Context, g *Gateway, domain string) (DomainC
 	if err := d.reg.store.ClaimDomain(ctx, c); err != nil {
 		return DomainClaim{}, err
 	}
-	if err := d.emit(ctx, g.Name); err != nil {
+	claims, err := d.emit(ctx, g.Name)
+	if err != nil {
 		return DomainClaim{}, err
 	}
-	for _, have := range d.mustList(ctx, g.Name) {
+	for _, have := range claims {
 		if have.Domain == dom {
+			// A claim held before keeps its creation time.
 			return have, nil
 		}
 	}
@@ -180,7 +182,8 @@ func (d *Domains) Release(ctx context.Context, g *Gateway, domain string) error 
 	if err := d.reg.store.ReleaseDomain(ctx, g.Name, dom); err != nil {
 		return err
 	}
-	return d.emit(ctx, g.Name)
+	_, err = d.emit(ctx, g.Name)
+	return err
 }
 
 // Gateway returns the gateway that holds host (a TLS server name), from
@@ -247,7 +250,7 @@ func (d *Domains) Recheck(ctx context.Context) error {
 		}
 	}
 	for name := range changed {
-		if err := d.emit(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+		if _, err := d.emit(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
 	}
@@ -308,24 +311,19 @@ func (d *Domains) Stop() {
 	d.wg.Wait()
 }
 
-// emit tells observers (this index, other nodes through the store) the
-// gateway's claims as they now are.
-func (d *Domains) emit(ctx context.Context, name string) error {
+// emit tells observers (this index; other nodes learn through the store)
+// the gateway's claims as they now are, and returns them.
+func (d *Domains) emit(ctx context.Context, name string) ([]DomainClaim, error) {
 	g, err := d.reg.store.Gateway(ctx, name)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	claims, err := d.reg.store.DomainClaims(ctx, name)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d.reg.emit(Event{Subtree: GatewaySubtree(name), Gateway: g, Domains: claimedDomains(claims), DomainsChanged: true})
-	return nil
-}
-
-func (d *Domains) mustList(ctx context.Context, name string) []DomainClaim {
-	claims, _ := d.reg.store.DomainClaims(ctx, name)
-	return claims
+	return claims, nil
 }
 
 // apply keeps the index in step with the registry's events: a gateway
