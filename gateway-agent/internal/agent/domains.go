@@ -156,6 +156,9 @@ func (a *Agent) checkDomains(ctx context.Context, cur *state.Registration) error
 	a.mu.Lock()
 	for _, d := range a.domains {
 		switch {
+		case d.state == status.DomainClaimed && d.token != cur.Token:
+			// Claimed under the name renamed away from: the list is
+			// the new name's; claimDomain moves the claim.
 		case d.state == status.DomainClaimed && !heldSet[d.name]:
 			d.state, d.reason, d.token, d.via = status.DomainClaiming, "the cloud dropped the claim", "", ""
 			d.next, d.delay = now, 0
@@ -205,6 +208,9 @@ func (a *Agent) claimDomain(ctx context.Context, cur *state.Registration, d *cus
 	} else {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		_, err = a.api.ClaimDomain(cctx, cur.Token, d.name)
+		if errors.Is(err, cloudapi.ErrDomainTaken) && a.releaseFromRetired(cctx, d.name) {
+			_, err = a.api.ClaimDomain(cctx, cur.Token, d.name)
+		}
 		cancel()
 	}
 	if ctx.Err() != nil {
@@ -239,6 +245,28 @@ func (a *Agent) claimDomain(ctx context.Context, cur *state.Registration, d *cus
 	} else {
 		a.log.Debug("custom domain still not claimed", "domain", d.name, "retry_in", d.delay)
 	}
+}
+
+// releaseFromRetired gives domain up under the names this gateway renamed
+// away from and still holds (an agent restarted after a rename no longer
+// knows which one claimed it). It reports whether one did hold it.
+func (a *Agent) releaseFromRetired(ctx context.Context, domain string) bool {
+	a.mu.Lock()
+	retired := slices.Clone(a.st.Retired)
+	a.mu.Unlock()
+	for _, r := range retired {
+		list, err := a.api.Domains(ctx, r.Token)
+		if err != nil || !slices.ContainsFunc(list, func(d cloudapi.Domain) bool { return strings.EqualFold(d.Domain, domain) }) {
+			continue
+		}
+		if err := a.api.ReleaseDomain(ctx, r.Token, domain); err != nil {
+			a.log.Warn("giving the custom domain up under the name renamed away from failed", "domain", domain, "name", r.Name, "error", err)
+			return false
+		}
+		a.log.Info("gave the custom domain up under the name renamed away from", "domain", domain, "name", r.Name)
+		return true
+	}
+	return false
 }
 
 // manageDomainCertificate has the claimed domain's certificate obtained

@@ -235,6 +235,9 @@ func TestCustomDomainAfterRename(t *testing.T) {
 	oldToken := a.st.Current.Token
 
 	a.st.Current = subscribe(t, a, "newname")
+	// The check of the claims falls due too: the new name holds none,
+	// which must not lose track of the old name's claim.
+	*now = now.Add(time.Duration(a.cfg.CustomDomainsCheck))
 	a.domainsStep(ctx, &r)
 	if d := domainState(t, a, "home.example.com"); d.State != status.DomainWaitingForCNAME || !strings.Contains(d.Reason, "not to newname.box.test.") {
 		t.Fatalf("renamed, CNAMEs still on the old name: %+v", d)
@@ -269,4 +272,27 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// An agent restarted after a rename, before it moved its claim, finds the
+// domain held by the name it renamed away from (still its own for the
+// grace period) and moves the claim.
+func TestCustomDomainClaimedUnderARetiredName(t *testing.T) {
+	c := startDomainsCloud(t)
+	c.delegate("home.example.com", "oldname")
+	a, _ := domainAgent(t, c, "oldname", "home.example.com")
+	ctx := context.Background()
+	if _, err := a.api.ClaimDomain(ctx, a.st.Current.Token, "home.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	a.holdRetired(*a.st.Current)
+	a.st.Current = subscribe(t, a, "newname")
+	c.delegate("home.example.com", "newname")
+	a.domainsStep(ctx, &domainRun{})
+	if d := domainState(t, a, "home.example.com"); d.State != status.DomainClaimed {
+		t.Fatalf("after the restart: %+v", d)
+	}
+	if held := heldBy(t, a); len(held) != 1 {
+		t.Fatalf("the new name holds %v", held)
+	}
 }

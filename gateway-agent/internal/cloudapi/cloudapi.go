@@ -42,6 +42,9 @@ var (
 	// ErrDomainRefused: the cloud refuses the custom domain whatever its
 	// records say (another gateway holds it, or it is inside the zone).
 	ErrDomainRefused = errors.New("custom domain refused")
+	// ErrDomainTaken: another gateway holds the custom domain (one kind
+	// of ErrDomainRefused).
+	ErrDomainTaken = errors.New("custom domain taken")
 	// ErrDomainsUnsupported: the cloud does not offer custom domains.
 	ErrDomainsUnsupported = errors.New("the cloud does not offer custom domains")
 )
@@ -78,6 +81,8 @@ func (e *Error) Is(target error) bool {
 		}
 	case ErrDomainNotDelegated:
 		return e.Code == apierror.DomainNotDelegated
+	case ErrDomainTaken:
+		return e.Code == apierror.DomainTaken
 	case ErrDomainRefused:
 		return e.Code == apierror.DomainTaken || e.Code == apierror.InvalidDomain
 	}

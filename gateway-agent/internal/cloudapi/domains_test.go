@@ -81,6 +81,12 @@ func TestDomainCalls(t *testing.T) {
 			t.Fatalf("%s: %v", dom, err)
 		}
 	}
+	if _, err := c.ClaimDomain(ctx, "t1", "other.example.com"); !errors.Is(err, ErrDomainTaken) {
+		t.Fatalf("taken: %v", err)
+	}
+	if _, err := c.ClaimDomain(ctx, "t1", "x.box.test"); errors.Is(err, ErrDomainTaken) {
+		t.Fatalf("inside the zone is not taken: %v", err)
+	}
 	if _, err := c.ClaimDomain(ctx, "stale", "home.example.com"); !errors.Is(err, ErrTokenRefused) {
 		t.Fatalf("stale token: %v", err)
 	}
