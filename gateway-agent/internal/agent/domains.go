@@ -11,6 +11,7 @@ import (
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/config"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/state"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
+	"github.com/gatehouse-project/gatehouse/modules/apierror"
 )
 
 // The owner's own domains (custom_domains). For each, the agent claims it
@@ -204,7 +205,7 @@ func (a *Agent) claimDomain(ctx context.Context, cur *state.Registration, d *cus
 	if config.InZone(d.name, cur.Zone) {
 		// The cloud refuses it too; the configuration could not tell
 		// (a cloud URL without api.ZONE).
-		err = &cloudapi.Error{Status: 400, Code: "InvalidDomain", Reason: d.name + " is inside the zone " + cur.Zone}
+		err = &cloudapi.Error{Status: 400, Code: apierror.InvalidDomain, Reason: d.name + " is inside the zone " + cur.Zone}
 	} else {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		_, err = a.api.ClaimDomain(cctx, cur.Token, d.name)
