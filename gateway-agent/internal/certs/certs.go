@@ -189,16 +189,8 @@ func (m *Manager) Manage(ctx context.Context, fqdn, token string) error {
 		// which CAs refuse). Once one certificate is there, the account
 		// is too.
 		m.wg.Go(func() {
-			t := time.NewTicker(500 * time.Millisecond)
-			defer t.Stop()
-			for !m.Status(fqdn).Ready {
-				select {
-				case <-ctx.Done():
-					return
-				case <-m.stop:
-					return
-				case <-t.C:
-				}
+			if !m.waitReady(ctx, fqdn) {
+				return
 			}
 			m.mu.Lock()
 			_, still := m.names[fqdn]
@@ -218,8 +210,10 @@ func (m *Manager) Manage(ctx context.Context, fqdn, token string) error {
 // domain (no wildcard), its DNS-01 challenges answered at
 // _acme-challenge.VIA with via's token: the CA follows the CNAME at
 // _acme-challenge.DOMAIN there. via is the gateway's NAME.ZONE, managed
-// with Manage. Managing a domain again with another via (after a rename)
-// moves its challenges there.
+// with Manage; the domain's first obtain waits for via's certificate (as
+// the wildcard does, so that two first obtains do not race to create the
+// ACME account). Managing a domain again with another via (after a
+// rename) moves its challenges there.
 func (m *Manager) ManageDelegated(ctx context.Context, domain, via, token string) error {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	via = strings.ToLower(strings.TrimSuffix(via, "."))
@@ -238,10 +232,46 @@ func (m *Manager) ManageDelegated(ctx context.Context, domain, via, token string
 	}
 	ns.token, ns.via = token, via
 	m.mu.Unlock()
-	if err := m.magic.ManageAsync(ctx, []string{domain}); err != nil {
-		return fmt.Errorf("managing %s: %w", domain, err)
+	if m.Status(via).Ready {
+		if err := m.magic.ManageAsync(ctx, []string{domain}); err != nil {
+			return fmt.Errorf("managing %s: %w", domain, err)
+		}
+		return nil
 	}
+	// As the wildcard: the first obtain waits for the gateway name's
+	// certificate, and with it for the ACME account.
+	m.wg.Go(func() {
+		if !m.waitReady(ctx, via) {
+			return
+		}
+		m.mu.Lock()
+		still := m.names[domain] == ns
+		m.mu.Unlock()
+		if !still {
+			return
+		}
+		if err := m.magic.ManageAsync(ctx, []string{domain}); err != nil {
+			m.log.Warn("managing a custom domain's certificate", "name", domain, "error", err)
+		}
+	})
 	return nil
+}
+
+// waitReady waits until fqdn's certificate is there; false when ctx ended
+// or the manager stopped first.
+func (m *Manager) waitReady(ctx context.Context, fqdn string) bool {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for !m.Status(fqdn).Ready {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-m.stop:
+			return false
+		case <-t.C:
+		}
+	}
+	return true
 }
 
 // DelegationOf is the name whose _acme-challenge record answers domain's
