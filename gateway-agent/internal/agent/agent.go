@@ -13,7 +13,8 @@
 // stops what it started), serving.go (the LAN servers), registration.go
 // (names, switching, giving names up), certificates.go, tunnel.go,
 // ping.go (pings and mDNS), status.go, owner.go (the setup page's
-// actions) and transport.go (how the cloud is reached).
+// actions), domains.go (the owner's own domains) and transport.go (how the
+// cloud is reached).
 package agent
 
 import (
@@ -83,6 +84,9 @@ type Agent struct {
 	addrs    []netip.Addr
 	tuns     *tunnelSet
 	retryRet time.Time // next attempt at unsubscribing retired names
+	// domains are the custom domains (domains.go), in the
+	// configuration's order.
+	domains []*customDomain
 	// now is the clock of the rename grace period (tests move it).
 	now     func() time.Time
 	started bool
@@ -153,6 +157,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if a.proxy, err = proxy.New(pc); err != nil {
 		return nil, err
 	}
+	a.initDomains()
 	a.target = &forward.Target{Allow: set.ForwardAllow, DialTimeout: time.Duration(cfg.ForwardDialTimeout), Logger: a.log.With("component", "forward")}
 	a.forwards = forward.NewManager(tunnelOpener{a}, forward.Settings{TunnelWait: time.Duration(cfg.ForwardWait), Logger: a.log.With("component", "forward")})
 	return a, nil

@@ -122,6 +122,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	rg.Go(func() error { a.proxy.RunHealthChecks(ctx, time.Duration(a.cfg.UpstreamHealthInterval)); return nil })
+	rg.Go(func() error { a.runDomains(ctx); return nil })
 
 	loop := &pinger.Loop{
 		Interval: time.Duration(a.cfg.PingInterval),

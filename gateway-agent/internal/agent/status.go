@@ -89,6 +89,9 @@ func (a *Agent) Status() status.Status {
 			s.Tunnel.Note = "opens once the certificate is there"
 		}
 	}
+	var domainProblems []string
+	s.CustomDomains, domainProblems = a.domainsStatus()
+	s.Problems = append(s.Problems, domainProblems...)
 	s.Upstream = a.upstreamStatus()
 	if u := s.Upstream; !u.Healthy && !u.Checked.IsZero() {
 		s.Problems = append(s.Problems, "the gateway's web app is not answering: "+u.LastError)

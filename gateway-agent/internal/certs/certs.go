@@ -5,8 +5,11 @@
 // newest certificate of a name, so a renewal takes effect without a restart.
 //
 // Several names can be managed at once (the current name and the one the
-// owner just chose); each uses its own token for its challenges. The package
-// does not register names nor decide which name is current.
+// owner just chose); each uses its own token for its challenges. The owner's
+// own domains (home.example.com) are managed with ManageDelegated: their
+// challenge record is set at the gateway's own _acme-challenge.NAME.ZONE,
+// where _acme-challenge.home.example.com's CNAME points (solver.go). The
+// package does not register names nor decide which name is current.
 package certs
 
 import (
@@ -78,7 +81,10 @@ type Status struct {
 }
 
 type nameState struct {
-	token     string
+	token string
+	// via is set for a custom domain: its challenges are answered at
+	// _acme-challenge.VIA (VIA is the gateway's NAME.ZONE).
+	via       string
 	obtaining bool
 	lastErr   string
 	obtained  time.Time
@@ -133,14 +139,8 @@ func New(cfg Config) (*Manager, error) {
 		TrustedRoots:            cfg.Roots,
 		DisableHTTPChallenge:    true,
 		DisableTLSALPNChallenge: true,
-		DNS01Solver: &certmagic.DNS01Solver{DNSManager: certmagic.DNSManager{
-			DNSProvider:        recordsProvider{m},
-			TTL:                60 * time.Second,
-			Resolvers:          cfg.Resolvers,
-			PropagationTimeout: cfg.PropagationTimeout,
-			Logger:             zl,
-		}},
-		Logger: zl,
+		DNS01Solver:             newSolver(m, zl),
+		Logger:                  zl,
 	})
 	m.magic.Issuers = []certmagic.Issuer{m.issuer}
 	return m, nil
@@ -177,6 +177,7 @@ func (m *Manager) Manage(ctx context.Context, fqdn, token string) error {
 	if m.fallback == "" {
 		m.fallback = fqdn
 	}
+	ns.via = ""
 	m.mu.Unlock()
 	if err := m.magic.ManageAsync(ctx, []string{fqdn}); err != nil {
 		return fmt.Errorf("managing %s: %w", fqdn, err)
@@ -188,16 +189,8 @@ func (m *Manager) Manage(ctx context.Context, fqdn, token string) error {
 		// which CAs refuse). Once one certificate is there, the account
 		// is too.
 		m.wg.Go(func() {
-			t := time.NewTicker(500 * time.Millisecond)
-			defer t.Stop()
-			for !m.Status(fqdn).Ready {
-				select {
-				case <-ctx.Done():
-					return
-				case <-m.stop:
-					return
-				case <-t.C:
-				}
+			if !m.waitReady(ctx, fqdn) {
+				return
 			}
 			m.mu.Lock()
 			_, still := m.names[fqdn]
@@ -213,12 +206,96 @@ func (m *Manager) Manage(ctx context.Context, fqdn, token string) error {
 	return nil
 }
 
-// Unmanage stops renewing fqdn (a name given up) and drops its
-// certificates from memory; storage keeps them until they expire.
+// ManageDelegated starts managing the certificate of the owner's own
+// domain (no wildcard), its DNS-01 challenges answered at
+// _acme-challenge.VIA with via's token: the CA follows the CNAME at
+// _acme-challenge.DOMAIN there. via is the gateway's NAME.ZONE, managed
+// with Manage; the domain's first obtain waits for via's certificate (as
+// the wildcard does, so that two first obtains do not race to create the
+// ACME account). Managing a domain again with another via (after a
+// rename) moves its challenges there.
+func (m *Manager) ManageDelegated(ctx context.Context, domain, via, token string) error {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	via = strings.ToLower(strings.TrimSuffix(via, "."))
+	if domain == via || via == "" {
+		return fmt.Errorf("certs: %s cannot be delegated to %q", domain, via)
+	}
+	m.mu.Lock()
+	if m.stopped {
+		m.mu.Unlock()
+		return errors.New("certs: manager stopped")
+	}
+	ns := m.names[domain]
+	if ns == nil {
+		ns = &nameState{}
+		m.names[domain] = ns
+	}
+	ns.token, ns.via = token, via
+	m.mu.Unlock()
+	if m.Status(via).Ready {
+		if err := m.magic.ManageAsync(ctx, []string{domain}); err != nil {
+			return fmt.Errorf("managing %s: %w", domain, err)
+		}
+		return nil
+	}
+	// As the wildcard: the first obtain waits for the gateway name's
+	// certificate, and with it for the ACME account.
+	m.wg.Go(func() {
+		if !m.waitReady(ctx, via) {
+			return
+		}
+		m.mu.Lock()
+		still := m.names[domain] == ns
+		m.mu.Unlock()
+		if !still {
+			return
+		}
+		if err := m.magic.ManageAsync(ctx, []string{domain}); err != nil {
+			m.log.Warn("managing a custom domain's certificate", "name", domain, "error", err)
+		}
+	})
+	return nil
+}
+
+// waitReady waits until fqdn's certificate is there; false when ctx ended
+// or the manager stopped first.
+func (m *Manager) waitReady(ctx context.Context, fqdn string) bool {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for !m.Status(fqdn).Ready {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-m.stop:
+			return false
+		case <-t.C:
+		}
+	}
+	return true
+}
+
+// DelegationOf is the name whose _acme-challenge record answers domain's
+// challenges, "" when domain answers its own or is not managed.
+func (m *Manager) DelegationOf(domain string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ns := m.names[strings.ToLower(domain)]; ns != nil {
+		return ns.via
+	}
+	return ""
+}
+
+// Unmanage stops renewing fqdn (a name given up, or a custom domain no
+// longer claimed) and drops its certificates from memory; storage keeps
+// them until they expire.
 func (m *Manager) Unmanage(fqdn string) {
 	fqdn = strings.ToLower(fqdn)
+	subjects := m.subjects(fqdn)
+	if m.DelegationOf(fqdn) != "" {
+		subjects = []string{fqdn}
+	}
 	var subs []certmagic.SubjectIssuer
-	for _, s := range m.subjects(fqdn) {
+	for _, s := range subjects {
 		subs = append(subs, certmagic.SubjectIssuer{Subject: s})
 	}
 	m.cache.RemoveManaged(subs)
@@ -356,12 +433,25 @@ func (p recordsProvider) provider(zone string, rec libdns.Record) (*dnsprovider.
 	abs := strings.ToLower(strings.TrimSuffix(libdns.AbsoluteName(rec.RR().Name, zone), "."))
 	name := strings.TrimPrefix(abs, "_acme-challenge.")
 	p.m.mu.Lock()
-	ns := p.m.names[name]
+	token := ""
+	if ns := p.m.names[name]; ns != nil && ns.via == "" {
+		token = ns.token
+	} else {
+		// The gateway's own name is no longer managed (renamed away
+		// while a custom domain's challenge was under way): the token
+		// the custom domain was managed with is that name's.
+		for _, d := range p.m.names {
+			if d.via == name && d.token != "" {
+				token = d.token
+				break
+			}
+		}
+	}
 	p.m.mu.Unlock()
-	if ns == nil || ns.token == "" {
+	if token == "" {
 		return nil, fmt.Errorf("certs: no token for the record %s", abs)
 	}
-	return &dnsprovider.Provider{Endpoint: p.m.cfg.Endpoint, Token: ns.token, HTTPClient: p.m.cfg.HTTPClient}, nil
+	return &dnsprovider.Provider{Endpoint: p.m.cfg.Endpoint, Token: token, HTTPClient: p.m.cfg.HTTPClient}, nil
 }
 
 func (p recordsProvider) AppendRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {

@@ -202,3 +202,90 @@ func TestRecordsProviderPicksTheNamesToken(t *testing.T) {
 		t.Fatal("a record of an unmanaged name got a token")
 	}
 }
+
+// A custom domain's certificate is obtained with its challenge record at
+// the gateway's own _acme-challenge.NAME.ZONE, sent with the name's token
+// (the CNAME of _acme-challenge.DOMAIN points there), and served by SNI
+// beside the name's own; unmanaged, it is no longer served.
+func TestDelegatedDomain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Pebble")
+	}
+	// Pebble accepts every challenge; that the CA does follow the CNAME
+	// is the agent's end-to-end test (TestCustomDomain).
+	pebble := testenv.StartPebble(t, "127.0.0.1:1", time.Hour, true)
+	dnsAddr := soaServer(t)
+	api := &recordsAPI{appends: map[string][]string{}}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	m, err := New(Config{
+		StateDir:           t.TempDir(),
+		Directory:          pebble.Directory,
+		Roots:              pool(t, pebble.RootFile),
+		Endpoint:           srv.URL,
+		Wildcard:           false,
+		Resolvers:          []string{dnsAddr},
+		PropagationTimeout: -1,
+		Logger:             slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The custom domain waits for the name's certificate (and with it
+	// the ACME account) before its first obtain.
+	if err := m.ManageDelegated(ctx, "Shop.Example.com", "home.box.test", "tok-home"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Manage(ctx, "home.box.test", "tok-home"); err != nil {
+		t.Fatal(err)
+	}
+	testtools.Eventually(t, 60*time.Second, "the certificates", func() bool {
+		return m.Status("home.box.test").Ready && m.Status("shop.example.com").Ready
+	})
+	api.mu.Lock()
+	got := strings.Join(api.appends["tok-home"], ",")
+	others := len(api.appends)
+	api.mu.Unlock()
+	// Two challenges (the name, the custom domain), both at the name's
+	// _acme-challenge in box.test, none at the custom domain's own.
+	if got != "_acme-challenge.home,_acme-challenge.home" || others != 1 {
+		t.Fatalf("challenge records: %v, want two _acme-challenge.home in box.test with tok-home", api.appends)
+	}
+	if m.Status("*.shop.example.com").Ready {
+		t.Fatal("a wildcard was obtained for a custom domain")
+	}
+	custom := serial(t, m, "shop.example.com")
+	if serial(t, m, "home.box.test") == custom {
+		t.Fatal("the two names do not get their own certificates")
+	}
+	m.Unmanage("shop.example.com")
+	if m.Status("shop.example.com").Ready || !m.Status("home.box.test").Ready {
+		t.Fatal("unmanaging the custom domain")
+	}
+	// With the name's certificate there, a custom domain is obtained at
+	// once.
+	if err := m.ManageDelegated(ctx, "shop.example.com", "home.box.test", "tok-home"); err != nil {
+		t.Fatal(err)
+	}
+	testtools.Eventually(t, 60*time.Second, "the custom domain again", func() bool { return m.Status("shop.example.com").Ready })
+	if err := m.ManageDelegated(ctx, "home.box.test", "home.box.test", "tok-home"); err == nil {
+		t.Fatal("a name delegated to itself was accepted")
+	}
+}
+
+// A custom domain's challenge record is sent with its token even when the
+// name it is delegated to is no longer managed (renamed away meanwhile).
+func TestRecordsProviderDelegatedToken(t *testing.T) {
+	m := &Manager{names: map[string]*nameState{"shop.example.com": {token: "told", via: "old.box.test"}}, cfg: Config{Endpoint: "https://api.box.test"}}
+	dp, err := recordsProvider{m}.provider("box.test.", libdns.TXT{Name: "_acme-challenge.old", Text: "x"})
+	if err != nil || dp.Token != "told" {
+		t.Fatalf("%v %v", dp, err)
+	}
+	// The custom domain's own name never gets its token.
+	if _, err := (recordsProvider{m}).provider("example.com.", libdns.TXT{Name: "_acme-challenge.shop", Text: "x"}); err == nil {
+		t.Fatal("a record at the custom domain itself got a token")
+	}
+}

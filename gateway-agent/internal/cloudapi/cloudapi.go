@@ -1,6 +1,6 @@
 // Package cloudapi is the gateway agent's client of the Gatehouse
 // registration API (/v1, docs/api.md): subscribe, ping, info, email,
-// reclaim and unsubscribe. DNS records go through modules/dnsprovider and
+// reclaim, unsubscribe, and the custom domain claims (domains.go). DNS records go through modules/dnsprovider and
 // the tunnel through modules/tunnel/client; this package does neither.
 //
 // Errors keep the server's explanation: an *Error carries the API's error
@@ -36,6 +36,17 @@ var (
 	// ErrNameUnavailable: subscribe refused the name (taken, reserved or
 	// invalid); the *Error says why.
 	ErrNameUnavailable = errors.New("name unavailable")
+	// ErrDomainNotDelegated: the cloud does not (yet) see a custom
+	// domain's CNAMEs; the *Error's reason says which record.
+	ErrDomainNotDelegated = errors.New("custom domain not delegated")
+	// ErrDomainRefused: the cloud refuses the custom domain whatever its
+	// records say (another gateway holds it, or it is inside the zone).
+	ErrDomainRefused = errors.New("custom domain refused")
+	// ErrDomainTaken: another gateway holds the custom domain (one kind
+	// of ErrDomainRefused).
+	ErrDomainTaken = errors.New("custom domain taken")
+	// ErrDomainsUnsupported: the cloud does not offer custom domains.
+	ErrDomainsUnsupported = errors.New("the cloud does not offer custom domains")
 )
 
 // Error is an error answer of the API.
@@ -68,6 +79,12 @@ func (e *Error) Is(target error) bool {
 		case apierror.UnavailableName, apierror.UnavailableNameReclamationPossible, apierror.InvalidName:
 			return true
 		}
+	case ErrDomainNotDelegated:
+		return e.Code == apierror.DomainNotDelegated
+	case ErrDomainTaken:
+		return e.Code == apierror.DomainTaken
+	case ErrDomainRefused:
+		return e.Code == apierror.DomainTaken || e.Code == apierror.InvalidDomain
 	}
 	return false
 }
@@ -104,6 +121,10 @@ func Explain(err error) string {
 			return "this name has no verified email, so it cannot be reclaimed"
 		case apierror.NoSuchName:
 			return "no gateway has this name"
+		case apierror.DomainTaken:
+			return "another gateway has claimed this domain"
+		case apierror.DomainNotDelegated:
+			return "the domain's CNAME records are not in place: " + e.Reason
 		}
 		if errors.Is(err, ErrTokenRefused) {
 			return "the cloud refused this gateway's token (the name was reclaimed by another gateway or removed)"

@@ -184,6 +184,16 @@ type Config struct {
 	// through DNS, as a single-node cloud always gets. Default 2, at most
 	// MaxTunnelConnections.
 	TunnelConnections int `json:"tunnel_connections"`
+	// CustomDomains are the owner's own host names (home.example.com)
+	// served by this gateway beside NAME.ZONE: each needs a CNAME to
+	// NAME.ZONE and _acme-challenge.DOMAIN a CNAME to
+	// _acme-challenge.NAME.ZONE (see domains.go in this package). Written
+	// in Unicode or ASCII; Validate gives the ASCII form.
+	CustomDomains []string `json:"custom_domains,omitempty"`
+	// CustomDomainsCheck is how often the agent asks the cloud whether
+	// its claims still hold (the cloud drops one whose CNAME is gone).
+	// Default 10m.
+	CustomDomainsCheck Duration `json:"custom_domains_check"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `json:"log_level"`
 	// LogFormat is text or json. Default text.
@@ -215,6 +225,7 @@ func Default() Config {
 		ForwardDialTimeout: Duration(5 * time.Second),
 		ForwardWait:        Duration(5 * time.Second),
 		TunnelConnections:  2,
+		CustomDomainsCheck: Duration(10 * time.Minute),
 		LogLevel:           "info",
 		LogFormat:          "text",
 
@@ -354,6 +365,8 @@ var options = []option{
 		c.TunnelConnections = n
 		return nil
 	}},
+	{key: "custom_domains", usage: "the owner's own host names served beside NAME.ZONE, comma separated (each with its CNAMEs)", set: list(func(c *Config) *[]string { return &c.CustomDomains })},
+	{key: "custom_domains_check", usage: "how often to ask the cloud whether the custom domain claims still hold", set: duration(func(c *Config) *Duration { return &c.CustomDomainsCheck })},
 	{key: "log_level", usage: "debug, info, warn or error", set: str(func(c *Config) *string { return &c.LogLevel })},
 	{key: "log_format", usage: "text or json", set: str(func(c *Config) *string { return &c.LogFormat })},
 }
@@ -429,6 +442,8 @@ func Load(fs *flag.FlagSet, args, env []string) (Config, []string, error) {
 			before, isList = cfg.ACMEResolvers, true
 		case "local_addrs":
 			before, isList = cfg.LocalAddrs, true
+		case "custom_domains":
+			before, isList = cfg.CustomDomains, true
 		}
 		if err := p.opt.set(&cfg, p.val); err != nil {
 			return Config{}, nil, fmt.Errorf("%w: -%s: %w", ErrInvalid, flagName(p.opt.key), err)
@@ -441,6 +456,8 @@ func Load(fs *flag.FlagSet, args, env []string) (Config, []string, error) {
 				cfg.ACMEResolvers = append(before, cfg.ACMEResolvers...)
 			case "local_addrs":
 				cfg.LocalAddrs = append(before, cfg.LocalAddrs...)
+			case "custom_domains":
+				cfg.CustomDomains = append(before, cfg.CustomDomains...)
 			case "forwards":
 				cfg.Forwards = append(forwardsBefore, cfg.Forwards...)
 			case "forward_allow":
@@ -488,6 +505,9 @@ type Settings struct {
 	LocalAddrs []netip.Addr
 	// ForwardAllow is the compiled allow-list.
 	ForwardAllow forward.AllowList
+	// CustomDomains are the custom domains in ASCII, lower case, without
+	// duplicates, in the configuration's order.
+	CustomDomains []string
 	// Level is the log level.
 	Level slog.Level
 }
@@ -581,6 +601,12 @@ func (c *Config) Validate() (Settings, error) {
 	}
 	if c.TunnelConnections < 1 || c.TunnelConnections > MaxTunnelConnections {
 		return bad("tunnel_connections %d: want 1 to %d", c.TunnelConnections, MaxTunnelConnections)
+	}
+	if s.CustomDomains, err = c.CustomDomainList(); err != nil {
+		return bad("%v", err)
+	}
+	if time.Duration(c.CustomDomainsCheck) < time.Second {
+		return bad("custom_domains_check %s: at least 1s", time.Duration(c.CustomDomainsCheck))
 	}
 	if s.Level, err = c.Level(); err != nil {
 		return bad("%v", err)

@@ -392,3 +392,30 @@ func TestPublicAddressAndWebApp(t *testing.T) {
 		t.Fatalf("redirect to %q", loc)
 	}
 }
+
+// The page lists the owner's own domains with what each is waiting for.
+func TestCustomDomainsOnThePage(t *testing.T) {
+	f := newFake()
+	f.st.CustomDomains = []status.CustomDomain{
+		{Domain: "home.example.com", State: status.DomainClaimed, URL: "https://home.example.com/", Certificate: status.Certificate{Ready: true, NotAfter: time.Now().Add(time.Hour)}},
+		{Domain: "shop.example.net", State: status.DomainWaitingForCNAME, Reason: "shop.example.net has no CNAME record"},
+		{Domain: "taken.example.org", State: status.DomainRefused, Reason: "another gateway has claimed this domain"},
+	}
+	srv := httptest.NewServer(setupui.New(f, checker(), nil))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`<a href="https://home.example.com/">home.example.com</a>: <span class="ok">served</span>`,
+		`shop.example.net: <span class="bad">waiting for its CNAME records</span> (shop.example.net has no CNAME record)`,
+		`taken.example.org: <span class="bad">refused</span> (another gateway has claimed this domain)`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+}

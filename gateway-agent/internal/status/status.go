@@ -55,6 +55,10 @@ type Status struct {
 	Ping        Ping        `json:"ping"`
 	Upstream    Upstream    `json:"upstream"`
 
+	// CustomDomains are the owner's own domains (custom_domains), in the
+	// configuration's order.
+	CustomDomains []CustomDomain `json:"custom_domains,omitempty"`
+
 	// LocalAddrs are the LAN addresses last reported.
 	LocalAddrs []string `json:"local_addrs,omitempty"`
 	// LANURL is where LAN browsers reach the gateway over HTTPS.
@@ -116,6 +120,37 @@ type Certificate struct {
 	// and PendingError why it is not.
 	PendingReady bool   `json:"pending_ready,omitempty"`
 	PendingError string `json:"pending_error,omitempty"`
+}
+
+// The states of a custom domain.
+const (
+	// DomainClaiming: not asked yet, or the last attempt did not reach
+	// the cloud.
+	DomainClaiming = "claiming"
+	// DomainWaitingForCNAME: the cloud does not see the CNAMEs yet; the
+	// agent asks again with backoff.
+	DomainWaitingForCNAME = "waiting_for_cname"
+	// DomainRefused: the cloud refuses the domain whatever its records
+	// (another gateway holds it, or it is inside the zone).
+	DomainRefused = "refused"
+	// DomainClaimed: the cloud routes the domain to this gateway.
+	DomainClaimed = "claimed"
+)
+
+// CustomDomain is one of the owner's own domains.
+type CustomDomain struct {
+	Domain string `json:"domain"`
+	// State is one of the Domain* constants.
+	State string `json:"state"`
+	// Reason is why a domain is not claimed, in the cloud's words.
+	Reason string `json:"reason,omitempty"`
+	// NextAttempt is when the agent asks the cloud again.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// Certificate is the domain's own certificate (obtained once
+	// claimed); its Wildcard and Pending fields are unused.
+	Certificate Certificate `json:"certificate"`
+	// URL is https://DOMAIN/ on the cloud's public port.
+	URL string `json:"url,omitempty"`
 }
 
 // Upstream is the gateway's web app as the proxy last found it. The error
@@ -229,6 +264,20 @@ func (st Status) Text() string {
 		line("last ping", "never")
 	} else {
 		line("last ping", "%s from %s", st.Ping.Last.Format(time.RFC3339), orNone(st.Ping.PublicIP))
+	}
+	for _, d := range st.CustomDomains {
+		switch {
+		case d.State == DomainClaimed && d.Certificate.Ready:
+			line("domain", "%s claimed, certificate valid until %s", d.Domain, d.Certificate.NotAfter.Format(time.RFC3339))
+		case d.State == DomainClaimed && d.Certificate.LastError != "":
+			line("domain", "%s claimed, no certificate: %s", d.Domain, d.Certificate.LastError)
+		case d.State == DomainClaimed:
+			line("domain", "%s claimed, certificate being obtained", d.Domain)
+		case d.State == DomainWaitingForCNAME:
+			line("domain", "%s waiting for its CNAME records: %s", d.Domain, orNone(d.Reason))
+		default:
+			line("domain", "%s %s%s", d.Domain, d.State, paren(d.Reason))
+		}
 	}
 	line("local addrs", "%s", orNone(strings.Join(st.LocalAddrs, ", ")))
 	switch u := st.Upstream; {

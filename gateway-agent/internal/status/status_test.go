@@ -79,3 +79,24 @@ func TestTunnelConnectionsText(t *testing.T) {
 		t.Errorf("a line for the tunnel through DNS:\n%s", text)
 	}
 }
+
+func TestTextCustomDomains(t *testing.T) {
+	until := time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)
+	st := Status{CustomDomains: []CustomDomain{
+		{Domain: "home.example.com", State: DomainClaimed, Certificate: Certificate{Ready: true, NotAfter: until}},
+		{Domain: "new.example.com", State: DomainClaimed},
+		{Domain: "shop.example.net", State: DomainWaitingForCNAME, Reason: "shop.example.net has no CNAME record"},
+		{Domain: "taken.example.org", State: DomainRefused, Reason: "another gateway has claimed this domain"},
+	}}
+	text := st.Text()
+	for _, want := range []string{
+		"domain:       home.example.com claimed, certificate valid until 2027-01-02T03:04:05Z\n",
+		"domain:       new.example.com claimed, certificate being obtained\n",
+		"domain:       shop.example.net waiting for its CNAME records: shop.example.net has no CNAME record\n",
+		"domain:       taken.example.org refused (another gateway has claimed this domain)\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text lacks %q:\n%s", want, text)
+		}
+	}
+}

@@ -30,6 +30,9 @@ type CloudOptions struct {
 	// Forward is the body of the forward block (agent-to-agent rules),
 	// e.g. "allow gw2 gw1"; empty refuses every forwarding.
 	Forward string
+	// Gatehouse is more of the gatehouse block's Caddyfile, as is (the
+	// custom domains' settings, for one).
+	Gatehouse string
 }
 
 // Cloud is a running cloud: Caddy with the Gatehouse modules, serving
@@ -117,12 +120,13 @@ func StartCloud(t testing.TB, o CloudOptions) *Cloud {
 		}
 		%s
 		%s
+		%s
 	}
 }
 api.box.test {
 	gatehouse
 }
-`, FreePort(t), FreePort(t), c.HTTPSPort, servers, c.Dir, expire, c.DNSPort, c.DNSPort, email, forward)
+`, FreePort(t), FreePort(t), c.HTTPSPort, servers, c.Dir, expire, c.DNSPort, c.DNSPort, email, forward, o.Gatehouse)
 	if err := os.WriteFile(filepath.Join(c.Dir, "Caddyfile"), []byte(cf), 0o600); err != nil {
 		t.Fatal(err)
 	}
