@@ -43,15 +43,17 @@ import (
 )
 
 var (
-	caddyBin    = flag.String("caddy", "", "the cloud's Caddy binary (required)")
-	pagekiteBin = flag.String("pagekite", "pagekite", "the pagekite program (Debian's package pagekite), kite and PageKite's frontend")
-	size        = flag.Int64("size", 256<<20, "bytes of the download")
-	rounds      = flag.Int("rounds", 3, "interleaved rounds (the median is kept)")
-	dlTimeout   = flag.Duration("download-timeout", 10*time.Minute, "bound of one download")
-	timeLimit   = flag.Duration("time-limit", 30*time.Minute, "the whole run's bound")
-	profileDir  = flag.String("profile", "", "folder for cloud.pprof, a CPU profile of the cloud during the first download through it; empty: none")
-	profileSecs = flag.Int("profile-seconds", 5, "length of that profile")
-	uncapped    = flag.Bool("uncapped", true, "also run PageKite's frontend with --select_loop_min_ms=0")
+	caddyBin      = flag.String("caddy", "", "the cloud's Caddy binary (required)")
+	pagekiteBin   = flag.String("pagekite", "pagekite", "the pagekite program (Debian's package pagekite), kite and PageKite's frontend")
+	size          = flag.Int64("size", 256<<20, "bytes of the download")
+	rounds        = flag.Int("rounds", 3, "interleaved rounds (the median is kept)")
+	dlTimeout     = flag.Duration("download-timeout", 10*time.Minute, "bound of one download")
+	timeLimit     = flag.Duration("time-limit", 30*time.Minute, "the whole run's bound")
+	profileDir    = flag.String("profile", "", "folder for cloud.pprof, a CPU profile of the cloud during the first download through it; empty: none")
+	profileSecs   = flag.Int("profile-seconds", 5, "length of that profile")
+	peers         = flag.Bool("peers", true, "run PageKite's own frontend; false: only the Gatehouse paths")
+	baselineCaddy = flag.String("baseline-caddy", "", "a second Caddy binary (say, the build before a change), run as the path gatehouse-baseline beside the first")
+	uncapped      = flag.Bool("uncapped", true, "also run PageKite's frontend with --select_loop_min_ms=0")
 )
 
 // gateway is the kite's name: the same for both frontends.
@@ -127,39 +129,32 @@ func (b *bench) run() error {
 		return err
 	}
 
-	// Our frontend: the cloud with a seal key, so that it can compute a
-	// kite's signature from the gateway's token.
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	c, err := benchcloud.Start(&b.Group, "cloud", *caddyBin, "token_seal_key {env.GATEHOUSE_SEAL_KEY}",
-		"GATEHOUSE_SEAL_KEY="+hex.EncodeToString(key))
+	ours, c, token, err := b.gatehouse("gatehouse", *caddyBin, host, fsPort, cert.Pool())
 	if err != nil {
 		return err
 	}
-	token, err := c.Subscribe(gateway)
-	if err != nil {
-		return err
-	}
-	ours := &path{name: "gatehouse", frontend: c.Cmd,
-		curlArgs: []string{"--noproxy", "*", "--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, c.HTTPS)},
-		url:      fmt.Sprintf("https://%s:%d/big.bin", host, c.HTTPS),
-		client:   &http.Client{Timeout: 5 * time.Second, Transport: c.Transport(&tls.Config{RootCAs: cert.Pool(), ServerName: host})},
-	}
-	if ours.kite, err = b.kite("kite-gatehouse", c.HTTPS, host, fsPort, token); err != nil {
-		return err
+	paths := []*path{ours}
+	if *baselineCaddy != "" {
+		base, _, _, err := b.gatehouse("gatehouse-baseline", *baselineCaddy, host, fsPort, cert.Pool())
+		if err != nil {
+			return err
+		}
+		paths = append(paths, base)
 	}
 
 	// PageKite's own frontend, with the same kite name and secret: as
 	// it comes, and (unless -uncapped=false) without the pause per loop
 	// with which it caps a tunnel's rate (SELECT_LOOP_MIN_MS, 5 ms), so
 	// that its CPU per byte shows too.
-	paths := []*path{ours}
 	type variant struct {
 		name  string
 		extra []string
 	}
-	variants := []variant{{"pagekite", nil}}
-	if *uncapped {
+	var variants []variant
+	if *peers {
+		variants = append(variants, variant{"pagekite", nil})
+	}
+	if *peers && *uncapped {
 		variants = append(variants, variant{"pagekite-0ms", []string{"--select_loop_min_ms=0"}})
 	}
 	for _, v := range variants {
@@ -177,11 +172,42 @@ func (b *bench) run() error {
 	fmt.Printf("PageKite benchmark: one HTTPS download of %s with curl through one Debian pagekite kite (%s), loopback, %d cores, load average %s\n",
 		human(*size), pagekiteVersion(), numCPU(), loadAvg())
 	fmt.Println("  gatehouse: curl -> the cloud's HTTPS port (Caddy, modules/pagekite) -> kite -> TLS file server")
-	fmt.Println("  pagekite:  curl -> CONNECT bench.box.test:443 to pagekite --isfrontend -> kite -> the same server")
-	if *uncapped {
+	if *baselineCaddy != "" {
+		fmt.Println("  gatehouse-baseline: the same through a cloud built from -baseline-caddy")
+	}
+	if *peers {
+		fmt.Println("  pagekite:  curl -> CONNECT bench.box.test:443 to pagekite --isfrontend -> kite -> the same server")
+	}
+	if *peers && *uncapped {
 		fmt.Println("  pagekite-0ms: the same with --select_loop_min_ms=0 (no 5 ms pause per loop, which caps a tunnel's rate)")
 	}
 	return b.throughput(paths, certFile, c)
+}
+
+// gatehouse starts a cloud (the Caddy binary caddyBin) with a seal key,
+// so that it can compute a kite's signature from the gateway's token,
+// registers the gateway, and starts its kite with the token as secret.
+func (b *bench) gatehouse(name, caddyBin, host string, fsPort int, roots *x509.CertPool) (*path, *benchcloud.Cloud, string, error) {
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	c, err := benchcloud.Start(&b.Group, name, caddyBin, "token_seal_key {env.GATEHOUSE_SEAL_KEY}",
+		"GATEHOUSE_SEAL_KEY="+hex.EncodeToString(key))
+	if err != nil {
+		return nil, nil, "", err
+	}
+	token, err := c.Subscribe(gateway)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	p := &path{name: name, frontend: c.Cmd,
+		curlArgs: []string{"--noproxy", "*", "--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, c.HTTPS)},
+		url:      fmt.Sprintf("https://%s:%d/big.bin", host, c.HTTPS),
+		client:   &http.Client{Timeout: 5 * time.Second, Transport: c.Transport(&tls.Config{RootCAs: roots, ServerName: host})},
+	}
+	if p.kite, err = b.kite("kite-"+name, c.HTTPS, host, fsPort, token); err != nil {
+		return nil, nil, "", err
+	}
+	return p, c, token, nil
 }
 
 // pagekiteFrontend starts pagekite --isfrontend for host with secret, and
@@ -336,10 +362,10 @@ func (b *bench) throughput(paths []*path, certFile string, c *benchcloud.Cloud) 
 	}
 	perGiB := float64(1<<30) / float64(*size)
 	fmt.Printf("\nMedians of %d interleaved rounds (CPU: user+system from /proc, per GiB downloaded; busy: CPU over the download's wall time):\n", *rounds)
-	fmt.Printf("  %-12s %9s %18s %15s %14s %11s\n", "frontend", "MB/s", "frontend CPU s/GiB", "frontend busy", "kite CPU s/GiB", "kite busy")
+	fmt.Printf("  %-18s %9s %18s %15s %14s %11s\n", "frontend", "MB/s", "frontend CPU s/GiB", "frontend busy", "kite CPU s/GiB", "kite busy")
 	for i, p := range paths {
 		m := func(f func(sample) float64) float64 { return median(res[i], f) }
-		fmt.Printf("  %-12s %9.1f %18.2f %14.0f%% %14.2f %10.0f%%\n", p.name, m(func(s sample) float64 { return s.speed })/1e6,
+		fmt.Printf("  %-18s %9.1f %18.2f %14.0f%% %14.2f %10.0f%%\n", p.name, m(func(s sample) float64 { return s.speed })/1e6,
 			m(func(s sample) float64 { return s.feCPU })*perGiB, 100*m(func(s sample) float64 { return s.feCPU / s.secs }),
 			m(func(s sample) float64 { return s.kiteCPU })*perGiB, 100*m(func(s sample) float64 { return s.kiteCPU / s.secs }))
 	}
@@ -356,7 +382,7 @@ func (b *bench) throughput(paths []*path, certFile string, c *benchcloud.Cloud) 
 		}
 		fmt.Printf("\ngatehouse / %s, median of the per-round ratios (range):\n", paths[k].name)
 		target := ""
-		if k == 1 {
+		if paths[k].name == "pagekite" {
 			target = "   target >= 3x"
 		}
 		fmt.Printf("  throughput           %6.2fx (%.2f-%.2f)%s\n", median(speed, id), slices.Min(speed), slices.Max(speed), target)
