@@ -327,6 +327,13 @@ func waitPath(p *path) error {
 	return nil
 }
 
+// reconnects counts the kite's connections after its first, from the
+// "connect=" lines of its log.
+func (p *path) reconnects(dir string) int {
+	out, _ := os.ReadFile(filepath.Join(dir, "kite-"+p.name+".log"))
+	return max(0, strings.Count(string(out), "; connect=")-1)
+}
+
 type sample struct {
 	speed          float64 // bytes/s
 	secs           float64 // wall time of the download
@@ -347,6 +354,13 @@ func (b *bench) throughput(paths []*path, certFile string, c *benchcloud.Cloud) 
 			if r == 0 && i == 0 {
 				stop = profile(c)
 			}
+			// Debian's frontend drops a kite's tunnel when it answers the
+			// kite's keepalive PING (a TypeError in its SendPong under
+			// Python 3), and the kite reconnects: wait until the kite is
+			// back, outside the timed download.
+			if err := waitPath(p); err != nil {
+				return err
+			}
 			fe0, k0 := procs.CPUSeconds(p.frontend.Process.Pid), procs.CPUSeconds(p.kite.Process.Pid)
 			s, err := curl(b.ctx, certFile, p)
 			s.feCPU = procs.CPUSeconds(p.frontend.Process.Pid) - fe0
@@ -359,6 +373,11 @@ func (b *bench) throughput(paths []*path, certFile string, c *benchcloud.Cloud) 
 			fmt.Printf(" %s %s (frontend %.0f%%, kite %.0f%% of a core);", p.name, mbs(s.speed), 100*s.feCPU/s.secs, 100*s.kiteCPU/s.secs)
 		}
 		fmt.Println()
+	}
+	for _, p := range paths {
+		if n := p.reconnects(b.Dir); n > 0 {
+			fmt.Printf("  %s: the kite reconnected %d times during the run\n", p.name, n)
+		}
 	}
 	perGiB := float64(1<<30) / float64(*size)
 	fmt.Printf("\nMedians of %d interleaved rounds (CPU: user+system from /proc, per GiB downloaded; busy: CPU over the download's wall time):\n", *rounds)
