@@ -109,6 +109,8 @@ type bench struct {
 type path struct {
 	name           string
 	frontend, kite *exec.Cmd
+	startKite      func(attempt int) (*exec.Cmd, error)
+	restarts       int      // kites started again because they did not come back
 	curlArgs       []string // how curl reaches https://bench.box.test through it
 	client         *http.Client
 	url            string
@@ -165,7 +167,7 @@ func (b *bench) run() error {
 		paths = append(paths, p)
 	}
 	for _, p := range paths {
-		if err := waitPath(p); err != nil {
+		if err := waitPath(p, 60*time.Second); err != nil {
 			return err
 		}
 	}
@@ -204,7 +206,10 @@ func (b *bench) gatehouse(name, caddyBin, host string, fsPort int, roots *x509.C
 		url:      fmt.Sprintf("https://%s:%d/big.bin", host, c.HTTPS),
 		client:   &http.Client{Timeout: 5 * time.Second, Transport: c.Transport(&tls.Config{RootCAs: roots, ServerName: host})},
 	}
-	if p.kite, err = b.kite("kite-"+name, c.HTTPS, host, fsPort, token); err != nil {
+	p.startKite = func(attempt int) (*exec.Cmd, error) {
+		return b.kite(kiteName(name, attempt), c.HTTPS, host, fsPort, token)
+	}
+	if p.kite, err = p.startKite(0); err != nil {
 		return nil, nil, "", err
 	}
 	return p, c, token, nil
@@ -242,7 +247,10 @@ func (b *bench) pagekiteFrontend(name, host string, fsPort int, secret string, r
 	if err := waitPort(fePort); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if p.kite, err = b.kite("kite-"+name, fePort, host, fsPort, secret); err != nil {
+	p.startKite = func(attempt int) (*exec.Cmd, error) {
+		return b.kite(kiteName(name, attempt), fePort, host, fsPort, secret)
+	}
+	if p.kite, err = p.startKite(0); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -306,12 +314,35 @@ func waitPort(port int) error {
 	})
 }
 
+// kiteName names the log of a path's kite (its attempt-th restart).
+func kiteName(path string, attempt int) string {
+	if attempt == 0 {
+		return "kite-" + path
+	}
+	return fmt.Sprintf("kite-%s.%d", path, attempt)
+}
+
+// ready waits until p serves; a kite that is not back within 30 s is
+// started again, once.
+func (p *path) ready() error {
+	if waitPath(p, 30*time.Second) == nil {
+		return nil
+	}
+	procs.Stop(p.kite)
+	p.restarts++
+	var err error
+	if p.kite, err = p.startKite(p.restarts); err != nil {
+		return err
+	}
+	return waitPath(p, 60*time.Second)
+}
+
 // waitPath waits until a small request through p gets the file server's
 // answer (the kite is registered and serving).
-func waitPath(p *path) error {
+func waitPath(p *path, timeout time.Duration) error {
 	defer p.client.CloseIdleConnections()
 	var last error
-	err := cloudtest.WaitFor(p.name, 60*time.Second, 300*time.Millisecond, func() bool {
+	err := cloudtest.WaitFor(p.name, timeout, 300*time.Millisecond, func() bool {
 		resp, err := p.client.Head(p.url)
 		if err != nil {
 			last = err
@@ -327,11 +358,15 @@ func waitPath(p *path) error {
 	return nil
 }
 
-// reconnects counts the kite's connections after its first, from the
-// "connect=" lines of its log.
+// reconnects counts the kites' connections after the first of each, from
+// the "connect=" lines of their logs.
 func (p *path) reconnects(dir string) int {
-	out, _ := os.ReadFile(filepath.Join(dir, "kite-"+p.name+".log"))
-	return max(0, strings.Count(string(out), "; connect=")-1)
+	n := 0
+	for i := range p.restarts + 1 {
+		out, _ := os.ReadFile(filepath.Join(dir, kiteName(p.name, i)+".log"))
+		n += max(0, strings.Count(string(out), "; connect=")-1)
+	}
+	return n
 }
 
 type sample struct {
@@ -355,10 +390,10 @@ func (b *bench) throughput(paths []*path, certFile string, c *benchcloud.Cloud) 
 				stop = profile(c)
 			}
 			// Debian's frontend drops a kite's tunnel when it answers the
-			// kite's keepalive PING (a TypeError in its SendPong under
-			// Python 3), and the kite reconnects: wait until the kite is
-			// back, outside the timed download.
-			if err := waitPath(p); err != nil {
+			// kite's PING (a TypeError in its SendPong under Python 3);
+			// the kite reconnects, or at times only probes: wait until
+			// it is back, outside the timed download.
+			if err := p.ready(); err != nil {
 				return err
 			}
 			fe0, k0 := procs.CPUSeconds(p.frontend.Process.Pid), procs.CPUSeconds(p.kite.Process.Pid)
@@ -375,8 +410,8 @@ func (b *bench) throughput(paths []*path, certFile string, c *benchcloud.Cloud) 
 		fmt.Println()
 	}
 	for _, p := range paths {
-		if n := p.reconnects(b.Dir); n > 0 {
-			fmt.Printf("  %s: the kite reconnected %d times during the run\n", p.name, n)
+		if n := p.reconnects(b.Dir); n > 0 || p.restarts > 0 {
+			fmt.Printf("  %s: the kite reconnected %d times, and was started again %d times, between downloads\n", p.name, n, p.restarts)
 		}
 	}
 	perGiB := float64(1<<30) / float64(*size)
