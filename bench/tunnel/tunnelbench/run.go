@@ -10,11 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/bench/internal/procs"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 )
 
@@ -29,28 +29,9 @@ type path struct {
 func (p *path) cpu() float64 {
 	var t float64
 	for _, c := range p.procs {
-		t += procCPU(c.Process.Pid)
+		t += procs.CPUSeconds(c.Process.Pid)
 	}
 	return t
-}
-
-// procCPU is a process's user and system CPU time so far, in seconds, from
-// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces; fields count from
-	// after its closing parenthesis.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	k, _ := strconv.ParseFloat(f[12], 64)
-	return (u + k) / 100
 }
 
 func (b *bench) run() error {
