@@ -24,6 +24,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/modules/dnszone"
 	"github.com/gatehouse-project/gatehouse/modules/forward"
+	"github.com/gatehouse-project/gatehouse/modules/node/clusternode"
 	"github.com/gatehouse-project/gatehouse/modules/pagekite"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
@@ -61,6 +62,26 @@ type Config struct {
 	// node runs when Registry.Sealer is set.
 	KiteLogger *zap.Logger
 	KiteLimits pagekite.Limits
+
+	// Cluster, when set, makes the node a member of the cluster of nodes
+	// sharing its PostgreSQL database: it publishes its tunnels in the
+	// directory and reaches the gateways other nodes hold. Nil: a single
+	// node, as with SQLite.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig is the node's part in a cluster.
+type ClusterConfig struct {
+	clusternode.Config
+	// Listen opens the link's TCP listener; it is called once per
+	// cluster join, not on a reload that keeps the running cluster.
+	Listen func() (net.Listener, error)
+}
+
+// Tunnels finds a gateway's live tunnel: the hub's, or through the
+// cluster a tunnel another node holds.
+type Tunnels interface {
+	Lookup(name string) (hub.Tunnel, bool)
 }
 
 // DefaultTunnelPingInterval is how often a live tunnel counts as a ping:
@@ -80,6 +101,9 @@ type Node struct {
 	relay   *forward.Relay
 	kites   *pagekite.Server
 	logger  *slog.Logger
+	// cluster is nil for a single node; tunnels is it, or the hub.
+	cluster *clusternode.Cluster
+	tunnels Tunnels
 
 	tunnelPing time.Duration
 
@@ -109,7 +133,7 @@ func New(store registry.Store, cfg Config, lease *Lease) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{zone: zone, store: store, lease: lease, logger: logger}
+	n := &Node{zone: zone, store: store, lease: lease, logger: logger, tunnels: lease.Hub()}
 	rc := cfg.Registry
 	if cfg.DNS != nil {
 		zc := *cfg.DNS
@@ -123,10 +147,26 @@ func New(store registry.Store, cfg Config, lease *Lease) (*Node, error) {
 		// Names the zone itself answers for cannot be registered.
 		rc.Reserved = append(append([]string{}, rc.Reserved...), zc.ReservedNames()...)
 	}
+	if cfg.Cluster != nil {
+		cc := cfg.Cluster.Config
+		if cc.Zone == "" {
+			cc.Zone = zone
+		}
+		if cc.Logger == nil {
+			cc.Logger = logger
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		c, err := lease.JoinCluster(ctx, cc, cfg.Cluster.Listen)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		n.cluster, n.tunnels = c, c
+	}
 	n.reg = registry.New(store, rc, cfg.Notifier)
 	n.reg.Observe(n.apply)
 	n.relay = &forward.Relay{
-		Tunnels:     lease.Hub(),
+		Tunnels:     n.tunnels,
 		Rules:       cfg.Forward,
 		OpenTimeout: cfg.ForwardOpenTimeout,
 		Logger:      logger,
@@ -292,6 +332,13 @@ func (n *Node) DNSHandler() *dnszone.Handler { return n.handler }
 // Hub is the hub of live tunnels, shared with the other nodes of the
 // same Shared and zone across reloads.
 func (n *Node) Hub() *hub.Hub { return n.lease.Hub() }
+
+// Tunnels finds gateways' live tunnels for ingress, the offline page and
+// forwarding: in the hub, and in a cluster through the other nodes.
+func (n *Node) Tunnels() Tunnels { return n.tunnels }
+
+// Cluster is the node's part in its cluster, nil for a single node.
+func (n *Node) Cluster() *clusternode.Cluster { return n.cluster }
 
 // Relay is the forwarding relay, for its counters.
 func (n *Node) Relay() *forward.Relay { return n.relay }

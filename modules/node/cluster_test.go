@@ -1,0 +1,264 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
+	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
+	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
+	"github.com/gatehouse-project/gatehouse/modules/cluster/link"
+	"github.com/gatehouse-project/gatehouse/modules/forward"
+	"github.com/gatehouse-project/gatehouse/modules/registry/pgstore"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
+)
+
+// testCluster is several nodes in this process on one PostgreSQL schema,
+// each with its own hub, store, link listener and agent endpoint.
+type testCluster struct {
+	t           *testing.T
+	dsn, schema string
+	ca          *testcert.Cert
+}
+
+type clusterNode struct {
+	*Node
+	url  string // the agents' tunnel endpoint, ws://
+	addr netip.Addr
+}
+
+func newTestCluster(t *testing.T) *testCluster {
+	dsn, schema := teststore.Postgres(t)
+	return &testCluster{t: t, dsn: dsn, schema: schema,
+		ca: testcert.MustCA(t, testcert.Options{DNSNames: []string{"cluster ca"}})}
+}
+
+// node starts a cluster node called name, public address addr, with the
+// forwarding rules given; it is stopped when the test ends.
+func (tc *testCluster) node(name, addr string, rules forward.Rules) *clusterNode {
+	t := tc.t
+	t.Helper()
+	store, err := pgstore.Open(t.Context(), tc.dsn, pgstore.WithSchema(tc.schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tc.ca.MustIssue(t, testcert.Options{DNSNames: []string{name},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
+	cc := &ClusterConfig{Listen: func() (net.Listener, error) { return ln, nil }}
+	cc.Name, cc.PublicAddrs, cc.LinkAddr = name, []netip.Addr{netip.MustParseAddr(addr)}, ln.Addr().String()
+	cc.Cert, cc.CA, cc.Lease = cert.TLS(), tc.ca.Pool(), 1500*time.Millisecond
+	cc.DSN, cc.Schema = tc.dsn, tc.schema
+	n, err := New(store, Config{Zone: zone, DNS: dnsConfig(), Forward: rules, Cluster: cc}, (&Shared{}).Acquire(zone, nil))
+	if err != nil {
+		_ = ln.Close()
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		_ = n.Stop()
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Hub().ServeTunnel(w, r, n.AuthenticateTunnel, tunnel.Config{})
+	}))
+	// Stop before the server: ServeTunnel returns once the hub closes.
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { _ = n.Stop() })
+	return &clusterNode{Node: n, url: "ws" + strings.TrimPrefix(srv.URL, "http"), addr: netip.MustParseAddr(addr)}
+}
+
+// agent runs an echoing agent for name on n until stop is called.
+func agentOn(t *testing.T, n *clusterNode, name, token string) (a *client.Client, stop func()) {
+	t.Helper()
+	a = &client.Client{URL: n.url, Name: name, Token: token, Handler: func(st *tunnel.Stream) {
+		_ = st.Ack(true, "")
+		_, _ = io.Copy(st, st)
+		_ = st.CloseWrite()
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	testtools.Eventually(t, 15*time.Second, name+"'s tunnel on "+n.cluster.Name(), func() bool {
+		_, ok := n.Hub().Lookup(name)
+		return ok && a.State().Connected
+	})
+	return a, stop
+}
+
+func echoName(t *testing.T, tn hub.Tunnel, name string) {
+	t.Helper()
+	st, err := tn.Open(t.Context(), tunnel.Meta{Gateway: name, ServerName: name + "." + zone, Client: netip.MustParseAddrPort("192.0.2.1:1234")})
+	if err != nil {
+		t.Fatalf("open %s: %v", name, err)
+	}
+	defer st.Close()
+	_, _ = st.Write([]byte("hello " + name))
+	_ = st.CloseWrite()
+	if got, err := io.ReadAll(st); err != nil || string(got) != "hello "+name {
+		t.Fatalf("echo through %s: %q %v", tn.Kind(), got, err)
+	}
+}
+
+func holderNames(n *clusterNode, gateway string) string {
+	var names []string
+	for _, h := range n.cluster.Member().Holders(gateway) {
+		names = append(names, h.Name)
+	}
+	return strings.Join(names, ",")
+}
+
+// Three nodes on one database: a gateway whose tunnel one node holds is
+// reached through every node (relayed by the others), forwarding works
+// between agents on different nodes, DNS steering follows the holders, a
+// replaced tunnel keeps its directory entry, and the gateway is offline
+// on every node only once no node holds it.
+func TestClusterReachesEveryGateway(t *testing.T) {
+	tc := newTestCluster(t)
+	a := tc.node("node-a", "192.0.2.1", nil)
+	b := tc.node("node-b", "192.0.2.2", forward.Rules{{From: "office", To: "home"}})
+	c := tc.node("node-c", "192.0.2.3", nil)
+	nodes := []*clusterNode{a, b, c}
+	testtools.Eventually(t, 10*time.Second, "three members", func() bool {
+		for _, n := range nodes {
+			if len(n.cluster.Nodes()) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	home := subscribe(t, a.Registry(), "home")
+	office := subscribe(t, a.Registry(), "office")
+
+	if _, ok := c.Tunnels().Lookup("home"); ok {
+		t.Fatal("an offline gateway is found")
+	}
+	if got := c.cluster.TunnelAddrs("home"); len(got) != 3 {
+		t.Fatalf("steering for a gateway nobody holds: %v, want every node", got)
+	}
+	version := c.cluster.Version()
+
+	_, stopHome := agentOn(t, a, "home", home.Token)
+	officeAgent, _ := agentOn(t, b, "office", office.Token)
+	for _, n := range nodes {
+		testtools.Eventually(t, 10*time.Second, "home held by node-a, seen from "+n.cluster.Name(), func() bool {
+			return holderNames(n, "home") == "node-a"
+		})
+		tn, ok := n.Tunnels().Lookup("home")
+		if !ok {
+			t.Fatalf("%s does not find home", n.cluster.Name())
+		}
+		if want := map[bool]string{true: hub.KindWebSocket, false: link.KindRelay}[n == a]; tn.Kind() != want {
+			t.Fatalf("%s reaches home through %q, want %q", n.cluster.Name(), tn.Kind(), want)
+		}
+		echoName(t, tn, "home")
+		if got := n.cluster.TunnelAddrs("home"); !slices.Equal(got, []netip.Addr{a.addr}) {
+			t.Fatalf("%s steers home to %v, want node-a's %v", n.cluster.Name(), got, a.addr)
+		}
+	}
+	if c.cluster.Version() == version {
+		t.Fatal("the steering version did not move with the directory")
+	}
+	if ns := c.cluster.NameServers(); len(ns) != 3 || ns[0].Name != "node-a."+zone || ns[2].Addrs[0] != c.addr {
+		t.Fatalf("name servers %+v", ns)
+	}
+	if st := c.cluster.Link().Stats(); st.StreamsOut == 0 {
+		t.Fatalf("node-c's link stats %+v: no relayed stream counted", st)
+	}
+
+	// office (on node-b) forwards to home (on node-a).
+	st, err := officeAgent.Open(t.Context(), tunnel.Initiator{Gatename: "home", Ip: "127.0.0.1", Port: 7})
+	if err != nil {
+		t.Fatalf("forward across nodes: %v", err)
+	}
+	_, _ = st.Write([]byte("ping"))
+	_ = st.CloseWrite()
+	if got, err := io.ReadAll(st); err != nil || string(got) != "ping" {
+		t.Fatalf("forwarded echo %q %v", got, err)
+	}
+	_ = st.Close()
+
+	// A second tunnel of home on node-a replaces the first: no Release.
+	// One more on node-b makes two holders; when node-a's goes, node-c
+	// still reaches home through node-b.
+	_, stopHome2 := agentOn(t, a, "home", home.Token)
+	stopHome()
+	_, stopHomeB := agentOn(t, b, "home", home.Token)
+	testtools.Eventually(t, 10*time.Second, "two holders seen from node-c", func() bool { return holderNames(c, "home") == "node-a,node-b" })
+	stopHome2()
+	testtools.Eventually(t, 10*time.Second, "node-a's release", func() bool { return holderNames(c, "home") == "node-b" })
+	tn, ok := c.Tunnels().Lookup("home")
+	if !ok {
+		t.Fatal("node-c lost home while node-b holds it")
+	}
+	echoName(t, tn, "home")
+
+	stopHomeB()
+	for _, n := range nodes {
+		testtools.Eventually(t, 10*time.Second, "home offline on "+n.cluster.Name(), func() bool {
+			_, ok := n.Tunnels().Lookup("home")
+			return !ok
+		})
+	}
+	if _, ok := c.Tunnels().Lookup("office"); !ok {
+		t.Fatal("office, still held by node-b, is not found from node-c")
+	}
+}
+
+// When the holding node leaves the cluster, the others' relays to it end
+// at once and the gateway is offline there; a tunnel looked up before
+// says it is no longer live. (A node killed without leaving drops out at
+// its lease's end the same way: modules/cluster tests the lease, and the
+// e2e test kills a node.)
+func TestClusterNodeDeath(t *testing.T) {
+	tc := newTestCluster(t)
+	a := tc.node("node-a", "192.0.2.1", nil)
+	b := tc.node("node-b", "192.0.2.2", nil)
+	sub := subscribe(t, a.Registry(), "home")
+	agentOn(t, a, "home", sub.Token)
+	var tn hub.Tunnel
+	testtools.Eventually(t, 10*time.Second, "home through node-b", func() bool {
+		var ok bool
+		tn, ok = b.Tunnels().Lookup("home")
+		return ok
+	})
+	echoName(t, tn, "home")
+	relay := b.cluster.Link().Relay("node-a")
+
+	// Stop node-a's cluster part only: its agent stays connected to it.
+	if err := a.cluster.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-relay.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("node-b keeps its relay to a node that left")
+	}
+	testtools.Eventually(t, 5*time.Second, "home offline on node-b", func() bool {
+		_, ok := b.Tunnels().Lookup("home")
+		return !ok
+	})
+	if tn.Err() == nil {
+		t.Fatal("the relayed tunnel looked up before still says it is live")
+	}
+	if got := b.cluster.TunnelAddrs("home"); !slices.Equal(got, []netip.Addr{b.addr}) {
+		t.Fatalf("steering after node-a left: %v, want node-b's only", got)
+	}
+}
+
