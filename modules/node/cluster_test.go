@@ -261,4 +261,3 @@ func TestClusterNodeDeath(t *testing.T) {
 		t.Fatalf("steering after node-a left: %v, want node-b's only", got)
 	}
 }
-

@@ -56,7 +56,7 @@ type Hub struct {
 	// sessions keep reading the handler for each stream.
 	handler atomic.Pointer[StreamHandler]
 
-	mu       sync.Mutex
+	mu sync.Mutex
 	// observer hears which names gain and lose their live tunnel (the
 	// cluster's directory); called under mu so that the order of its
 	// calls is the order of the changes.
