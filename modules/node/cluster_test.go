@@ -95,7 +95,7 @@ func agentOn(t *testing.T, n *clusterNode, name, token string) (a *client.Client
 	go func() { defer close(done); _ = a.Run(ctx) }()
 	stop = func() { cancel(); <-done }
 	t.Cleanup(stop)
-	testtools.Eventually(t, 15*time.Second, name+"'s tunnel on "+n.cluster.Name(), func() bool {
+	testtools.Eventually(t, 15*time.Second, name+"'s tunnel on "+n.Cluster().Name(), func() bool {
 		_, ok := n.Hub().Lookup(name)
 		return ok && a.State().Connected
 	})
@@ -118,7 +118,7 @@ func echoName(t *testing.T, tn hub.Tunnel, name string) {
 
 func holderNames(n *clusterNode, gateway string) string {
 	var names []string
-	for _, h := range n.cluster.Member().Holders(gateway) {
+	for _, h := range n.Cluster().Member().Holders(gateway) {
 		names = append(names, h.Name)
 	}
 	return strings.Join(names, ",")
@@ -137,7 +137,7 @@ func TestClusterReachesEveryGateway(t *testing.T) {
 	nodes := []*clusterNode{a, b, c}
 	testtools.Eventually(t, 10*time.Second, "three members", func() bool {
 		for _, n := range nodes {
-			if len(n.cluster.Nodes()) != 3 {
+			if len(n.Cluster().Nodes()) != 3 {
 				return false
 			}
 		}
@@ -149,36 +149,36 @@ func TestClusterReachesEveryGateway(t *testing.T) {
 	if _, ok := c.Tunnels().Lookup("home"); ok {
 		t.Fatal("an offline gateway is found")
 	}
-	if got := c.cluster.TunnelAddrs("home"); len(got) != 3 {
+	if got := c.Cluster().TunnelAddrs("home"); len(got) != 3 {
 		t.Fatalf("steering for a gateway nobody holds: %v, want every node", got)
 	}
-	version := c.cluster.Version()
+	version := c.Cluster().Version()
 
 	_, stopHome := agentOn(t, a, "home", home.Token)
 	officeAgent, _ := agentOn(t, b, "office", office.Token)
 	for _, n := range nodes {
-		testtools.Eventually(t, 10*time.Second, "home held by node-a, seen from "+n.cluster.Name(), func() bool {
+		testtools.Eventually(t, 10*time.Second, "home held by node-a, seen from "+n.Cluster().Name(), func() bool {
 			return holderNames(n, "home") == "node-a"
 		})
 		tn, ok := n.Tunnels().Lookup("home")
 		if !ok {
-			t.Fatalf("%s does not find home", n.cluster.Name())
+			t.Fatalf("%s does not find home", n.Cluster().Name())
 		}
 		if want := map[bool]string{true: hub.KindWebSocket, false: link.KindRelay}[n == a]; tn.Kind() != want {
-			t.Fatalf("%s reaches home through %q, want %q", n.cluster.Name(), tn.Kind(), want)
+			t.Fatalf("%s reaches home through %q, want %q", n.Cluster().Name(), tn.Kind(), want)
 		}
 		echoName(t, tn, "home")
-		if got := n.cluster.TunnelAddrs("home"); !slices.Equal(got, []netip.Addr{a.addr}) {
-			t.Fatalf("%s steers home to %v, want node-a's %v", n.cluster.Name(), got, a.addr)
+		if got := n.Cluster().TunnelAddrs("home"); !slices.Equal(got, []netip.Addr{a.addr}) {
+			t.Fatalf("%s steers home to %v, want node-a's %v", n.Cluster().Name(), got, a.addr)
 		}
 	}
-	if c.cluster.Version() == version {
+	if c.Cluster().Version() == version {
 		t.Fatal("the steering version did not move with the directory")
 	}
-	if ns := c.cluster.NameServers(); len(ns) != 3 || ns[0].Name != "node-a."+zone || ns[2].Addrs[0] != c.addr {
+	if ns := c.Cluster().NameServers(); len(ns) != 3 || ns[0].Name != "node-a."+zone || ns[2].Addrs[0] != c.addr {
 		t.Fatalf("name servers %+v", ns)
 	}
-	if st := c.cluster.Link().Stats(); st.StreamsOut == 0 {
+	if st := c.Cluster().Link().Stats(); st.StreamsOut == 0 {
 		t.Fatalf("node-c's link stats %+v: no relayed stream counted", st)
 	}
 
@@ -211,7 +211,7 @@ func TestClusterReachesEveryGateway(t *testing.T) {
 
 	stopHomeB()
 	for _, n := range nodes {
-		testtools.Eventually(t, 10*time.Second, "home offline on "+n.cluster.Name(), func() bool {
+		testtools.Eventually(t, 10*time.Second, "home offline on "+n.Cluster().Name(), func() bool {
 			_, ok := n.Tunnels().Lookup("home")
 			return !ok
 		})
@@ -239,10 +239,10 @@ func TestClusterNodeDeath(t *testing.T) {
 		return ok
 	})
 	echoName(t, tn, "home")
-	relay := b.cluster.Link().Relay("node-a")
+	relay := b.Cluster().Link().Relay("node-a")
 
 	// Stop node-a's cluster part only: its agent stays connected to it.
-	if err := a.cluster.Close(); err != nil {
+	if err := a.Cluster().Close(); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -257,7 +257,7 @@ func TestClusterNodeDeath(t *testing.T) {
 	if tn.Err() == nil {
 		t.Fatal("the relayed tunnel looked up before still says it is live")
 	}
-	if got := b.cluster.TunnelAddrs("home"); !slices.Equal(got, []netip.Addr{b.addr}) {
+	if got := b.Cluster().TunnelAddrs("home"); !slices.Equal(got, []netip.Addr{b.addr}) {
 		t.Fatalf("steering after node-a left: %v, want node-b's only", got)
 	}
 }

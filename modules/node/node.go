@@ -18,6 +18,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -101,9 +102,10 @@ type Node struct {
 	relay   *forward.Relay
 	kites   *pagekite.Server
 	logger  *slog.Logger
-	// cluster is nil for a single node; tunnels is it, or the hub.
-	cluster *clusternode.Cluster
-	tunnels Tunnels
+	// clusterCfg is nil for a single node; cluster is set once Start
+	// has joined it.
+	clusterCfg *ClusterConfig
+	cluster    atomic.Pointer[clusternode.Cluster]
 
 	tunnelPing time.Duration
 
@@ -133,7 +135,17 @@ func New(store registry.Store, cfg Config, lease *Lease) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{zone: zone, store: store, lease: lease, logger: logger, tunnels: lease.Hub()}
+	n := &Node{zone: zone, store: store, lease: lease, logger: logger}
+	if cfg.Cluster != nil {
+		cc := *cfg.Cluster
+		if cc.Zone == "" {
+			cc.Zone = zone
+		}
+		if cc.Logger == nil {
+			cc.Logger = logger
+		}
+		n.clusterCfg = &cc
+	}
 	rc := cfg.Registry
 	if cfg.DNS != nil {
 		zc := *cfg.DNS
@@ -147,26 +159,10 @@ func New(store registry.Store, cfg Config, lease *Lease) (*Node, error) {
 		// Names the zone itself answers for cannot be registered.
 		rc.Reserved = append(append([]string{}, rc.Reserved...), zc.ReservedNames()...)
 	}
-	if cfg.Cluster != nil {
-		cc := cfg.Cluster.Config
-		if cc.Zone == "" {
-			cc.Zone = zone
-		}
-		if cc.Logger == nil {
-			cc.Logger = logger
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		c, err := lease.JoinCluster(ctx, cc, cfg.Cluster.Listen)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		n.cluster, n.tunnels = c, c
-	}
 	n.reg = registry.New(store, rc, cfg.Notifier)
 	n.reg.Observe(n.apply)
 	n.relay = &forward.Relay{
-		Tunnels:     n.tunnels,
+		Tunnels:     n,
 		Rules:       cfg.Forward,
 		OpenTimeout: cfg.ForwardOpenTimeout,
 		Logger:      logger,
@@ -187,10 +183,22 @@ func New(store registry.Store, cfg Config, lease *Lease) (*Node, error) {
 }
 
 // Start loads the DNS index from the store, runs the registry's background
-// work and follows the changes of other nodes sharing the store.
+// work and follows the changes of other nodes sharing the store; with a
+// cluster configured it joins the cluster first (or, on a reload, takes
+// the running one over with the hub). Joining is left to Start, not New,
+// so that validating a configuration never touches the membership.
 func (n *Node) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	if cc := n.clusterCfg; cc != nil {
+		joinCtx, cancelJoin := context.WithTimeout(ctx, 30*time.Second)
+		c, err := n.lease.JoinCluster(joinCtx, cc.Config, cc.Listen)
+		cancelJoin()
+		if err != nil {
+			return err
+		}
+		n.cluster.Store(c)
+	}
 	if n.index != nil {
 		start := time.Now()
 		if err := n.load(ctx); err != nil {
@@ -335,10 +343,20 @@ func (n *Node) Hub() *hub.Hub { return n.lease.Hub() }
 
 // Tunnels finds gateways' live tunnels for ingress, the offline page and
 // forwarding: in the hub, and in a cluster through the other nodes.
-func (n *Node) Tunnels() Tunnels { return n.tunnels }
+func (n *Node) Tunnels() Tunnels { return n }
 
-// Cluster is the node's part in its cluster, nil for a single node.
-func (n *Node) Cluster() *clusternode.Cluster { return n.cluster }
+// Lookup returns a live way to gateway name: its tunnel on this node, or,
+// once the node is in a cluster, through another node that holds one.
+func (n *Node) Lookup(name string) (hub.Tunnel, bool) {
+	if c := n.cluster.Load(); c != nil {
+		return c.Lookup(name)
+	}
+	return n.lease.Hub().Lookup(name)
+}
+
+// Cluster is the node's part in its cluster, nil for a single node and
+// before Start.
+func (n *Node) Cluster() *clusternode.Cluster { return n.cluster.Load() }
 
 // Relay is the forwarding relay, for its counters.
 func (n *Node) Relay() *forward.Relay { return n.relay }
