@@ -101,7 +101,7 @@ func (lw *ListenerWrapper) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-	cfg := lw.config(app.ZoneName(), app.GatewayName, app.Hub())
+	cfg := lw.config(app.ZoneName(), app.GatewayName, app.Tunnels())
 	cfg.Logger = ctx.Logger()
 	// Kites share the port when the app runs PageKite (a token_seal_key
 	// is set); a nil server must stay a nil interface.

@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
+	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
+)
+
+// clusterCaddyfile is one node of a cluster on one PostgreSQL schema: the
+// tunnel frontend of tunnelCaddyfile, bound to the node's own loopback
+// address (every node uses the same ports), with a cluster section whose
+// link certificates come from files.
+const clusterCaddyfile = `{
+	admin %IP%:%ADMIN% {
+		origins %IP%:%ADMIN%
+	}
+	default_bind %IP%
+	http_port %HTTP%
+	https_port %HTTPS%
+	local_certs
+	skip_install_trust
+	servers {
+		protocols h1 h2
+		listener_wrappers {
+			gatehouse {
+				peek_timeout 5s
+				open_timeout 5s
+			}
+			tls
+		}
+	}
+	gatehouse {
+		zone box.test
+		storage postgres {env.GATEHOUSE_PG}
+		expire_after 7d
+		rate_limit subscribe 1ns 1000000
+		cluster {
+			name %NODE%
+			public_addresses %IP%
+			listen tcp/%IP%:%LINK%
+			lease 2s
+			certificate %CERTS%/%NODE%.crt %CERTS%/%NODE%.key
+			ca %CERTS%/ca.crt
+		}
+	}
+}
+api.box.test {
+	gatehouse
+}
+*.box.test {
+	gatehouse offline
+}
+`
+
+// startClusterNodes runs n Caddy nodes on 127.0.0.1 … 127.0.0.n, same
+// ports, one PostgreSQL schema, link certificates from one test CA.
+func startClusterNodes(t *testing.T, n int) []*cloud {
+	t.Helper()
+	dsn := postgresSchemaDSN(t)
+	certs := t.TempDir()
+	ca := testcert.MustCA(t, testcert.Options{DNSNames: []string{"gatehouse test cluster"}})
+	ca.MustWrite(t, filepath.Join(certs, "ca.crt"), "")
+	admin, https, http, link := freePort(t), freePort(t), freePort(t), freePort(t)
+	nodes := make([]*cloud, n)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		name, ip := fmt.Sprintf("node-%d", i+1), fmt.Sprintf("127.0.0.%d", i+1)
+		ca.MustIssue(t, testcert.Options{DNSNames: []string{name},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}).
+			MustWrite(t, filepath.Join(certs, name+".crt"), filepath.Join(certs, name+".key"))
+		c := &cloud{t: t, dir: t.TempDir(), log: new(bytes.Buffer), logMu: new(sync.Mutex),
+			admin: admin, https: https, ip: ip, env: []string{"GATEHOUSE_PG=" + dsn}}
+		r := strings.NewReplacer("%IP%", ip, "%ADMIN%", fmt.Sprint(admin), "%HTTPS%", fmt.Sprint(https),
+			"%HTTP%", fmt.Sprint(http), "%LINK%", fmt.Sprint(link), "%NODE%", name, "%CERTS%", certs)
+		if err := os.WriteFile(filepath.Join(c.dir, "Caddyfile"), []byte(r.Replace(clusterCaddyfile)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = c
+		t.Cleanup(c.stop)
+		// The nodes start side by side: a Caddy start is mostly waiting
+		// for its local CA.
+		wg.Go(func() {
+			c.start()
+			testtools.Eventually(t, 30*time.Second, name+"'s wildcard certificate", func() bool {
+				code, _, err := c.tryCurl("nosuchgateway.box.test", "/")
+				return err == nil && code == 404
+			})
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return nodes
+}
+
+// kill ends the node's Caddy with SIGKILL: no goodbye to the cluster.
+func (c *cloud) kill() {
+	c.t.Helper()
+	if c.cmd == nil || c.cmd.Process == nil {
+		return
+	}
+	_ = c.cmd.Process.Kill()
+	<-c.stopped
+	c.cmd = nil
+}
+
+// Three nodes on one PostgreSQL: a gateway whose agent is connected to
+// node 1 is reached with its own certificate through each node (nodes 2
+// and 3 relay over the link); when the agent goes, every node gives the
+// offline page; when node 1 is killed with the agent connected to it, the
+// others give the offline page within its lease.
+func TestClusterThreeNodes(t *testing.T) {
+	testtools.Binary(t, "psql", "postgresql-client")
+	nodes := startClusterNodes(t, 3)
+	n1 := nodes[0]
+	token := subscribe(t, n1, "home")
+	cert := newGatewayCert(t, "home")
+	gw := gatewayServer(t, cert, "hello from home")
+	upstream := strings.TrimPrefix(gw.URL, "https://")
+
+	reachedEverywhere := func() {
+		t.Helper()
+		for i, c := range nodes {
+			var r curlResult
+			testtools.Eventually(t, 10*time.Second, fmt.Sprintf("home through node %d", i+1), func() bool {
+				var err error
+				r, err = tryCurlTLS(t, c, "home.box.test", "/", cert.file)
+				return err == nil && r.code == 200
+			})
+			if !strings.Contains(r.body, "hello from home") || !strings.Contains(r.certLine("subject"), cert.org) {
+				t.Fatalf("node %d: %d %q, certificate %q: not the gateway's own", i+1, r.code, r.body, r.certLine("subject"))
+			}
+		}
+	}
+	offlineOn := func(what string, nodes ...*cloud) {
+		t.Helper()
+		for _, c := range nodes {
+			testtools.Eventually(t, 10*time.Second, "the offline page on "+c.host()+" "+what, func() bool {
+				code, body, err := c.tryCurl("home.box.test", "/")
+				return err == nil && code == 503 && strings.Contains(string(body), "offline")
+			})
+		}
+	}
+
+	agent := startAgent(t, n1, "home", token, upstream, client.Backoff{})
+	reachedEverywhere()
+	m := adminMetrics(t, nodes[1])
+	if v := metricValue(m, "gatehouse_cluster_nodes"); v != 3 {
+		t.Errorf("node 2 counts %v nodes", v)
+	}
+	if v := metricValue(m, `gatehouse_cluster_relay_streams_total{direction="out"}`); v < 1 {
+		t.Errorf("node 2 relayed %v streams", v)
+	}
+	if v := metricValue(adminMetrics(t, n1), "gatehouse_cluster_gateways_held"); v != 1 {
+		t.Errorf("node 1 holds %v gateways", v)
+	}
+
+	agent.stop()
+	offlineOn("once the agent left", nodes...)
+
+	startAgent(t, n1, "home", token, upstream, client.Backoff{})
+	reachedEverywhere()
+	start := time.Now()
+	n1.kill()
+	offlineOn("after node 1 was killed", nodes[1:]...)
+	t.Logf("nodes 2 and 3 gave the offline page %v after node 1 was killed (lease 2s)", time.Since(start).Round(10*time.Millisecond))
+}
