@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
 	"github.com/gatehouse-project/gatehouse/modules/cluster/link"
 	"github.com/gatehouse-project/gatehouse/modules/forward"
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 	"github.com/gatehouse-project/gatehouse/modules/registry/pgstore"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
@@ -44,9 +46,27 @@ func newTestCluster(t *testing.T) *testCluster {
 		ca: testcert.MustCA(t, testcert.Options{DNSNames: []string{"cluster ca"}})}
 }
 
-// node starts a cluster node called name, public address addr, with the
-// forwarding rules given; it is stopped when the test ends.
-func (tc *testCluster) node(name, addr string, rules forward.Rules) *clusterNode {
+// clusterConfig describes node name with public address addr, a fresh
+// link listener and a certificate of the test CA.
+func (tc *testCluster) clusterConfig(name, addr string) *ClusterConfig {
+	t := tc.t
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	cert := tc.ca.MustIssue(t, testcert.Options{DNSNames: []string{name},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
+	cc := &ClusterConfig{Listen: func() (net.Listener, error) { return ln, nil }}
+	cc.Name, cc.PublicAddrs, cc.LinkAddr = name, []netip.Addr{netip.MustParseAddr(addr)}, ln.Addr().String()
+	cc.Cert, cc.CA, cc.Lease = cert.TLS(), tc.ca.Pool(), 1500*time.Millisecond
+	cc.DSN, cc.Schema = tc.dsn, tc.schema
+	return cc
+}
+
+// store opens the registry in the cluster's schema.
+func (tc *testCluster) store() registry.Store {
 	t := tc.t
 	t.Helper()
 	store, err := pgstore.Open(t.Context(), tc.dsn, pgstore.WithSchema(tc.schema))
@@ -54,19 +74,24 @@ func (tc *testCluster) node(name, addr string, rules forward.Rules) *clusterNode
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return store
+}
+
+// node starts a cluster node called name, public address addr, with the
+// forwarding rules given; it is stopped when the test ends.
+func (tc *testCluster) node(name, addr string, rules forward.Rules) *clusterNode {
+	t := tc.t
+	t.Helper()
+	return tc.start(tc.store(), &Shared{}, tc.clusterConfig(name, addr), rules)
+}
+
+// start builds and starts a node over store, with the hub of shared and
+// the cluster config cc, and serves its agents' endpoint.
+func (tc *testCluster) start(store registry.Store, shared *Shared, cc *ClusterConfig, rules forward.Rules) *clusterNode {
+	t := tc.t
+	t.Helper()
+	n, err := New(store, Config{Zone: zone, DNS: dnsConfig(), Forward: rules, Cluster: cc}, shared.Acquire(zone, nil))
 	if err != nil {
-		t.Fatal(err)
-	}
-	cert := tc.ca.MustIssue(t, testcert.Options{DNSNames: []string{name},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
-	cc := &ClusterConfig{Listen: func() (net.Listener, error) { return ln, nil }}
-	cc.Name, cc.PublicAddrs, cc.LinkAddr = name, []netip.Addr{netip.MustParseAddr(addr)}, ln.Addr().String()
-	cc.Cert, cc.CA, cc.Lease = cert.TLS(), tc.ca.Pool(), 1500*time.Millisecond
-	cc.DSN, cc.Schema = tc.dsn, tc.schema
-	n, err := New(store, Config{Zone: zone, DNS: dnsConfig(), Forward: rules, Cluster: cc}, (&Shared{}).Acquire(zone, nil))
-	if err != nil {
-		_ = ln.Close()
 		t.Fatal(err)
 	}
 	if err := n.Start(); err != nil {
@@ -79,7 +104,7 @@ func (tc *testCluster) node(name, addr string, rules forward.Rules) *clusterNode
 	// Stop before the server: ServeTunnel returns once the hub closes.
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { _ = n.Stop() })
-	return &clusterNode{Node: n, url: "ws" + strings.TrimPrefix(srv.URL, "http"), addr: netip.MustParseAddr(addr)}
+	return &clusterNode{Node: n, url: "ws" + strings.TrimPrefix(srv.URL, "http"), addr: cc.PublicAddrs[0]}
 }
 
 // agent runs an echoing agent for name on n until stop is called.
@@ -260,4 +285,62 @@ func TestClusterNodeDeath(t *testing.T) {
 	if got := b.Cluster().TunnelAddrs("home"); !slices.Equal(got, []netip.Addr{b.addr}) {
 		t.Fatalf("steering after node-a left: %v, want node-b's only", got)
 	}
+}
+
+// A reload keeps the cluster with the hub: the new node takes the running
+// membership and link over (its listener is not opened again), the old
+// node's stop leaves the cluster untouched, and the gateway stays held. A
+// reload that renames the node is refused. The last release leaves.
+func TestClusterSurvivesReload(t *testing.T) {
+	tc := newTestCluster(t)
+	other := tc.node("node-b", "192.0.2.2", nil)
+	store, shared := tc.store(), &Shared{}
+	cc := tc.clusterConfig("node-a", "192.0.2.1")
+	first := tc.start(store, shared, cc, nil)
+	sub := subscribe(t, first.Registry(), "home")
+	agentOn(t, first, "home", sub.Token)
+	testtools.Eventually(t, 10*time.Second, "home held by node-a", func() bool { return holderNames(other, "home") == "node-a" })
+
+	again := *cc
+	again.Listen = func() (net.Listener, error) {
+		t.Error("a reload opened the link listener again")
+		return nil, errors.New("listener in use")
+	}
+	second := tc.start(store, shared, &again, nil)
+	if second.Cluster() != first.Cluster() {
+		t.Fatal("the reload joined a cluster of its own")
+	}
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Still held, and still reached from the other node, after the old
+	// configuration's stop.
+	time.Sleep(300 * time.Millisecond)
+	if got := holderNames(other, "home"); got != "node-a" {
+		t.Fatalf("holders after the reload %q", got)
+	}
+	tn, ok := other.Tunnels().Lookup("home")
+	if !ok {
+		t.Fatal("node-b lost home over node-a's reload")
+	}
+	echoName(t, tn, "home")
+
+	renamed := *cc
+	renamed.Name = "node-z"
+	// New does not join; Start does, and refuses the rename.
+	n, err := New(store, Config{Zone: zone, Cluster: &renamed}, shared.Acquire(zone, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("a renaming reload started: %v", err)
+	}
+	_ = n.Stop()
+
+	if err := second.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	testtools.Eventually(t, 10*time.Second, "node-a gone from node-b's view", func() bool {
+		return len(other.Cluster().Nodes()) == 1 && holderNames(other, "home") == ""
+	})
 }
