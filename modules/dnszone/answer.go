@@ -63,8 +63,9 @@ type node struct {
 	apex   bool
 	static *staticNode
 	gw     entry
-	// sub is the name relative to the gateway ("" for NAME itself).
-	sub string
+	// name is the gateway's name (lower case), sub the name relative to
+	// it ("" for NAME itself).
+	name, sub string
 }
 
 // Answer computes the reply to req from a client over proto ("udp" or
@@ -89,13 +90,14 @@ func (h *Handler) Answer(req *dns.Msg, client netip.Addr, proto string) *dns.Msg
 	case len(req.Question) != 1:
 		l.outcome = formErr
 	default:
-		l = h.classify(req.Question[0])
+		l = h.classify(h.view(), req.Question[0])
 	}
 	return h.reply(req, l, opt, h.maxSize(opt, proto))
 }
 
-// classify finds the records that answer q and the class of the answer.
-func (h *Handler) classify(q dns.Question) lookup {
+// classify finds the records that answer q in v and the class of the
+// answer.
+func (h *Handler) classify(v *zoneView, q dns.Question) lookup {
 	switch {
 	case q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY:
 		return lookup{outcome: refused}
@@ -118,7 +120,7 @@ func (h *Handler) classify(q dns.Question) lookup {
 			// A CNAME leaving the zone: the resolver follows it.
 			return lookup{outcome: success, answer: answer}
 		}
-		n := h.find(rel)
+		n := h.find(v.static, rel)
 		switch {
 		case n.kind == nodeNone:
 			return lookup{outcome: nxDomain, answer: answer}
@@ -130,10 +132,10 @@ func (h *Handler) classify(q dns.Question) lookup {
 			hinfo := &dns.HINFO{Hdr: h.hdr(owner, dns.TypeHINFO, h.ttlGateway), Cpu: "RFC8482"}
 			return lookup{outcome: success, answer: append(answer, hinfo)}
 		}
-		if rrs := h.rrset(n, q.Qtype, owner, nil); len(rrs) > 0 {
+		if rrs := h.rrset(v, n, q.Qtype, owner, nil); len(rrs) > 0 {
 			l := lookup{outcome: success, answer: append(answer, rrs...)}
 			if q.Qtype == dns.TypeNS && n.apex {
-				l.extra = h.static.glue
+				l.extra = v.static.glue
 			}
 			return l
 		}
@@ -152,13 +154,13 @@ func (h *Handler) classify(q dns.Question) lookup {
 // find locates rel (relative to the zone) in the static names, then in the
 // subtree of the gateway named by its last label. A label that static names
 // use is never looked up as a gateway.
-func (h *Handler) find(rel string) node {
+func (h *Handler) find(static *staticZone, rel string) node {
 	// No name of the zone has an escaped label (a dot or a byte outside
 	// the hostname set inside one); splitting on dots would misread it.
 	if strings.IndexByte(rel, '\\') >= 0 {
 		return node{}
 	}
-	if n, ok := h.static.nodes[rel]; ok {
+	if n, ok := static.nodes[rel]; ok {
 		if rel == "" {
 			return node{kind: nodeData, apex: true, static: n}
 		}
@@ -169,7 +171,7 @@ func (h *Handler) find(rel string) node {
 	}
 	dot := strings.LastIndexByte(rel, '.')
 	top := rel[dot+1:]
-	if h.static.top[top] {
+	if static.top[top] {
 		return node{}
 	}
 	// The zone's own records (the apex ACME challenge) sit under labels
@@ -192,15 +194,15 @@ func (h *Handler) find(rel string) node {
 	}
 	switch data, ent := e.lookupSub(sub); {
 	case data:
-		return node{kind: nodeData, gw: e, sub: sub}
+		return node{kind: nodeData, gw: e, name: top, sub: sub}
 	case ent:
 		return node{kind: nodeENT}
 	}
 	return node{}
 }
 
-// rrset appends to dst the records of type t at n, owned by owner.
-func (h *Handler) rrset(n node, t uint16, owner string, dst []dns.RR) []dns.RR {
+// rrset appends to dst the records of type t at n in v, owned by owner.
+func (h *Handler) rrset(v *zoneView, n node, t uint16, owner string, dst []dns.RR) []dns.RR {
 	if n.static != nil {
 		if n.apex && t == dns.TypeSOA {
 			return append(dst, h.soa(owner, h.ttlStatic))
@@ -212,16 +214,21 @@ func (h *Handler) rrset(n node, t uint16, owner string, dst []dns.RR) []dns.RR {
 		}
 		return dst
 	}
-	return h.gatewayRRs(n.gw, n.sub, t, owner, dst)
+	return h.gatewayRRs(v, n.name, n.gw, n.sub, t, owner, dst)
 }
 
 // gatewayRRs appends the records of type t at sub (relative to the
-// gateway): NAME's addresses by mode, local.NAME's LAN addresses, and the
-// gateway's own records.
-func (h *Handler) gatewayRRs(e entry, sub string, t uint16, owner string, dst []dns.RR) []dns.RR {
+// gateway name): NAME's addresses by mode (steered in v for tunnel mode),
+// local.NAME's LAN addresses, and the gateway's own records.
+func (h *Handler) gatewayRRs(v *zoneView, name string, e entry, sub string, t uint16, owner string, dst []dns.RR) []dns.RR {
 	if t == dns.TypeA || t == dns.TypeAAAA {
 		switch sub {
 		case "":
+			if e.flags&flagTunnel != 0 && v.steer != nil {
+				if out, ok := h.steeredTunnel(v.steer, name, t, owner, dst); ok {
+					return out
+				}
+			}
 			switch {
 			case e.flags&flagTunnel != 0:
 				tunnel := h.tunnel4

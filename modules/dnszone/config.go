@@ -39,7 +39,8 @@ type Config struct {
 	TXT []string `json:"txt,omitempty"`
 
 	// APIAddrs answer A/AAAA for api.ZONE. Default: TunnelAddrs, since the
-	// registration API is served by the same Caddy that ends the tunnels.
+	// registration API is served by the same Caddy that ends the tunnels;
+	// then, with a Steering set, api.ZONE answers every live node.
 	APIAddrs []netip.Addr `json:"api_addrs,omitempty"`
 	// Hosts are extra static names with addresses, relative to the zone
 	// ("www", "status.eu"). They must not collide with api, the apex or an
@@ -127,6 +128,10 @@ type TTL struct {
 	// Challenge caps the TTL of _acme-challenge TXT records, so that a
 	// renewed challenge is seen by the CA. Default 60s.
 	Challenge time.Duration `json:"challenge,omitempty"`
+	// Steered is the TTL of every answer a Steering gives (tunnel-mode
+	// names, api, NS and the nameservers' addresses), so that resolvers
+	// leave a dead node soon after it leaves the cluster. Default 30s.
+	Steered time.Duration `json:"steered,omitempty"`
 }
 
 // RRL configures response rate limiting (against reflection attacks) on
@@ -164,6 +169,7 @@ const (
 	DefaultStaticTTL     = time.Hour
 	DefaultGatewayTTL    = 60 * time.Second
 	DefaultChallengeTTL  = 60 * time.Second
+	DefaultSteeredTTL    = 30 * time.Second
 	DefaultSOARefresh    = 2 * time.Hour
 	DefaultSOARetry      = time.Hour
 	DefaultSOAExpire     = 14 * 24 * time.Hour
@@ -205,6 +211,7 @@ func (c Config) withDefaults() Config {
 	setDuration(&c.TTL.Static, DefaultStaticTTL)
 	setDuration(&c.TTL.Gateway, DefaultGatewayTTL)
 	setDuration(&c.TTL.Challenge, DefaultChallengeTTL)
+	setDuration(&c.TTL.Steered, DefaultSteeredTTL)
 	if len(c.APIAddrs) == 0 {
 		c.APIAddrs = c.TunnelAddrs
 	}
@@ -291,7 +298,7 @@ func (c Config) validate() error {
 	}{
 		{"soa refresh", c.SOA.Refresh}, {"soa retry", c.SOA.Retry}, {"soa expire", c.SOA.Expire},
 		{"soa minimum", c.SOA.Minimum}, {"static ttl", c.TTL.Static}, {"gateway ttl", c.TTL.Gateway},
-		{"challenge ttl", c.TTL.Challenge},
+		{"challenge ttl", c.TTL.Challenge}, {"steered ttl", c.TTL.Steered},
 	} {
 		if d.d < time.Second || d.d > math.MaxInt32*time.Second {
 			return fmt.Errorf("%s %v out of range [1s, 2^31-1 s]", d.name, d.d)

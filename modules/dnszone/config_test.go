@@ -34,6 +34,7 @@ func TestConfigValidate(t *testing.T) {
 		{"host without address", func(c *Config) { c.Hosts[0].Addrs = nil }, "no address"},
 		{"host at apex", func(c *Config) { c.Hosts[0].Name = "@" }, "relative"},
 		{"ttl too short", func(c *Config) { c.TTL.Gateway = time.Millisecond }, "gateway ttl"},
+		{"steered ttl too long", func(c *Config) { c.TTL.Steered = 1 << 62 }, "steered ttl"},
 		{"negative soa", func(c *Config) { c.SOA.Minimum = -time.Second }, "soa minimum"},
 		{"edns too small", func(c *Config) { c.EDNSBufSize = 100 }, "edns"},
 		{"rrl rate", func(c *Config) { c.RRL.ResponsesPerSecond = -1 }, "rrl"},

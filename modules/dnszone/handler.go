@@ -19,24 +19,33 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 
 	"github.com/miekg/dns"
 )
 
 // Handler answers DNS queries for one zone. It implements dns.Handler; a
-// Handler is immutable once built (build a new one to change the
-// configuration; the Index can be shared) and safe for concurrent use.
+// Handler's configuration is fixed once built (build a new one to change
+// it; the Index can be shared), only its Steering can change, and it is
+// safe for concurrent use.
 type Handler struct {
-	cfg    Config
-	zone   string
-	idx    *Index
-	static *staticZone
-	log    *slog.Logger
+	cfg  Config
+	zone string
+	idx  *Index
+	// base is the configuration's view, answered without steering and in
+	// zone transfers.
+	base *zoneView
+	// steering is nil unless SetSteering set one.
+	steering atomic.Pointer[steerState]
+	log      *slog.Logger
 
 	tunnel4, tunnel6 []net.IP
+	// apiFollowsTunnel: Config.APIAddrs was not set, so api.ZONE answers
+	// the tunnel addresses, steered ones too.
+	apiFollowsTunnel bool
 
-	ttlStatic, ttlGateway, ttlChallenge, ttlNegative uint32
-	bufSize                                          int
+	ttlStatic, ttlGateway, ttlChallenge, ttlNegative, ttlSteered uint32
+	bufSize                                                      int
 
 	rrl   *limiter
 	stats counters
@@ -58,16 +67,18 @@ func NewHandler(cfg Config, idx *Index, log *slog.Logger) (*Handler, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{
-		cfg:          c,
-		zone:         c.Zone,
-		idx:          idx,
-		static:       buildStatic(c),
-		log:          log,
-		ttlStatic:    seconds(c.TTL.Static),
-		ttlGateway:   seconds(c.TTL.Gateway),
-		ttlChallenge: seconds(c.TTL.Challenge),
-		ttlNegative:  seconds(c.SOA.Minimum),
-		bufSize:      c.EDNSBufSize,
+		cfg:              c,
+		zone:             c.Zone,
+		idx:              idx,
+		base:             &zoneView{static: buildStatic(c, nil)},
+		log:              log,
+		apiFollowsTunnel: len(cfg.APIAddrs) == 0,
+		ttlStatic:        seconds(c.TTL.Static),
+		ttlGateway:       seconds(c.TTL.Gateway),
+		ttlChallenge:     seconds(c.TTL.Challenge),
+		ttlNegative:      seconds(c.SOA.Minimum),
+		ttlSteered:       seconds(c.TTL.Steered),
+		bufSize:          c.EDNSBufSize,
 	}
 	for _, a := range c.TunnelAddrs {
 		if a = a.Unmap(); a.Is4() {

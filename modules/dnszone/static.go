@@ -27,10 +27,23 @@ type staticZone struct {
 	order []string
 }
 
-func buildStatic(c Config) *staticZone {
+// steered holds the parts of the static names a Steering replaces; nil
+// fields keep the configuration's.
+type steered struct {
+	// nameservers replace the apex NS records and their glue.
+	nameservers []Nameserver
+	// api replaces the addresses of api.ZONE.
+	api []netip.Addr
+	// ttl is the TTL of the records above.
+	ttl uint32
+}
+
+// buildStatic builds the static names of c, with the parts s replaces (s
+// nil: the configuration alone).
+func buildStatic(c Config, s *steered) *staticZone {
 	z := &staticZone{nodes: map[string]*staticNode{}, top: map[string]bool{}}
-	ttl := seconds(c.TTL.Static)
-	hdr := func(rel string, t uint16) dns.RR_Header {
+	staticTTL := seconds(c.TTL.Static)
+	hdr := func(rel string, t uint16, ttl uint32) dns.RR_Header {
 		name := c.Zone
 		if rel != "" {
 			name = rel + "." + c.Zone
@@ -42,41 +55,58 @@ func buildStatic(c Config) *staticZone {
 		t := rr.Header().Rrtype
 		n.rrs[t] = append(n.rrs[t], rr)
 	}
-	addAddrs := func(rel string, addrs []netip.Addr) []dns.RR {
+	addAddrsTTL := func(rel string, addrs []netip.Addr, ttl uint32) []dns.RR {
 		var out []dns.RR
 		for _, a := range addrs {
 			var rr dns.RR
 			if a = a.Unmap(); a.Is4() {
-				rr = &dns.A{Hdr: hdr(rel, dns.TypeA), A: a.AsSlice()}
+				rr = &dns.A{Hdr: hdr(rel, dns.TypeA, ttl), A: a.AsSlice()}
 			} else {
-				rr = &dns.AAAA{Hdr: hdr(rel, dns.TypeAAAA), AAAA: a.AsSlice()}
+				rr = &dns.AAAA{Hdr: hdr(rel, dns.TypeAAAA, ttl), AAAA: a.AsSlice()}
 			}
 			add(rel, rr)
 			out = append(out, rr)
 		}
 		return out
 	}
+	addAddrs := func(rel string, addrs []netip.Addr) []dns.RR { return addAddrsTTL(rel, addrs, staticTTL) }
 
 	z.node("")
-	for _, ns := range c.Nameservers {
-		add("", &dns.NS{Hdr: hdr("", dns.TypeNS), Ns: ns.Name})
+	nameservers, nsTTL := c.Nameservers, staticTTL
+	if s != nil && len(s.nameservers) > 0 {
+		nameservers, nsTTL = s.nameservers, s.ttl
 	}
+	for _, ns := range nameservers {
+		add("", &dns.NS{Hdr: hdr("", dns.TypeNS, nsTTL), Ns: ns.Name})
+	}
+	for _, ns := range nameservers {
+		if rel, in := relative(ns.Name, c.Zone); in && z.nodes[rel] == nil {
+			z.glue = append(z.glue, addAddrsTTL(rel, ns.Addrs, nsTTL)...)
+		}
+	}
+	// Configured in-zone nameservers a Steering left out keep answering
+	// their addresses: the SOA's MNAME names one, and the registry
+	// reserves their labels whatever the cluster does.
 	for _, ns := range c.Nameservers {
 		if rel, in := relative(ns.Name, c.Zone); in && z.nodes[rel] == nil {
-			z.glue = append(z.glue, addAddrs(rel, ns.Addrs)...)
+			addAddrs(rel, ns.Addrs)
 		}
 	}
 	addAddrs("", c.ApexAddrs)
 	for _, caa := range c.CAA {
-		add("", &dns.CAA{Hdr: hdr("", dns.TypeCAA), Flag: caa.Flag, Tag: caa.Tag, Value: caa.Value})
+		add("", &dns.CAA{Hdr: hdr("", dns.TypeCAA, staticTTL), Flag: caa.Flag, Tag: caa.Tag, Value: caa.Value})
 	}
 	for _, mx := range c.MX {
-		add("", &dns.MX{Hdr: hdr("", dns.TypeMX), Preference: mx.Preference, Mx: mx.Host})
+		add("", &dns.MX{Hdr: hdr("", dns.TypeMX, staticTTL), Preference: mx.Preference, Mx: mx.Host})
 	}
 	for _, txt := range c.TXT {
-		add("", &dns.TXT{Hdr: hdr("", dns.TypeTXT), Txt: splitTXT(txt)})
+		add("", &dns.TXT{Hdr: hdr("", dns.TypeTXT, staticTTL), Txt: splitTXT(txt)})
 	}
-	addAddrs("api", c.APIAddrs)
+	if s != nil && len(s.api) > 0 {
+		addAddrsTTL("api", s.api, s.ttl)
+	} else {
+		addAddrs("api", c.APIAddrs)
+	}
 	for _, h := range c.Hosts {
 		addAddrs(strings.ToLower(strings.TrimSuffix(h.Name, ".")), h.Addrs)
 	}

@@ -34,7 +34,8 @@ func (h *Handler) transferAllowed(req *dns.Msg, client netip.Addr) bool {
 	return false
 }
 
-// transfer streams the whole zone (RFC 5936): SOA, the static names, the
+// transfer streams the whole zone (RFC 5936), as configured (never
+// steered, see SetSteering): SOA, the static names, the
 // zone's own records, every gateway, SOA. An IXFR gets the same full transfer, which RFC 1995 4
 // allows. The gateways are read shard by shard, so the transfer is not an
 // atomic snapshot: both SOAs carry the serial read at the start, and a
@@ -45,8 +46,9 @@ func (h *Handler) transfer(w dns.ResponseWriter, req *dns.Msg, client netip.Addr
 	soa := h.soa(h.zone, h.ttlStatic)
 	t := &transferWriter{h: h, w: w, req: req}
 	t.add(soa)
-	for _, rel := range h.static.order {
-		n := h.static.nodes[rel]
+	static := h.base.static
+	for _, rel := range static.order {
+		n := static.nodes[rel]
 		types := make([]uint16, 0, len(n.rrs))
 		for rt := range n.rrs {
 			types = append(types, rt)
@@ -82,10 +84,10 @@ func (h *Handler) gatewayZone(name string, e entry, emit func(dns.RR)) {
 	fqdn := name + "." + h.zone
 	local := "local." + fqdn
 	var rrs []dns.RR
-	rrs = h.gatewayRRs(e, "", dns.TypeA, fqdn, rrs)
-	rrs = h.gatewayRRs(e, "", dns.TypeAAAA, fqdn, rrs)
-	rrs = h.gatewayRRs(e, "local", dns.TypeA, local, rrs)
-	rrs = h.gatewayRRs(e, "local", dns.TypeAAAA, local, rrs)
+	rrs = h.gatewayRRs(h.base, name, e, "", dns.TypeA, fqdn, rrs)
+	rrs = h.gatewayRRs(h.base, name, e, "", dns.TypeAAAA, fqdn, rrs)
+	rrs = h.gatewayRRs(h.base, name, e, "local", dns.TypeA, local, rrs)
+	rrs = h.gatewayRRs(h.base, name, e, "local", dns.TypeAAAA, local, rrs)
 	for _, r := range e.recs() {
 		owner := fqdn
 		if r.owner != "" {

@@ -42,6 +42,9 @@ type Config struct {
 	// _acme-challenge.ZONE, for the cloud's wildcard certificate) through
 	// /v1/zones and /v1/records, and nothing else. Nil: no operator.
 	Operator func(token string) bool
+	// Nodes lists the live cloud nodes for GET /v1/nodes; nil answers an
+	// empty list (a single node: agents keep one tunnel through DNS).
+	Nodes NodeLister
 }
 
 // API is the registration API handler.
@@ -85,6 +88,7 @@ func (a *API) routes() {
 	m.HandleFunc("POST /v1/subscribe", a.v1Subscribe)
 	m.HandleFunc("POST /v1/ping", a.authed(a.v1Ping))
 	m.HandleFunc("GET /v1/info", a.authed(a.v1Info))
+	m.HandleFunc("GET /v1/nodes", a.authed(a.v1Nodes))
 	m.HandleFunc("POST /v1/email", a.v1Email)
 	m.HandleFunc("POST /v1/reclaim", a.v1Reclaim)
 	m.HandleFunc("DELETE /v1/gateway", a.v1Unsubscribe)

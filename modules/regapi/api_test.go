@@ -42,6 +42,8 @@ type options struct {
 	limits      *ratelimit.Limiter
 	// notifier replaces the in-memory mailbox (a real SMTP mailer, say).
 	notifier registry.Notifier
+	// nodes answers GET /v1/nodes.
+	nodes regapi.NodeLister
 }
 
 func newEnv(t *testing.T, driver string, opt options) *env {
@@ -68,6 +70,7 @@ func newEnv(t *testing.T, driver string, opt options) *env {
 		SubscribeLimit: opt.limits,
 		ReclaimLimit:   opt.limits,
 		EmailLimit:     opt.limits,
+		Nodes:          opt.nodes,
 	})
 	e.srv = httptest.NewServer(api)
 	t.Cleanup(e.srv.Close)

@@ -48,6 +48,9 @@ type Options struct {
 	RenewCheckInterval time.Duration
 	// TunnelBackoff overrides the tunnel's reconnection delays (tests).
 	TunnelBackoff client.Backoff
+	// NodesRefresh overrides how often the cloud's node list is asked
+	// for while all tunnels are up (tests); 0 means 3 minutes.
+	NodesRefresh time.Duration
 }
 
 // Agent runs the gateway agent. Create it with New, then Run it once.
@@ -78,7 +81,7 @@ type Agent struct {
 	ping     status.Ping
 	pingErr  error
 	addrs    []netip.Addr
-	tun      *tunnelRun
+	tuns     *tunnelSet
 	retryRet time.Time // next attempt at unsubscribing retired names
 	// now is the clock of the rename grace period (tests move it).
 	now     func() time.Time

@@ -77,7 +77,7 @@ func (a *Agent) startServers(ctx context.Context, rg *runGroup) error {
 		if err != nil {
 			return fmt.Errorf("local api: %w", err)
 		}
-		srv := &http.Server{Handler: localapi.New(key, a.forwards, a.log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second,
+		srv := &http.Server{Handler: localapi.New(key, a.forwards, a.log.With("component", "api")).WithStatus(a.Status), ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
 		rg.Go(func() error { return serveHTTP("local api", srv, ln) })
 		rg.OnStop(func(ctx context.Context) { _ = srv.Shutdown(ctx) })

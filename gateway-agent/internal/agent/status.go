@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/cloudapi"
@@ -19,7 +20,7 @@ func (a *Agent) Status() status.Status {
 	regErr, pingErr := a.regErr, a.pingErr
 	ping := a.ping
 	addrs := a.addrs
-	tun := a.tun
+	tuns := a.tuns
 	a.mu.Unlock()
 
 	s := status.Status{Version: a.opts.Version, Updated: time.Now().UTC(), Cloud: a.cfg.Cloud, Email: st.Email, Ping: ping}
@@ -64,20 +65,21 @@ func (a *Agent) Status() status.Status {
 			s.Problems = append(s.Problems, "the certificate for "+p.FQDN+" cannot be obtained: "+ps.LastError)
 		}
 	}
-	if tun != nil {
-		ts := tun.c.State()
-		s.Tunnel = status.Tunnel{Enabled: true, Connected: ts.Connected, Since: ts.Since, Failures: ts.Failures}
-		if ts.Connected {
-			s.Tunnel.RTT = ts.RTT.Round(time.Millisecond).String()
-		}
-		if ts.LastError != nil {
-			s.Tunnel.LastError = ts.LastError.Error()
-		}
-		if !ts.Connected && ts.Failures > 0 {
+	var runs []*tunnelRun
+	if tuns != nil {
+		runs = tuns.snapshot()
+	}
+	if tuns != nil {
+		// Starting: the node list is being asked for.
+		s.Tunnel.Enabled = true
+	}
+	if len(runs) > 0 {
+		s.Tunnel = tunnelStatus(runs)
+		if !s.Tunnel.Connected && s.Tunnel.Failures > 0 {
 			s.Problems = append(s.Problems, "the tunnel is down: "+s.Tunnel.LastError)
 		}
 	}
-	if tun == nil {
+	if tuns == nil {
 		switch {
 		case a.cfg.Mode == registry.ModeDynamic:
 			s.Tunnel.Note = "dynamic DNS mode: the name points at the gateway's public address"
@@ -98,6 +100,36 @@ func (a *Agent) Status() status.Status {
 		s.Problems = append(s.Problems, "the last ping failed: "+cloudapi.Explain(pingErr))
 	}
 	return s
+}
+
+// tunnelStatus is the state of each tunnel, summed up in the top fields by
+// the first connected one (or the first one while none is).
+func tunnelStatus(runs []*tunnelRun) status.Tunnel {
+	t := status.Tunnel{Enabled: true}
+	lead := -1
+	for i, run := range runs {
+		ts := run.c.State()
+		c := status.TunnelConnection{Node: run.node, Connected: ts.Connected, Since: ts.Since, Failures: ts.Failures}
+		if ad := run.addr(); ad.IsValid() {
+			c.Addr = ad.String()
+		}
+		if ts.Connected {
+			c.RTT = ts.RTT.Round(time.Millisecond).String()
+		}
+		if ts.LastError != nil {
+			c.LastError = ts.LastError.Error()
+		}
+		t.Connections = append(t.Connections, c)
+		if lead < 0 && ts.Connected {
+			lead = i
+		}
+	}
+	if lead < 0 {
+		lead = 0
+	}
+	c := t.Connections[lead]
+	t.Connected, t.Since, t.LastError, t.RTT, t.Failures = c.Connected, c.Since, c.LastError, c.RTT, c.Failures
+	return t
 }
 
 // upstreamStatus is the proxy's view of the web app.
@@ -125,6 +157,10 @@ func (a *Agent) saveStatusIfChanged(last []byte) []byte {
 	cmp := s
 	cmp.Updated = time.Time{}
 	cmp.Tunnel.RTT = ""
+	cmp.Tunnel.Connections = slices.Clone(cmp.Tunnel.Connections)
+	for i := range cmp.Tunnel.Connections {
+		cmp.Tunnel.Connections[i].RTT = ""
+	}
 	cmp.Upstream.Checked = time.Time{}
 	b, _ := json.Marshal(cmp)
 	if string(b) == string(last) {

@@ -198,6 +198,46 @@ func (c *Client) Info(ctx context.Context, token string) (*Info, error) {
 	return &out, nil
 }
 
+// Node is one live cloud node: its name and the addresses its tunnel
+// endpoint answers on.
+type Node struct {
+	Name  string
+	Addrs []netip.Addr
+}
+
+// Nodes lists the cloud's live nodes (GET /v1/nodes), sorted by name. A
+// cloud older than the endpoint answers 404: that is no node, not an
+// error, as is a node without a usable address (it is left out).
+func (c *Client) Nodes(ctx context.Context, token string) ([]Node, error) {
+	var out struct {
+		Nodes []struct {
+			Name  string   `json:"name"`
+			Addrs []string `json:"addrs"`
+		} `json:"nodes"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/nodes", token, nil, &out)
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	nodes := make([]Node, 0, len(out.Nodes))
+	for _, n := range out.Nodes {
+		node := Node{Name: n.Name}
+		for _, s := range n.Addrs {
+			if ad, err := netip.ParseAddr(s); err == nil {
+				node.Addrs = append(node.Addrs, ad.Unmap())
+			}
+		}
+		if n.Name != "" && len(node.Addrs) > 0 {
+			nodes = append(nodes, node)
+		}
+	}
+	return nodes, nil
+}
+
 // SetEmail sets the owner's email; the cloud mails a verification link.
 func (c *Client) SetEmail(ctx context.Context, token, email string) error {
 	return c.do(ctx, http.MethodPost, "/v1/email", token, map[string]any{"email": email}, nil)

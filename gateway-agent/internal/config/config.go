@@ -178,11 +178,22 @@ type Config struct {
 	// tunnel is down waits for it before it is closed. Default 5s; 0
 	// closes at once.
 	ForwardWait Duration `json:"forward_wait"`
+	// TunnelConnections is how many tunnels the agent keeps open, each to
+	// a different cloud node, when the cloud lists several (GET
+	// /v1/nodes); like cloudflared's --ha-connections. 1 keeps one tunnel
+	// through DNS, as a single-node cloud always gets. Default 2, at most
+	// MaxTunnelConnections.
+	TunnelConnections int `json:"tunnel_connections"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `json:"log_level"`
 	// LogFormat is text or json. Default text.
 	LogFormat string `json:"log_format"`
 }
+
+// MaxTunnelConnections bounds tunnel_connections: each tunnel is one
+// session a node keeps for the gateway, and a few nodes already survive the
+// loss of one.
+const MaxTunnelConnections = 8
 
 // Default returns the configuration before any file, variable or flag.
 func Default() Config {
@@ -203,6 +214,7 @@ func Default() Config {
 		// dial must fail before that for its reason to arrive.
 		ForwardDialTimeout: Duration(5 * time.Second),
 		ForwardWait:        Duration(5 * time.Second),
+		TunnelConnections:  2,
 		LogLevel:           "info",
 		LogFormat:          "text",
 
@@ -334,6 +346,14 @@ var options = []option{
 	{key: "forward_allow", usage: `destinations other gateways may reach, JSON: [{"to":["192.168.1.0/24"],"ports":[22,"8000-8100"],"from":["gw2"]}]`, set: jsonList(func(c *Config) *[]forward.AllowRule { return (*[]forward.AllowRule)(&c.ForwardAllow) })},
 	{key: "forward_dial_timeout", usage: "bound on connecting to an allowed destination", set: duration(func(c *Config) *Duration { return &c.ForwardDialTimeout })},
 	{key: "forward_wait", usage: "how long a forwarded connection waits for a tunnel that is down", set: duration(func(c *Config) *Duration { return &c.ForwardWait })},
+	{key: "tunnel_connections", usage: "how many tunnels to keep, each to a different cloud node (1: one, through DNS)", set: func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("want a number, got %q", v)
+		}
+		c.TunnelConnections = n
+		return nil
+	}},
 	{key: "log_level", usage: "debug, info, warn or error", set: str(func(c *Config) *string { return &c.LogLevel })},
 	{key: "log_format", usage: "text or json", set: str(func(c *Config) *string { return &c.LogFormat })},
 }
@@ -558,6 +578,9 @@ func (c *Config) Validate() (Settings, error) {
 	}
 	if time.Duration(c.ForwardWait) < 0 {
 		return bad("forward_wait %s: must not be negative", time.Duration(c.ForwardWait))
+	}
+	if c.TunnelConnections < 1 || c.TunnelConnections > MaxTunnelConnections {
+		return bad("tunnel_connections %d: want 1 to %d", c.TunnelConnections, MaxTunnelConnections)
 	}
 	if s.Level, err = c.Level(); err != nil {
 		return bad("%v", err)

@@ -46,7 +46,7 @@ func TestPrecedenceFileEnvFlags(t *testing.T) {
 		t.Errorf("mode %q passthrough %v wildcard %v", cfg.Mode, cfg.Passthrough, cfg.Wildcard)
 	case !slices.Equal(cfg.Resolve, []string{"b=127.0.0.2", "c=127.0.0.3"}):
 		t.Errorf("repeated list flags replace the file's and add up: %v", cfg.Resolve)
-	case cfg.StateDir != DefaultStateDir() || cfg.HTTPSListen != ":8443":
+	case cfg.StateDir != DefaultStateDir() || cfg.HTTPSListen != ":8443" || cfg.TunnelConnections != 2:
 		t.Errorf("defaults: %+v", cfg)
 	}
 }
@@ -80,6 +80,8 @@ func TestValidate(t *testing.T) {
 		"proxy w/o passthr": func(c *Config) { c.ProxyProtocol = true },
 		"bad log level":     func(c *Config) { c.LogLevel = "loud" },
 		"bad upstream":      func(c *Config) { c.Upstream = "ftp://x" },
+		"no tunnel":         func(c *Config) { c.TunnelConnections = 0 },
+		"too many tunnels":  func(c *Config) { c.TunnelConnections = MaxTunnelConnections + 1 },
 	} {
 		c := good
 		mutate(&c)

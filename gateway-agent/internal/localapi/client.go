@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/forward"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
 )
 
 // Client calls the API of a running agent (the forward command).
@@ -51,6 +52,13 @@ func (c *Client) Remove(ctx context.Context, local string) (forward.Info, error)
 	var info forward.Info
 	err := c.do(ctx, http.MethodDelete, "/v1/forwards/"+url.PathEscape(local), nil, &info)
 	return info, err
+}
+
+// Status returns the agent's status (GET /v1/status).
+func (c *Client) Status(ctx context.Context) (status.Status, error) {
+	var st status.Status
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	return st, err
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {

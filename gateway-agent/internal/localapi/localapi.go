@@ -1,9 +1,12 @@
 // Package localapi is the gateway agent's REST API for programs on the
-// gateway itself: it opens, lists and closes agent-to-agent forwardings. It
-// listens on loopback only, and every request carries the key kept in the
+// gateway itself: it opens, lists and closes agent-to-agent forwardings, and
+// shows the agent's status. It listens on loopback only, and every request carries the key kept in the
 // state directory (api.key, mode 0600) as "Authorization: Bearer KEY", so
 // only a user who can read the state directory (the agent's own, or root)
 // can use it. Errors are JSON: {"error": NAME, "message": REASON}.
+//
+// GET /v1/status answers the agent's status, with each tunnel's cloud node
+// and state.
 //
 // It is not the setup page's API (setupui, for the LAN browser) and does not
 // forward anything itself: a Forwards (the forward.Manager) does.
@@ -28,6 +31,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/forward"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/state"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
 )
 
 // KeyFile is the API key's file in the state directory.
@@ -73,6 +77,7 @@ type List struct {
 
 // Handler serves the API.
 type Handler struct {
+	status  func() status.Status
 	keyHash [sha256.Size]byte
 	fw      Forwards
 	log     *slog.Logger
@@ -88,9 +93,24 @@ func New(key string, fw Forwards, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("GET /v1/forwards", h.list)
 	h.mux.HandleFunc("POST /v1/forwards", h.add)
 	h.mux.HandleFunc("DELETE /v1/forwards/{local}", h.remove)
+	h.mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		if h.status == nil {
+			writeJSON(w, http.StatusNotFound, Error{Error: "not_found", Message: "this agent serves no status"})
+			return
+		}
+		writeJSON(w, http.StatusOK, h.status())
+	})
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: "not_found", Message: r.Method + " " + r.URL.Path + " is not part of the API"})
 	})
+	return h
+}
+
+// WithStatus makes GET /v1/status answer fn's status (the agent's, as in
+// the status file: the name, the certificate, each tunnel and its node).
+// Call it before serving.
+func (h *Handler) WithStatus(fn func() status.Status) *Handler {
+	h.status = fn
 	return h
 }
 

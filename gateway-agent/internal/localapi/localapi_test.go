@@ -7,12 +7,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/forward"
+	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -161,5 +163,38 @@ func TestCheckListen(t *testing.T) {
 		if err := CheckListen(addr); (err == nil) != ok {
 			t.Errorf("%s: %v", addr, err)
 		}
+	}
+}
+
+// GET /v1/status answers the agent's status, tunnels and their nodes
+// included; without a status function it is not found, and like every
+// call it needs the key.
+func TestStatus(t *testing.T) {
+	key, err := LoadOrCreateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := forward.NewManager(noTunnel{}, forward.Settings{})
+	defer m.Close()
+	want := status.Status{Name: "myhome", Tunnel: status.Tunnel{Enabled: true, Connected: true, Connections: []status.TunnelConnection{
+		{Node: "node-a", Addr: "127.0.0.1", Connected: true},
+		{Node: "node-b", Addr: "127.0.0.2", LastError: "dial: refused", Failures: 2},
+	}}}
+	srv := httptest.NewServer(New(key, m, nil).WithStatus(func() status.Status { return want }))
+	defer srv.Close()
+	ctx := context.Background()
+	got, err := (&Client{Base: srv.URL, Key: key}).Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "myhome" || !slices.Equal(got.Tunnel.Connections, want.Tunnel.Connections) {
+		t.Fatalf("got %+v", got)
+	}
+	if ae := apiErr(t, func() error { _, err := (&Client{Base: srv.URL, Key: "wrong"}).Status(ctx); return err }()); ae.Status != 401 {
+		t.Fatalf("without the key: %+v", ae)
+	}
+	c, _ := start(t)
+	if ae := apiErr(t, func() error { _, err := c.Status(ctx); return err }()); ae.Status != 404 || ae.Name != "not_found" {
+		t.Fatalf("no status function: %+v", ae)
 	}
 }

@@ -82,6 +82,24 @@ type Tunnel struct {
 	Failures  int       `json:"failures,omitempty"`
 	// Note says why a tunnel that is not enabled is not.
 	Note string `json:"note,omitempty"`
+	// Connections are the tunnels one by one: one through DNS, or one
+	// per cloud node (tunnel_connections). The fields above sum them up:
+	// connected while any is, and the first connected one's details (or
+	// the first one's while none is).
+	Connections []TunnelConnection `json:"connections,omitempty"`
+}
+
+// TunnelConnection is one tunnel to the cloud.
+type TunnelConnection struct {
+	// Node is the cloud node it goes to, "" for the one dialed through
+	// DNS; Addr is the node's address it dials.
+	Node      string    `json:"node,omitempty"`
+	Addr      string    `json:"addr,omitempty"`
+	Connected bool      `json:"connected"`
+	Since     time.Time `json:"since,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+	RTT       string    `json:"rtt,omitempty"`
+	Failures  int       `json:"failures,omitempty"`
 }
 
 // Certificate is the served name's certificate.
@@ -186,6 +204,18 @@ func (st Status) Text() string {
 		line("tunnel", "connected since %s (rtt %s)", st.Tunnel.Since.Format(time.RFC3339), st.Tunnel.RTT)
 	default:
 		line("tunnel", "down: %s", orNone(st.Tunnel.LastError))
+	}
+	// One line per node once there are several tunnels (the single
+	// tunnel through DNS is the line above).
+	for _, c := range st.Tunnel.Connections {
+		if c.Node == "" {
+			continue
+		}
+		if c.Connected {
+			line("  to "+c.Node, "%s connected since %s (rtt %s)", c.Addr, c.Since.Format(time.RFC3339), c.RTT)
+		} else {
+			line("  to "+c.Node, "%s down: %s", c.Addr, orNone(c.LastError))
+		}
 	}
 	switch {
 	case st.Certificate.Ready:

@@ -55,3 +55,27 @@ func TestUpstreamText(t *testing.T) {
 		t.Fatalf("text:\n%s", text)
 	}
 }
+
+// With tunnels to several nodes the text has one line per node under the
+// summary; the single tunnel through DNS has none.
+func TestTunnelConnectionsText(t *testing.T) {
+	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	st := Status{Tunnel: Tunnel{Enabled: true, Connected: true, Since: since, RTT: "1ms", Connections: []TunnelConnection{
+		{Node: "node-a", Addr: "192.0.2.1", Connected: true, Since: since, RTT: "1ms"},
+		{Node: "node-b", Addr: "192.0.2.2", LastError: "dial: connection refused", Failures: 2},
+	}}}
+	text := st.Text()
+	for _, want := range []string{
+		"tunnel:       connected since 2026-01-02T03:04:05Z (rtt 1ms)\n",
+		"  to node-a:  192.0.2.1 connected since 2026-01-02T03:04:05Z (rtt 1ms)\n",
+		"  to node-b:  192.0.2.2 down: dial: connection refused\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text lacks %q:\n%s", want, text)
+		}
+	}
+	st.Tunnel.Connections = []TunnelConnection{{Connected: true, Since: since}}
+	if text := st.Text(); strings.Contains(text, "  to ") {
+		t.Errorf("a line for the tunnel through DNS:\n%s", text)
+	}
+}

@@ -40,6 +40,7 @@ func TestCaddyfileFull(t *testing.T) {
 			txt "v=spf1 -all"
 			contact hostmaster@example.org
 			negative_ttl 30s
+			steered_ttl 10s
 			transfer_allow 192.0.2.53 10.0.0.0/8
 			rrl 50 3s 4
 			rrl prefix 24 48
@@ -86,7 +87,7 @@ func TestCaddyfileFull(t *testing.T) {
 		d.Hosts[0].Name != "www" || d.CAA[0].Tag != "issue" || d.MX[0].Preference != 10 || d.TXT[0] != "v=spf1 -all" ||
 		d.TransferAllow[0].String() != "192.0.2.53/32" || d.RRL.ResponsesPerSecond != 50 || d.RRL.Slip != 4 ||
 		d.RRL.IPv4PrefixLen != 24 || d.RRL.IPv6PrefixLen != 48 || d.SOA.Refresh != 3*time.Hour || d.EDNSBufSize != 1400 ||
-		d.SOA.RName != "hostmaster@example.org" ||
+		d.SOA.RName != "hostmaster@example.org" || d.TTL.Steered != 10*time.Second ||
 		time.Duration(d.TCPIdleTimeout) != 3*time.Second || d.TCPMaxConns != 512 || d.TCPMaxConnsPerClient != 8 {
 		t.Fatalf("dns: %+v", d)
 	}

@@ -204,7 +204,7 @@ func (c *DNSConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			*map[string]*string{"contact": &c.SOA.RName, "soa_mname": &c.SOA.MName}[key] = args[0]
-		case "negative_ttl", "static_ttl", "gateway_ttl", "challenge_ttl", "soa_refresh", "soa_retry", "soa_expire":
+		case "negative_ttl", "static_ttl", "gateway_ttl", "challenge_ttl", "steered_ttl", "soa_refresh", "soa_retry", "soa_expire":
 			if len(args) != 1 {
 				return d.ArgErr()
 			}
@@ -213,7 +213,7 @@ func (c *DNSConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%s: bad duration %q", key, args[0])
 			}
 			*map[string]*time.Duration{"negative_ttl": &c.SOA.Minimum, "static_ttl": &c.TTL.Static,
-				"gateway_ttl": &c.TTL.Gateway, "challenge_ttl": &c.TTL.Challenge,
+				"gateway_ttl": &c.TTL.Gateway, "challenge_ttl": &c.TTL.Challenge, "steered_ttl": &c.TTL.Steered,
 				"soa_refresh": &c.SOA.Refresh, "soa_retry": &c.SOA.Retry, "soa_expire": &c.SOA.Expire}[key] = dur
 		case "edns_buf_size":
 			if len(args) != 1 {

@@ -71,6 +71,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		ReclaimLimit:   limits.Reclaim,
 		EmailLimit:     limits.Email,
 		Operator:       app.IsOperator,
+		Nodes:          app.NodeLister(),
 		OnError: func(r *http.Request, err error) {
 			h.logger.Error("request failed", zap.String("uri", r.URL.Path), zap.Error(err))
 		},
