@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
@@ -141,6 +143,25 @@ func echoName(t *testing.T, tn hub.Tunnel, name string) {
 	}
 }
 
+// dnsA asks n's DNS handler for name's A records.
+func dnsA(t *testing.T, n *clusterNode, name string, qtype uint16) []string {
+	t.Helper()
+	req := new(dns.Msg)
+	req.SetQuestion(name, qtype)
+	resp := n.DNSHandler().Answer(req, netip.MustParseAddr("127.0.0.1"), "udp")
+	var got []string
+	for _, rr := range append(resp.Answer, resp.Extra...) {
+		switch rr := rr.(type) {
+		case *dns.A:
+			got = append(got, rr.Hdr.Name+" "+rr.A.String())
+		case *dns.NS:
+			got = append(got, rr.Ns)
+		}
+	}
+	slices.Sort(got)
+	return got
+}
+
 func holderNames(n *clusterNode, gateway string) string {
 	var names []string
 	for _, h := range n.Cluster().Member().Holders(gateway) {
@@ -196,6 +217,17 @@ func TestClusterReachesEveryGateway(t *testing.T) {
 		if got := n.Cluster().TunnelAddrs("home"); !slices.Equal(got, []netip.Addr{a.addr}) {
 			t.Fatalf("%s steers home to %v, want node-a's %v", n.Cluster().Name(), got, a.addr)
 		}
+		// DNS on every node: home's name points at its holder, NS and
+		// glue list the live nodes.
+		if got := dnsA(t, n, "home."+zone+".", dns.TypeA); !slices.Equal(got, []string{"home." + zone + ". 192.0.2.1"}) {
+			t.Fatalf("%s answers home A %v, want node-a's address", n.Cluster().Name(), got)
+		}
+		want := []string{"node-a." + zone + ". 192.0.2.1", "node-b." + zone + ". 192.0.2.2", "node-c." + zone + ". 192.0.2.3",
+			"node-a." + zone + ".", "node-b." + zone + ".", "node-c." + zone + "."}
+		slices.Sort(want)
+		if got := dnsA(t, n, zone+".", dns.TypeNS); !slices.Equal(got, want) {
+			t.Fatalf("%s answers NS %v, want %v", n.Cluster().Name(), got, want)
+		}
 	}
 	if c.Cluster().Version() == version {
 		t.Fatal("the steering version did not move with the directory")
@@ -241,6 +273,9 @@ func TestClusterReachesEveryGateway(t *testing.T) {
 			return !ok
 		})
 	}
+	testtools.Eventually(t, 5*time.Second, "home steered to every node once none holds it", func() bool {
+		return len(dnsA(t, c, "home."+zone+".", dns.TypeA)) == 3
+	})
 	if _, ok := c.Tunnels().Lookup("office"); !ok {
 		t.Fatal("office, still held by node-b, is not found from node-c")
 	}

@@ -198,6 +198,10 @@ func (n *Node) Start() error {
 			return err
 		}
 		n.cluster.Store(c)
+		if n.handler != nil {
+			// Tunnel-mode names, NS and glue follow the live nodes.
+			n.handler.SetSteering(c)
+		}
 	}
 	if n.index != nil {
 		start := time.Now()

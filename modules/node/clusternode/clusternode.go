@@ -137,6 +137,9 @@ func Start(ctx context.Context, cfg Config, h *hub.Hub, ln net.Listener) (*Clust
 		} else {
 			m.Release(name)
 		}
+		// TunnelAddrs counts this hub's tunnels before the directory's
+		// round trip: DNS must see the change now.
+		c.version.Add(1)
 		c.log.Debug("tunnel directory", "gateway", name, "held", live)
 	})
 	c.log.Info("joined the cluster", "nodes", names(m.Nodes()))
@@ -220,8 +223,8 @@ func (c *Cluster) Lookup(name string) (hub.Tunnel, bool) {
 	return &remote{c: c, gateway: strings.ToLower(name), relays: relays}, true
 }
 
-// Nodes lists the live nodes, sorted by name (the agent's list of nodes
-// to connect to).
+// Nodes lists the live nodes, sorted by name (the agents' list of nodes
+// to connect to, GET /v1/nodes).
 func (c *Cluster) Nodes() []cluster.Node { return c.member.Nodes() }
 
 // TunnelAddrs returns the public addresses gateway's tunnel-mode name
@@ -291,7 +294,10 @@ type remote struct {
 	relays  []*link.Relay
 }
 
-var _ hub.Tunnel = (*remote)(nil)
+var (
+	_ hub.Tunnel       = (*remote)(nil)
+	_ dnszone.Steering = (*Cluster)(nil)
+)
 
 // Open tries each holder in turn (sorted by name): a holder that cannot
 // be reached, or no longer holds the gateway, gives way to the next; the
