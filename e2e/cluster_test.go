@@ -177,6 +177,12 @@ func TestClusterThreeNodes(t *testing.T) {
 		t.Fatalf("NS from node 2: %v, want %v", ns, want)
 	}
 
+	// The agents learn the nodes from any node.
+	code, listed := nodes[2].api("/v1/nodes", "-H", "Authorization: Bearer "+token)
+	if got := fmt.Sprint(listed["nodes"]); code != 200 || !strings.Contains(got, "addrs:[127.0.0.1] name:node-1") || !strings.Contains(got, "addrs:[127.0.0.3] name:node-3") {
+		t.Fatalf("GET /v1/nodes from node 3: %d %v", code, listed)
+	}
+
 	agent := startAgent(t, n1, "home", token, upstream, client.Backoff{})
 	reachedEverywhere()
 	steeredTo("127.0.0.1")
