@@ -283,7 +283,7 @@ func TestCaddyfileExamplesValidate(t *testing.T) {
 			cmd := exec.Command(caddyBinary(t), "adapt", "--config", abs, "--adapter", "caddyfile", "--validate")
 			dir := t.TempDir()
 			cmd.Dir = dir
-			cmd.Env = append(os.Environ(), "GATEHOUSE_PG="+dsn, "GATEHOUSE_DATA="+dir, "SMTP_PASSWORD=x",
+			cmd.Env = append(os.Environ(), "GATEHOUSE_PG="+dsn, "GATEHOUSE_DATA="+dir, "SMTP_PASSWORD=x", "NODE_NAME=node-1", "NODE_ADDR=127.0.0.1",
 				"XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("caddy adapt --validate %s: %v\n%s", f, err, out)

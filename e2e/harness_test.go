@@ -44,6 +44,17 @@ type cloud struct {
 	dns     int
 	env     []string
 	stopped chan struct{}
+	// ip is the loopback address Caddy listens on ("": 127.0.0.1):
+	// cluster tests run several nodes on the same ports.
+	ip string
+}
+
+// host is the address the cloud listens on.
+func (c *cloud) host() string {
+	if c.ip == "" {
+		return "127.0.0.1"
+	}
+	return c.ip
 }
 
 type lockedWriter struct {
@@ -153,7 +164,7 @@ func (c *cloud) tryCurl(host, path string, extra ...string) (int, []byte, error)
 	c.t.Helper()
 	curl := testtools.Binary(c.t, "curl", "curl")
 	args := append([]string{"-sS", "--max-time", "20", "--cacert", c.rootCA(),
-		"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, c.https),
+		"--resolve", fmt.Sprintf("%s:%d:%s", host, c.https, c.host()),
 		"-o", "-", "-w", "\n%{http_code}"}, extra...)
 	args = append(args, fmt.Sprintf("https://%s:%d%s", host, c.https, path))
 	out, err := exec.Command(curl, args...).Output()

@@ -192,7 +192,7 @@ func startAgent(t *testing.T, c *cloud, name, token, upstream string, backoff cl
 	}
 	roots.AppendCertsFromPEM(pemBytes)
 	// The cloud's name is resolved to loopback, as curl --resolve does.
-	cloudAddr := fmt.Sprintf("127.0.0.1:%d", c.https)
+	cloudAddr := net.JoinHostPort(c.host(), strconv.Itoa(c.https))
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: roots},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -275,7 +275,7 @@ func tryCurlTLS(t *testing.T, c *cloud, host, path, cacert string) (curlResult, 
 	t.Helper()
 	curl := testtools.Binary(t, "curl", "curl")
 	cmd := exec.Command(curl, "-sS", "-v", "--max-time", "20", "--cacert", cacert,
-		"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, c.https),
+		"--resolve", fmt.Sprintf("%s:%d:%s", host, c.https, c.host()),
 		"-o", "-", "-w", "\n%{http_code}", fmt.Sprintf("https://%s:%d%s", host, c.https, path))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -311,7 +311,7 @@ func dialGateway(t *testing.T, c *cloud, name string, pool *x509.CertPool) (*tls
 // adminMetrics returns the cloud's Prometheus metrics text.
 func adminMetrics(t *testing.T, c *cloud) string {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.admin))
+	resp, err := http.Get(fmt.Sprintf("http://%s/metrics", net.JoinHostPort(c.host(), strconv.Itoa(c.admin))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,12 +18,14 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/gatehouse-project/gatehouse/modules/dnszone"
 	"github.com/gatehouse-project/gatehouse/modules/forward"
+	"github.com/gatehouse-project/gatehouse/modules/node/clusternode"
 	"github.com/gatehouse-project/gatehouse/modules/pagekite"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
@@ -61,6 +63,26 @@ type Config struct {
 	// node runs when Registry.Sealer is set.
 	KiteLogger *zap.Logger
 	KiteLimits pagekite.Limits
+
+	// Cluster, when set, makes the node a member of the cluster of nodes
+	// sharing its PostgreSQL database: it publishes its tunnels in the
+	// directory and reaches the gateways other nodes hold. Nil: a single
+	// node, as with SQLite.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig is the node's part in a cluster.
+type ClusterConfig struct {
+	clusternode.Config
+	// Listen opens the link's TCP listener; it is called once per
+	// cluster join, not on a reload that keeps the running cluster.
+	Listen func() (net.Listener, error)
+}
+
+// Tunnels finds a gateway's live tunnel: the hub's, or through the
+// cluster a tunnel another node holds.
+type Tunnels interface {
+	Lookup(name string) (hub.Tunnel, bool)
 }
 
 // DefaultTunnelPingInterval is how often a live tunnel counts as a ping:
@@ -80,6 +102,10 @@ type Node struct {
 	relay   *forward.Relay
 	kites   *pagekite.Server
 	logger  *slog.Logger
+	// clusterCfg is nil for a single node; cluster is set once Start
+	// has joined it.
+	clusterCfg *ClusterConfig
+	cluster    atomic.Pointer[clusternode.Cluster]
 
 	tunnelPing time.Duration
 
@@ -110,6 +136,16 @@ func New(store registry.Store, cfg Config, lease *Lease) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{zone: zone, store: store, lease: lease, logger: logger}
+	if cfg.Cluster != nil {
+		cc := *cfg.Cluster
+		if cc.Zone == "" {
+			cc.Zone = zone
+		}
+		if cc.Logger == nil {
+			cc.Logger = logger
+		}
+		n.clusterCfg = &cc
+	}
 	rc := cfg.Registry
 	if cfg.DNS != nil {
 		zc := *cfg.DNS
@@ -126,7 +162,7 @@ func New(store registry.Store, cfg Config, lease *Lease) (*Node, error) {
 	n.reg = registry.New(store, rc, cfg.Notifier)
 	n.reg.Observe(n.apply)
 	n.relay = &forward.Relay{
-		Tunnels:     lease.Hub(),
+		Tunnels:     n,
 		Rules:       cfg.Forward,
 		OpenTimeout: cfg.ForwardOpenTimeout,
 		Logger:      logger,
@@ -147,10 +183,26 @@ func New(store registry.Store, cfg Config, lease *Lease) (*Node, error) {
 }
 
 // Start loads the DNS index from the store, runs the registry's background
-// work and follows the changes of other nodes sharing the store.
+// work and follows the changes of other nodes sharing the store; with a
+// cluster configured it joins the cluster first (or, on a reload, takes
+// the running one over with the hub). Joining is left to Start, not New,
+// so that validating a configuration never touches the membership.
 func (n *Node) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	if cc := n.clusterCfg; cc != nil {
+		joinCtx, cancelJoin := context.WithTimeout(ctx, 30*time.Second)
+		c, err := n.lease.JoinCluster(joinCtx, cc.Config, cc.Listen)
+		cancelJoin()
+		if err != nil {
+			return err
+		}
+		n.cluster.Store(c)
+		if n.handler != nil {
+			// Tunnel-mode names, NS and glue follow the live nodes.
+			n.handler.SetSteering(c)
+		}
+	}
 	if n.index != nil {
 		start := time.Now()
 		if err := n.load(ctx); err != nil {
@@ -292,6 +344,23 @@ func (n *Node) DNSHandler() *dnszone.Handler { return n.handler }
 // Hub is the hub of live tunnels, shared with the other nodes of the
 // same Shared and zone across reloads.
 func (n *Node) Hub() *hub.Hub { return n.lease.Hub() }
+
+// Tunnels finds gateways' live tunnels for ingress, the offline page and
+// forwarding: in the hub, and in a cluster through the other nodes.
+func (n *Node) Tunnels() Tunnels { return n }
+
+// Lookup returns a live way to gateway name: its tunnel on this node, or,
+// once the node is in a cluster, through another node that holds one.
+func (n *Node) Lookup(name string) (hub.Tunnel, bool) {
+	if c := n.cluster.Load(); c != nil {
+		return c.Lookup(name)
+	}
+	return n.lease.Hub().Lookup(name)
+}
+
+// Cluster is the node's part in its cluster, nil for a single node and
+// before Start.
+func (n *Node) Cluster() *clusternode.Cluster { return n.cluster.Load() }
 
 // Relay is the forwarding relay, for its counters.
 func (n *Node) Relay() *forward.Relay { return n.relay }

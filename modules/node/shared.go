@@ -1,10 +1,16 @@
 package node
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"slices"
 	"strings"
 	"sync"
 
+	"github.com/gatehouse-project/gatehouse/modules/node/clusternode"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
 
@@ -23,11 +29,19 @@ type Shared struct {
 type sharedHub struct {
 	hub  *hub.Hub
 	refs int
+
+	// The cluster publishes the hub's tunnels and reaches other nodes'
+	// for as long as the hub lives: a reload must not make the node
+	// leave and rejoin (dropping its directory entries meanwhile).
+	clusterMu  sync.Mutex
+	cluster    *clusternode.Cluster
+	clusterCfg clusternode.Config
 }
 
 // Lease is one holder's claim on a shared hub.
 type Lease struct {
 	hub     *hub.Hub
+	sh      *sharedHub
 	release func() error
 }
 
@@ -46,7 +60,7 @@ func (s *Shared) Acquire(zone string, logger *slog.Logger) *Lease {
 		s.hubs[key] = sh
 	}
 	sh.refs++
-	return &Lease{hub: sh.hub, release: sync.OnceValue(func() error {
+	return &Lease{hub: sh.hub, sh: sh, release: sync.OnceValue(func() error {
 		s.mu.Lock()
 		sh.refs--
 		last := sh.refs == 0
@@ -57,8 +71,43 @@ func (s *Shared) Acquire(zone string, logger *slog.Logger) *Lease {
 		if !last {
 			return nil
 		}
-		return sh.hub.Close()
+		var err error
+		sh.clusterMu.Lock()
+		if sh.cluster != nil {
+			err = sh.cluster.Close()
+		}
+		sh.clusterMu.Unlock()
+		return errors.Join(err, sh.hub.Close())
 	})}
+}
+
+// JoinCluster makes the leased hub's node a cluster member with cfg,
+// serving the link on the listener listen opens, and returns the
+// cluster. The first holder joins; later holders (a reload) get the same
+// cluster, as long as they describe the node the same way: a changed
+// name, link address or public address needs a restart. The cluster
+// leaves when the last holder releases the hub.
+func (l *Lease) JoinCluster(ctx context.Context, cfg clusternode.Config, listen func() (net.Listener, error)) (*clusternode.Cluster, error) {
+	sh := l.sh
+	sh.clusterMu.Lock()
+	defer sh.clusterMu.Unlock()
+	if sh.cluster != nil {
+		old := sh.clusterCfg
+		if !strings.EqualFold(old.Name, cfg.Name) || old.LinkAddr != cfg.LinkAddr || !slices.Equal(old.PublicAddrs, cfg.PublicAddrs) {
+			return nil, fmt.Errorf("gatehouse cluster: node %q (link %s) is running; restart to change its name or addresses", old.Name, old.LinkAddr)
+		}
+		return sh.cluster, nil
+	}
+	ln, err := listen()
+	if err != nil {
+		return nil, fmt.Errorf("gatehouse cluster: link listener: %w", err)
+	}
+	c, err := clusternode.Start(ctx, cfg, sh.hub, ln)
+	if err != nil {
+		return nil, fmt.Errorf("gatehouse cluster: %w", err)
+	}
+	sh.cluster, sh.clusterCfg = c, cfg
+	return c, nil
 }
 
 // Hub is the leased hub.

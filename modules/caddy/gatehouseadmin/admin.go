@@ -100,7 +100,8 @@ func (b backend) Online(name string) bool {
 	if err != nil || app.Hub() == nil {
 		return false
 	}
-	_, ok := app.Hub().Lookup(name)
+	// In a cluster: held by any live node.
+	_, ok := app.Tunnels().Lookup(name)
 	return ok
 }
 

@@ -76,6 +76,9 @@ type App struct {
 	// Losing or changing it only costs the seals: each is made again when
 	// its gateway next presents its token.
 	TokenSealKey string `json:"token_seal_key,omitempty"`
+	// Cluster makes this node one of several sharing the postgres
+	// storage, each reaching the gateways any of them holds.
+	Cluster *ClusterConfig `json:"cluster,omitempty"`
 	// ACMEDNSRegister turns on acme-dns's POST /register on the API:
 	// anyone may then create a gateway with a random name (within the
 	// subscribe rate limit), as on an acme-dns server.
@@ -108,6 +111,14 @@ type Storage interface {
 	OpenStore(ctx context.Context) (registry.Store, error)
 	// PingWorkers is how many ping batches the store commits at once.
 	PingWorkers() int
+}
+
+// SharedStorage is a Storage that several nodes can share, and so a
+// cluster: the cluster's tables live beside the registry's.
+type SharedStorage interface {
+	// ClusterDSN is the database's connection string, placeholders
+	// resolved.
+	ClusterDSN() string
 }
 
 // shared holds the hub of each zone across config reloads (see
@@ -206,6 +217,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if a.DNS != nil {
 		cfg.DNS = &a.DNS.Config
+	}
+	if a.Cluster != nil {
+		var dsn string
+		if ss, ok := storage.(SharedStorage); ok {
+			dsn = ss.ClusterDSN()
+		}
+		if cfg.Cluster, err = a.Cluster.provision(ctx, repl, dsn); err != nil {
+			_ = store.Close()
+			return err
+		}
+		cfg.Cluster.Link = a.tunnelConfig()
 	}
 	if a.Email != nil {
 		cfg.Notifier = a.Email.notifier(a.Zone)
@@ -338,6 +360,11 @@ func (a *App) Node() *node.Node { return a.node }
 // ingress connections down them. It is the same hub across config reloads
 // of the same zone.
 func (a *App) Hub() *hub.Hub { return a.node.Hub() }
+
+// Tunnels finds a gateway's live tunnel, on this node or, in a cluster,
+// through another node that holds it: ingress, the offline page and the
+// admin's online view use it.
+func (a *App) Tunnels() node.Tunnels { return a.node.Tunnels() }
 
 // GatewayName returns the gateway that host belongs to (see
 // node.Node.GatewayName).

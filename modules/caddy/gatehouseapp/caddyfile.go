@@ -56,6 +56,16 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		forward {
 //			allow <from> <to> [<port>...]
 //		}
+//		cluster {
+//			name             <node name>
+//			public_addresses <ip...>
+//			listen           <network address>
+//			advertise        <host:port>
+//			lease            <duration>
+//			certificate      <cert file> <key file>
+//			ca               <cluster CA file>
+//			pki              <pki app CA id>   # instead of certificate and ca
+//		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the option name
@@ -145,6 +155,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "forward":
 			a.Forward = new(ForwardConfig)
 			if err := a.Forward.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+		case "cluster":
+			a.Cluster = new(ClusterConfig)
+			if err := a.Cluster.unmarshalCaddyfile(d); err != nil {
 				return err
 			}
 		case "tunnel":

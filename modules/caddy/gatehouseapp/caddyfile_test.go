@@ -197,6 +197,77 @@ func mustConfig(t *testing.T, s string) *caddy.Config {
 	return &cfg
 }
 
+func TestCaddyfileCluster(t *testing.T) {
+	app, err := parse(t, `gatehouse {
+		zone box.example.org
+		storage postgres {env.GATEHOUSE_PG}
+		cluster {
+			name {env.NODE_NAME}
+			public_addresses 203.0.113.10 2001:db8::10
+			listen tcp/:7443
+			advertise 10.0.0.1:7443
+			lease 3s
+			certificate node.crt node.key
+			ca cluster-ca.crt
+		}
+	}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ClusterConfig{Name: "{env.NODE_NAME}", PublicAddresses: []string{"203.0.113.10", "2001:db8::10"},
+		Listen: "tcp/:7443", Advertise: "10.0.0.1:7443", Lease: caddy.Duration(3 * time.Second),
+		CertFile: "node.crt", KeyFile: "node.key", CAFile: "cluster-ca.crt"}
+	if got := app.Cluster; got == nil || got.Name != want.Name || strings.Join(got.PublicAddresses, " ") != "203.0.113.10 2001:db8::10" ||
+		got.Listen != want.Listen || got.Advertise != want.Advertise || got.Lease != want.Lease ||
+		got.CertFile != want.CertFile || got.KeyFile != want.KeyFile || got.CAFile != want.CAFile || got.PKICA != "" {
+		t.Fatalf("cluster %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{
+		"cluster {\n\tname\n}",
+		"cluster {\n\tcertificate only-one\n}",
+		"cluster {\n\tlease soon\n}",
+		"cluster {\n\tpublic_addresses\n}",
+		"cluster {\n\tcolour blue\n}",
+		"cluster arg {\n}",
+	} {
+		if _, err := parse(t, "gatehouse {\n"+bad+"\n}"); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+// The cluster section's checks, before anything joins: the postgres
+// storage is required, and the listen, advertise and certificate options
+// must make sense together.
+func TestClusterProvisionRefusals(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	repl := caddy.NewReplacer()
+	ok := ClusterConfig{Name: "node-1", Listen: "127.0.0.1:7443", CertFile: "x.crt", KeyFile: "x.key", CAFile: "ca.crt"}
+	for _, tc := range []struct {
+		name string
+		edit func(c *ClusterConfig)
+		dsn  string
+		want string
+	}{
+		{"sqlite", func(*ClusterConfig) {}, "", "needs the postgres storage"},
+		{"no name", func(c *ClusterConfig) { c.Name = "" }, "x", "name is required"},
+		{"bad address", func(c *ClusterConfig) { c.PublicAddresses = []string{"example.org"} }, "x", "public address"},
+		{"port range", func(c *ClusterConfig) { c.Listen = "127.0.0.1:7443-7444" }, "x", "one TCP port"},
+		{"no host to advertise", func(c *ClusterConfig) { c.Listen = ":7443" }, "x", "advertise is required"},
+		{"both cert kinds", func(c *ClusterConfig) { c.PKICA = "local" }, "x", "either"},
+		{"half the files", func(c *ClusterConfig) { c.CAFile = "" }, "x", "go together"},
+		{"no certificate", func(c *ClusterConfig) { c.CertFile, c.KeyFile, c.CAFile = "", "", "" }, "x", "certificate is required"},
+		{"missing files", func(*ClusterConfig) {}, "x", "link certificate"},
+	} {
+		c := ok
+		tc.edit(&c)
+		if _, err := c.provision(ctx, repl, tc.dsn); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
 func TestCaddyfileACMEDNSAndDomains(t *testing.T) {
 	app, err := parse(t, `gatehouse {
 		zone box.example.org

@@ -15,6 +15,9 @@ type metrics struct {
 	dnsQueries, dnsResponses, dnsLimited, dnsTC *prometheus.Desc
 	forwards, forwardBytes                      *prometheus.Desc
 	byKind, byKindTotal                         *prometheus.Desc
+	clusterNodes, clusterMember, clusterHeld    *prometheus.Desc
+	clusterWrites, clusterResyncs, linkSessions *prometheus.Desc
+	relayStreams, relayRefused, relayBytes      *prometheus.Desc
 }
 
 func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
@@ -34,6 +37,15 @@ func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
 		forwardBytes:     prometheus.NewDesc(ns+"_forward_bytes_total", "Bytes relayed between agents.", []string{"direction"}, nil),
 		byKind:           prometheus.NewDesc(ns+"_tunnels", "Live tunnels by kind (websocket, pagekite, ...).", []string{"kind"}, nil),
 		byKindTotal:      prometheus.NewDesc(ns+"_tunnels_total", "Tunnels registered, by kind.", []string{"kind"}, nil),
+		clusterNodes:     prometheus.NewDesc(ns+"_cluster_nodes", "Live cluster members, this node included.", nil, nil),
+		clusterMember:    prometheus.NewDesc(ns+"_cluster_member", "1 for each live cluster member, by name.", []string{"node"}, nil),
+		clusterHeld:      prometheus.NewDesc(ns+"_cluster_gateways_held", "Gateways whose tunnel this node holds, as published in the directory.", nil, nil),
+		clusterWrites:    prometheus.NewDesc(ns+"_cluster_directory_writes_total", "Directory write transactions (each carries every change gathered meanwhile).", nil, nil),
+		clusterResyncs:   prometheus.NewDesc(ns+"_cluster_resyncs_total", "Full reloads of the cluster view after a lost notification connection.", nil, nil),
+		linkSessions:     prometheus.NewDesc(ns+"_cluster_link_sessions", "Live node-to-node link sessions.", nil, nil),
+		relayStreams:     prometheus.NewDesc(ns+"_cluster_relay_streams_total", "Streams relayed between nodes: out (to a gateway another node holds), in (from another node to a gateway held here).", []string{"direction"}, nil),
+		relayRefused:     prometheus.NewDesc(ns+"_cluster_relay_refused_total", "Relayed streams from other nodes refused here.", nil, nil),
+		relayBytes:       prometheus.NewDesc(ns+"_cluster_relay_bytes_total", "Bytes relayed for other nodes: to_gateway (to a gateway held here) and from_gateway.", []string{"direction"}, nil),
 	}
 	if reg == nil {
 		return m, nil
@@ -43,7 +55,8 @@ func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.gateways, m.sessions, m.sessionsTotal, m.sessionsReplaced, m.refused, m.dnsQueries, m.dnsResponses, m.dnsLimited, m.dnsTC, m.forwards, m.forwardBytes, m.byKind, m.byKindTotal} {
+	for _, d := range []*prometheus.Desc{m.gateways, m.sessions, m.sessionsTotal, m.sessionsReplaced, m.refused, m.dnsQueries, m.dnsResponses, m.dnsLimited, m.dnsTC, m.forwards, m.forwardBytes, m.byKind, m.byKindTotal,
+		m.clusterNodes, m.clusterMember, m.clusterHeld, m.clusterWrites, m.clusterResyncs, m.linkSessions, m.relayStreams, m.relayRefused, m.relayBytes} {
 		ch <- d
 	}
 }
@@ -69,6 +82,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.forwardBytes, prometheus.CounterValue, float64(r.BytesUp.Load()), "to_target")
 		ch <- prometheus.MustNewConstMetric(m.forwardBytes, prometheus.CounterValue, float64(r.BytesDown.Load()), "to_initiator")
 	}
+	m.collectCluster(ch)
 	if n.DNSHandler() == nil {
 		return
 	}
@@ -82,4 +96,27 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.dnsLimited, prometheus.CounterValue, float64(s.RateLimited), "drop")
 	ch <- prometheus.MustNewConstMetric(m.dnsLimited, prometheus.CounterValue, float64(s.Slipped), "slip")
 	ch <- prometheus.MustNewConstMetric(m.dnsTC, prometheus.CounterValue, float64(s.Truncated))
+}
+
+// collectCluster exports the cluster's figures, when the node is in one.
+func (m *metrics) collectCluster(ch chan<- prometheus.Metric) {
+	c := m.app.node.Cluster()
+	if c == nil {
+		return
+	}
+	cs := c.Member().Stats()
+	ch <- prometheus.MustNewConstMetric(m.clusterNodes, prometheus.GaugeValue, float64(cs.Nodes))
+	for _, n := range c.Nodes() {
+		ch <- prometheus.MustNewConstMetric(m.clusterMember, prometheus.GaugeValue, 1, n.Name)
+	}
+	ch <- prometheus.MustNewConstMetric(m.clusterHeld, prometheus.GaugeValue, float64(cs.Held))
+	ch <- prometheus.MustNewConstMetric(m.clusterWrites, prometheus.CounterValue, float64(cs.Batches))
+	ch <- prometheus.MustNewConstMetric(m.clusterResyncs, prometheus.CounterValue, float64(cs.Resyncs))
+	ls := c.Link().Stats()
+	ch <- prometheus.MustNewConstMetric(m.linkSessions, prometheus.GaugeValue, float64(ls.Sessions))
+	ch <- prometheus.MustNewConstMetric(m.relayStreams, prometheus.CounterValue, float64(ls.StreamsOut), "out")
+	ch <- prometheus.MustNewConstMetric(m.relayStreams, prometheus.CounterValue, float64(ls.StreamsIn), "in")
+	ch <- prometheus.MustNewConstMetric(m.relayRefused, prometheus.CounterValue, float64(ls.Refused))
+	ch <- prometheus.MustNewConstMetric(m.relayBytes, prometheus.CounterValue, float64(ls.BytesIn), "to_gateway")
+	ch <- prometheus.MustNewConstMetric(m.relayBytes, prometheus.CounterValue, float64(ls.BytesOut), "from_gateway")
 }

@@ -11,14 +11,20 @@ import (
 
 // TunnelHandler serves the agents' WebSocket upgrade on /v1/tunnel.
 func (a *App) TunnelHandler() http.Handler {
-	var cfg tunnel.Config
-	if a.Tunnel != nil {
-		cfg = *a.Tunnel
-	}
+	cfg := a.tunnelConfig()
 	n := a.node
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.Hub().ServeTunnel(w, r, n.AuthenticateTunnel, cfg)
 	})
+}
+
+// tunnelConfig is the tunnel section, or the defaults: the agents'
+// sessions and the cluster's link sessions use it.
+func (a *App) tunnelConfig() tunnel.Config {
+	if a.Tunnel != nil {
+		return *a.Tunnel
+	}
+	return tunnel.Config{}
 }
 
 // unmarshalTunnel reads the `tunnel { … }` block into the library's config.

@@ -119,7 +119,7 @@ func (p *offlinePage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if d.Known {
 			status = http.StatusServiceUnavailable
-			_, d.Live = p.app.Hub().Lookup(name)
+			_, d.Live = p.app.Tunnels().Lookup(name)
 		}
 	}
 	var body bytes.Buffer

@@ -101,7 +101,7 @@ func (lw *ListenerWrapper) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-	cfg := lw.config(app.ZoneName(), app.GatewayName, app.Hub())
+	cfg := lw.config(app.ZoneName(), app.GatewayName, app.Tunnels())
 	cfg.Logger = ctx.Logger()
 	cfg.Domain = app.DomainGateway
 	// Kites share the port when the app runs PageKite (a token_seal_key

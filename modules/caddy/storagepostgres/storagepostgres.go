@@ -59,6 +59,10 @@ func (p *Postgres) OpenStore(ctx context.Context) (registry.Store, error) {
 	return st, nil
 }
 
+// ClusterDSN is the DSN: a cluster of nodes keeps its tables in the
+// registry's database.
+func (p *Postgres) ClusterDSN() string { return p.DSN }
+
 // PingWorkers is 4: the server commits several ping batches at once.
 func (p *Postgres) PingWorkers() int { return 4 }
 

@@ -410,10 +410,18 @@ func (l *Link) serveStreams(peer string, s *tunnel.Session) {
 	defer wg.Wait()
 	defer func() {
 		l.mu.Lock()
+		var r *Relay
 		if l.sessions[peer] == s {
 			delete(l.sessions, peer)
+			// Whoever holds the peer's relay must look the gateway up
+			// again rather than keep a way that just died.
+			r = l.relays[peer]
+			delete(l.relays, peer)
 		}
 		l.mu.Unlock()
+		if r != nil {
+			r.end(fmt.Errorf("%w: link session to %s ended: %w", ErrClosed, peer, s.Err()))
+		}
 	}()
 	for {
 		st, err := s.Accept(l.ctx)
@@ -512,6 +520,25 @@ func (l *Link) Relay(node string) *Relay {
 	return r
 }
 
+// NodeLeft ends the relay to node and closes the link sessions with it:
+// the cluster says it is no longer a live member (its lease ran out or it
+// left), so nothing should keep reaching its gateways through it. A later
+// Relay(node) returns a new relay, for a node that comes back.
+func (l *Link) NodeLeft(node string) {
+	node = strings.ToLower(node)
+	l.mu.Lock()
+	r := l.relays[node]
+	delete(l.relays, node)
+	s := l.sessions[node]
+	l.mu.Unlock()
+	if r != nil {
+		r.end(fmt.Errorf("%w: %s left the cluster", ErrClosed, node))
+	}
+	if s != nil {
+		_ = s.CloseWithReason(ReasonNotMember)
+	}
+}
+
 // Close stops accepting, closes every link session (and the streams they
 // relay) and every Relay, and waits for the link's goroutines.
 func (l *Link) Close() error {
@@ -579,7 +606,8 @@ func (r *Relay) Open(ctx context.Context, m tunnel.Meta) (hub.Stream, error) {
 	return st, nil
 }
 
-// Done is closed once the relay is closed.
+// Done is closed once the relay is closed, the link session to its node
+// ends, or the node leaves the cluster (NodeLeft).
 func (r *Relay) Done() <-chan struct{} { return r.done }
 
 // Err is nil while the relay is open.

@@ -385,3 +385,47 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 	})
 }
+
+// A relay ends when its node leaves the cluster and when the link session
+// to its node dies, so that nothing keeps a dead way to a gateway; the
+// next Relay for the node is a fresh one that works again.
+func TestRelayEndsWithItsNodeOrSession(t *testing.T) {
+	c := newCluster(t)
+	gw := &fakeTunnel{refuse: "no thanks", done: make(chan struct{})}
+	a := c.node(t, "node-a", c.ca, nil, true)
+	b := c.node(t, "node-b", c.ca, locals{"home": gw}, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reach := func(r *Relay) {
+		t.Helper()
+		if _, err := r.Open(ctx, tunnel.Meta{Gateway: "home"}); !errors.As(err, new(*tunnel.RefusedError)) {
+			t.Fatalf("Open through the link: %v, want the gateway's refusal", err)
+		}
+	}
+	ended := func(r *Relay, what string) {
+		t.Helper()
+		select {
+		case <-r.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("relay still open after %s", what)
+		}
+		if !errors.Is(r.Err(), ErrClosed) {
+			t.Fatalf("relay error %v after %s", r.Err(), what)
+		}
+	}
+
+	r := a.Relay("node-b")
+	reach(r)
+	a.NodeLeft("node-b")
+	ended(r, "NodeLeft")
+	if a.Stats().Sessions != 0 {
+		t.Fatal("the link session to a departed node stays up")
+	}
+
+	r = a.Relay("node-b")
+	reach(r)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ended(r, "the link session died")
+}

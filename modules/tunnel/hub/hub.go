@@ -54,7 +54,11 @@ type Hub struct {
 	// sessions keep reading the handler for each stream.
 	handler atomic.Pointer[StreamHandler]
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// observer hears which names gain and lose their live tunnel (the
+	// cluster's directory); called under mu so that the order of its
+	// calls is the order of the changes.
+	observer func(name string, live bool)
 	sessions map[string]Tunnel
 	closed   bool
 	stats    Stats
@@ -104,6 +108,23 @@ func (h *Hub) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return h.Logger
+}
+
+// Observe makes fn hear, from now on, every name that gains a live tunnel
+// (live true) or loses it (live false); it is first called for every name
+// live now. A tunnel replaced by a newer one is not a loss. fn is called
+// with the hub's lock held, in the order of the changes: it must not
+// block nor call the hub. Nil stops the calls.
+func (h *Hub) Observe(fn func(name string, live bool)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.observer = fn
+	if fn == nil {
+		return
+	}
+	for k := range h.sessions {
+		fn(k, true)
+	}
 }
 
 // Handler returns the current StreamHandler, nil when there is none.
@@ -157,6 +178,9 @@ func (h *Hub) RegisterUnless(name string, s Tunnel, keep func(old Tunnel) bool) 
 	if old != nil {
 		h.stats.Replaced++
 	}
+	if h.observer != nil {
+		h.observer(k, true)
+	}
 	h.wg.Add(1)
 	h.mu.Unlock()
 
@@ -176,6 +200,9 @@ func (h *Hub) watch(k string, s Tunnel) {
 	h.mu.Lock()
 	if h.sessions[k] == s {
 		delete(h.sessions, k)
+		if h.observer != nil {
+			h.observer(k, false)
+		}
 	}
 	h.stats.Ended++
 	h.mu.Unlock()
@@ -202,6 +229,9 @@ func (h *Hub) Drop(name, reason string) bool {
 	if s != nil {
 		delete(h.sessions, k)
 		h.stats.Dropped++
+		if h.observer != nil {
+			h.observer(k, false)
+		}
 	}
 	h.mu.Unlock()
 	if s == nil {

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -355,6 +356,50 @@ func TestRegisterUnless(t *testing.T) {
 	}
 	if got, _ := h.Lookup("home"); got != other || s2.Err() != nil {
 		t.Fatal("not replaced")
+	}
+}
+
+// Observe hears the names already live, then every gain and loss in
+// order; a replacement by a newer session is no loss, and a session
+// that ends after being replaced says nothing.
+func TestObserve(t *testing.T) {
+	h := &Hub{}
+	url := cloud(t, h)
+	if _, err := agent(t, url, "office", "tok-office"); err != nil {
+		t.Fatal(err)
+	}
+	testtools.Eventually(t, 10*time.Second, "registration", func() bool { return h.Len() == 1 })
+	var mu sync.Mutex
+	var got []string
+	h.Observe(func(name string, live bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, fmt.Sprintf("%s=%v", name, live))
+	})
+	seen := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(got, " ")
+	}
+	first, err := agent(t, url, "home", "tok-home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testtools.Eventually(t, 10*time.Second, "home registered", func() bool { return h.Len() == 2 })
+	if _, err := agent(t, url, "home", "tok-home"); err != nil {
+		t.Fatal(err)
+	}
+	waitEnded(t, first)
+	testtools.Eventually(t, 10*time.Second, "the replacement", func() bool { return h.Stats().Ended == 1 })
+	h.Drop("office", "gateway expired")
+	testtools.Eventually(t, 10*time.Second, "the drop", func() bool { return h.Len() == 1 })
+	if want := "office=true home=true home=true office=false"; seen() != want {
+		t.Fatalf("observed %q, want %q", seen(), want)
+	}
+	h.Observe(nil)
+	h.Drop("home", "gone")
+	if want := "office=true home=true home=true office=false"; seen() != want {
+		t.Fatalf("observed %q after Observe(nil), want %q", seen(), want)
 	}
 }
 
