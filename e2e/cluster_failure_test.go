@@ -349,8 +349,8 @@ func TestClusterNodeKilled(t *testing.T) {
 	})
 	ok3, failed3, _, f3 := viaN3.counts(killed)
 	ok2, failed2, _, f2 := viaN2.counts(killed)
-	t.Logf("downloads of %d bytes: through node 3 %d ok, %d failed %v; through node 2 %d ok, %d failed %v",
-		size, ok3, failed3, f3, ok2, failed2, f2)
+	t.Logf("node 1 killed at %s; downloads of %d bytes: through node 3 %d ok, %d failed %v; through node 2 %d ok, %d failed %v",
+		killed.Format("15:04:05.000"), size, ok3, failed3, f3, ok2, failed2, f2)
 	// Only a download in flight through node 1 may fail: node 3's loop
 	// has at most one; node 2 holds its own tunnel.
 	if failed3 > 1 || failed2 > 0 {
