@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
+	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -39,17 +42,21 @@ const clusterDNSBlock = `		dns {
 		}
 `
 
-// startClusterNodesDNS is startClusterNodes with an authoritative DNS
-// server on every node (port c.dns on the node's address).
+// startClusterNodesWith is startClusterNodes with an authoritative DNS
+// server on every node (port c.dns on the node's address) and extra lines
+// in each node's gatehouse block.
 // TODO(lead): fold into startClusterNodes as an option.
-func startClusterNodesDNS(t *testing.T, n int) []*cloud {
+func startClusterNodesWith(t *testing.T, n int, extra string) []*cloud {
 	t.Helper()
 	dsn := postgresSchemaDSN(t)
 	certs := t.TempDir()
 	ca := testcert.MustCA(t, testcert.Options{DNSNames: []string{"gatehouse test cluster"}})
 	ca.MustWrite(t, filepath.Join(certs, "ca.crt"), "")
 	admin, https, http, link, dns := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
-	caddyfile := strings.Replace(clusterCaddyfile, "\t\tcluster {", clusterDNSBlock+"\t\tcluster {", 1)
+	if !strings.Contains(clusterCaddyfile, "\t\tdns {") {
+		extra = clusterDNSBlock + extra
+	}
+	caddyfile := strings.Replace(clusterCaddyfile, "\t\tcluster {", extra+"\t\tcluster {", 1)
 	nodes := make([]*cloud, n)
 	var wg sync.WaitGroup
 	for i := range nodes {
@@ -111,7 +118,9 @@ func (c *cloud) digAt(args ...string) []string {
 
 // startClusterAgent is a gateway's single tunnel dialed as the agent's
 // DNS tunnel does when api.ZONE resolves to every live node: the nodes in
-// order, the first that answers. It starts on the first node.
+// order, the first that answers. It starts on the first node. It relays
+// every stream to upstream, or with upstream "" to the stream's
+// destination (a forwarding's target).
 func startClusterAgent(t *testing.T, nodes []*cloud, name, token, upstream string, backoff client.Backoff) *testAgent {
 	t.Helper()
 	roots := x509.NewCertPool()
@@ -147,6 +156,9 @@ func startClusterAgent(t *testing.T, nodes []*cloud, name, token, upstream strin
 		Backoff:    backoff,
 		Config:     tunnel.Config{AcceptBacklog: 2048},
 		Handler:    a.relay(upstream),
+	}
+	if upstream == "" {
+		a.c.Handler = a.relayToDest
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
@@ -235,7 +247,7 @@ func (l *downloadLoop) counts(t0 time.Time) (ok, failed, okAfter int, failures [
 func TestClusterNodeKilled(t *testing.T) {
 	testtools.Binary(t, "psql", "postgresql-client")
 	testtools.Binary(t, "dig", "bind9-dnsutils")
-	nodes := startClusterNodesDNS(t, 3)
+	nodes := startClusterNodesWith(t, 3, "")
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 
 	// Acknowledged writes through the node that will die.
@@ -404,5 +416,175 @@ func TestClusterNodeKilled(t *testing.T) {
 	}
 	if v := metricValue(adminMetrics(t, n1), "gatehouse_cluster_nodes"); v != 3 {
 		t.Errorf("restarted node 1 counts %v nodes", v)
+	}
+}
+
+// relayToDest is a forwarding target's stream handler: dial the stream's
+// destination, as the agent does for a forwarding it allows.
+func (a *testAgent) relayToDest(st *tunnel.Stream) {
+	init := st.Initiator()
+	a.mu.Lock()
+	a.inits = append(a.inits, init)
+	a.mu.Unlock()
+	up, err := net.DialTimeout("tcp", net.JoinHostPort(init.Ip, strconv.Itoa(int(init.Port))), 5*time.Second)
+	if err != nil {
+		_ = st.Ack(false, "destination unreachable")
+		return
+	}
+	defer up.Close()
+	if err := st.Ack(true, ""); err != nil {
+		return
+	}
+	relay.Conns(context.Background(), st, up, relay.Counts{})
+}
+
+// sshServer is a real OpenSSH server on 127.0.0.1 with a generated host
+// key and one authorized client key.
+// TODO(lead): fold with gateway-agent/internal/testenv.StartSSHD into
+// internal/testtools (that one is internal to gateway-agent).
+type sshServer struct {
+	port      int
+	clientKey string
+	user      string
+}
+
+func startSSHServer(t *testing.T) *sshServer {
+	t.Helper()
+	sshd := testtools.Binary(t, "sshd", "openssh-server")
+	keygen := testtools.Binary(t, "ssh-keygen", "openssh-client")
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		// sshd run as root needs its privilege separation directory,
+		// which the Debian service would create; it is left in place for
+		// other tests' sshd.
+		if err := os.Mkdir("/run/sshd", 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	for _, k := range []string{"host_key", "client_key"} {
+		if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, "client_key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &sshServer{port: freePort(t), clientKey: filepath.Join(dir, "client_key"), user: u.Username}
+	cfg := fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPidFile none\nStrictModes no\nUsePAM no\n"+
+		"PermitRootLogin yes\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nAllowUsers %s\n",
+		s.port, filepath.Join(dir, "host_key"), filepath.Join(dir, "authorized_keys"), u.Username)
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	var outMu sync.Mutex
+	cmd := exec.Command(sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	cmd.Stdout, cmd.Stderr = lockedWriter{&outMu, &out}, lockedWriter{&outMu, &out}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	testtools.Eventually(t, 15*time.Second, "sshd to listen", func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("sshd exited:\n%s", out.String())
+		default:
+		}
+		outMu.Lock()
+		defer outMu.Unlock()
+		return strings.Contains(out.String(), "Server listening")
+	})
+	return s
+}
+
+// ssh runs `ssh -p port USER@127.0.0.1 command` with the client key.
+func (s *sshServer) ssh(t *testing.T, port int, command string) (string, error) {
+	t.Helper()
+	ssh := testtools.Binary(t, "ssh", "openssh-client")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, ssh, "-F", "/dev/null", "-p", fmt.Sprint(port), "-i", s.clientKey,
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+		"-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+		s.user+"@127.0.0.1", command).CombinedOutput()
+	return string(out), err
+}
+
+// forwardListener is the forwarding side of an agent: each connection to
+// its local port becomes a stream, through the agent's tunnel, to port on
+// gateway's loopback.
+func forwardListener(t *testing.T, a *testAgent, gateway string, port uint16) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				st, err := a.c.Open(ctx, tunnel.Initiator{Gatename: gateway, Ip: "127.0.0.1", Port: port})
+				cancel()
+				if err != nil {
+					t.Logf("forward to %s:%d: %v", gateway, port, err)
+					return
+				}
+				relay.Conns(context.Background(), conn, st, relay.Counts{})
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Forwarding between agents on different nodes: office, connected to
+// node 2, reaches a real OpenSSH server behind home, connected to node 1;
+// node 2 relays the stream to node 1 over the link.
+func TestClusterForwardSSH(t *testing.T) {
+	testtools.Binary(t, "psql", "postgresql-client")
+	sshd := startSSHServer(t)
+	nodes := startClusterNodesWith(t, 3, fmt.Sprintf("\t\tforward {\n\t\t\tallow office home %d\n\t\t}\n", sshd.port))
+	n1, n2 := nodes[0], nodes[1]
+	home := startClusterAgent(t, nodes[:1], "home", subscribe(t, n1, "home"), "", client.Backoff{})
+	office := startClusterAgent(t, nodes[1:2], "office", subscribe(t, n2, "office"), "127.0.0.1:1", client.Backoff{})
+	testtools.Eventually(t, 5*time.Second, "home held by node 1, seen from node 2", func() bool {
+		return slices.Equal(n2.digAt("home.box.test", "A"), []string{"127.0.0.1"})
+	})
+	in1 := metricValue(adminMetrics(t, n1), `gatehouse_cluster_relay_streams_total{direction="in"}`)
+	out2 := metricValue(adminMetrics(t, n2), `gatehouse_cluster_relay_streams_total{direction="out"}`)
+
+	local := forwardListener(t, office, "home", uint16(sshd.port))
+	out, err := sshd.ssh(t, local, "echo hello from $(hostname) via ssh")
+	if err != nil || !strings.Contains(out, "via ssh") || !strings.HasPrefix(out, "hello from") {
+		t.Fatalf("ssh through office → node 2 → node 1 → home: %v\n%s", err, out)
+	}
+	inits := home.initiators()
+	if len(inits) != 1 || inits[0].Port != uint16(sshd.port) || inits[0].Ip != "127.0.0.1" {
+		t.Fatalf("home's streams: %+v, want one to 127.0.0.1:%d", inits, sshd.port)
+	}
+	if d := metricValue(adminMetrics(t, n1), `gatehouse_cluster_relay_streams_total{direction="in"}`) - in1; d != 1 {
+		t.Errorf("node 1 accepted %v relayed streams, want 1", d)
+	}
+	if d := metricValue(adminMetrics(t, n2), `gatehouse_cluster_relay_streams_total{direction="out"}`) - out2; d != 1 {
+		t.Errorf("node 2 opened %v relayed streams, want 1", d)
+	}
+	// A rule covers one direction only: home may not reach office.
+	if _, err := home.c.Open(context.Background(), tunnel.Initiator{Gatename: "office", Ip: "127.0.0.1", Port: uint16(sshd.port)}); err == nil {
+		t.Error("home opened a forwarding to office, which no rule allows")
 	}
 }
