@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -44,6 +45,11 @@ const clusterCaddyfile = `{
 		storage postgres {env.GATEHOUSE_PG}
 		expire_after 7d
 		rate_limit subscribe 1ns 1000000
+		dns {
+			listen udp/%IP%:%DNS% tcp/%IP%:%DNS%
+			nameserver ns1.box.test 192.0.2.53
+			tunnel_address 192.0.2.10
+		}
 		cluster {
 			name %NODE%
 			public_addresses %IP%
@@ -70,7 +76,7 @@ func startClusterNodes(t *testing.T, n int) []*cloud {
 	certs := t.TempDir()
 	ca := testcert.MustCA(t, testcert.Options{DNSNames: []string{"gatehouse test cluster"}})
 	ca.MustWrite(t, filepath.Join(certs, "ca.crt"), "")
-	admin, https, http, link := freePort(t), freePort(t), freePort(t), freePort(t)
+	admin, https, http, link, dns := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
 	nodes := make([]*cloud, n)
 	var wg sync.WaitGroup
 	for i := range nodes {
@@ -79,9 +85,9 @@ func startClusterNodes(t *testing.T, n int) []*cloud {
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}).
 			MustWrite(t, filepath.Join(certs, name+".crt"), filepath.Join(certs, name+".key"))
 		c := &cloud{t: t, dir: t.TempDir(), log: new(bytes.Buffer), logMu: new(sync.Mutex),
-			admin: admin, https: https, ip: ip, env: []string{"GATEHOUSE_PG=" + dsn}}
+			admin: admin, https: https, dns: dns, ip: ip, env: []string{"GATEHOUSE_PG=" + dsn}}
 		r := strings.NewReplacer("%IP%", ip, "%ADMIN%", fmt.Sprint(admin), "%HTTPS%", fmt.Sprint(https),
-			"%HTTP%", fmt.Sprint(http), "%LINK%", fmt.Sprint(link), "%NODE%", name, "%CERTS%", certs)
+			"%HTTP%", fmt.Sprint(http), "%LINK%", fmt.Sprint(link), "%DNS%", fmt.Sprint(dns), "%NODE%", name, "%CERTS%", certs)
 		if err := os.WriteFile(filepath.Join(c.dir, "Caddyfile"), []byte(r.Replace(clusterCaddyfile)), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -153,8 +159,27 @@ func TestClusterThreeNodes(t *testing.T) {
 		}
 	}
 
+	steeredTo := func(want ...string) {
+		t.Helper()
+		for _, c := range nodes {
+			testtools.Eventually(t, 5*time.Second, fmt.Sprintf("dig @%s home.box.test: %v", c.host(), want), func() bool {
+				got := testtools.DigAt(t, c.host(), c.dns, "+short", "home.box.test", "A")
+				slices.Sort(got)
+				return slices.Equal(got, want)
+			})
+		}
+	}
+	// Nobody holds home: every live node.
+	steeredTo("127.0.0.1", "127.0.0.2", "127.0.0.3")
+	ns := testtools.DigAt(t, "127.0.0.2", nodes[1].dns, "+short", "box.test", "NS")
+	slices.Sort(ns)
+	if want := []string{"node-1.box.test.", "node-2.box.test.", "node-3.box.test."}; !slices.Equal(ns, want) {
+		t.Fatalf("NS from node 2: %v, want %v", ns, want)
+	}
+
 	agent := startAgent(t, n1, "home", token, upstream, client.Backoff{})
 	reachedEverywhere()
+	steeredTo("127.0.0.1")
 	m := adminMetrics(t, nodes[1])
 	if v := metricValue(m, "gatehouse_cluster_nodes"); v != 3 {
 		t.Errorf("node 2 counts %v nodes", v)
@@ -174,5 +199,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	start := time.Now()
 	n1.kill()
 	offlineOn("after node 1 was killed", nodes[1:]...)
+	nodes = nodes[1:]
+	steeredTo("127.0.0.2", "127.0.0.3")
 	t.Logf("nodes 2 and 3 gave the offline page %v after node 1 was killed (lease 2s)", time.Since(start).Round(10*time.Millisecond))
 }

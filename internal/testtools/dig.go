@@ -13,10 +13,17 @@ import (
 // returns its whole output; a dig that fails fails t.
 func DigOutput(t testing.TB, port int, args ...string) string {
 	t.Helper()
+	return DigOutputAt(t, "127.0.0.1", port, args...)
+}
+
+// DigOutputAt is DigOutput against the server on host:port (cluster tests
+// run nodes on several loopback addresses).
+func DigOutputAt(t testing.TB, host string, port int, args ...string) string {
+	t.Helper()
 	dig := Binary(t, "dig", "bind9-dnsutils")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	full := append([]string{"@127.0.0.1", "-p", fmt.Sprint(port), "+time=2", "+tries=2"}, args...)
+	full := append([]string{"@" + host, "-p", fmt.Sprint(port), "+time=2", "+tries=2"}, args...)
 	out, err := exec.CommandContext(ctx, dig, full...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("dig %v: %v\n%s", args, err, out)
@@ -28,8 +35,14 @@ func DigOutput(t testing.TB, port int, args ...string) string {
 // with +short the values.
 func Dig(t testing.TB, port int, args ...string) []string {
 	t.Helper()
+	return DigAt(t, "127.0.0.1", port, args...)
+}
+
+// DigAt is Dig against the server on host:port.
+func DigAt(t testing.TB, host string, port int, args ...string) []string {
+	t.Helper()
 	var lines []string
-	for _, l := range strings.Split(DigOutput(t, port, args...), "\n") {
+	for _, l := range strings.Split(DigOutputAt(t, host, port, args...), "\n") {
 		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, ";") {
 			lines = append(lines, l)
 		}

@@ -258,7 +258,15 @@ func TestClusterReachesEveryGateway(t *testing.T) {
 	stopHome()
 	_, stopHomeB := agentOn(t, b, "home", home.Token)
 	testtools.Eventually(t, 10*time.Second, "two holders seen from node-c", func() bool { return holderNames(c, "home") == "node-a,node-b" })
+	both, ok := c.Tunnels().Lookup("home")
+	if !ok {
+		t.Fatal("node-c does not find home held twice")
+	}
 	stopHome2()
+	testtools.Eventually(t, 10*time.Second, "home gone from node-a's hub", func() bool { _, ok := a.Hub().Lookup("home"); return !ok })
+	// Looked up while node-a held it: node-a now refuses (not held
+	// here), and the stream goes through the next holder.
+	echoName(t, both, "home")
 	testtools.Eventually(t, 10*time.Second, "node-a's release", func() bool { return holderNames(c, "home") == "node-b" })
 	tn, ok := c.Tunnels().Lookup("home")
 	if !ok {
