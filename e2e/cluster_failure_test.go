@@ -31,20 +31,8 @@ import (
 // leaves every view within it.
 const clusterLease = 2 * time.Second
 
-// clusterDNSBlock serves the zone on each node's own address (same port on
-// every node). Steering replaces the static nameserver and tunnel address
-// with the live nodes and the holders.
-const clusterDNSBlock = `		dns {
-			listen udp/%IP%:%DNS% tcp/%IP%:%DNS%
-			nameserver %NODE%.box.test %IP%
-			tunnel_address %IP%
-			rrl off
-		}
-`
-
-// startClusterNodesWith is startClusterNodes with an authoritative DNS
-// server on every node (port c.dns on the node's address) and extra lines
-// in each node's gatehouse block.
+// startClusterNodesWith is startClusterNodes with extra lines in each
+// node's gatehouse block (a forward section).
 // TODO(lead): fold into startClusterNodes as an option.
 func startClusterNodesWith(t *testing.T, n int, extra string) []*cloud {
 	t.Helper()
@@ -53,9 +41,6 @@ func startClusterNodesWith(t *testing.T, n int, extra string) []*cloud {
 	ca := testcert.MustCA(t, testcert.Options{DNSNames: []string{"gatehouse test cluster"}})
 	ca.MustWrite(t, filepath.Join(certs, "ca.crt"), "")
 	admin, https, http, link, dns := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
-	if !strings.Contains(clusterCaddyfile, "\t\tdns {") {
-		extra = clusterDNSBlock + extra
-	}
 	caddyfile := strings.Replace(clusterCaddyfile, "\t\tcluster {", extra+"\t\tcluster {", 1)
 	nodes := make([]*cloud, n)
 	var wg sync.WaitGroup
@@ -95,25 +80,13 @@ func (c *cloud) waitWildcard() {
 	})
 }
 
-// digAt asks the DNS server on the node's own address (+short answers).
+// digAt asks the DNS server on the node's own address; the +short
+// answers, sorted.
 func (c *cloud) digAt(args ...string) []string {
 	c.t.Helper()
-	dig := testtools.Binary(c.t, "dig", "bind9-dnsutils")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	full := append([]string{"@" + c.host(), "-p", fmt.Sprint(c.dns), "+time=1", "+tries=2", "+short"}, args...)
-	out, err := exec.CommandContext(ctx, dig, full...).CombinedOutput()
-	if err != nil {
-		c.t.Fatalf("dig %v: %v\n%s", full, err, out)
-	}
-	var lines []string
-	for _, l := range strings.Split(string(out), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, ";") {
-			lines = append(lines, l)
-		}
-	}
-	slices.Sort(lines)
-	return lines
+	got := testtools.DigAt(c.t, c.host(), c.dns, append([]string{"+short"}, args...)...)
+	slices.Sort(got)
+	return got
 }
 
 // startClusterAgent is a gateway's single tunnel dialed as the agent's
@@ -247,7 +220,7 @@ func (l *downloadLoop) counts(t0 time.Time) (ok, failed, okAfter int, failures [
 func TestClusterNodeKilled(t *testing.T) {
 	testtools.Binary(t, "psql", "postgresql-client")
 	testtools.Binary(t, "dig", "bind9-dnsutils")
-	nodes := startClusterNodesWith(t, 3, "")
+	nodes := startClusterNodes(t, 3)
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 
 	// Acknowledged writes through the node that will die.
@@ -344,13 +317,14 @@ func TestClusterNodeKilled(t *testing.T) {
 		t.Errorf("node 1 left DNS after %v, want within its lease (%v)", gone, clusterLease)
 	}
 	for _, c := range []*cloud{n2, n3} {
-		m := adminMetrics(t, c)
-		if v := metricValue(m, "gatehouse_cluster_nodes"); v != 2 {
-			t.Errorf("%s counts %v nodes after the kill", c.host(), v)
-		}
-		if v := metricValue(m, `gatehouse_cluster_member{node="node-1"}`); v != -1 {
-			t.Errorf("%s still lists node-1 as a member", c.host())
-		}
+		// Eventually: on a loaded machine a live node's heartbeat can
+		// come late by more than the short test lease, and the node
+		// briefly drops out of another's view before it is back.
+		testtools.Eventually(t, 5*time.Second, c.host()+" counting nodes 2 and 3 only", func() bool {
+			m := adminMetrics(t, c)
+			return metricValue(m, "gatehouse_cluster_nodes") == 2 && metricValue(m, `gatehouse_cluster_member{node="node-1"}`) == -1 &&
+				metricValue(m, `gatehouse_cluster_member{node="node-2"}`) == 1 && metricValue(m, `gatehouse_cluster_member{node="node-3"}`) == 1
+		})
 	}
 
 	// The downloads went on: let each loop complete a few after the kill.
