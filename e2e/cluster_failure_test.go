@@ -241,7 +241,9 @@ func TestClusterNodeKilled(t *testing.T) {
 	// tunnel_connections 2 does; "one" has a single tunnel, on node 1.
 	startAgent(t, n1, "two", tokTwo, upTwo, fast)
 	startAgent(t, n2, "two", tokTwo, upTwo, fast)
-	startClusterAgent(t, nodes, "one", tokOne, upOne, fast)
+	// The default backoff, as an agent in the field has: the 5 s bound
+	// holds with it.
+	startClusterAgent(t, nodes, "one", tokOne, upOne, client.Backoff{})
 
 	for _, c := range nodes {
 		for _, g := range []struct {

@@ -548,8 +548,9 @@ func (b *bench) latency(paths []benchPath) error {
 		label string
 		keep  bool
 		n     int
-	}{{"kept connection", true, *latN}, {"new connection each", false, *setupN}} {
-		fmt.Printf("2. Small request (GET /, 3 bytes), %s, %d per path, interleaved\n", mode.label, mode.n)
+	}{{"2a", true, *latN}, {"2b", false, *setupN}} {
+		conn := map[bool]string{true: "kept connection", false: "new connection each"}[mode.keep]
+		fmt.Printf("%s. Small request (GET /, 3 bytes), %s, %d per path, interleaved\n", mode.label, conn, mode.n)
 		clients := make([]*http.Client, len(paths))
 		samples := make([][]time.Duration, len(paths))
 		for i, p := range paths {
