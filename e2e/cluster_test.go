@@ -20,7 +20,8 @@ import (
 // clusterCaddyfile is one node of a cluster on one PostgreSQL schema: the
 // tunnel frontend of tunnelCaddyfile, bound to the node's own loopback
 // address (every node uses the same ports), with a cluster section whose
-// link certificates come from files.
+// link certificates come from files (%LINKCERT% = fileCerts) or from the
+// pki app (pkiCerts).
 const clusterCaddyfile = `{
 	admin %IP%:%ADMIN% {
 		origins %IP%:%ADMIN%
@@ -30,6 +31,7 @@ const clusterCaddyfile = `{
 	https_port %HTTPS%
 	local_certs
 	skip_install_trust
+	%PKI%
 	servers {
 		protocols h1 h2
 		listener_wrappers {
@@ -55,8 +57,7 @@ const clusterCaddyfile = `{
 			public_addresses %IP%
 			listen tcp/%IP%:%LINK%
 			lease 2s
-			certificate %CERTS%/%NODE%.crt %CERTS%/%NODE%.key
-			ca %CERTS%/ca.crt
+			%LINKCERT%
 		}
 	}
 }
@@ -68,15 +69,33 @@ api.box.test {
 }
 `
 
+// How the nodes get their link certificates.
+const (
+	fileCerts = "certificate %CERTS%/%NODE%.crt %CERTS%/%NODE%.key\n\t\t\tca %CERTS%/ca.crt"
+	// Issued by each node from the pki app's "cluster" CA, which the
+	// nodes share through a shared Caddy data folder.
+	pkiCerts = "pki cluster"
+	pkiApp   = "pki {\n\t\tca cluster {\n\t\t\tname \"Gatehouse test cluster\"\n\t\t}\n\t}"
+)
+
 // startClusterNodes runs n Caddy nodes on 127.0.0.1 … 127.0.0.n, same
-// ports, one PostgreSQL schema, link certificates from one test CA.
-func startClusterNodes(t *testing.T, n int) []*cloud {
+// ports, one PostgreSQL schema, link certificates from files of one test
+// CA, or with pki from the pki app's CA in a shared data folder.
+func startClusterNodes(t *testing.T, n int, pki bool) []*cloud {
 	t.Helper()
 	dsn := postgresSchemaDSN(t)
 	certs := t.TempDir()
 	ca := testcert.MustCA(t, testcert.Options{DNSNames: []string{"gatehouse test cluster"}})
 	ca.MustWrite(t, filepath.Join(certs, "ca.crt"), "")
 	admin, https, http, link, dns := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+	linkCert, pkiGlobal := fileCerts, ""
+	sharedData := filepath.Join(t.TempDir(), "data")
+	if pki {
+		linkCert, pkiGlobal = pkiCerts, pkiApp
+		if err := os.Mkdir(sharedData, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	nodes := make([]*cloud, n)
 	var wg sync.WaitGroup
 	for i := range nodes {
@@ -86,22 +105,37 @@ func startClusterNodes(t *testing.T, n int) []*cloud {
 			MustWrite(t, filepath.Join(certs, name+".crt"), filepath.Join(certs, name+".key"))
 		c := &cloud{t: t, dir: t.TempDir(), log: new(bytes.Buffer), logMu: new(sync.Mutex),
 			admin: admin, https: https, dns: dns, ip: ip, env: []string{"GATEHOUSE_PG=" + dsn}}
+		if pki {
+			// Caddy's data folder (cloudtest.CaddyEnv) is the shared one.
+			if err := os.Symlink(sharedData, filepath.Join(c.dir, "data")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Two passes: the certificate lines hold placeholders too.
+		caddyfile := strings.NewReplacer("%LINKCERT%", linkCert, "%PKI%", pkiGlobal).Replace(clusterCaddyfile)
 		r := strings.NewReplacer("%IP%", ip, "%ADMIN%", fmt.Sprint(admin), "%HTTPS%", fmt.Sprint(https),
 			"%HTTP%", fmt.Sprint(http), "%LINK%", fmt.Sprint(link), "%DNS%", fmt.Sprint(dns), "%NODE%", name, "%CERTS%", certs)
-		if err := os.WriteFile(filepath.Join(c.dir, "Caddyfile"), []byte(r.Replace(clusterCaddyfile)), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(c.dir, "Caddyfile"), []byte(r.Replace(caddyfile)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		nodes[i] = c
 		t.Cleanup(c.stop)
-		// The nodes start side by side: a Caddy start is mostly waiting
-		// for its local CA.
-		wg.Go(func() {
+		start := func() {
 			c.start()
 			testtools.Eventually(t, 30*time.Second, name+"'s wildcard certificate", func() bool {
 				code, _, err := c.tryCurl("nosuchgateway.box.test", "/")
 				return err == nil && code == 404
 			})
-		})
+		}
+		if pki && i == 0 {
+			// The first node makes the shared CAs; the others, started
+			// together with it, would each make their own.
+			start()
+			continue
+		}
+		// The nodes start side by side: a Caddy start is mostly waiting
+		// for its local CA.
+		wg.Go(start)
 	}
 	wg.Wait()
 	if t.Failed() {
@@ -128,7 +162,7 @@ func (c *cloud) kill() {
 // others give the offline page within its lease.
 func TestClusterThreeNodes(t *testing.T) {
 	testtools.Binary(t, "psql", "postgresql-client")
-	nodes := startClusterNodes(t, 3)
+	nodes := startClusterNodes(t, 3, false)
 	n1 := nodes[0]
 	token := subscribe(t, n1, "home")
 	cert := newGatewayCert(t, "home")
@@ -177,6 +211,12 @@ func TestClusterThreeNodes(t *testing.T) {
 		t.Fatalf("NS from node 2: %v, want %v", ns, want)
 	}
 
+	// The agents learn the nodes from any node.
+	code, listed := nodes[2].api("/v1/nodes", "-H", "Authorization: Bearer "+token)
+	if got := fmt.Sprint(listed["nodes"]); code != 200 || !strings.Contains(got, "addrs:[127.0.0.1] name:node-1") || !strings.Contains(got, "addrs:[127.0.0.3] name:node-3") {
+		t.Fatalf("GET /v1/nodes from node 3: %d %v", code, listed)
+	}
+
 	agent := startAgent(t, n1, "home", token, upstream, client.Backoff{})
 	reachedEverywhere()
 	steeredTo("127.0.0.1")
@@ -202,4 +242,24 @@ func TestClusterThreeNodes(t *testing.T) {
 	nodes = nodes[1:]
 	steeredTo("127.0.0.2", "127.0.0.3")
 	t.Logf("nodes 2 and 3 gave the offline page %v after node 1 was killed (lease 2s)", time.Since(start).Round(10*time.Millisecond))
+}
+
+// Link certificates issued by each node from the pki app's CA: the nodes
+// trust each other through it, and a gateway is reached through each.
+func TestClusterPKICertificates(t *testing.T) {
+	testtools.Binary(t, "psql", "postgresql-client")
+	nodes := startClusterNodes(t, 2, true)
+	token := subscribe(t, nodes[0], "home")
+	cert := newGatewayCert(t, "home")
+	gw := gatewayServer(t, cert, "hello from home")
+	startAgent(t, nodes[0], "home", token, strings.TrimPrefix(gw.URL, "https://"), client.Backoff{})
+	var r curlResult
+	testtools.Eventually(t, 10*time.Second, "home through node 2", func() bool {
+		var err error
+		r, err = tryCurlTLS(t, nodes[1], "home.box.test", "/", cert.file)
+		return err == nil && r.code == 200
+	})
+	if !strings.Contains(r.body, "hello from home") {
+		t.Fatalf("node 2 answered %q", r.body)
+	}
 }
