@@ -41,7 +41,8 @@ func startClusterNodesWith(t *testing.T, n int, extra string) []*cloud {
 	ca := testcert.MustCA(t, testcert.Options{DNSNames: []string{"gatehouse test cluster"}})
 	ca.MustWrite(t, filepath.Join(certs, "ca.crt"), "")
 	admin, https, http, link, dns := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
-	caddyfile := strings.Replace(clusterCaddyfile, "\t\tcluster {", extra+"\t\tcluster {", 1)
+	caddyfile := strings.NewReplacer("%LINKCERT%", fileCerts, "%PKI%", "").Replace(clusterCaddyfile)
+	caddyfile = strings.Replace(caddyfile, "\t\tcluster {", extra+"\t\tcluster {", 1)
 	nodes := make([]*cloud, n)
 	var wg sync.WaitGroup
 	for i := range nodes {
@@ -220,7 +221,7 @@ func (l *downloadLoop) counts(t0 time.Time) (ok, failed, okAfter int, failures [
 func TestClusterNodeKilled(t *testing.T) {
 	testtools.Binary(t, "psql", "postgresql-client")
 	testtools.Binary(t, "dig", "bind9-dnsutils")
-	nodes := startClusterNodes(t, 3)
+	nodes := startClusterNodes(t, 3, false)
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 
 	// Acknowledged writes through the node that will die.
