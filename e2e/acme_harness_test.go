@@ -245,6 +245,7 @@ const acmeCloudCaddyfile = `{
 		zone box.test
 		storage %STORAGE%
 		operator_token {env.GATEHOUSE_OPERATOR_TOKEN}
+		%APPEXTRA%
 		dns {
 			listen udp/127.0.0.1:%DNSPORT% tcp/127.0.0.1:%DNSPORT%
 			nameserver ns1.box.test 127.0.0.1
@@ -294,6 +295,8 @@ type acmeOptions struct {
 	// %PEBBLEROOT% stand for Pebble's directory and the root of its HTTPS
 	// certificate, besides the startCloud placeholders.
 	extra string
+	// appExtra is added inside the cloud's gatehouse { } options.
+	appExtra string
 }
 
 // operatorTokenForTests is the cloud operator's token in the ACME tests.
@@ -311,7 +314,7 @@ func startAcmeEnv(t *testing.T, o acmeOptions) *acmeEnv {
 	cfg := strings.NewReplacer("%STORAGE%", storage, "%DNSPORT%", fmt.Sprint(dnsPort),
 		"%LEAFCERT%", e.pki.leafCert, "%LEAFKEY%", e.pki.leafKey,
 		"%PEBBLE%", e.pebble.directory, "%PEBBLEROOT%", e.pki.rootPEM).Replace(
-		strings.Replace(acmeCloudCaddyfile, "%EXTRA%", o.extra, 1))
+		strings.NewReplacer("%EXTRA%", o.extra, "%APPEXTRA%", o.appExtra).Replace(acmeCloudCaddyfile))
 	e.cloud = startCloud(t, cfg, "GATEHOUSE_OPERATOR_TOKEN="+e.operator)
 	// The harness picked a DNS port of its own; dig must ask ours.
 	e.cloud.dns = dnsPort

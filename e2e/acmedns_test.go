@@ -18,33 +18,78 @@ import (
 // (user and subdomain: its name; password: its token) and the cloud's API
 // as the acme-dns server, obtains NAME.ZONE and *.NAME.ZONE in one order
 // from Pebble, which validates both against the cloud's DNS: the two
-// values live at _acme-challenge.NAME.ZONE together.
+// values live at _acme-challenge.NAME.ZONE together. /register is off by
+// default: the gateway came from /subscribe.
 func TestAcmeDNSLego(t *testing.T) {
 	e := startAcmeEnv(t, acmeOptions{})
 	token := e.subscribe("legohome")
-	lego := cloudtest.MustBuild(t, "./internal/testtools/legoacmedns")
-
-	dir := t.TempDir()
-	accounts := filepath.Join(dir, "acme-dns-accounts.json")
 	api := fmt.Sprintf("https://127.0.0.1:%d", e.cloud.https)
 	// lego's account file: one entry per domain it is asked for (the
 	// wildcard's authorization names the same domain).
-	account := map[string]any{"legohome.box.test": map[string]string{
+	e.legoObtains(t, "legohome.box.test", map[string]string{
 		"username":   "legohome",
 		"password":   token,
 		"subdomain":  "legohome",
 		"fulldomain": "_acme-challenge.legohome.box.test",
 		"server_url": api,
-	}}
-	b, _ := json.Marshal(account)
+	})
+}
+
+// With acmedns_register on, an account from the cloud's own /register
+// (a new gateway with a random name), stored as acme-dns clients store
+// it, gets that gateway's certificates through lego; allowfrom holds:
+// an account allowed only from elsewhere is refused its /update.
+func TestAcmeDNSRegisterLego(t *testing.T) {
+	e := startAcmeEnv(t, acmeOptions{appExtra: "acmedns_register"})
+	code, acct := e.cloud.api("/register", "-X", "POST", "-H", "Content-Type: application/json",
+		"--data-raw", `{"allowfrom": ["127.0.0.1/32"]}`)
+	if code != 201 {
+		t.Fatalf("/register: %d %v", code, acct)
+	}
+	sub, _ := acct["subdomain"].(string)
+	if acct["username"] != sub || acct["fulldomain"] != "_acme-challenge."+sub+".box.test" {
+		t.Fatalf("/register answered %v", acct)
+	}
+	account := map[string]string{"server_url": fmt.Sprintf("https://127.0.0.1:%d", e.cloud.https)}
+	for _, k := range []string{"username", "password", "subdomain", "fulldomain"} {
+		account[k], _ = acct[k].(string)
+	}
+	e.legoObtains(t, sub+".box.test", account)
+
+	code, far := e.cloud.api("/register", "-X", "POST", "--data-raw", `{"allowfrom": ["192.0.2.0/24"]}`)
+	if code != 201 {
+		t.Fatalf("/register from afar: %d %v", code, far)
+	}
+	farSub, _ := far["subdomain"].(string)
+	farKey, _ := far["password"].(string)
+	code, body := e.cloud.api("/update", "-X", "POST", "-H", "X-Api-User: "+farSub, "-H", "X-Api-Key: "+farKey,
+		"--data-raw", `{"subdomain":"`+farSub+`","txt":"`+strings.Repeat("x", 43)+`"}`)
+	if code != 401 || body["error"] != "forbidden" {
+		t.Fatalf("update from outside allowfrom: %d %v", code, body)
+	}
+	code, body = e.cloud.api("/register", "-X", "POST", "--data-raw", `{"allowfrom": ["not-a-cidr"]}`)
+	if code != 400 || body["error"] != "invalid_allowfrom_cidr" {
+		t.Fatalf("/register with a bad allowfrom: %d %v", code, body)
+	}
+}
+
+// legoObtains runs lego's acmedns provider with account (an entry of its
+// account file) for fqdn and *.fqdn against Pebble, and checks the
+// certificate and the two TXT values left behind.
+func (e *acmeEnv) legoObtains(t *testing.T, fqdn string, account map[string]string) {
+	t.Helper()
+	lego := cloudtest.MustBuild(t, "./internal/testtools/legoacmedns")
+	dir := t.TempDir()
+	accounts := filepath.Join(dir, "acme-dns-accounts.json")
+	b, _ := json.Marshal(map[string]any{fqdn: account})
 	if err := os.WriteFile(accounts, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "cert.pem")
 	cmd := exec.Command(lego, "-ca", e.pebble.directory, "-dns", fmt.Sprintf("127.0.0.1:%d", e.cloud.dns),
-		"-out", out, "-d", "legohome.box.test", "-d", "*.legohome.box.test")
+		"-out", out, "-d", fqdn, "-d", "*."+fqdn)
 	cmd.Env = append(os.Environ(),
-		"ACME_DNS_API_BASE="+api,
+		"ACME_DNS_API_BASE="+account["server_url"],
 		"ACME_DNS_STORAGE_PATH="+accounts,
 		// Pebble's HTTPS and the cloud's API on 127.0.0.1 share the
 		// test PKI's root.
@@ -66,14 +111,14 @@ func TestAcmeDNSLego(t *testing.T) {
 		}
 		chain = append(chain, blk.Bytes)
 	}
-	leaf := verifyChain(t, chain, "legohome.box.test", e.pebble.rootFile)
-	verifyChain(t, chain, "anyhost.legohome.box.test", e.pebble.rootFile)
+	leaf := verifyChain(t, chain, fqdn, e.pebble.rootFile)
+	verifyChain(t, chain, "anyhost."+fqdn, e.pebble.rootFile)
 	got := slices.Sorted(slices.Values(leaf.DNSNames))
-	if !slices.Equal(got, []string{"*.legohome.box.test", "legohome.box.test"}) {
+	if !slices.Equal(got, []string{"*." + fqdn, fqdn}) {
 		t.Fatalf("certificate for %v", leaf.DNSNames)
 	}
 	// acme-dns clients never delete: the last two values stay, and no more.
-	if txt := e.cloud.dig("+short", "_acme-challenge.legohome.box.test", "TXT"); len(txt) != 2 {
+	if txt := e.cloud.dig("+short", "_acme-challenge."+fqdn, "TXT"); len(txt) != 2 {
 		t.Fatalf("challenge TXT after issuance: %v, want the two values", txt)
 	}
 }

@@ -56,7 +56,7 @@ const clusterCaddyfile = `{
 			name %NODE%
 			public_addresses %IP%
 			listen tcp/%IP%:%LINK%
-			lease 2s
+			lease 3s
 			%LINKCERT%
 		}
 	}
@@ -241,7 +241,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	offlineOn("after node 1 was killed", nodes[1:]...)
 	nodes = nodes[1:]
 	steeredTo("127.0.0.2", "127.0.0.3")
-	t.Logf("nodes 2 and 3 gave the offline page %v after node 1 was killed (lease 2s)", time.Since(start).Round(10*time.Millisecond))
+	t.Logf("nodes 2 and 3 gave the offline page %v after node 1 was killed (lease 3s)", time.Since(start).Round(10*time.Millisecond))
 }
 
 // Link certificates issued by each node from the pki app's CA: the nodes

@@ -6,9 +6,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/big"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -52,6 +54,7 @@ const tunnelCaddyfile = `{
 		storage %STORAGE%
 		expire_after 7d
 		rate_limit subscribe 1ns 1000000
+		%APPEXTRA%
 	}
 }
 api.box.test {
@@ -64,10 +67,17 @@ api.box.test {
 
 func startTunnelCloud(t *testing.T, storage string) *cloud {
 	t.Helper()
+	return startTunnelCloudWith(t, storage, "")
+}
+
+// startTunnelCloudWith is startTunnelCloud with appExtra added inside the
+// cloud's gatehouse { } options.
+func startTunnelCloudWith(t *testing.T, storage, appExtra string) *cloud {
+	t.Helper()
 	if storage == "" || storage == "sqlite" {
 		storage = "sqlite %DIR%/registry.db"
 	}
-	c := startCloud(t, strings.Replace(tunnelCaddyfile, "%STORAGE%", storage, 1))
+	c := startCloud(t, strings.NewReplacer("%STORAGE%", storage, "%APPEXTRA%", appExtra).Replace(tunnelCaddyfile))
 	// The offline site's wildcard certificate comes from the local CA in
 	// the background; wait for it, so the first offline answer is a page.
 	testtools.Eventually(t, 30*time.Second, "the wildcard certificate", func() bool {
@@ -102,7 +112,9 @@ func newGatewayCert(t *testing.T, name string) gatewayCert {
 }
 
 // gatewayServer is the gateway's own HTTPS server, on loopback, with its
-// own certificate: "/" says who answers, "/big?n=N" sends N bytes.
+// own certificate: "/" says who answers, "/big?n=N" sends N bytes of a
+// repeated pattern, "/rand?n=N&seed=S" the N bytes of randBody(S, N),
+// which no reordering or mix-up of two streams leaves unchanged.
 func gatewayServer(t *testing.T, cert gatewayCert, hello string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -119,12 +131,33 @@ func gatewayServer(t *testing.T, cert gatewayCert, hello string) *httptest.Serve
 			}
 			return
 		}
+		if r.URL.Path == "/rand" {
+			n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+			seed, _ := strconv.ParseUint(r.URL.Query().Get("seed"), 10, 64)
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+			_, _ = io.CopyN(w, randStream(seed), n)
+			return
+		}
 		fmt.Fprintf(w, "%s (path %s)\n", hello, r.URL.Path)
 	}))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert.cert}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// randStream is the endless pseudo-random byte stream of seed.
+func randStream(seed uint64) io.Reader {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	return rand.NewChaCha8(key)
+}
+
+// randBody is what gatewayServer sends for /rand?n=N&seed=S.
+func randBody(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	_, _ = io.ReadFull(randStream(seed), b)
+	return b
 }
 
 // testAgent is a gateway's tunnel client running in the test process.

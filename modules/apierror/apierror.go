@@ -54,6 +54,15 @@ const (
 	InternalError = "InternalError"
 	// EmailUnavailable (503): the server has no mail configured.
 	EmailUnavailable = "EmailUnavailable"
+	// InvalidDomain (400): not a domain name, or one inside the zone.
+	InvalidDomain = "InvalidDomain"
+	// DomainTaken (409): another gateway holds the custom domain.
+	DomainTaken = "DomainTaken"
+	// DomainNotDelegated (422): the custom domain's CNAMEs are missing or
+	// point elsewhere; the reason names the record.
+	DomainNotDelegated = "DomainNotDelegated"
+	// NoSuchDomain (404): the gateway holds no such custom domain.
+	NoSuchDomain = "NoSuchDomain"
 )
 
 // Body is the JSON body of every error answer.

@@ -63,9 +63,8 @@ type node struct {
 	apex   bool
 	static *staticNode
 	gw     entry
-	// name is the gateway's name (lower case), sub the name relative to
-	// it ("" for NAME itself).
-	name, sub string
+	// sub is the name relative to the gateway ("" for NAME itself).
+	sub string
 }
 
 // Answer computes the reply to req from a client over proto ("udp" or
@@ -90,7 +89,11 @@ func (h *Handler) Answer(req *dns.Msg, client netip.Addr, proto string) *dns.Msg
 	case len(req.Question) != 1:
 		l.outcome = formErr
 	default:
-		l = h.classify(h.view(), req.Question[0])
+		v := h.base
+		if st := h.steering.Load(); st != nil {
+			v = h.steeredView(st)
+		}
+		l = h.classify(v, req.Question[0])
 	}
 	return h.reply(req, l, opt, h.maxSize(opt, proto))
 }
@@ -194,7 +197,7 @@ func (h *Handler) find(static *staticZone, rel string) node {
 	}
 	switch data, ent := e.lookupSub(sub); {
 	case data:
-		return node{kind: nodeData, gw: e, name: top, sub: sub}
+		return node{kind: nodeData, gw: e, sub: sub}
 	case ent:
 		return node{kind: nodeENT}
 	}
@@ -214,18 +217,18 @@ func (h *Handler) rrset(v *zoneView, n node, t uint16, owner string, dst []dns.R
 		}
 		return dst
 	}
-	return h.gatewayRRs(v, n.name, n.gw, n.sub, t, owner, dst)
+	return h.gatewayRRs(v, n.gw, n.sub, t, owner, dst)
 }
 
 // gatewayRRs appends the records of type t at sub (relative to the
-// gateway name): NAME's addresses by mode (steered in v for tunnel mode),
-// local.NAME's LAN addresses, and the gateway's own records.
-func (h *Handler) gatewayRRs(v *zoneView, name string, e entry, sub string, t uint16, owner string, dst []dns.RR) []dns.RR {
+// gateway), owned by owner: NAME's addresses by mode (steered in v for
+// tunnel mode), local.NAME's LAN addresses, and the gateway's own records.
+func (h *Handler) gatewayRRs(v *zoneView, e entry, sub string, t uint16, owner string, dst []dns.RR) []dns.RR {
 	if t == dns.TypeA || t == dns.TypeAAAA {
 		switch sub {
 		case "":
 			if e.flags&flagTunnel != 0 && v.steer != nil {
-				if out, ok := h.steeredTunnel(v.steer, name, t, owner, dst); ok {
+				if out, ok := h.steeredTunnel(v.steer, owner, t, dst); ok {
 					return out
 				}
 			}

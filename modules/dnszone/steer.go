@@ -68,14 +68,10 @@ func (h *Handler) SetSteering(s Steering) {
 	h.steering.Store(&steerState{s: s})
 }
 
-// view returns the view the next answer reads: the configuration's
-// without steering (one atomic load), otherwise the one built for the
-// Steering's current version, rebuilt when the version moved.
-func (h *Handler) view() *zoneView {
-	st := h.steering.Load()
-	if st == nil {
-		return h.base
-	}
+// steeredView returns the view of st's current version, rebuilt when the
+// version moved. Without steering, Answer reads the configuration's view
+// (h.base) after one atomic load, and does not call it.
+func (h *Handler) steeredView(st *steerState) *zoneView {
 	v := st.s.Version()
 	if cur := st.view.Load(); cur != nil && cur.version == v {
 		return cur
@@ -150,11 +146,14 @@ func usableAddrs(addrs []netip.Addr) []netip.Addr {
 	return out
 }
 
-// steeredTunnel appends to dst the A or AAAA records (t) of the
-// tunnel-mode gateway name, as s steers it; ok is false when s has no
-// address for it at all, and the configuration answers.
-func (h *Handler) steeredTunnel(s Steering, name string, t uint16, owner string, dst []dns.RR) (_ []dns.RR, ok bool) {
-	addrs := s.TunnelAddrs(name)
+// steeredTunnel appends to dst the A or AAAA records (t) of owner, the
+// name of a tunnel-mode gateway (NAME.ZONE, in any case), as s steers it;
+// ok is false when s has no address for it at all, and the configuration
+// answers.
+func (h *Handler) steeredTunnel(s Steering, owner string, t uint16, dst []dns.RR) (_ []dns.RR, ok bool) {
+	// The gateway's name is owner's first label: find took no escaped
+	// label. Lower case, as the Index and the registry hold names.
+	addrs := s.TunnelAddrs(strings.ToLower(owner[:strings.IndexByte(owner, '.')]))
 	for i, a := range addrs {
 		if !a.IsValid() {
 			continue

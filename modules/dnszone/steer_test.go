@@ -77,6 +77,7 @@ func TestSteeringAnswers(t *testing.T) {
 		extra  []string
 	}{
 		{"held tunnel A: the holder", "tun.box.example.org.", dns.TypeA, []string{"%s 30 A 192.0.2.1"}, nil},
+		{"held tunnel asked in mixed case", "TuN.Box.example.org.", dns.TypeA, []string{"%s 30 A 192.0.2.1"}, nil},
 		{"held tunnel AAAA: the holder", "tun.box.example.org.", dns.TypeAAAA, []string{"%s 30 AAAA 2001:db8:a::1"}, nil},
 		{"unheld tunnel: every live node", "chal.box.example.org.", dns.TypeA, steered, nil},
 		{"CNAME to a held tunnel", "www.chal.box.example.org.", dns.TypeA,

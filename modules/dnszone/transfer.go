@@ -84,10 +84,10 @@ func (h *Handler) gatewayZone(name string, e entry, emit func(dns.RR)) {
 	fqdn := name + "." + h.zone
 	local := "local." + fqdn
 	var rrs []dns.RR
-	rrs = h.gatewayRRs(h.base, name, e, "", dns.TypeA, fqdn, rrs)
-	rrs = h.gatewayRRs(h.base, name, e, "", dns.TypeAAAA, fqdn, rrs)
-	rrs = h.gatewayRRs(h.base, name, e, "local", dns.TypeA, local, rrs)
-	rrs = h.gatewayRRs(h.base, name, e, "local", dns.TypeAAAA, local, rrs)
+	rrs = h.gatewayRRs(h.base, e, "", dns.TypeA, fqdn, rrs)
+	rrs = h.gatewayRRs(h.base, e, "", dns.TypeAAAA, fqdn, rrs)
+	rrs = h.gatewayRRs(h.base, e, "local", dns.TypeA, local, rrs)
+	rrs = h.gatewayRRs(h.base, e, "local", dns.TypeAAAA, local, rrs)
 	for _, r := range e.recs() {
 		owner := fqdn
 		if r.owner != "" {

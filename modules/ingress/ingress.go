@@ -81,6 +81,11 @@ type Config struct {
 	// NAME.ZONE and names below it); ok is false for the cloud's own names
 	// and names outside the zone.
 	Gateway func(serverName string) (name string, ok bool)
+	// Domain, when set, maps a server name outside the zone to the
+	// gateway that claimed it as its custom domain (its owner pointed it
+	// at NAME.ZONE by CNAME); such a name is routed like NAME.ZONE. Nil,
+	// or ok false: the name goes to the local server as before.
+	Domain func(serverName string) (name string, ok bool)
 	// Tunnels holds the live tunnels.
 	Tunnels Tunnels
 

@@ -83,6 +83,13 @@ func (r *Router) handle(c net.Conn, toServer func(net.Conn) bool) {
 		return
 	}
 	name, ok := r.cfg.Gateway(sni)
+	if !ok && r.cfg.Domain != nil {
+		// A gateway's custom domain: passed through like NAME.ZONE, TLS
+		// ends on the gateway, which holds the domain's certificate.
+		// Offline, it gets an alert (see offline): no certificate of the
+		// cloud covers it.
+		name, ok = r.cfg.Domain(sni)
+	}
 	if !ok {
 		// The cloud's own sites, or names outside the zone.
 		r.toServer(rc, "", toServer)

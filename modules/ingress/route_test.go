@@ -429,3 +429,51 @@ func TestConcurrentRelays(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A custom domain a gateway claimed is relayed down its tunnel like
+// NAME.ZONE, TLS ending on the gateway with its own certificate for the
+// domain; an unclaimed name outside the zone still goes to Caddy, and a
+// claimed one whose gateway is offline gets an alert.
+func TestRoutesClaimedDomain(t *testing.T) {
+	claims := map[string]string{"home.example.com": "alpha", "cold.example.com": "offline"}
+	f := newFixtureConfig(t, Config{Domain: func(sni string) (string, bool) {
+		name, ok := claims[strings.ToLower(sni)]
+		return name, ok
+	}})
+	cert, pool := selfSigned(t, "home.example.com")
+	f.agent("alpha", tlsGateway(cert, "alpha", nil))
+
+	tc := tls.Client(f.dial(), &tls.Config{ServerName: "home.example.com", RootCAs: pool})
+	fmt.Fprint(tc, "GET /page HTTP/1.1\r\nHost: home.example.com\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatalf("home.example.com: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	tc.Close()
+	if string(b) != "alpha /page" || tc.ConnectionState().PeerCertificates[0].Subject.CommonName != "home.example.com" {
+		t.Fatalf("home.example.com: %q", b)
+	}
+
+	hello := captureHello(t, "unclaimed.example.com")
+	c := f.dial()
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(hello))
+	if _, err := io.ReadFull(f.accept(), got); err != nil || !bytes.Equal(got, hello) {
+		t.Fatalf("an unclaimed name did not reach Caddy: %v", err)
+	}
+
+	before := value(f.m.RefusedVec.WithLabelValues(ReasonBelowOffline))
+	c = f.dial()
+	if _, err := c.Write(captureHello(t, "cold.example.com")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatal(err)
+	}
+	if after := value(f.m.RefusedVec.WithLabelValues(ReasonBelowOffline)); after != before+1 {
+		t.Fatalf("refused{%s}: %v, then %v", ReasonBelowOffline, before, after)
+	}
+}

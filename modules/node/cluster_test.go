@@ -62,7 +62,9 @@ func (tc *testCluster) clusterConfig(name, addr string) *ClusterConfig {
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
 	cc := &ClusterConfig{Listen: func() (net.Listener, error) { return ln, nil }}
 	cc.Name, cc.PublicAddrs, cc.LinkAddr = name, []netip.Addr{netip.MustParseAddr(addr)}, ln.Addr().String()
-	cc.Cert, cc.CA, cc.Lease = cert.TLS(), tc.ca.Pool(), 1500*time.Millisecond
+	// Long enough for a loaded machine running -race: a missed renewal
+	// would take the node out of the others' view (and their link).
+	cc.Cert, cc.CA, cc.Lease = cert.TLS(), tc.ca.Pool(), 5*time.Second
 	cc.DSN, cc.Schema = tc.dsn, tc.schema
 	return cc
 }

@@ -30,7 +30,10 @@ func (n *Node) newKites(cfg Config) *pagekite.Server {
 // kiteSecret is the secret of the kite for domain: its gateway's token.
 // Only a gateway's own name (NAME.ZONE, not a name below it: the kite
 // serves that name, and ingress routes the names below it there anyway)
-// of a gateway neither disabled nor expired has one.
+// of a gateway not disabled has one. An expired gateway's kite is let in,
+// unlike an agent: a WebThings gateway pings only once its kite is up, so
+// it would never come back; the kite's signature proves the token as a
+// ping does, and registerKite brings the gateway back with one.
 func (n *Node) kiteSecret(ctx context.Context, domain, _ string) (string, error) {
 	unknown := func(why string) error {
 		return fmt.Errorf("%w: %s: %s", pagekite.ErrUnknownKite, domain, why)
@@ -47,9 +50,6 @@ func (n *Node) kiteSecret(ctx context.Context, domain, _ string) (string, error)
 		return "", fmt.Errorf("registry unavailable: %w", err)
 	case g.Disabled:
 		return "", unknown("gateway disabled by the operator")
-	case g.Expired:
-		// As for agents: the gateway pings to come back first.
-		return "", unknown("gateway expired")
 	}
 	secret, err := n.reg.KiteSecret(ctx, name)
 	switch {
@@ -70,6 +70,9 @@ func (n *Node) kiteSecret(ctx context.Context, domain, _ string) (string, error)
 // replaces another.
 func (n *Node) registerKite(domain string, t hub.Tunnel) error {
 	name := strings.TrimSuffix(strings.ToLower(strings.TrimSuffix(domain, ".")), "."+n.zone)
+	if err := n.reviveExpired(name, t); err != nil {
+		return err
+	}
 	err := n.lease.Hub().RegisterUnless(name, t, func(old hub.Tunnel) bool {
 		return old.Kind() == pagekite.KindPageKite
 	})
@@ -81,6 +84,34 @@ func (n *Node) registerKite(domain string, t hub.Tunnel) error {
 	// every live tunnel. Inline, so no goroutine outlives a stopped node:
 	// it costs the kite's handshake one group commit.
 	n.tunnelAlive(context.Background(), name, t)
+	return nil
+}
+
+// reviveExpired brings an expired gateway back before its kite becomes
+// its tunnel, with the ping its gateway would send (and cannot, its kite
+// being down): the kite has just proved it holds the token.
+func (n *Node) reviveExpired(name string, t hub.Tunnel) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g, err := n.reg.Gateway(ctx, name)
+	if err != nil {
+		return fmt.Errorf("reading gateway %s: %w", name, err)
+	}
+	if !g.Expired {
+		return nil
+	}
+	token, err := n.reg.KiteSecret(ctx, name)
+	if err != nil {
+		return fmt.Errorf("gateway %s: %w", name, err)
+	}
+	var public netip.Addr
+	if r, ok := t.(remoter); ok {
+		public = r.Remote().Addr()
+	}
+	if _, err := n.reg.Ping(ctx, token, public, nil); err != nil {
+		return fmt.Errorf("bringing gateway %s back: %w", name, err)
+	}
+	n.logger.Info("expired gateway back with its kite", "gateway", name)
 	return nil
 }
 

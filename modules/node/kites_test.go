@@ -1,10 +1,16 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -44,7 +50,7 @@ func startNode(t *testing.T, store registry.Store, cfg Config) *Node {
 
 // The node runs a PageKite frontend only with a seal key, and a kite's
 // secret is its gateway's token, for the gateway's own name only and
-// never for a disabled or expired gateway.
+// never for a disabled gateway.
 func TestKiteSecret(t *testing.T) {
 	store := teststore.Open(t, "sqlite")
 	if n := startNode(t, teststore.Open(t, "sqlite"), Config{}); n.Kites() != nil {
@@ -121,4 +127,90 @@ func TestLiveTunnelKeepsGatewayAlive(t *testing.T) {
 
 	stopAgent()
 	testtools.Eventually(t, 15*time.Second, "the gateway to expire without its tunnel", func() bool { return expired("live") })
+}
+
+// A WebThings gateway pings only once its kite is up, so an expired
+// gateway's kite is let in (its signature proves the token) and brings
+// the gateway back, as a ping would: Debian's pagekite against the node's
+// frontend.
+func TestExpiredGatewayComesBackWithItsKite(t *testing.T) {
+	bin := testtools.Binary(t, "pagekite", "pagekite")
+	store := teststore.Open(t, "sqlite")
+	n := startNode(t, store, Config{TunnelPingInterval: 200 * time.Millisecond, DNS: dnsConfig(),
+		Registry: registry.Config{Sealer: sealer(t), ExpireAfter: time.Second, SweepInterval: 100 * time.Millisecond}})
+	late := subscribe(t, n.Registry(), "late")
+	expired := func() bool {
+		g, err := n.Registry().Gateway(t.Context(), "late")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Expired
+	}
+	testtools.Eventually(t, 15*time.Second, "the gateway to expire", expired)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { defer c.Close(); _ = n.Kites().ServeConn(ctx, c) })
+		}
+	})
+	defer func() { cancel(); _ = ln.Close(); wg.Wait() }()
+
+	var out bytes.Buffer
+	var outMu sync.Mutex
+	kite := exec.Command(bin, "--clean", "--logfile=stdio",
+		fmt.Sprintf("--frontend=127.0.0.1:%d", ln.Addr().(*net.TCPAddr).Port),
+		// The backend is never dialled here.
+		fmt.Sprintf("--service_on=https:late.%s:localhost:9:%s", zone, late.Token))
+	kite.Stdout = lockedWriter{&outMu, &out}
+	kite.Stderr = kite.Stdout
+	kite.Env = append(os.Environ(), "HOME="+t.TempDir())
+	if err := kite.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = kite.Process.Kill()
+		_ = kite.Wait()
+		if t.Failed() {
+			outMu.Lock()
+			t.Logf("kite log:\n%s", out.String())
+			outMu.Unlock()
+		}
+	}()
+	testtools.Eventually(t, 30*time.Second, "the expired gateway's kite to be its tunnel", func() bool {
+		_, ok := n.Hub().Lookup("late")
+		return ok
+	})
+	if expired() {
+		t.Fatal("the kite is up but the gateway is still expired")
+	}
+	g, err := n.Registry().Gateway(t.Context(), "late")
+	if err != nil || !g.PublicV4.IsLoopback() {
+		t.Fatalf("the kite's address was not recorded: %+v, %v", g, err)
+	}
+	// And it stays back while the kite is up.
+	time.Sleep(2 * time.Second)
+	if expired() {
+		t.Fatal("the gateway expired again with its kite up")
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -13,7 +13,8 @@ import (
 )
 
 // The acme-dns-compatible surface (github.com/joohoi/acme-dns): POST
-// /update and GET /health, so that every client that speaks acme-dns
+// /update, GET /health and, when the operator turns it on, POST /register,
+// so that every client that speaks acme-dns
 // (lego and Traefik, acme.sh's dns_acmedns, certbot's acme-dns hook,
 // Posh-ACME) can obtain a gateway's certificate with the gateway's token.
 //
@@ -39,6 +40,7 @@ const (
 	acmeDNSBadSubdomain = "bad_subdomain"
 	acmeDNSMalformed    = "malformed_json_payload"
 	acmeDNSDBError      = "db_error"
+	acmeDNSBadCIDR      = "invalid_allowfrom_cidr"
 )
 
 type acmeDNSUpdate struct {
@@ -48,6 +50,9 @@ type acmeDNSUpdate struct {
 
 func (a *API) acmeDNSRoutes() {
 	a.mux.HandleFunc("POST /update", a.acmeDNSUpdate)
+	if a.cfg.ACMEDNSRegister {
+		a.mux.HandleFunc("POST /register", a.acmeDNSRegister)
+	}
 	a.mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		// acme-dns answers 200 with no body.
 		w.WriteHeader(http.StatusOK)
@@ -77,6 +82,12 @@ func (a *API) acmeDNSUpdate(w http.ResponseWriter, r *http.Request) {
 	// with another gateway's name is refused like a wrong key.
 	if !strings.EqualFold(user, g.Name) {
 		writeACMEDNSError(w, http.StatusUnauthorized, acmeDNSForbidden, "the key is not this user's")
+		return
+	}
+	// acme-dns refuses an account's key from outside its allowfrom
+	// networks like a wrong key, before it reads the body.
+	if ip := a.cfg.ClientIP(r); !g.AllowsFrom(ip) {
+		writeACMEDNSError(w, http.StatusUnauthorized, acmeDNSForbidden, "updates for this account are not allowed from "+ip.String())
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
@@ -114,6 +125,62 @@ func (a *API) acmeDNSUpdate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"txt": upd.TXT})
+}
+
+// acmeDNSRegistration is /register's answer, acme-dns's fields.
+type acmeDNSRegistration struct {
+	Username   string   `json:"username"`
+	Password   string   `json:"password"`
+	Fulldomain string   `json:"fulldomain"`
+	Subdomain  string   `json:"subdomain"`
+	Allowfrom  []string `json:"allowfrom"`
+}
+
+// acmeDNSRegister creates a gateway with a random name, as acme-dns
+// creates an account: an empty body, or {"allowfrom": [CIDR, ...]}. It
+// answers 201 with the account; 400 malformed_json_payload for a body
+// that is not JSON, 400 invalid_allowfrom_cidr for a network that is not
+// CIDR, as acme-dns does; 429 past the rate limit of /subscribe.
+func (a *API) acmeDNSRegister(w http.ResponseWriter, r *http.Request) {
+	if a.limited(w, r, a.cfg.SubscribeLimit) {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
+	if err != nil {
+		writeACMEDNSError(w, http.StatusBadRequest, acmeDNSMalformed, "could not read body")
+		return
+	}
+	var req struct {
+		AllowFrom []string `json:"allowfrom"`
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		if err := dec.Decode(&req); err != nil || dec.More() {
+			writeACMEDNSError(w, http.StatusBadRequest, acmeDNSMalformed, "body must be empty or one JSON object {\"allowfrom\": [...]}")
+			return
+		}
+	}
+	allow, err := registry.ParseAllowFrom(req.AllowFrom)
+	if err != nil {
+		writeACMEDNSError(w, http.StatusBadRequest, acmeDNSBadCIDR, err.Error())
+		return
+	}
+	sub, err := a.reg.RegisterACMEDNS(r.Context(), allow)
+	if err != nil {
+		a.acmeDNSInternal(w, r, err)
+		return
+	}
+	entries := make([]string, len(allow))
+	for i, p := range allow {
+		entries[i] = p.String()
+	}
+	writeJSON(w, http.StatusCreated, acmeDNSRegistration{
+		Username:   sub.Name,
+		Password:   sub.Token,
+		Fulldomain: "_acme-challenge." + a.fqdn(sub.Name),
+		Subdomain:  sub.Name,
+		Allowfrom:  entries,
+	})
 }
 
 func (a *API) acmeDNSInternal(w http.ResponseWriter, r *http.Request, err error) {

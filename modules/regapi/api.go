@@ -45,6 +45,13 @@ type Config struct {
 	// Nodes lists the live cloud nodes for GET /v1/nodes; nil answers an
 	// empty list (a single node: agents keep one tunnel through DNS).
 	Nodes NodeLister
+	// ACMEDNSRegister turns on acme-dns's POST /register, which creates
+	// a gateway with a random name for anyone who asks (SubscribeLimit
+	// applies). Off, /register answers 404 as if absent.
+	ACMEDNSRegister bool
+	// Domains serves /v1/domains, the gateways' custom domains; nil
+	// answers 404 there.
+	Domains *registry.Domains
 }
 
 // API is the registration API handler.
@@ -106,6 +113,7 @@ func (a *API) routes() {
 		a.cfg.Tunnel.ServeHTTP(w, r)
 	})
 	a.acmeDNSRoutes()
+	a.domainRoutes()
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, apierror.NotFound, "no such endpoint")
 	})
@@ -197,6 +205,9 @@ var errorTable = []struct {
 	{registry.ErrTooLarge, http.StatusBadRequest, apierror.RecordsTooLarge},
 	{registry.ErrOutsideSubtree, http.StatusForbidden, apierror.OutsideSubtree},
 	{registry.ErrDisabled, http.StatusForbidden, apierror.GatewayDisabled},
+	{registry.ErrInvalidDomain, http.StatusBadRequest, apierror.InvalidDomain},
+	{registry.ErrDomainTaken, http.StatusConflict, apierror.DomainTaken},
+	{registry.ErrNotDelegated, http.StatusUnprocessableEntity, apierror.DomainNotDelegated},
 	{registry.ErrNotFound, http.StatusNotFound, apierror.NotFound},
 	{registry.ErrNoMailer, http.StatusServiceUnavailable, apierror.EmailUnavailable},
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
+	"github.com/gatehouse-project/gatehouse/modules/domaincheck"
 	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
 	"github.com/gatehouse-project/gatehouse/modules/regapi"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
@@ -31,6 +32,8 @@ type env struct {
 	store  registry.Store
 	mails  *mailbox
 	client *http.Client
+	// domains is nil unless options.resolver was set.
+	domains *registry.Domains
 	// clientIP, when valid, is what the API believes the caller's address is
 	// (as a trusted proxy's header would say).
 	mu       sync.Mutex
@@ -44,6 +47,13 @@ type options struct {
 	notifier registry.Notifier
 	// nodes answers GET /v1/nodes.
 	nodes regapi.NodeLister
+	// acmeDNSRegister turns on POST /register.
+	acmeDNSRegister bool
+	// resolver, when set, turns on the custom domains, checked through
+	// this DNS server.
+	resolver string
+	// onDrop is told of the claims a recheck dropped.
+	onDrop func(registry.DomainClaim, error)
 }
 
 func newEnv(t *testing.T, driver string, opt options) *env {
@@ -56,6 +66,17 @@ func newEnv(t *testing.T, driver string, opt options) *env {
 	e.reg = registry.New(e.store, registry.Config{ExpireAfter: opt.expireAfter, SweepInterval: time.Hour}, notifier)
 	e.reg.Start()
 	t.Cleanup(e.reg.Stop)
+	if opt.resolver != "" {
+		checker, err := domaincheck.New([]string{opt.resolver}, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.domains = registry.NewDomains(e.reg, registry.DomainsConfig{Zone: zone, Check: checker.Check, OnDrop: opt.onDrop})
+		if err := e.domains.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.domains.Stop)
+	}
 	api := regapi.New(e.reg, regapi.Config{
 		Zone: zone,
 		ClientIP: func(r *http.Request) netip.Addr {
@@ -67,10 +88,12 @@ func newEnv(t *testing.T, driver string, opt options) *env {
 			ap := netip.MustParseAddrPort(r.RemoteAddr)
 			return ap.Addr()
 		},
-		SubscribeLimit: opt.limits,
-		ReclaimLimit:   opt.limits,
-		EmailLimit:     opt.limits,
-		Nodes:          opt.nodes,
+		SubscribeLimit:  opt.limits,
+		ReclaimLimit:    opt.limits,
+		EmailLimit:      opt.limits,
+		Nodes:           opt.nodes,
+		ACMEDNSRegister: opt.acmeDNSRegister,
+		Domains:         e.domains,
 	})
 	e.srv = httptest.NewServer(api)
 	t.Cleanup(e.srv.Close)

@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools/cnamedns"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
+	"github.com/gatehouse-project/gatehouse/modules/domaincheck"
 	"github.com/gatehouse-project/gatehouse/modules/regapi"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
@@ -30,6 +32,10 @@ func FuzzQuery(f *testing.F) {
 		{"/v1/subscribe", "", `{"mac":"00:11:22:33:44:55"}`},
 		{"/v1/subscribe", "", `{"name":"x","description":"\u0000"}`},
 		{"/v1/records", "", `{"zone":"box.example.org.","records":[{"name":"@","type":"TXT","data":"x"}]}`},
+		{"/register", "", `{"allowfrom":["192.0.2.0/24","[2001:db8::]/32"]}`},
+		{"/register", "", `{"allowfrom":"x"}`},
+		{"/v1/domains", "", `{"domain":"home.example.com"}`},
+		{"/v1/domains/home.example.com", "", ""},
 	} {
 		f.Add(seed.path, seed.query, seed.body)
 	}
@@ -37,10 +43,18 @@ func FuzzQuery(f *testing.F) {
 	reg := registry.New(store, registry.Config{SweepInterval: time.Hour}, discardMail{})
 	reg.Start()
 	f.Cleanup(reg.Stop)
-	api := regapi.New(reg, regapi.Config{Zone: zone, ClientIP: func(*http.Request) netip.Addr { return netip.MustParseAddr("192.0.2.1") }})
+	dns := cnamedns.Start(f)
+	checker, err := domaincheck.New([]string{dns.Addr}, 100*time.Millisecond)
+	if err != nil {
+		f.Fatal(err)
+	}
+	domains := registry.NewDomains(reg, registry.DomainsConfig{Zone: zone, Check: checker.Check})
+	api := regapi.New(reg, regapi.Config{Zone: zone, ClientIP: func(*http.Request) netip.Addr { return netip.MustParseAddr("192.0.2.1") },
+		ACMEDNSRegister: true, Domains: domains})
 	paths := []string{"/subscribe", "/unsubscribe", "/reclaim", "/ping", "/dnsconfig", "/info", "/setemail",
 		"/verifyemail", "/revokeemail", "/connectivity-check", "/v1/subscribe", "/v1/ping", "/v1/info",
-		"/v1/email", "/v1/reclaim", "/v1/gateway", "/v1/discover", "/v1/records", "/v1/zones"}
+		"/v1/email", "/v1/reclaim", "/v1/gateway", "/v1/discover", "/v1/records", "/v1/zones",
+		"/register", "/update", "/v1/domains", "/v1/domains/x.example.com"}
 
 	f.Fuzz(func(t *testing.T, path, query, body string) {
 		if !strings.HasPrefix(path, "/") {
@@ -58,7 +72,7 @@ func FuzzQuery(f *testing.F) {
 			}
 			after, _ := store.CountGateways(context.Background())
 			registered := w.Code == 200 || w.Code == 201
-			if after > before && !(registered && strings.HasSuffix(path, "subscribe")) {
+			if after > before && !(registered && (strings.HasSuffix(path, "subscribe") || path == "/register")) {
 				t.Fatalf("%s %s?%q registered a gateway while answering %d", method, path, query, w.Code)
 			}
 			if w.Code >= 400 && w.Header().Get("Content-Type") == "application/json" {

@@ -149,8 +149,9 @@ func (r *Registry) Stats(ctx context.Context) (Stats, error) {
 }
 
 // SetDisabled disables or enables a gateway. Disabling revokes it: DNS
-// drops the name and live tunnels close. Enabling brings its addresses
-// and records back.
+// drops the name, live tunnels close and its custom domains are no
+// longer routed (their claims stay). Enabling brings its addresses,
+// records and custom domains back.
 func (r *Registry) SetDisabled(ctx context.Context, name string, disabled bool) (*Gateway, error) {
 	g, err := r.store.UpdateGateway(ctx, name, func(g *Gateway) (*string, error) {
 		g.Disabled = disabled
@@ -163,7 +164,8 @@ func (r *Registry) SetDisabled(ctx context.Context, name string, disabled bool) 
 		r.emit(Event{Subtree: GatewaySubtree(name), Gateway: g, Revoked: true})
 		return g, nil
 	}
-	return g, r.emitRecords(ctx, GatewaySubtree(name))
+	// Reload, not emitRecords: the custom domains come back too.
+	return g, r.Reload(ctx, GatewaySubtree(name))
 }
 
 // Delete removes a gateway and its records, whoever owns it.
@@ -250,6 +252,9 @@ type ImportBatch struct {
 	// and of the zone.
 	Records  []Record
 	Reserved []string
+	// Domains are custom domain claims of gateways that must exist, in
+	// this batch or before.
+	Domains []DomainClaim
 }
 
 // Counts counts the rows of a registry, or what an import inserted.
@@ -258,11 +263,14 @@ type Counts struct {
 	Gateways int `json:"gateways"`
 	Records  int `json:"records"`
 	Reserved int `json:"reserved"`
+	// Domains counts custom domain claims; omitted when none, so that
+	// streams of registries without any read as before.
+	Domains int `json:"domains,omitempty"`
 }
 
 // Add returns the sum of c and d.
 func (c Counts) Add(d Counts) Counts {
-	return Counts{c.Accounts + d.Accounts, c.Gateways + d.Gateways, c.Records + d.Records, c.Reserved + d.Reserved}
+	return Counts{c.Accounts + d.Accounts, c.Gateways + d.Gateways, c.Records + d.Records, c.Reserved + d.Reserved, c.Domains + d.Domains}
 }
 
 // Zero reports whether every count is 0.

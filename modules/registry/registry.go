@@ -62,7 +62,25 @@ type Gateway struct {
 	// unavailable to others) but DNS answers NXDOMAIN, its tunnel is
 	// closed and its token is refused with ErrDisabled until enabled.
 	Disabled bool
-	Created  time.Time
+	// AllowFrom, when not empty, are the only client networks from which
+	// the acme-dns /update accepts the gateway's token (acme-dns's
+	// allowfrom, given at /register). Empty: any address.
+	AllowFrom []netip.Prefix
+	Created   time.Time
+}
+
+// AllowsFrom reports whether the acme-dns /update may be called from ip.
+func (g *Gateway) AllowsFrom(ip netip.Addr) bool {
+	if len(g.AllowFrom) == 0 {
+		return true
+	}
+	ip = ip.Unmap()
+	for _, p := range g.AllowFrom {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // Record is one DNS record in a subtree: a gateway's or the zone's own.
@@ -235,6 +253,18 @@ type Store interface {
 	// ResyncAll in place of a subtree means changes may have been missed
 	// (the listener reconnected): the reader reloads everything.
 	Changes(ctx context.Context) (<-chan Subtree, error)
+
+	// ClaimDomain stores c (Domain lower-case ASCII), or, when c.Gateway
+	// already holds c.Domain, refreshes its Checked time. ErrDomainTaken
+	// when another gateway holds it, ErrNotFound for an unknown gateway.
+	// The gateway's subtree counts as changed (announced to other nodes).
+	ClaimDomain(ctx context.Context, c DomainClaim) error
+	// DomainClaims lists the claims of gateway, or every claim for "",
+	// in domain order.
+	DomainClaims(ctx context.Context, gateway string) ([]DomainClaim, error)
+	// ReleaseDomain removes gateway's claim on domain, or ErrNotFound; an
+	// empty domain removes every claim of gateway (none is no error).
+	ReleaseDomain(ctx context.Context, gateway, domain string) error
 
 	Close() error
 }

@@ -46,6 +46,10 @@ type Event struct {
 	// Revoked is set when the gateway's token stopped working (reclaimed,
 	// unsubscribed) or it expired: live tunnels for the name must close.
 	Revoked bool
+	// Domains are the custom domains the gateway holds when
+	// DomainsChanged.
+	Domains        []string
+	DomainsChanged bool
 }
 
 // Name is the gateway's name, "" for the zone's subtree.
@@ -189,7 +193,13 @@ func (r *Registry) Reload(ctx context.Context, s Subtree) error {
 	if err != nil {
 		return err
 	}
-	r.emit(Event{Subtree: s, Gateway: g, Records: recs, RecordsChanged: true, Revoked: g.Expired})
+	// Another node may have changed the gateway's custom domains too.
+	claims, err := r.store.DomainClaims(ctx, name)
+	if err != nil {
+		return err
+	}
+	r.emit(Event{Subtree: s, Gateway: g, Records: recs, RecordsChanged: true, Revoked: g.Expired,
+		Domains: claimedDomains(claims), DomainsChanged: true})
 	return nil
 }
 
@@ -233,6 +243,10 @@ const maxDescription = 256
 // Subscribe registers req.Name, or, with a matching reclamation token,
 // gives the existing name a new token (the old one stops working).
 func (r *Registry) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscription, error) {
+	return r.subscribe(ctx, req, nil)
+}
+
+func (r *Registry) subscribe(ctx context.Context, req SubscribeRequest, allowFrom []netip.Prefix) (*Subscription, error) {
 	if err := r.names.Check(req.Name); err != nil {
 		return nil, err
 	}
@@ -255,7 +269,7 @@ func (r *Registry) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscr
 	}
 	token, hash := NewToken()
 	now := r.now().UTC()
-	g := &Gateway{Name: req.Name, TokenHash: hash, Mode: req.Mode, Description: req.Description, Created: now}
+	g := &Gateway{Name: req.Name, TokenHash: hash, Mode: req.Mode, Description: req.Description, AllowFrom: allowFrom, Created: now}
 	var verifyToken string
 	if req.Email != "" && !req.EmailWithoutMail {
 		var vh []byte

@@ -21,7 +21,7 @@ func (r *Registry) sweepLoop() {
 }
 
 // Sweep expires the gateways silent for longer than ExpireAfter (they lose
-// their addresses and tunnels, not their names) and prunes challenge
+// their addresses, tunnels and custom domains, not their names) and prunes challenge
 // values that were never cleaned up, the zone's own included.
 func (r *Registry) Sweep(ctx context.Context) error {
 	now := r.now()
@@ -31,6 +31,10 @@ func (r *Registry) Sweep(ctx context.Context) error {
 			return err
 		}
 		for _, n := range names {
+			// An expired gateway's custom domains are given up: its
+			// owner may point them elsewhere. A failure here is caught
+			// by the domains' next recheck, which drops them too.
+			_ = r.store.ReleaseDomain(ctx, n, "")
 			g, err := r.store.Gateway(ctx, n)
 			if err != nil {
 				continue

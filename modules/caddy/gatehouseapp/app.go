@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/exp/zapslog"
 
 	"github.com/gatehouse-project/gatehouse/modules/dnszone"
+	"github.com/gatehouse-project/gatehouse/modules/domaincheck"
 	"github.com/gatehouse-project/gatehouse/modules/node"
 	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
@@ -78,8 +79,23 @@ type App struct {
 	// Cluster makes this node one of several sharing the postgres
 	// storage, each reaching the gateways any of them holds.
 	Cluster *ClusterConfig `json:"cluster,omitempty"`
+	// ACMEDNSRegister turns on acme-dns's POST /register on the API:
+	// anyone may then create a gateway with a random name (within the
+	// subscribe rate limit), as on an acme-dns server.
+	ACMEDNSRegister bool `json:"acmedns_register,omitempty"`
+	// DomainResolvers are the recursive resolvers (host:port) that check
+	// the CNAMEs of the gateways' custom domains; default the system's
+	// (/etc/resolv.conf).
+	DomainResolvers []string `json:"domain_resolvers,omitempty"`
+	// DomainRecheckInterval is how often every custom domain's CNAMEs are
+	// checked again; a claim that lost one is dropped (default 1h).
+	DomainRecheckInterval caddy.Duration `json:"domain_recheck_interval,omitempty"`
+	// NoCustomDomains turns the custom domains off (/v1/domains answers
+	// 404, no name outside the zone is routed to a gateway).
+	NoCustomDomains bool `json:"no_custom_domains,omitempty"`
 
 	node      *node.Node
+	domains   *registry.Domains
 	sealer    *registry.Sealer
 	limits    Limiters
 	logger    *zap.Logger
@@ -228,7 +244,32 @@ func (a *App) Provision(ctx caddy.Context) error {
 		_ = store.Close()
 		return err
 	}
+	a.provisionDomains()
 	return nil
+}
+
+// provisionDomains sets up the custom domains unless they are off. It
+// cannot fail, since it runs after the node took the hub: without
+// resolvers (none configured, none in /etc/resolv.conf) the domains are
+// off and a warning says why.
+func (a *App) provisionDomains() {
+	if a.NoCustomDomains {
+		return
+	}
+	checker, err := domaincheck.New(a.DomainResolvers, 0)
+	if err != nil {
+		a.logger.Warn("custom domains are off: no resolver to check their CNAMEs", zap.Error(err))
+		return
+	}
+	a.domains = registry.NewDomains(a.node.Registry(), registry.DomainsConfig{
+		Zone:            a.Zone,
+		Check:           checker.Check,
+		RecheckInterval: time.Duration(a.DomainRecheckInterval),
+		OnDrop: func(c registry.DomainClaim, reason error) {
+			a.logger.Warn("custom domain dropped: its CNAMEs no longer point at the gateway",
+				zap.String("domain", c.Domain), zap.String("gateway", c.Gateway), zap.Error(reason))
+		},
+	})
 }
 
 // loadStorage loads the storage guest module (SQLite by default).
@@ -255,6 +296,14 @@ func (a *App) Validate() error {
 	if a.ExpireAfter < 0 {
 		return errors.New("gatehouse: expire_after must not be negative")
 	}
+	if a.DomainRecheckInterval < 0 {
+		return errors.New("gatehouse: domain_recheck_interval must not be negative")
+	}
+	if !a.NoCustomDomains && len(a.DomainResolvers) > 0 {
+		if _, err := domaincheck.New(a.DomainResolvers, 0); err != nil {
+			return fmt.Errorf("gatehouse: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -262,6 +311,14 @@ func (a *App) Validate() error {
 func (a *App) Start() error {
 	if err := a.node.Start(); err != nil {
 		return err
+	}
+	if a.domains != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := a.domains.Start(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("gatehouse: loading the custom domains: %w", err)
+		}
 	}
 	if a.DNS != nil {
 		if err := a.startDNS(context.Background()); err != nil {
@@ -280,6 +337,9 @@ func (a *App) Stop() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err = a.dnsServer.Shutdown(ctx)
 		cancel()
+	}
+	if a.domains != nil {
+		a.domains.Stop()
 	}
 	return errors.Join(err, a.node.Stop())
 }
@@ -309,6 +369,18 @@ func (a *App) Tunnels() node.Tunnels { return a.node.Tunnels() }
 // GatewayName returns the gateway that host belongs to (see
 // node.Node.GatewayName).
 func (a *App) GatewayName(host string) (string, bool) { return a.node.GatewayName(host) }
+
+// Domains returns the custom domains, nil when they are off.
+func (a *App) Domains() *registry.Domains { return a.domains }
+
+// DomainGateway returns the gateway that claimed host as its custom
+// domain, for the listener wrapper's routing.
+func (a *App) DomainGateway(host string) (string, bool) {
+	if a.domains == nil {
+		return "", false
+	}
+	return a.domains.Gateway(host)
+}
 
 // Registry returns the app's registry, for the handler module.
 func (a *App) Registry() *registry.Registry { return a.node.Registry() }

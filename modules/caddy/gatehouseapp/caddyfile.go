@@ -38,6 +38,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //		operator_token <token>
 //		token_seal_key <32 bytes, hex or base64>
 //		rate_limit   subscribe|reclaim|email <every> <burst>
+//		acmedns_register
+//		domain_resolvers <host:port...>
+//		domain_recheck_interval <duration>
+//		custom_domains off
 //		email {
 //			smtp     <host:port>
 //			username <user>
@@ -116,6 +120,28 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := a.parseRateLimit(d); err != nil {
 				return err
 			}
+		case "acmedns_register":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.ACMEDNSRegister = true
+		case "domain_resolvers":
+			a.DomainResolvers = append(a.DomainResolvers, d.RemainingArgs()...)
+			if len(a.DomainResolvers) == 0 {
+				return d.ArgErr()
+			}
+		case "domain_recheck_interval":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			a.DomainRecheckInterval = dur
+		case "custom_domains":
+			var v string
+			if !d.AllArgs(&v) || v != "off" {
+				return d.Errf("custom_domains: only \"off\" is accepted (they are on by default)")
+			}
+			a.NoCustomDomains = true
 		case "email":
 			a.Email = new(EmailConfig)
 			if err := a.Email.unmarshalCaddyfile(d); err != nil {

@@ -267,3 +267,43 @@ func TestClusterProvisionRefusals(t *testing.T) {
 		}
 	}
 }
+
+func TestCaddyfileACMEDNSAndDomains(t *testing.T) {
+	app, err := parse(t, `gatehouse {
+		zone box.example.org
+		acmedns_register
+		domain_resolvers 127.0.0.1:5353 [::1]:53
+		domain_recheck_interval 10m
+	}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !app.ACMEDNSRegister || strings.Join(app.DomainResolvers, ",") != "127.0.0.1:5353,[::1]:53" ||
+		time.Duration(app.DomainRecheckInterval) != 10*time.Minute || app.NoCustomDomains {
+		t.Fatalf("parsed %+v", app)
+	}
+	if err := app.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	app, err = parse(t, `gatehouse {
+		zone box.example.org
+		custom_domains off
+	}`)
+	if err != nil || !app.NoCustomDomains || app.ACMEDNSRegister {
+		t.Fatalf("custom_domains off: %+v, %v", app, err)
+	}
+	for _, bad := range []string{
+		"acmedns_register yes", "domain_resolvers", "domain_recheck_interval", "custom_domains on",
+	} {
+		if _, err := parse(t, "gatehouse {\n zone z.test\n "+bad+"\n}"); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	app, err = parse(t, "gatehouse {\n zone z.test\n domain_resolvers resolver.example\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Validate(); err == nil {
+		t.Error("Validate accepted a malformed resolver")
+	}
+}

@@ -64,14 +64,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	limits := app.Limiters()
 	h.api = regapi.New(app.Registry(), regapi.Config{
-		Zone:           app.ZoneName(),
-		ClientIP:       clientIP,
-		Tunnel:         app.TunnelHandler(),
-		SubscribeLimit: limits.Subscribe,
-		ReclaimLimit:   limits.Reclaim,
-		EmailLimit:     limits.Email,
-		Operator:       app.IsOperator,
-		Nodes:          app.NodeLister(),
+		Zone:            app.ZoneName(),
+		ClientIP:        clientIP,
+		Tunnel:          app.TunnelHandler(),
+		SubscribeLimit:  limits.Subscribe,
+		ReclaimLimit:    limits.Reclaim,
+		EmailLimit:      limits.Email,
+		Operator:        app.IsOperator,
+		Nodes:           app.NodeLister(),
+		ACMEDNSRegister: app.ACMEDNSRegister,
+		Domains:         app.Domains(),
 		OnError: func(r *http.Request, err error) {
 			h.logger.Error("request failed", zap.String("uri", r.URL.Path), zap.Error(err))
 		},

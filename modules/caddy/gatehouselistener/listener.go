@@ -103,6 +103,7 @@ func (lw *ListenerWrapper) Provision(ctx caddy.Context) error {
 	}
 	cfg := lw.config(app.ZoneName(), app.GatewayName, app.Tunnels())
 	cfg.Logger = ctx.Logger()
+	cfg.Domain = app.DomainGateway
 	// Kites share the port when the app runs PageKite (a token_seal_key
 	// is set); a nil server must stay a nil interface.
 	if kites := app.Node().Kites(); kites != nil {

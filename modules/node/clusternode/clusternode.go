@@ -134,13 +134,14 @@ func Start(ctx context.Context, cfg Config, h *hub.Hub, ln net.Listener) (*Clust
 		// Release only record them.
 		if live {
 			m.Hold(name)
+			c.log.Debug("holding gateway", "gateway", name)
 		} else {
 			m.Release(name)
+			c.log.Debug("released gateway", "gateway", name)
 		}
 		// TunnelAddrs counts this hub's tunnels before the directory's
 		// round trip: DNS must see the change now.
 		c.version.Add(1)
-		c.log.Debug("tunnel directory", "gateway", name, "held", live)
 	})
 	c.log.Info("joined the cluster", "nodes", names(m.Nodes()))
 	return c, nil
@@ -148,7 +149,7 @@ func Start(ctx context.Context, cfg Config, h *hub.Hub, ln net.Listener) (*Clust
 
 // watch follows the membership: it bumps the steering version on every
 // change, logs joins and departures, and ends the relays to nodes that
-// left, until the subscription ends.
+// left, until Close.
 func (c *Cluster) watch(ch <-chan struct{}) {
 	known := map[string]bool{}
 	for _, n := range c.member.Nodes() {

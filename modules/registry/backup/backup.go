@@ -73,20 +73,21 @@ type line struct {
 	// gateway, reserved
 	Name string `json:"name,omitempty"`
 	// gateway
-	TokenHash        []byte       `json:"token_hash,omitempty"`
-	Mode             string       `json:"mode,omitempty"`
-	Description      string       `json:"description,omitempty"`
-	EmailVerified    bool         `json:"email_verified,omitempty"`
-	VerifyTokenHash  []byte       `json:"verify_token_hash,omitempty"`
-	VerifyExpires    time.Time    `json:"verify_expires,omitzero"`
-	ReclaimTokenHash []byte       `json:"reclaim_token_hash,omitempty"`
-	ReclaimExpires   time.Time    `json:"reclaim_expires,omitzero"`
-	LastPing         time.Time    `json:"last_ping,omitzero"`
-	PublicV4         netip.Addr   `json:"public_v4,omitzero"`
-	PublicV6         netip.Addr   `json:"public_v6,omitzero"`
-	LocalAddrs       []netip.Addr `json:"local_addrs,omitempty"`
-	Expired          bool         `json:"expired,omitempty"`
-	Disabled         bool         `json:"disabled,omitempty"`
+	TokenHash        []byte         `json:"token_hash,omitempty"`
+	Mode             string         `json:"mode,omitempty"`
+	Description      string         `json:"description,omitempty"`
+	EmailVerified    bool           `json:"email_verified,omitempty"`
+	VerifyTokenHash  []byte         `json:"verify_token_hash,omitempty"`
+	VerifyExpires    time.Time      `json:"verify_expires,omitzero"`
+	ReclaimTokenHash []byte         `json:"reclaim_token_hash,omitempty"`
+	ReclaimExpires   time.Time      `json:"reclaim_expires,omitzero"`
+	LastPing         time.Time      `json:"last_ping,omitzero"`
+	PublicV4         netip.Addr     `json:"public_v4,omitzero"`
+	PublicV6         netip.Addr     `json:"public_v6,omitzero"`
+	LocalAddrs       []netip.Addr   `json:"local_addrs,omitempty"`
+	Expired          bool           `json:"expired,omitempty"`
+	Disabled         bool           `json:"disabled,omitempty"`
+	AllowFrom        []netip.Prefix `json:"allow_from,omitempty"`
 	// seal: the gateway's token sealed under the cloud's seal key, with
 	// the hash of the token it seals (Name and TokenHash above)
 	Sealed []byte `json:"sealed,omitempty"`
@@ -96,6 +97,9 @@ type line struct {
 	RType   string `json:"rtype,omitempty"`
 	Value   string `json:"value,omitempty"`
 	TTL     int64  `json:"ttl,omitempty"`
+	// domain: a custom domain Gateway holds (Created above)
+	Domain  string    `json:"domain,omitempty"`
+	Checked time.Time `json:"checked,omitzero"`
 }
 
 // t normalises a time: UTC and microseconds, PostgreSQL's resolution, so
@@ -202,6 +206,15 @@ func Export(ctx context.Context, s registry.BackupStore, w io.Writer) (Trailer, 
 			return Trailer{}, err
 		}
 	}
+	domains, err := s.DomainClaims(ctx, "")
+	if err != nil {
+		return Trailer{}, err
+	}
+	for _, c := range domains {
+		if err := write(&line{Type: "domain", Domain: c.Domain, Gateway: c.Gateway, Created: t(c.Created), Checked: t(c.Checked)}, &n.Domains); err != nil {
+			return Trailer{}, err
+		}
+	}
 	reserved, err := s.ReservedNames(ctx)
 	if err != nil {
 		return Trailer{}, err
@@ -228,7 +241,7 @@ func gatewayLine(g *registry.Gateway) *line {
 		VerifyTokenHash: g.VerifyTokenHash, VerifyExpires: t(g.VerifyExpires),
 		ReclaimTokenHash: g.ReclaimTokenHash, ReclaimExpires: t(g.ReclaimExpires),
 		LastPing: t(g.LastPing), PublicV4: g.PublicV4, PublicV6: g.PublicV6,
-		LocalAddrs: g.LocalAddrs, Expired: g.Expired, Disabled: g.Disabled, Created: t(g.Created),
+		LocalAddrs: g.LocalAddrs, Expired: g.Expired, Disabled: g.Disabled, AllowFrom: g.AllowFrom, Created: t(g.Created),
 	}
 }
 
@@ -294,7 +307,7 @@ func Import(ctx context.Context, s registry.BackupStore, r io.Reader, opts Impor
 				ErrNotEmpty, c.Gateways, c.Accounts, c.Records, c.Reserved)
 		}
 	}
-	total := h.Counts.Accounts + h.Counts.Gateways + h.Counts.Records + h.Counts.Reserved
+	total := h.Counts.Accounts + h.Counts.Gateways + h.Counts.Records + h.Counts.Reserved + h.Counts.Domains
 	var (
 		sum   checksum
 		read  registry.Counts
@@ -312,7 +325,7 @@ func Import(ctx context.Context, s registry.BackupStore, r io.Reader, opts Impor
 		inserted = inserted.Add(got)
 		batch, rows = registry.ImportBatch{}, 0
 		if opts.Progress != nil {
-			done := read.Accounts + read.Gateways + read.Records + read.Reserved
+			done := read.Accounts + read.Gateways + read.Records + read.Reserved + read.Domains
 			opts.Progress(done, total)
 		}
 		return nil
@@ -400,7 +413,7 @@ func addLine(b *registry.ImportBatch, n *registry.Counts, l *line) error {
 			VerifyTokenHash: l.VerifyTokenHash, VerifyExpires: l.VerifyExpires,
 			ReclaimTokenHash: l.ReclaimTokenHash, ReclaimExpires: l.ReclaimExpires,
 			LastPing: l.LastPing, PublicV4: l.PublicV4, PublicV6: l.PublicV6, LocalAddrs: l.LocalAddrs,
-			Expired: l.Expired, Disabled: l.Disabled, Created: l.Created,
+			Expired: l.Expired, Disabled: l.Disabled, AllowFrom: l.AllowFrom, Created: l.Created,
 		})
 		n.Gateways++
 	case "record":
@@ -414,6 +427,13 @@ func addLine(b *registry.ImportBatch, n *registry.Counts, l *line) error {
 		b.Records = append(b.Records, registry.Record{Subtree: sub, Owner: l.Owner, Type: l.RType, Value: l.Value,
 			TTL: time.Duration(l.TTL) * time.Second, Created: l.Created})
 		n.Records++
+	case "domain":
+		dom, err := registry.NormalizeDomain(l.Domain)
+		if err != nil || dom != l.Domain || l.Gateway == "" || l.Created.IsZero() {
+			return fmt.Errorf("domain %q: not a stored domain, or without gateway or creation time", l.Domain)
+		}
+		b.Domains = append(b.Domains, registry.DomainClaim{Domain: l.Domain, Gateway: l.Gateway, Created: l.Created, Checked: l.Checked})
+		n.Domains++
 	case "reserved":
 		if l.Name == "" {
 			return errors.New("reserved name empty")

@@ -61,6 +61,10 @@ func seed(t *testing.T, s registry.BackupStore, n, withTokens int) (tokens []str
 		}
 		g.Expired = i%7 == 6
 		g.Disabled = i%11 == 10
+		if i%50 == 1 {
+			g.AllowFrom = []netip.Prefix{netip.MustParsePrefix("192.0.2.7/24"), netip.MustParsePrefix("2001:db8::/32")}
+			b.Domains = append(b.Domains, registry.DomainClaim{Domain: name + ".example.com", Gateway: name, Created: base, Checked: base.Add(time.Minute)})
+		}
 		if i%10 == 0 {
 			g.Email, g.EmailVerified = fmt.Sprintf("owner%d@example.org", i/10%1000), i%20 == 0
 			b.Accounts = append(b.Accounts, registry.Account{Email: g.Email, OptOut: i%30 == 0, Created: base})
@@ -96,7 +100,7 @@ func TestRoundTripBothWays(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tr.Counts.Gateways != 300 || tr.Counts.Records != 61 || tr.Counts.Reserved != 2 {
+			if tr.Counts.Gateways != 300 || tr.Counts.Records != 61 || tr.Counts.Reserved != 2 || tr.Counts.Domains != 6 {
 				t.Errorf("trailer counts = %+v", tr.Counts)
 			}
 			first, _, _ := strings.Cut(buf.String(), "\n")
@@ -129,6 +133,13 @@ func TestRoundTripBothWays(t *testing.T) {
 			}
 			if hash, got, err := dst.SealedToken(t.Context(), "gw000003"); err != nil || !bytes.Equal(got, sealed) || !bytes.Equal(hash, registry.HashToken(tokens[3])) {
 				t.Errorf("seal of gw000003 after import = %q, %v", got, err)
+			}
+			if g, err := dst.Gateway(t.Context(), "gw000051"); err != nil || len(g.AllowFrom) != 2 || g.AllowFrom[0].String() != "192.0.2.7/24" {
+				t.Errorf("allowfrom of gw000051 after import = %+v, %v", g, err)
+			}
+			if claims, err := dst.DomainClaims(t.Context(), "gw000051"); err != nil || len(claims) != 1 ||
+				claims[0].Domain != "gw000051.example.com" || !claims[0].Checked.Equal(base.Add(time.Minute).Truncate(time.Microsecond)) {
+				t.Errorf("domains of gw000051 after import = %+v, %v", claims, err)
 			}
 			g, err := dst.Gateway(t.Context(), "gw000020")
 			if err != nil || g.Email != "owner2@example.org" || !g.EmailVerified || len(g.LocalAddrs) != 2 {

@@ -119,7 +119,15 @@ func (s *Store) Import(ctx context.Context, b registry.ImportBatch) (registry.Co
 		for _, name := range b.Reserved {
 			batch.Queue(`INSERT INTO reserved_names (name, created) VALUES ($1, now()) ON CONFLICT DO NOTHING`, name)
 		}
-		return run(&batch, &res.Reserved, func(i int) string { return "reserved name " + b.Reserved[i] })
+		if err := run(&batch, &res.Reserved, func(i int) string { return "reserved name " + b.Reserved[i] }); err != nil {
+			return err
+		}
+		batch = pgx.Batch{}
+		for _, c := range b.Domains {
+			batch.Queue(`INSERT INTO domain_claims (domain, gateway, created, checked)
+				VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, c.Domain, c.Gateway, c.Created, c.Checked)
+		}
+		return run(&batch, &res.Domains, func(i int) string { return "domain " + b.Domains[i].Domain })
 	})
 	return res, err
 }
@@ -128,7 +136,8 @@ func (s *Store) Import(ctx context.Context, b registry.ImportBatch) (registry.Co
 func (s *Store) Counts(ctx context.Context) (registry.Counts, error) {
 	var c registry.Counts
 	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM gateways),
-		(SELECT count(*) FROM records), (SELECT count(*) FROM reserved_names)`).Scan(&c.Accounts, &c.Gateways, &c.Records, &c.Reserved)
+		(SELECT count(*) FROM records), (SELECT count(*) FROM reserved_names), (SELECT count(*) FROM domain_claims)`).Scan(
+		&c.Accounts, &c.Gateways, &c.Records, &c.Reserved, &c.Domains)
 	if err != nil {
 		return c, fmt.Errorf("count rows: %w", err)
 	}

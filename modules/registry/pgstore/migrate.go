@@ -125,6 +125,23 @@ var migrations = []migration{
 			created timestamptz NOT NULL
 		)`,
 	}},
+	{version: 7, stmts: []string{
+		// acme-dns's allowfrom: the networks (space-separated CIDR
+		// text) from which /update accepts the gateway's token; NULL
+		// for any.
+		`ALTER TABLE gateways ADD COLUMN allow_from text`,
+	}},
+	{version: 8, stmts: []string{
+		// Custom domains: a name outside the zone, held by at most one
+		// gateway (the primary key), gone with its gateway.
+		`CREATE TABLE domain_claims (
+			domain  text        PRIMARY KEY,
+			gateway text        NOT NULL REFERENCES gateways (name) ON DELETE CASCADE,
+			created timestamptz NOT NULL,
+			checked timestamptz NOT NULL
+		)`,
+		`CREATE INDEX domain_claims_gateway ON domain_claims (gateway)`,
+	}},
 }
 
 // currentVersion is the schema version this code reads and writes.

@@ -191,3 +191,43 @@ func TestUpgradeFromV3(t *testing.T) {
 		t.Errorf("zone records after DeleteGateway = %+v", zone)
 	}
 }
+
+// TestUpgradeFromV6 opens a schema as version 6 left it: its gateway gets
+// no allowfrom (any address) and can claim custom domains.
+func TestUpgradeFromV6(t *testing.T) {
+	ctx := t.Context()
+	dsn, schema := tempSchema(t)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, pool, schema, migrations[:6]); err != nil {
+		t.Fatalf("migrate to v6: %v", err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO gateways (name, token_hash, mode, created) VALUES ('old', $1, 'tunnel', now())`,
+		registry.HashToken("old")); err != nil {
+		t.Fatal(err)
+	}
+	pool.Close()
+
+	s := openIn(t, dsn, schema)
+	g, err := s.Gateway(ctx, "old")
+	if err != nil || g.AllowFrom != nil {
+		t.Fatalf("Gateway(old) after upgrade = %+v, %v", g, err)
+	}
+	at := time.Unix(5, 0).UTC()
+	if err := s.ClaimDomain(ctx, registry.DomainClaim{Domain: "home.example.com", Gateway: "old", Created: at, Checked: at}); err != nil {
+		t.Fatalf("ClaimDomain after upgrade: %v", err)
+	}
+	if err := s.DeleteGateway(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if claims, err := s.DomainClaims(ctx, ""); err != nil || len(claims) != 0 {
+		t.Errorf("claims after the gateway's deletion = %v, %v (the v8 cascade)", claims, err)
+	}
+}

@@ -100,6 +100,13 @@ func (s *Store) Import(ctx context.Context, b registry.ImportBatch) (registry.Co
 				return err
 			}
 		}
+		for _, c := range b.Domains {
+			r, err := tx.ExecContext(ctx, `INSERT INTO domain_claims (domain, gateway, created, checked)
+				VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`, c.Domain, c.Gateway, c.Created.UnixNano(), c.Checked.UnixNano())
+			if err := count(r, err, &res.Domains, "domain "+c.Domain); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	return res, err
@@ -109,7 +116,8 @@ func (s *Store) Import(ctx context.Context, b registry.ImportBatch) (registry.Co
 func (s *Store) Counts(ctx context.Context) (registry.Counts, error) {
 	var c registry.Counts
 	err := s.reader.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM gateways),
-		(SELECT count(*) FROM records), (SELECT count(*) FROM reserved_names)`).Scan(&c.Accounts, &c.Gateways, &c.Records, &c.Reserved)
+		(SELECT count(*) FROM records), (SELECT count(*) FROM reserved_names), (SELECT count(*) FROM domain_claims)`).Scan(
+		&c.Accounts, &c.Gateways, &c.Records, &c.Reserved, &c.Domains)
 	if err != nil {
 		return c, fmt.Errorf("count rows: %w", err)
 	}

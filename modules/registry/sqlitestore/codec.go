@@ -14,7 +14,7 @@ import (
 // gatewayCols are the columns scanGateway reads, from gatewayFrom.
 const gatewayCols = `g.name, g.token_hash, g.mode, g.description, g.account_id, a.email, a.optout,
 	g.email_verified, g.verify_token_hash, g.verify_expires, g.reclaim_token_hash, g.reclaim_expires,
-	g.last_ping, g.public_v4, g.public_v6, g.local_addrs, g.expired, g.created, g.disabled`
+	g.last_ping, g.public_v4, g.public_v6, g.local_addrs, g.expired, g.created, g.disabled, g.allow_from`
 
 // gatewayFrom joins the owner's account, which most reads report.
 const gatewayFrom = `gateways g LEFT JOIN accounts a ON a.id = g.account_id`
@@ -25,7 +25,7 @@ type gatewayRow struct {
 	name, mode, description                    string
 	tokenHash, verifyHash, reclaimHash         []byte
 	accountID, verifyExp, reclaimExp, lastPing sql.NullInt64
-	email, v4, v6, local                       sql.NullString
+	email, v4, v6, local, allowFrom            sql.NullString
 	optOut                                     sql.NullBool
 	emailVerified, expired, disabled           bool
 	created                                    int64
@@ -35,7 +35,7 @@ type gatewayRow struct {
 func (r *gatewayRow) dest() []any {
 	return []any{&r.name, &r.tokenHash, &r.mode, &r.description, &r.accountID, &r.email, &r.optOut,
 		&r.emailVerified, &r.verifyHash, &r.verifyExp, &r.reclaimHash, &r.reclaimExp,
-		&r.lastPing, &r.v4, &r.v6, &r.local, &r.expired, &r.created, &r.disabled}
+		&r.lastPing, &r.v4, &r.v6, &r.local, &r.expired, &r.created, &r.disabled, &r.allowFrom}
 }
 
 func (r *gatewayRow) gateway() (*registry.Gateway, error) {
@@ -66,6 +66,9 @@ func (r *gatewayRow) gateway() (*registry.Gateway, error) {
 	}
 	if g.LocalAddrs, err = addrsFrom(r.local); err != nil {
 		return nil, fmt.Errorf("gateway %s local_addrs: %w", r.name, err)
+	}
+	if g.AllowFrom, err = prefixesFrom(r.allowFrom); err != nil {
+		return nil, fmt.Errorf("gateway %s allow_from: %w", r.name, err)
 	}
 	return g, nil
 }
@@ -162,3 +165,34 @@ func boolArg(b bool) int {
 
 // ttlSeconds is how a record's TTL is stored; DNS TTLs are whole seconds.
 func ttlSeconds(d time.Duration) int64 { return int64(d / time.Second) }
+
+// prefixesArg stores networks as space-separated text; none is NULL.
+func prefixesArg(ps []netip.Prefix) any {
+	if len(ps) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+func prefixesFrom(s sql.NullString) ([]netip.Prefix, error) {
+	if !s.Valid || s.String == "" {
+		return nil, nil
+	}
+	fields := strings.Fields(s.String)
+	ps := make([]netip.Prefix, len(fields))
+	for i, f := range fields {
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, err
+		}
+		ps[i] = p
+	}
+	return ps, nil
+}

@@ -16,16 +16,16 @@ import (
 // order; name is ?1 so that the UPDATE can reuse the same arguments.
 const gatewayWriteCols = `name, token_hash, mode, description, account_id, email_verified,
 	verify_token_hash, verify_expires, reclaim_token_hash, reclaim_expires,
-	last_ping, public_v4, public_v6, local_addrs, expired, created, disabled`
+	last_ping, public_v4, public_v6, local_addrs, expired, created, disabled, allow_from`
 
 const insertGatewaySQL = `INSERT INTO gateways (` + gatewayWriteCols + `)
-	VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+	VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
 	ON CONFLICT (name) DO NOTHING`
 
 const updateGatewaySQL = `UPDATE gateways SET token_hash = ?2, mode = ?3, description = ?4,
 	account_id = ?5, email_verified = ?6, verify_token_hash = ?7, verify_expires = ?8,
 	reclaim_token_hash = ?9, reclaim_expires = ?10, last_ping = ?11, public_v4 = ?12,
-	public_v6 = ?13, local_addrs = ?14, expired = ?15, created = ?16, disabled = ?17
+	public_v6 = ?13, local_addrs = ?14, expired = ?15, created = ?16, disabled = ?17, allow_from = ?18
 	WHERE name = ?1`
 
 func gatewayArgs(g *registry.Gateway, accountID int64) []any {
@@ -37,7 +37,7 @@ func gatewayArgs(g *registry.Gateway, accountID int64) []any {
 		boolArg(g.EmailVerified), bytesArg(g.VerifyTokenHash), timeArg(g.VerifyExpires),
 		bytesArg(g.ReclaimTokenHash), timeArg(g.ReclaimExpires), timeArg(g.LastPing),
 		addrArg(g.PublicV4), addrArg(g.PublicV6), addrsArg(g.LocalAddrs), boolArg(g.Expired),
-		g.Created.UnixNano(), boolArg(g.Disabled)}
+		g.Created.UnixNano(), boolArg(g.Disabled), prefixesArg(g.AllowFrom)}
 }
 
 // pingReturning lists what both ping statements return: the gateway in
@@ -48,7 +48,7 @@ const pingReturning = `RETURNING name, token_hash, mode, description, account_id
 		(SELECT email FROM accounts WHERE accounts.id = gateways.account_id),
 		(SELECT optout FROM accounts WHERE accounts.id = gateways.account_id),
 		email_verified, verify_token_hash, verify_expires, reclaim_token_hash, reclaim_expires,
-		last_ping, public_v4, public_v6, local_addrs, expired, created, disabled, revived`
+		last_ping, public_v4, public_v6, local_addrs, expired, created, disabled, allow_from, revived`
 
 // pingSameSQL is the usual ping: the gateway reports the public addresses
 // it is stored with. It leaves the address columns out of SET because

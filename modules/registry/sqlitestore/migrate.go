@@ -141,6 +141,24 @@ var migrations = []migration{
 			created INTEGER NOT NULL
 		)`,
 	}},
+	{version: 7, stmts: []string{
+		// acme-dns's allowfrom: the networks (space-separated CIDR
+		// text) from which /update accepts the gateway's token; NULL
+		// for any.
+		`ALTER TABLE gateways ADD COLUMN allow_from TEXT`,
+	}},
+	{version: 8, stmts: []string{
+		// Custom domains: a name outside the zone, held by at most one
+		// gateway (the primary key), gone with its gateway. Times are
+		// UTC unix nanoseconds.
+		`CREATE TABLE domain_claims (
+			domain  TEXT    PRIMARY KEY,
+			gateway TEXT    NOT NULL REFERENCES gateways(name) ON DELETE CASCADE,
+			created INTEGER NOT NULL,
+			checked INTEGER NOT NULL
+		)`,
+		`CREATE INDEX domain_claims_gateway ON domain_claims(gateway)`,
+	}},
 }
 
 // currentVersion is the schema version this code reads and writes.

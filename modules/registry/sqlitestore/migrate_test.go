@@ -188,3 +188,43 @@ func TestUpgradeFromV3(t *testing.T) {
 		t.Errorf("zone records after DeleteGateway = %+v", zone)
 	}
 }
+
+// TestUpgradeFromV6 opens a database as version 6 left it: its gateway
+// gets no allowfrom (any address) and can claim custom domains.
+func TestUpgradeFromV6(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "v6.db")
+	db, err := sql.Open("sqlite", path+"?_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, db, migrations[:6]); err != nil {
+		t.Fatalf("migrate to v6: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO gateways (name, token_hash, mode, created) VALUES ('old', ?, 'tunnel', 1)`,
+		registry.HashToken("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open of a v6 database: %v", err)
+	}
+	defer s.Close()
+	g, err := s.Gateway(ctx, "old")
+	if err != nil || g.AllowFrom != nil {
+		t.Fatalf("Gateway(old) after upgrade = %+v, %v", g, err)
+	}
+	at := time.Unix(5, 0).UTC()
+	if err := s.ClaimDomain(ctx, registry.DomainClaim{Domain: "home.example.com", Gateway: "old", Created: at, Checked: at}); err != nil {
+		t.Fatalf("ClaimDomain after upgrade: %v", err)
+	}
+	if err := s.DeleteGateway(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if claims, err := s.DomainClaims(ctx, ""); err != nil || len(claims) != 0 {
+		t.Errorf("claims after the gateway's deletion = %v, %v (the v8 cascade)", claims, err)
+	}
+}

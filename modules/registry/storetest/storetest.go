@@ -60,6 +60,11 @@ func Run(t *testing.T, open func(t *testing.T) registry.Store) {
 		{"AdminDisabledRoundTrips", testAdminDisabled},
 		{"AdminReservedNames", testAdminReserved},
 		{"ImportIsIdempotent", testImport},
+		{"AllowFromRoundTrips", testAllowFrom},
+		{"DomainClaims", testDomainClaims},
+		{"DomainClaimsGoWithTheGateway", testDomainClaimsCascade},
+		{"ConcurrentDomainClaims", testConcurrentDomainClaims},
+		{"ImportDomains", testImportDomains},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -142,6 +147,7 @@ func diffGateway(got, want *registry.Gateway) []string {
 	check("PublicV6", got.PublicV6 == want.PublicV6, got.PublicV6, want.PublicV6)
 	check("LocalAddrs", slices.Equal(got.LocalAddrs, want.LocalAddrs), got.LocalAddrs, want.LocalAddrs)
 	check("Expired", got.Expired == want.Expired, got.Expired, want.Expired)
+	check("AllowFrom", slices.Equal(got.AllowFrom, want.AllowFrom), got.AllowFrom, want.AllowFrom)
 	checkTime("Created", got.Created, want.Created)
 	return d
 }
@@ -352,6 +358,7 @@ func testUpdateWritesEveryField(t *testing.T, s registry.Store) {
 		g.PublicV6 = netip.MustParseAddr("2001:db8:5::5")
 		g.LocalAddrs = []netip.Addr{netip.MustParseAddr("10.0.0.5")}
 		g.Expired = true
+		g.AllowFrom = []netip.Prefix{netip.MustParsePrefix("192.0.2.7/24"), netip.MustParsePrefix("2001:db8::/32")}
 		g.Created = base.Add(-72 * time.Hour)
 		want = *g
 		return nil, nil
