@@ -176,10 +176,6 @@ func startClusterAgent(t *testing.T, nodes []*cloud, name, token, upstream strin
 // with curl, one request after another, until stop is closed, max
 // requests were made or the time limit passed.
 type downloadLoop struct {
-	node    *cloud
-	name    string
-	size    int
-	cacert  string
 	mu      sync.Mutex
 	results []downloadResult
 	done    chan struct{}
@@ -191,7 +187,7 @@ type downloadResult struct {
 }
 
 func startDownloadLoop(t *testing.T, c *cloud, name, cacert string, size, max int, limit time.Duration, stop <-chan struct{}) *downloadLoop {
-	l := &downloadLoop{node: c, name: name, size: size, cacert: cacert, done: make(chan struct{})}
+	l := &downloadLoop{done: make(chan struct{})}
 	curl := testtools.Binary(t, "curl", "curl")
 	go func() {
 		defer close(l.done)
