@@ -6,13 +6,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -21,9 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/internal/testenv"
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
-	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
 	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
@@ -42,48 +40,7 @@ func startFailureNodes(t *testing.T) []*cloud {
 	if !strings.Contains(clusterCaddyfile, fmt.Sprintf("lease %v\n", failureLease)) {
 		t.Fatalf("clusterCaddyfile's lease is not %v:\n%s", failureLease, clusterCaddyfile)
 	}
-	return startClusterNodes(t, 3, false)
-}
-
-// startClusterNodesWith is startClusterNodes (link certificates from
-// files) with extra lines in each node's gatehouse block (a forward
-// section).
-// TODO(lead): fold into startClusterNodes as an option.
-func startClusterNodesWith(t *testing.T, n int, extra string) []*cloud {
-	t.Helper()
-	dsn := postgresSchemaDSN(t)
-	certs := t.TempDir()
-	ca := testcert.MustCA(t, testcert.Options{DNSNames: []string{"gatehouse test cluster"}})
-	ca.MustWrite(t, filepath.Join(certs, "ca.crt"), "")
-	admin, https, http, link, dns := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
-	caddyfile := strings.NewReplacer("%LINKCERT%", fileCerts, "%PKI%", "").Replace(clusterCaddyfile)
-	caddyfile = strings.Replace(caddyfile, "\t\tcluster {", extra+"\t\tcluster {", 1)
-	nodes := make([]*cloud, n)
-	var wg sync.WaitGroup
-	for i := range nodes {
-		name, ip := fmt.Sprintf("node-%d", i+1), fmt.Sprintf("127.0.0.%d", i+1)
-		ca.MustIssue(t, testcert.Options{DNSNames: []string{name},
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}).
-			MustWrite(t, filepath.Join(certs, name+".crt"), filepath.Join(certs, name+".key"))
-		c := &cloud{t: t, dir: t.TempDir(), log: new(bytes.Buffer), logMu: new(sync.Mutex),
-			admin: admin, https: https, dns: dns, ip: ip, env: []string{"GATEHOUSE_PG=" + dsn}}
-		r := strings.NewReplacer("%IP%", ip, "%ADMIN%", fmt.Sprint(admin), "%HTTPS%", fmt.Sprint(https),
-			"%HTTP%", fmt.Sprint(http), "%LINK%", fmt.Sprint(link), "%DNS%", fmt.Sprint(dns), "%NODE%", name, "%CERTS%", certs)
-		if err := os.WriteFile(filepath.Join(c.dir, "Caddyfile"), []byte(r.Replace(caddyfile)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		nodes[i] = c
-		t.Cleanup(c.stop)
-		wg.Go(func() {
-			c.start()
-			c.waitWildcard()
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	return nodes
+	return startClusterNodes(t, 3, clusterOptions{})
 }
 
 // flaps returns the log lines in which a node saw another node than the
@@ -451,88 +408,6 @@ func (a *testAgent) relayToDest(st *tunnel.Stream) {
 	relay.Conns(context.Background(), st, up, relay.Counts{})
 }
 
-// sshServer is a real OpenSSH server on 127.0.0.1 with a generated host
-// key and one authorized client key.
-// TODO(lead): fold with gateway-agent/internal/testenv.StartSSHD into
-// internal/testtools (that one is internal to gateway-agent).
-type sshServer struct {
-	port      int
-	clientKey string
-	user      string
-}
-
-func startSSHServer(t *testing.T) *sshServer {
-	t.Helper()
-	sshd := testtools.Binary(t, "sshd", "openssh-server")
-	keygen := testtools.Binary(t, "ssh-keygen", "openssh-client")
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if os.Geteuid() == 0 {
-		// sshd run as root needs its privilege separation directory,
-		// which the Debian service would create; it is left in place for
-		// other tests' sshd.
-		if err := os.Mkdir("/run/sshd", 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			t.Fatal(err)
-		}
-	}
-	dir := t.TempDir()
-	for _, k := range []string{"host_key", "client_key"} {
-		if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {
-			t.Fatalf("ssh-keygen: %v\n%s", err, out)
-		}
-	}
-	pub, err := os.ReadFile(filepath.Join(dir, "client_key.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := &sshServer{port: freePort(t), clientKey: filepath.Join(dir, "client_key"), user: u.Username}
-	cfg := fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPidFile none\nStrictModes no\nUsePAM no\n"+
-		"PermitRootLogin yes\nPubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nAllowUsers %s\n",
-		s.port, filepath.Join(dir, "host_key"), filepath.Join(dir, "authorized_keys"), u.Username)
-	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	var outMu sync.Mutex
-	cmd := exec.Command(sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
-	cmd.Stdout, cmd.Stderr = lockedWriter{&outMu, &out}, lockedWriter{&outMu, &out}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-	testtools.Eventually(t, 15*time.Second, "sshd to listen", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("sshd exited:\n%s", out.String())
-		default:
-		}
-		outMu.Lock()
-		defer outMu.Unlock()
-		return strings.Contains(out.String(), "Server listening")
-	})
-	return s
-}
-
-// ssh runs `ssh -p port USER@127.0.0.1 command` with the client key.
-func (s *sshServer) ssh(t *testing.T, port int, command string) (string, error) {
-	t.Helper()
-	ssh := testtools.Binary(t, "ssh", "openssh-client")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, ssh, "-F", "/dev/null", "-p", fmt.Sprint(port), "-i", s.clientKey,
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-		"-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-		s.user+"@127.0.0.1", command).CombinedOutput()
-	return string(out), err
-}
-
 // forwardListener is the forwarding side of an agent: each connection to
 // its local port becomes a stream, through the agent's tunnel, to port on
 // gateway's loopback.
@@ -570,8 +445,8 @@ func forwardListener(t *testing.T, a *testAgent, gateway string, port uint16) in
 // node 2 relays the stream to node 1 over the link.
 func TestClusterForwardSSH(t *testing.T) {
 	testtools.Binary(t, "psql", "postgresql-client")
-	sshd := startSSHServer(t)
-	nodes := startClusterNodesWith(t, 3, fmt.Sprintf("\t\tforward {\n\t\t\tallow office home %d\n\t\t}\n", sshd.port))
+	sshd := testenv.StartSSHD(t, 0)
+	nodes := startClusterNodes(t, 3, clusterOptions{extra: fmt.Sprintf("\t\tforward {\n\t\t\tallow office home %d\n\t\t}\n", sshd.Port)})
 	n1, n2 := nodes[0], nodes[1]
 	home := startClusterAgent(t, nodes[:1], "home", subscribe(t, n1, "home"), "", client.Backoff{})
 	office := startClusterAgent(t, nodes[1:2], "office", subscribe(t, n2, "office"), "127.0.0.1:1", client.Backoff{})
@@ -581,14 +456,14 @@ func TestClusterForwardSSH(t *testing.T) {
 	in1 := metricValue(adminMetrics(t, n1), `gatehouse_cluster_relay_streams_total{direction="in"}`)
 	out2 := metricValue(adminMetrics(t, n2), `gatehouse_cluster_relay_streams_total{direction="out"}`)
 
-	local := forwardListener(t, office, "home", uint16(sshd.port))
-	out, err := sshd.ssh(t, local, "echo hello from $(hostname) via ssh")
+	local := forwardListener(t, office, "home", uint16(sshd.Port))
+	out, err := sshd.SSH(t, "127.0.0.1", local, "echo hello from $(hostname) via ssh")
 	if err != nil || !strings.Contains(out, "via ssh") || !strings.HasPrefix(out, "hello from") {
 		t.Fatalf("ssh through office → node 2 → node 1 → home: %v\n%s", err, out)
 	}
 	inits := home.initiators()
-	if len(inits) != 1 || inits[0].Port != uint16(sshd.port) || inits[0].Ip != "127.0.0.1" {
-		t.Fatalf("home's streams: %+v, want one to 127.0.0.1:%d", inits, sshd.port)
+	if len(inits) != 1 || inits[0].Port != uint16(sshd.Port) || inits[0].Ip != "127.0.0.1" {
+		t.Fatalf("home's streams: %+v, want one to 127.0.0.1:%d", inits, sshd.Port)
 	}
 	if d := metricValue(adminMetrics(t, n1), `gatehouse_cluster_relay_streams_total{direction="in"}`) - in1; d != 1 {
 		t.Errorf("node 1 accepted %v relayed streams, want 1", d)
@@ -597,7 +472,7 @@ func TestClusterForwardSSH(t *testing.T) {
 		t.Errorf("node 2 opened %v relayed streams, want 1", d)
 	}
 	// A rule covers one direction only: home may not reach office.
-	if _, err := home.c.Open(context.Background(), tunnel.Initiator{Gatename: "office", Ip: "127.0.0.1", Port: uint16(sshd.port)}); err == nil {
+	if _, err := home.c.Open(context.Background(), tunnel.Initiator{Gatename: "office", Ip: "127.0.0.1", Port: uint16(sshd.Port)}); err == nil {
 		t.Error("home opened a forwarding to office, which no rule allows")
 	}
 }

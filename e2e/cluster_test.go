@@ -78,10 +78,18 @@ const (
 	pkiApp   = "pki {\n\t\tca cluster {\n\t\t\tname \"Gatehouse test cluster\"\n\t\t}\n\t}"
 )
 
+// clusterOptions vary the nodes startClusterNodes runs.
+type clusterOptions struct {
+	// pki: link certificates from the pki app's CA in a shared data
+	// folder, instead of files of one test CA.
+	pki bool
+	// extra lines in each node's gatehouse block (a forward section).
+	extra string
+}
+
 // startClusterNodes runs n Caddy nodes on 127.0.0.1 … 127.0.0.n, same
-// ports, one PostgreSQL schema, link certificates from files of one test
-// CA, or with pki from the pki app's CA in a shared data folder.
-func startClusterNodes(t *testing.T, n int, pki bool) []*cloud {
+// ports, one PostgreSQL schema.
+func startClusterNodes(t *testing.T, n int, opt clusterOptions) []*cloud {
 	t.Helper()
 	dsn := postgresSchemaDSN(t)
 	certs := t.TempDir()
@@ -90,7 +98,7 @@ func startClusterNodes(t *testing.T, n int, pki bool) []*cloud {
 	admin, https, http, link, dns := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
 	linkCert, pkiGlobal := fileCerts, ""
 	sharedData := filepath.Join(t.TempDir(), "data")
-	if pki {
+	if opt.pki {
 		linkCert, pkiGlobal = pkiCerts, pkiApp
 		if err := os.Mkdir(sharedData, 0o700); err != nil {
 			t.Fatal(err)
@@ -105,7 +113,7 @@ func startClusterNodes(t *testing.T, n int, pki bool) []*cloud {
 			MustWrite(t, filepath.Join(certs, name+".crt"), filepath.Join(certs, name+".key"))
 		c := &cloud{t: t, dir: t.TempDir(), log: new(bytes.Buffer), logMu: new(sync.Mutex),
 			admin: admin, https: https, dns: dns, ip: ip, env: []string{"GATEHOUSE_PG=" + dsn}}
-		if pki {
+		if opt.pki {
 			// Caddy's data folder (cloudtest.CaddyEnv) is the shared one.
 			if err := os.Symlink(sharedData, filepath.Join(c.dir, "data")); err != nil {
 				t.Fatal(err)
@@ -113,6 +121,7 @@ func startClusterNodes(t *testing.T, n int, pki bool) []*cloud {
 		}
 		// Two passes: the certificate lines hold placeholders too.
 		caddyfile := strings.NewReplacer("%LINKCERT%", linkCert, "%PKI%", pkiGlobal).Replace(clusterCaddyfile)
+		caddyfile = strings.Replace(caddyfile, "\t\tcluster {", opt.extra+"\t\tcluster {", 1)
 		r := strings.NewReplacer("%IP%", ip, "%ADMIN%", fmt.Sprint(admin), "%HTTPS%", fmt.Sprint(https),
 			"%HTTP%", fmt.Sprint(http), "%LINK%", fmt.Sprint(link), "%DNS%", fmt.Sprint(dns), "%NODE%", name, "%CERTS%", certs)
 		if err := os.WriteFile(filepath.Join(c.dir, "Caddyfile"), []byte(r.Replace(caddyfile)), 0o600); err != nil {
@@ -122,12 +131,9 @@ func startClusterNodes(t *testing.T, n int, pki bool) []*cloud {
 		t.Cleanup(c.stop)
 		start := func() {
 			c.start()
-			testtools.Eventually(t, 30*time.Second, name+"'s wildcard certificate", func() bool {
-				code, _, err := c.tryCurl("nosuchgateway.box.test", "/")
-				return err == nil && code == 404
-			})
+			c.waitWildcard()
 		}
-		if pki && i == 0 {
+		if opt.pki && i == 0 {
 			// The first node makes the shared CAs; the others, started
 			// together with it, would each make their own.
 			start()
@@ -162,7 +168,7 @@ func (c *cloud) kill() {
 // others give the offline page within its lease.
 func TestClusterThreeNodes(t *testing.T) {
 	testtools.Binary(t, "psql", "postgresql-client")
-	nodes := startClusterNodes(t, 3, false)
+	nodes := startClusterNodes(t, 3, clusterOptions{})
 	n1 := nodes[0]
 	token := subscribe(t, n1, "home")
 	cert := newGatewayCert(t, "home")
@@ -248,7 +254,7 @@ func TestClusterThreeNodes(t *testing.T) {
 // trust each other through it, and a gateway is reached through each.
 func TestClusterPKICertificates(t *testing.T) {
 	testtools.Binary(t, "psql", "postgresql-client")
-	nodes := startClusterNodes(t, 2, true)
+	nodes := startClusterNodes(t, 2, clusterOptions{pki: true})
 	token := subscribe(t, nodes[0], "home")
 	cert := newGatewayCert(t, "home")
 	gw := gatewayServer(t, cert, "hello from home")

@@ -17,7 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
-	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testenv"
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 

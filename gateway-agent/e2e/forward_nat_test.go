@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
-	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testenv"
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 

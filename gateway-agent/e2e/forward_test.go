@@ -12,7 +12,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/forward"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/localapi"
-	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testenv"
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 

@@ -3,7 +3,7 @@ package certs
 import (
 	"testing"
 
-	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

@@ -21,7 +21,7 @@ import (
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupcode"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/setupui"
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/status"
-	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/testenv"
+	"github.com/gatehouse-project/gatehouse/internal/testenv"
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 
