@@ -30,7 +30,9 @@ type Config struct {
 	// Tunnel serves GET /v1/tunnel (the WebSocket upgrade); nil answers 404.
 	Tunnel http.Handler
 	// SubscribeLimit, ReclaimLimit and EmailLimit guard the endpoints that
-	// create names or send mail, per client IP.
+	// create names or send mail, per client IP. SubscribeLimit covers
+	// every endpoint that creates a name: /subscribe, /v1/subscribe,
+	// acme-dns's /register and custom domain claims.
 	SubscribeLimit, ReclaimLimit, EmailLimit *ratelimit.Limiter
 	// MaxBodyBytes bounds /v1 request bodies.
 	MaxBodyBytes int64

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cnamedns"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
+	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
@@ -230,4 +231,32 @@ func TestDomainsOfADisabledGateway(t *testing.T) {
 			t.Fatal("an enabled gateway's domain is not routed again")
 		}
 	})
+}
+
+// TestDomainClaimRateLimited: a claim creates a routed name and sends the
+// cloud's resolvers after the claimed domain, so it shares /subscribe's
+// limit per client address; a refused claim counts too, so that a client
+// cannot make the cloud query the public DNS without end.
+func TestDomainClaimRateLimited(t *testing.T) {
+	dns := cnamedns.Start(t)
+	e := newEnv(t, "sqlite", options{resolver: dns.Addr, limits: ratelimit.New(time.Hour, 3, 0)})
+	token := e.subscribe("myhome") // the first of the three
+	delegate(dns, "home.example.com", "myhome")
+	if r := e.claimDomain(token, "home.example.com"); r.status != 200 {
+		t.Fatalf("claim: %d %s", r.status, r.body)
+	}
+	wantError(t, e.claimDomain(token, "nowhere.example.com"), 422, "DomainNotDelegated")
+	r := e.claimDomain(token, "home.example.com")
+	wantError(t, r, 429, "RateLimited")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	// Listing and releasing create nothing and stay open.
+	if r := e.do("GET", "/v1/domains", nil, token); r.status != 200 {
+		t.Fatalf("list: %d %s", r.status, r.body)
+	}
+	e.setClientIP("203.0.113.9")
+	if r := e.claimDomain(token, "home.example.com"); r.status != 200 {
+		t.Fatalf("claim from another address: %d %s", r.status, r.body)
+	}
 }
