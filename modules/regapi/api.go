@@ -210,6 +210,7 @@ var errorTable = []struct {
 	{registry.ErrInvalidDomain, http.StatusBadRequest, apierror.InvalidDomain},
 	{registry.ErrDomainTaken, http.StatusConflict, apierror.DomainTaken},
 	{registry.ErrNotDelegated, http.StatusUnprocessableEntity, apierror.DomainNotDelegated},
+	{registry.ErrTooManyDomains, http.StatusBadRequest, apierror.TooManyDomains},
 	{registry.ErrNotFound, http.StatusNotFound, apierror.NotFound},
 	{registry.ErrNoMailer, http.StatusServiceUnavailable, apierror.EmailUnavailable},
 }

@@ -2,6 +2,7 @@ package regapi_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -259,4 +260,39 @@ func TestDomainClaimRateLimited(t *testing.T) {
 	if r := e.claimDomain(token, "home.example.com"); r.status != 200 {
 		t.Fatalf("claim from another address: %d %s", r.status, r.body)
 	}
+}
+
+// TestDomainClaimsBounded: a gateway holds at most
+// registry.MaxDomainsPerGateway custom domains; at the bound a new claim is
+// refused before the DNS is asked, one it holds is still checked again, and
+// a release makes room.
+func TestDomainClaimsBounded(t *testing.T) {
+	teststore.ForEach(t, func(t *testing.T, driver string) {
+		dns := cnamedns.Start(t)
+		e := newEnv(t, driver, options{resolver: dns.Addr})
+		token := e.subscribe("myhome")
+		domain := func(i int) string { return "d" + strconv.Itoa(i) + ".example.com" }
+		for i := range registry.MaxDomainsPerGateway + 1 {
+			delegate(dns, domain(i), "myhome")
+		}
+		for i := range registry.MaxDomainsPerGateway {
+			if r := e.claimDomain(token, domain(i)); r.status != 200 {
+				t.Fatalf("claim %d: %d %s", i, r.status, r.body)
+			}
+		}
+		last := domain(registry.MaxDomainsPerGateway)
+		wantReason(t, e.claimDomain(token, last), 400, "TooManyDomains", "at most")
+		if _, ok := e.domains.Gateway(last); ok {
+			t.Fatal("a claim past the bound is routed")
+		}
+		if r := e.claimDomain(token, domain(0)); r.status != 200 {
+			t.Fatalf("claiming a held domain again at the bound: %d %s", r.status, r.body)
+		}
+		if r := e.do("DELETE", "/v1/domains/"+domain(0), nil, token); r.status != 200 {
+			t.Fatalf("release: %d %s", r.status, r.body)
+		}
+		if r := e.claimDomain(token, last); r.status != 200 {
+			t.Fatalf("claim after a release: %d %s", r.status, r.body)
+		}
+	})
 }

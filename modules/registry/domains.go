@@ -38,7 +38,15 @@ var (
 	ErrDomainTaken = errors.New("domain held by another gateway")
 	// ErrNotDelegated: the domain's CNAMEs are missing or point elsewhere.
 	ErrNotDelegated = errors.New("domain not delegated to the gateway")
+	// ErrTooManyDomains: the gateway holds MaxDomainsPerGateway already.
+	ErrTooManyDomains = errors.New("too many custom domains")
 )
+
+// MaxDomainsPerGateway bounds the custom domains one gateway holds. Each
+// claim is a row, an entry of every node's in-memory index and two DNS
+// queries at every recheck; without a bound, an owner of a zone could make
+// the cloud hold and recheck any number of names for one gateway.
+const MaxDomainsPerGateway = 32
 
 // maxDomainLength is the longest name DNS carries, without trailing dot.
 const maxDomainLength = 253
@@ -140,6 +148,16 @@ func (d *Domains) Claim(ctx context.Context, g *Gateway, domain string) (DomainC
 	if holder, ok := d.Gateway(dom); ok && holder != g.Name {
 		// Answered before the DNS is asked; the store decides for good.
 		return DomainClaim{}, fmt.Errorf("%w: %s", ErrDomainTaken, dom)
+	}
+	held, err := d.reg.store.DomainClaims(ctx, g.Name)
+	if err != nil {
+		return DomainClaim{}, err
+	}
+	// Counted outside the store's transaction: concurrent claims of one
+	// gateway may pass it together, by at most their number, which the
+	// rate limit of the claims keeps small.
+	if len(held) >= MaxDomainsPerGateway && !slices.ContainsFunc(held, func(c DomainClaim) bool { return c.Domain == dom }) {
+		return DomainClaim{}, fmt.Errorf("%w: a gateway holds at most %d; release one first", ErrTooManyDomains, MaxDomainsPerGateway)
 	}
 	if d.cfg.Check == nil {
 		return DomainClaim{}, fmt.Errorf("%w: this server checks no domains", ErrNotDelegated)
