@@ -225,7 +225,17 @@ func (d *Domains) Load(ctx context.Context) error {
 		byGateway[c.Gateway] = append(byGateway[c.Gateway], c.Domain)
 	}
 	for name := range byGateway {
-		if g, err := d.reg.store.Gateway(ctx, name); err != nil || !routable(g) {
+		g, err := d.reg.store.Gateway(ctx, name)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			// Removed meanwhile; its claims went with it.
+			delete(byGateway, name)
+		case err != nil:
+			// The index stays as it was: a store that failed for a moment
+			// must not take a gateway's domains off the air until the
+			// next load, an hour later.
+			return fmt.Errorf("loading the custom domains of %s: %w", name, err)
+		case !routable(g):
 			delete(byGateway, name)
 		}
 	}
