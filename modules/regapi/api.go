@@ -81,12 +81,12 @@ func New(reg *registry.Registry, cfg Config) *API {
 func (a *API) routes() {
 	m := a.mux
 	m.HandleFunc("GET /subscribe", withQuery(a.compatSubscribe))
-	m.HandleFunc("GET /unsubscribe", withQuery(a.compatUnsubscribe))
+	m.HandleFunc("GET /unsubscribe", withQuery(a.allowedFrom(a.compatUnsubscribe)))
 	m.HandleFunc("GET /reclaim", withQuery(a.compatReclaim))
-	m.HandleFunc("GET /ping", withQuery(a.compatPing))
-	m.HandleFunc("GET /dnsconfig", withQuery(a.compatDNSConfig))
-	m.HandleFunc("GET /info", withQuery(a.compatInfo))
-	m.HandleFunc("GET /setemail", withQuery(a.compatSetEmail))
+	m.HandleFunc("GET /ping", withQuery(a.allowedFrom(a.compatPing)))
+	m.HandleFunc("GET /dnsconfig", withQuery(a.allowedFrom(a.compatDNSConfig)))
+	m.HandleFunc("GET /info", withQuery(a.allowedFrom(a.compatInfo)))
+	m.HandleFunc("GET /setemail", withQuery(a.allowedFrom(a.compatSetEmail)))
 	m.HandleFunc("GET /verifyemail", withQuery(a.compatVerifyEmail))
 	m.HandleFunc("GET /revokeemail", withQuery(a.compatRevokeEmail))
 	m.HandleFunc("GET /connectivity-check", func(w http.ResponseWriter, r *http.Request) {
