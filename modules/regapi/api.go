@@ -146,7 +146,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	if r.URL.Path == "/v1/tunnel" && a.cfg.Tunnel != nil {
 		// The WebSocket upgrade needs the server's own writer to hijack.
-		a.cfg.Tunnel.ServeHTTP(w, r)
+		// The client's address goes along for the handshake's allowfrom
+		// check (see refusedFrom).
+		a.cfg.Tunnel.ServeHTTP(w, r.WithContext(registry.WithClientIP(r.Context(), a.cfg.ClientIP(r))))
 		return
 	}
 	a.mux.ServeHTTP(&reportingWriter{ResponseWriter: w, req: r, onError: a.cfg.OnError}, r)

@@ -2,6 +2,7 @@ package regapi_test
 
 import (
 	"net/http"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
 	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 func (e *env) acmeDNSRegister(body string) reply {
@@ -167,6 +169,25 @@ func TestAllowFromOnEveryTokenEndpoint(t *testing.T) {
 	e.setClientIP("198.51.100.1")
 	if r := e.get("/info", "token", plain); r.status != 200 {
 		t.Fatalf("/info of a gateway without allowfrom: %d %s", r.status, r.body)
+	}
+}
+
+// TestTunnelGetsClientIP: /v1/tunnel's handler finds the client's address
+// (as ClientIP says, a trusted proxy's header included) in the request's
+// context, where the tunnel handshake checks allowfrom.
+func TestTunnelGetsClientIP(t *testing.T) {
+	got := make(chan netip.Addr, 1)
+	e := newEnv(t, "sqlite", options{tunnel: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip, _ := registry.ClientIPFrom(r.Context())
+		got <- ip
+		w.WriteHeader(http.StatusTeapot)
+	})})
+	e.setClientIP("198.51.100.7")
+	if r := e.get("/v1/tunnel"); r.status != http.StatusTeapot {
+		t.Fatalf("/v1/tunnel: %d %s", r.status, r.body)
+	}
+	if ip := <-got; ip != netip.MustParseAddr("198.51.100.7") {
+		t.Fatalf("the tunnel handler saw client %v", ip)
 	}
 }
 
