@@ -260,6 +260,10 @@ func (d *Domains) Recheck(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Least recently checked first: a round cut short by its deadline
+	// (resolvers timing out) leaves the freshest claims for the next
+	// one, so that every claim is rechecked in turn.
+	slices.SortStableFunc(claims, func(a, b DomainClaim) int { return a.Checked.Compare(b.Checked) })
 	changed := map[string]bool{}
 	for _, c := range claims {
 		if ctx.Err() != nil {

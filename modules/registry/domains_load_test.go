@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
@@ -69,4 +70,36 @@ func TestDomainsLoadKeepsIndexOnStoreError(t *testing.T) {
 			t.Fatal("a deleted gateway's domain is still routed")
 		}
 	})
+}
+
+// TestRecheckOldestFirst: a recheck round asks about the least recently
+// checked claims first, so a round cut short by its deadline does not
+// leave the same claims unchecked round after round.
+func TestRecheckOldestFirst(t *testing.T) {
+	ctx := t.Context()
+	store := teststore.Open(t, "sqlite")
+	reg := registry.New(store, registry.Config{}, nil)
+	var asked []string
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d := registry.NewDomains(reg, registry.DomainsConfig{Zone: "box.test",
+		Check: func(_ context.Context, domain, _ string) error {
+			asked = append(asked, domain)
+			cancel() // the round's deadline passes after one check
+			return nil
+		}})
+	if _, err := reg.Subscribe(ctx, registry.SubscribeRequest{Name: "myhome"}); err != nil {
+		t.Fatal(err)
+	}
+	// a.example.com sorts first but was checked last.
+	for i, dom := range []string{"a.example.com", "b.example.com", "c.example.com"} {
+		at := time.Unix(int64(3-i)*1000, 0).UTC()
+		if err := store.ClaimDomain(ctx, registry.DomainClaim{Domain: dom, Gateway: "myhome", Created: at, Checked: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = d.Recheck(rctx)
+	if len(asked) != 1 || asked[0] != "c.example.com" {
+		t.Fatalf("a cut-short round asked about %v, want the least recently checked, c.example.com", asked)
+	}
 }
