@@ -403,19 +403,7 @@ func TestPageKite(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		br := bufio.NewReader(conn)
-		get := func(path string) string {
-			t.Helper()
-			_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-			fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: kite.box.test\r\n\r\n", path)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatalf("GET %s on the relayed connection: %v", path, err)
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			return string(b)
-		}
+		get := keptConnGetter(t, conn, "kite.box.test")
 		if got := get("/before-reload"); !strings.Contains(got, "/before-reload") {
 			t.Fatalf("before the reload: %q", got)
 		}

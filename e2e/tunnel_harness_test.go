@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -306,6 +307,25 @@ func dialGateway(t *testing.T, c *cloud, name string, pool *x509.CertPool) (*tls
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	return tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", c.https),
 		&tls.Config{ServerName: name + ".box.test", RootCAs: pool})
+}
+
+// keptConnGetter returns a function that sends GET path for host on conn,
+// one request after another on the same kept connection, and returns the
+// body: the tests that must see one relayed connection survive a reload.
+func keptConnGetter(t *testing.T, conn net.Conn, host string) func(path string) string {
+	br := bufio.NewReader(conn)
+	return func(path string) string {
+		t.Helper()
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("GET %s on the relayed connection: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
 }
 
 // adminMetrics returns the cloud's Prometheus metrics text.

@@ -156,19 +156,7 @@ func TestTunnelReloadKeepsRelays(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	br := bufio.NewReader(conn)
-	get := func(path string) string {
-		t.Helper()
-		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: alpha.box.test\r\n\r\n", path)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("GET %s on the relayed connection: %v", path, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	get := keptConnGetter(t, conn, "alpha.box.test")
 	if got := get("/before"); !strings.Contains(got, "/before") {
 		t.Fatalf("before: %q", got)
 	}

@@ -195,18 +195,7 @@ func writeOriginalDB(t *testing.T, name, token string) string {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var stmts []string
-	for _, s := range strings.Split(string(schema), ";") {
-		var lines []string
-		for _, l := range strings.Split(s, "\n") {
-			if !strings.HasPrefix(strings.TrimSpace(l), "--") {
-				lines = append(lines, l)
-			}
-		}
-		if s := strings.TrimSpace(strings.Join(lines, "\n")); s != "" {
-			stmts = append(stmts, s)
-		}
-	}
+	stmts := testtools.SQLStatements(string(schema))
 	stmts = append(stmts,
 		`INSERT INTO accounts (id, email, optout) VALUES (1, 'legacy-owner@example.com', FALSE)`,
 		fmt.Sprintf(`INSERT INTO domains (id, name, account_id, token, description, timestamp, verified, mode, last_ip)

@@ -63,6 +63,9 @@ const (
 	DomainNotDelegated = "DomainNotDelegated"
 	// NoSuchDomain (404): the gateway holds no such custom domain.
 	NoSuchDomain = "NoSuchDomain"
+	// TooManyDomains (400): the gateway holds as many custom domains as
+	// one may.
+	TooManyDomains = "TooManyDomains"
 )
 
 // Body is the JSON body of every error answer.

@@ -70,7 +70,7 @@ func (n *Node) kiteSecret(ctx context.Context, domain, _ string) (string, error)
 // replaces another.
 func (n *Node) registerKite(domain string, t hub.Tunnel) error {
 	name := strings.TrimSuffix(strings.ToLower(strings.TrimSuffix(domain, ".")), "."+n.zone)
-	if err := n.reviveExpired(name, t); err != nil {
+	if err := n.admitKite(name, t); err != nil {
 		return err
 	}
 	err := n.lease.Hub().RegisterUnless(name, t, func(old hub.Tunnel) bool {
@@ -87,15 +87,24 @@ func (n *Node) registerKite(domain string, t hub.Tunnel) error {
 	return nil
 }
 
-// reviveExpired brings an expired gateway back before its kite becomes
-// its tunnel, with the ping its gateway would send (and cannot, its kite
-// being down): the kite has just proved it holds the token.
-func (n *Node) reviveExpired(name string, t hub.Tunnel) error {
+// admitKite checks a kite that proved its token before it becomes the
+// gateway's tunnel: the token of an acme-dns account is refused from
+// outside its allowfrom networks, as on the API and the agents' tunnel.
+// An expired gateway is brought back, with the ping its gateway would send
+// (and cannot, its kite being down).
+func (n *Node) admitKite(name string, t hub.Tunnel) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	g, err := n.reg.Gateway(ctx, name)
 	if err != nil {
 		return fmt.Errorf("reading gateway %s: %w", name, err)
+	}
+	var public netip.Addr
+	if r, ok := t.(remoter); ok {
+		public = r.Remote().Addr()
+	}
+	if len(g.AllowFrom) > 0 && !g.AllowsFrom(public) {
+		return fmt.Errorf("gateway %s: its token is not accepted from %v (allowfrom)", name, public)
 	}
 	if !g.Expired {
 		return nil
@@ -103,10 +112,6 @@ func (n *Node) reviveExpired(name string, t hub.Tunnel) error {
 	token, err := n.reg.KiteSecret(ctx, name)
 	if err != nil {
 		return fmt.Errorf("gateway %s: %w", name, err)
-	}
-	var public netip.Addr
-	if r, ok := t.(remoter); ok {
-		public = r.Remote().Addr()
 	}
 	if _, err := n.reg.Ping(ctx, token, public, nil); err != nil {
 		return fmt.Errorf("bringing gateway %s back: %w", name, err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -148,44 +149,8 @@ func TestExpiredGatewayComesBackWithItsKite(t *testing.T) {
 	}
 	testtools.Eventually(t, 15*time.Second, "the gateway to expire", expired)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { defer c.Close(); _ = n.Kites().ServeConn(ctx, c) })
-		}
-	})
-	defer func() { cancel(); _ = ln.Close(); wg.Wait() }()
-
-	var out bytes.Buffer
-	var outMu sync.Mutex
-	kite := exec.Command(bin, "--clean", "--logfile=stdio",
-		fmt.Sprintf("--frontend=127.0.0.1:%d", ln.Addr().(*net.TCPAddr).Port),
-		// The backend is never dialled here.
-		fmt.Sprintf("--service_on=https:late.%s:localhost:9:%s", zone, late.Token))
-	kite.Stdout = lockedWriter{&outMu, &out}
-	kite.Stderr = kite.Stdout
-	kite.Env = append(os.Environ(), "HOME="+t.TempDir())
-	if err := kite.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = kite.Process.Kill()
-		_ = kite.Wait()
-		if t.Failed() {
-			outMu.Lock()
-			t.Logf("kite log:\n%s", out.String())
-			outMu.Unlock()
-		}
-	}()
+	port := serveKites(t, n)
+	startKite(t, bin, port, "late", late.Token)
 	testtools.Eventually(t, 30*time.Second, "the expired gateway's kite to be its tunnel", func() bool {
 		_, ok := n.Hub().Lookup("late")
 		return ok
@@ -201,6 +166,88 @@ func TestExpiredGatewayComesBackWithItsKite(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if expired() {
 		t.Fatal("the gateway expired again with its kite up")
+	}
+}
+
+// serveKites runs n's PageKite frontend on a loopback port until the test
+// ends, and returns the port.
+func serveKites(t *testing.T, n *Node) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { defer c.Close(); _ = n.Kites().ServeConn(ctx, c) })
+		}
+	})
+	t.Cleanup(func() { cancel(); _ = ln.Close(); wg.Wait() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startKite runs Debian's pagekite (bin) as the kite of name with token
+// against the frontend on port until the test ends; its log is shown when
+// the test failed.
+func startKite(t *testing.T, bin string, port int, name, token string) {
+	t.Helper()
+	var out bytes.Buffer
+	var outMu sync.Mutex
+	kite := exec.Command(bin, "--clean", "--logfile=stdio",
+		fmt.Sprintf("--frontend=127.0.0.1:%d", port),
+		// The backend is never dialled here.
+		fmt.Sprintf("--service_on=https:%s.%s:localhost:9:%s", name, zone, token))
+	kite.Stdout = lockedWriter{&outMu, &out}
+	kite.Stderr = kite.Stdout
+	kite.Env = append(os.Environ(), "HOME="+t.TempDir())
+	if err := kite.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = kite.Process.Kill()
+		_ = kite.Wait()
+		if t.Failed() {
+			outMu.Lock()
+			t.Logf("kite %s log:\n%s", name, out.String())
+			outMu.Unlock()
+		}
+	})
+}
+
+// A kite signing with an acme-dns account's token is refused from outside
+// the account's allowfrom networks, as the API and the agents' tunnel
+// refuse the token there; from inside, it connects. Debian's pagekite
+// against the node's frontend, both from 127.0.0.1.
+func TestKiteHonoursAllowFrom(t *testing.T) {
+	bin := testtools.Binary(t, "pagekite", "pagekite")
+	n := startNode(t, teststore.Open(t, "sqlite"), Config{DNS: dnsConfig(), Registry: registry.Config{Sealer: sealer(t)}})
+	ctx := t.Context()
+	far, err := n.Registry().RegisterACMEDNS(ctx, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	near, err := n.Registry().RegisterACMEDNS(ctx, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := serveKites(t, n)
+	startKite(t, bin, port, far.Name, far.Token)
+	startKite(t, bin, port, near.Name, near.Token)
+	testtools.Eventually(t, 30*time.Second, "the kite from inside allowfrom", func() bool {
+		_, ok := n.Hub().Lookup(near.Name)
+		return ok
+	})
+	// Both kites started together and took the same path; give the
+	// refused one a little longer anyway.
+	time.Sleep(time.Second)
+	if _, ok := n.Hub().Lookup(far.Name); ok {
+		t.Fatal("a kite from outside its account's allowfrom became the tunnel")
 	}
 }
 

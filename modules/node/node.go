@@ -394,6 +394,11 @@ func (n *Node) AuthenticateTunnel(ctx context.Context, name, key string) error {
 	if g.Name != name {
 		return refuse(fmt.Sprintf("token does not belong to %q", name))
 	}
+	// An acme-dns account's key is its token: allowfrom holds here as on
+	// the API (regapi puts the client's address in the context).
+	if ip, ok := registry.ClientIPFrom(ctx); ok && !g.AllowsFrom(ip) {
+		return refuse(fmt.Sprintf("token not accepted from %s (the gateway's allowfrom)", ip))
+	}
 	if g.Expired {
 		return refuse("gateway expired: ping to bring it back first")
 	}

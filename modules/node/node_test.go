@@ -292,3 +292,27 @@ func echo(t *testing.T, tn hub.Tunnel) {
 		t.Fatalf("echo through the tunnel: %q %v", got, err)
 	}
 }
+
+// A gateway created by acme-dns's /register with allowfrom: its token opens
+// a tunnel only from those networks, as the API's endpoints take it only
+// from there; a handshake whose client address is unknown is not refused.
+func TestTunnelHonoursAllowFrom(t *testing.T) {
+	n := newNode(t, teststore.Open(t, "sqlite"), &Shared{}, nil)
+	ctx := t.Context()
+	sub, err := n.Registry().RegisterACMEDNS(ctx, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused *tunnel.RefusedError
+	outside := registry.WithClientIP(ctx, netip.MustParseAddr("198.51.100.1"))
+	if err := n.AuthenticateTunnel(outside, sub.Name, sub.Token); !errors.As(err, &refused) || !strings.Contains(refused.Reason, "allowfrom") {
+		t.Fatalf("from outside allowfrom: %v", err)
+	}
+	inside := registry.WithClientIP(ctx, netip.MustParseAddr("192.0.2.9"))
+	if err := n.AuthenticateTunnel(inside, sub.Name, sub.Token); err != nil {
+		t.Fatalf("from inside allowfrom: %v", err)
+	}
+	if err := n.AuthenticateTunnel(ctx, sub.Name, sub.Token); err != nil {
+		t.Fatalf("without a client address: %v", err)
+	}
+}

@@ -74,6 +74,12 @@ func (a *API) acmeDNSUpdate(w http.ResponseWriter, r *http.Request) {
 		writeACMEDNSError(w, http.StatusUnauthorized, acmeDNSForbidden, "unknown key")
 		return
 	}
+	if errors.Is(err, registry.ErrDisabled) {
+		// The operator's decision, not a fault of ours: refused like a
+		// wrong key, and not reported as an internal error.
+		writeACMEDNSError(w, http.StatusUnauthorized, acmeDNSForbidden, "this account is disabled")
+		return
+	}
 	if err != nil {
 		a.acmeDNSInternal(w, r, err)
 		return

@@ -149,6 +149,17 @@ func TestACMEDNSUpdateErrors(t *testing.T) {
 	if got := e.challengeValues("other"); len(got) != 0 {
 		t.Fatalf("refused updates wrote %v to another gateway", got)
 	}
+	// A disabled gateway's key is refused as acme-dns refuses a wrong one,
+	// not answered as a database error.
+	if _, err := e.reg.SetDisabled(context.Background(), "home", true); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.acmeDNSUpdate("home", token, good); r.status != 401 || r.str("error") != "forbidden" {
+		t.Fatalf("disabled gateway: %d %s", r.status, r.body)
+	}
+	if got := e.challengeValues("home"); len(got) != 0 {
+		t.Fatalf("a disabled gateway's update wrote %v", got)
+	}
 }
 
 func TestACMEDNSHealth(t *testing.T) {

@@ -30,7 +30,9 @@ type Config struct {
 	// Tunnel serves GET /v1/tunnel (the WebSocket upgrade); nil answers 404.
 	Tunnel http.Handler
 	// SubscribeLimit, ReclaimLimit and EmailLimit guard the endpoints that
-	// create names or send mail, per client IP.
+	// create names or send mail, per client IP. SubscribeLimit covers
+	// every endpoint that creates a name: /subscribe, /v1/subscribe,
+	// acme-dns's /register and custom domain claims.
 	SubscribeLimit, ReclaimLimit, EmailLimit *ratelimit.Limiter
 	// MaxBodyBytes bounds /v1 request bodies.
 	MaxBodyBytes int64
@@ -79,12 +81,12 @@ func New(reg *registry.Registry, cfg Config) *API {
 func (a *API) routes() {
 	m := a.mux
 	m.HandleFunc("GET /subscribe", withQuery(a.compatSubscribe))
-	m.HandleFunc("GET /unsubscribe", withQuery(a.compatUnsubscribe))
+	m.HandleFunc("GET /unsubscribe", withQuery(a.allowedFrom(a.compatUnsubscribe)))
 	m.HandleFunc("GET /reclaim", withQuery(a.compatReclaim))
-	m.HandleFunc("GET /ping", withQuery(a.compatPing))
-	m.HandleFunc("GET /dnsconfig", withQuery(a.compatDNSConfig))
-	m.HandleFunc("GET /info", withQuery(a.compatInfo))
-	m.HandleFunc("GET /setemail", withQuery(a.compatSetEmail))
+	m.HandleFunc("GET /ping", withQuery(a.allowedFrom(a.compatPing)))
+	m.HandleFunc("GET /dnsconfig", withQuery(a.allowedFrom(a.compatDNSConfig)))
+	m.HandleFunc("GET /info", withQuery(a.allowedFrom(a.compatInfo)))
+	m.HandleFunc("GET /setemail", withQuery(a.allowedFrom(a.compatSetEmail)))
 	m.HandleFunc("GET /verifyemail", withQuery(a.compatVerifyEmail))
 	m.HandleFunc("GET /revokeemail", withQuery(a.compatRevokeEmail))
 	m.HandleFunc("GET /connectivity-check", func(w http.ResponseWriter, r *http.Request) {
@@ -144,7 +146,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	if r.URL.Path == "/v1/tunnel" && a.cfg.Tunnel != nil {
 		// The WebSocket upgrade needs the server's own writer to hijack.
-		a.cfg.Tunnel.ServeHTTP(w, r)
+		// The client's address goes along for the handshake's allowfrom
+		// check (see refusedFrom).
+		a.cfg.Tunnel.ServeHTTP(w, r.WithContext(registry.WithClientIP(r.Context(), a.cfg.ClientIP(r))))
 		return
 	}
 	a.mux.ServeHTTP(&reportingWriter{ResponseWriter: w, req: r, onError: a.cfg.OnError}, r)
@@ -208,6 +212,7 @@ var errorTable = []struct {
 	{registry.ErrInvalidDomain, http.StatusBadRequest, apierror.InvalidDomain},
 	{registry.ErrDomainTaken, http.StatusConflict, apierror.DomainTaken},
 	{registry.ErrNotDelegated, http.StatusUnprocessableEntity, apierror.DomainNotDelegated},
+	{registry.ErrTooManyDomains, http.StatusBadRequest, apierror.TooManyDomains},
 	{registry.ErrNotFound, http.StatusNotFound, apierror.NotFound},
 	{registry.ErrNoMailer, http.StatusServiceUnavailable, apierror.EmailUnavailable},
 }

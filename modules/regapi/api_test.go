@@ -54,6 +54,8 @@ type options struct {
 	resolver string
 	// onDrop is told of the claims a recheck dropped.
 	onDrop func(registry.DomainClaim, error)
+	// tunnel serves /v1/tunnel.
+	tunnel http.Handler
 }
 
 func newEnv(t *testing.T, driver string, opt options) *env {
@@ -94,6 +96,7 @@ func newEnv(t *testing.T, driver string, opt options) *env {
 		Nodes:           opt.nodes,
 		ACMEDNSRegister: opt.acmeDNSRegister,
 		Domains:         e.domains,
+		Tunnel:          opt.tunnel,
 	})
 	e.srv = httptest.NewServer(api)
 	t.Cleanup(e.srv.Close)

@@ -41,9 +41,15 @@ func (a *API) withDomains(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // v1ClaimDomain claims {"domain"} for the token's gateway: 200 with the
-// claim when both CNAMEs check out now; 400 InvalidDomain, 409
-// DomainTaken, 422 DomainNotDelegated (the reason names the record).
+// claim when both CNAMEs check out now; 400 InvalidDomain, 400
+// TooManyDomains (registry.MaxDomainsPerGateway), 409
+// DomainTaken, 422 DomainNotDelegated (the reason names the record); 429
+// past the rate limit of /subscribe, since a claim creates a routed name
+// and makes the cloud query the public DNS.
 func (a *API) v1ClaimDomain(w http.ResponseWriter, r *http.Request, g *registry.Gateway) {
+	if a.limited(w, r, a.cfg.SubscribeLimit) {
+		return
+	}
 	var b struct {
 		Domain string `json:"domain"`
 	}

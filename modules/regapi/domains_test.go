@@ -2,6 +2,7 @@ package regapi_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cnamedns"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
+	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
@@ -228,6 +230,69 @@ func TestDomainsOfADisabledGateway(t *testing.T) {
 		}
 		if name, ok := e.domains.Gateway("home.example.com"); !ok || name != "myhome" {
 			t.Fatal("an enabled gateway's domain is not routed again")
+		}
+	})
+}
+
+// TestDomainClaimRateLimited: a claim creates a routed name and sends the
+// cloud's resolvers after the claimed domain, so it shares /subscribe's
+// limit per client address; a refused claim counts too, so that a client
+// cannot make the cloud query the public DNS without end.
+func TestDomainClaimRateLimited(t *testing.T) {
+	dns := cnamedns.Start(t)
+	e := newEnv(t, "sqlite", options{resolver: dns.Addr, limits: ratelimit.New(time.Hour, 3, 0)})
+	token := e.subscribe("myhome") // the first of the three
+	delegate(dns, "home.example.com", "myhome")
+	if r := e.claimDomain(token, "home.example.com"); r.status != 200 {
+		t.Fatalf("claim: %d %s", r.status, r.body)
+	}
+	wantError(t, e.claimDomain(token, "nowhere.example.com"), 422, "DomainNotDelegated")
+	r := e.claimDomain(token, "home.example.com")
+	wantError(t, r, 429, "RateLimited")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	// Listing and releasing create nothing and stay open.
+	if r := e.do("GET", "/v1/domains", nil, token); r.status != 200 {
+		t.Fatalf("list: %d %s", r.status, r.body)
+	}
+	e.setClientIP("203.0.113.9")
+	if r := e.claimDomain(token, "home.example.com"); r.status != 200 {
+		t.Fatalf("claim from another address: %d %s", r.status, r.body)
+	}
+}
+
+// TestDomainClaimsBounded: a gateway holds at most
+// registry.MaxDomainsPerGateway custom domains; at the bound a new claim is
+// refused before the DNS is asked, one it holds is still checked again, and
+// a release makes room.
+func TestDomainClaimsBounded(t *testing.T) {
+	teststore.ForEach(t, func(t *testing.T, driver string) {
+		dns := cnamedns.Start(t)
+		e := newEnv(t, driver, options{resolver: dns.Addr})
+		token := e.subscribe("myhome")
+		domain := func(i int) string { return "d" + strconv.Itoa(i) + ".example.com" }
+		for i := range registry.MaxDomainsPerGateway + 1 {
+			delegate(dns, domain(i), "myhome")
+		}
+		for i := range registry.MaxDomainsPerGateway {
+			if r := e.claimDomain(token, domain(i)); r.status != 200 {
+				t.Fatalf("claim %d: %d %s", i, r.status, r.body)
+			}
+		}
+		last := domain(registry.MaxDomainsPerGateway)
+		wantReason(t, e.claimDomain(token, last), 400, "TooManyDomains", "at most")
+		if _, ok := e.domains.Gateway(last); ok {
+			t.Fatal("a claim past the bound is routed")
+		}
+		if r := e.claimDomain(token, domain(0)); r.status != 200 {
+			t.Fatalf("claiming a held domain again at the bound: %d %s", r.status, r.body)
+		}
+		if r := e.do("DELETE", "/v1/domains/"+domain(0), nil, token); r.status != 200 {
+			t.Fatalf("release: %d %s", r.status, r.body)
+		}
+		if r := e.claimDomain(token, last); r.status != 200 {
+			t.Fatalf("claim after a release: %d %s", r.status, r.body)
 		}
 	})
 }

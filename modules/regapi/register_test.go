@@ -2,6 +2,7 @@ package regapi_test
 
 import (
 	"net/http"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
 	"github.com/gatehouse-project/gatehouse/modules/ratelimit"
+	"github.com/gatehouse-project/gatehouse/modules/registry"
 )
 
 func (e *env) acmeDNSRegister(body string) reply {
@@ -119,6 +121,74 @@ func TestACMEDNSAllowFrom(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAllowFromOnEveryTokenEndpoint: an acme-dns account's key is its
+// gateway's token, so allowfrom holds wherever the token is taken, or a
+// leaked key would set the challenge TXT through /dnsconfig or /v1/records
+// (and so obtain certificates for every domain whose _acme-challenge is
+// CNAMEd to the account) from anywhere.
+func TestAllowFromOnEveryTokenEndpoint(t *testing.T) {
+	e := newEnv(t, "sqlite", options{acmeDNSRegister: true})
+	r := e.acmeDNSRegister(`{"allowfrom": ["192.0.2.0/24"]}`)
+	if r.status != 201 {
+		t.Fatalf("/register: %d %s", r.status, r.body)
+	}
+	sub, key := r.str("subdomain"), r.str("password")
+	e.setClientIP("198.51.100.1")
+	for what, got := range map[string]reply{
+		"/dnsconfig":   e.get("/dnsconfig", "token", key, "challenge", txtValue(0)),
+		"/info":        e.get("/info", "token", key),
+		"/ping":        e.get("/ping", "token", key),
+		"/setemail":    e.get("/setemail", "token", key, "email", "x@example.com"),
+		"/unsubscribe": e.get("/unsubscribe", "token", key),
+		"GET /v1/info": e.do("GET", "/v1/info", nil, key),
+		"POST /v1/records": e.do("POST", "/v1/records", map[string]any{"zone": sub + "." + zone + ".",
+			"records": []map[string]any{{"name": "_acme-challenge", "type": "TXT", "data": txtValue(1)}}}, key),
+	} {
+		if got.status != 401 || got.str("error") != "Unauthorized" || !strings.Contains(got.str("reason"), "198.51.100.1") {
+			t.Errorf("%s from outside allowfrom: %d %s", what, got.status, got.body)
+		}
+	}
+	if got := e.challengeValues(sub); len(got) != 0 {
+		t.Fatalf("refused requests wrote %v", got)
+	}
+	if _, err := e.store.Gateway(t.Context(), sub); err != nil {
+		t.Fatalf("the refused /unsubscribe removed the gateway: %v", err)
+	}
+	// From inside allowfrom the token works as ever; a gateway without
+	// allowfrom is not affected from anywhere.
+	e.setClientIP("192.0.2.9")
+	if r := e.get("/dnsconfig", "token", key, "challenge", txtValue(2)); r.status != 200 {
+		t.Fatalf("/dnsconfig from inside allowfrom: %d %s", r.status, r.body)
+	}
+	if r := e.do("GET", "/v1/info", nil, key); r.status != 200 {
+		t.Fatalf("/v1/info from inside allowfrom: %d %s", r.status, r.body)
+	}
+	plain := e.subscribe("plain")
+	e.setClientIP("198.51.100.1")
+	if r := e.get("/info", "token", plain); r.status != 200 {
+		t.Fatalf("/info of a gateway without allowfrom: %d %s", r.status, r.body)
+	}
+}
+
+// TestTunnelGetsClientIP: /v1/tunnel's handler finds the client's address
+// (as ClientIP says, a trusted proxy's header included) in the request's
+// context, where the tunnel handshake checks allowfrom.
+func TestTunnelGetsClientIP(t *testing.T) {
+	got := make(chan netip.Addr, 1)
+	e := newEnv(t, "sqlite", options{tunnel: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip, _ := registry.ClientIPFrom(r.Context())
+		got <- ip
+		w.WriteHeader(http.StatusTeapot)
+	})})
+	e.setClientIP("198.51.100.7")
+	if r := e.get("/v1/tunnel"); r.status != http.StatusTeapot {
+		t.Fatalf("/v1/tunnel: %d %s", r.status, r.body)
+	}
+	if ip := <-got; ip != netip.MustParseAddr("198.51.100.7") {
+		t.Fatalf("the tunnel handler saw client %v", ip)
+	}
 }
 
 // TestACMEDNSRegisterRateLimited: /register creates names, so it shares

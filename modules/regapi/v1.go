@@ -71,8 +71,41 @@ func (a *API) authed(h func(w http.ResponseWriter, r *http.Request, g *registry.
 			writeRegistryError(w, err)
 			return
 		}
+		if a.refusedFrom(w, r, g) {
+			return
+		}
 		h(w, r, g)
 	}
+}
+
+// allowedFrom refuses a compatible endpoint's gateway token (the query's
+// "token") from outside the gateway's allowfrom networks, before h runs.
+// A token that does not authenticate goes on to h, which answers it as it
+// always did.
+func (a *API) allowedFrom(h func(w http.ResponseWriter, r *http.Request, q *query)) func(w http.ResponseWriter, r *http.Request, q *query) {
+	return func(w http.ResponseWriter, r *http.Request, q *query) {
+		if token := q.get("token"); token != "" {
+			if g, err := a.reg.Authenticate(r.Context(), token); err == nil && a.refusedFrom(w, r, g) {
+				return
+			}
+		}
+		h(w, r, q)
+	}
+}
+
+// refusedFrom answers 401 when g's token may not be used from the client's
+// address. A gateway created by acme-dns's /register with allowfrom is an
+// acme-dns account whose clients expect its key to be useless elsewhere;
+// since its key is the gateway's token, every endpoint that takes the
+// token honours allowfrom, or the key would set the challenge TXT through
+// /dnsconfig or /v1/records from anywhere.
+func (a *API) refusedFrom(w http.ResponseWriter, r *http.Request, g *registry.Gateway) bool {
+	ip := a.cfg.ClientIP(r)
+	if g.AllowsFrom(ip) {
+		return false
+	}
+	writeError(w, http.StatusUnauthorized, apierror.Unauthorized, "this gateway's token is not accepted from "+ip.String()+" (its allowfrom)")
+	return true
 }
 
 type subscribeBody struct {

@@ -51,3 +51,18 @@ func (r *Registry) RegisterACMEDNS(ctx context.Context, allowFrom []netip.Prefix
 	}
 	return nil, fmt.Errorf("%w: no free random name", ErrNameTaken)
 }
+
+type clientIPKey struct{}
+
+// WithClientIP returns ctx carrying the address of the client whose token
+// is about to be checked, for checks that take only a context (the tunnel
+// handshake's authenticate callback) and must honour Gateway.AllowFrom.
+func WithClientIP(ctx context.Context, ip netip.Addr) context.Context {
+	return context.WithValue(ctx, clientIPKey{}, ip)
+}
+
+// ClientIPFrom returns the address WithClientIP put in ctx.
+func ClientIPFrom(ctx context.Context) (netip.Addr, bool) {
+	ip, ok := ctx.Value(clientIPKey{}).(netip.Addr)
+	return ip, ok
+}

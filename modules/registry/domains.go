@@ -38,7 +38,15 @@ var (
 	ErrDomainTaken = errors.New("domain held by another gateway")
 	// ErrNotDelegated: the domain's CNAMEs are missing or point elsewhere.
 	ErrNotDelegated = errors.New("domain not delegated to the gateway")
+	// ErrTooManyDomains: the gateway holds MaxDomainsPerGateway already.
+	ErrTooManyDomains = errors.New("too many custom domains")
 )
+
+// MaxDomainsPerGateway bounds the custom domains one gateway holds. Each
+// claim is a row, an entry of every node's in-memory index and two DNS
+// queries at every recheck; without a bound, an owner of a zone could make
+// the cloud hold and recheck any number of names for one gateway.
+const MaxDomainsPerGateway = 32
 
 // maxDomainLength is the longest name DNS carries, without trailing dot.
 const maxDomainLength = 253
@@ -141,6 +149,16 @@ func (d *Domains) Claim(ctx context.Context, g *Gateway, domain string) (DomainC
 		// Answered before the DNS is asked; the store decides for good.
 		return DomainClaim{}, fmt.Errorf("%w: %s", ErrDomainTaken, dom)
 	}
+	held, err := d.reg.store.DomainClaims(ctx, g.Name)
+	if err != nil {
+		return DomainClaim{}, err
+	}
+	// Counted outside the store's transaction: concurrent claims of one
+	// gateway may pass it together, by at most their number, which the
+	// rate limit of the claims keeps small.
+	if len(held) >= MaxDomainsPerGateway && !slices.ContainsFunc(held, func(c DomainClaim) bool { return c.Domain == dom }) {
+		return DomainClaim{}, fmt.Errorf("%w: a gateway holds at most %d; release one first", ErrTooManyDomains, MaxDomainsPerGateway)
+	}
 	if d.cfg.Check == nil {
 		return DomainClaim{}, fmt.Errorf("%w: this server checks no domains", ErrNotDelegated)
 	}
@@ -207,7 +225,17 @@ func (d *Domains) Load(ctx context.Context) error {
 		byGateway[c.Gateway] = append(byGateway[c.Gateway], c.Domain)
 	}
 	for name := range byGateway {
-		if g, err := d.reg.store.Gateway(ctx, name); err != nil || !routable(g) {
+		g, err := d.reg.store.Gateway(ctx, name)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			// Removed meanwhile; its claims went with it.
+			delete(byGateway, name)
+		case err != nil:
+			// The index stays as it was: a store that failed for a moment
+			// must not take a gateway's domains off the air until the
+			// next load, an hour later.
+			return fmt.Errorf("loading the custom domains of %s: %w", name, err)
+		case !routable(g):
 			delete(byGateway, name)
 		}
 	}
@@ -232,6 +260,10 @@ func (d *Domains) Recheck(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Least recently checked first: a round cut short by its deadline
+	// (resolvers timing out) leaves the freshest claims for the next
+	// one, so that every claim is rechecked in turn.
+	slices.SortStableFunc(claims, func(a, b DomainClaim) int { return a.Checked.Compare(b.Checked) })
 	changed := map[string]bool{}
 	for _, c := range claims {
 		if ctx.Err() != nil {

@@ -252,11 +252,9 @@ func echoUpstream(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// nodesAgent is an agent of c in passthrough mode (no certificate needed
-// for its tunnels), with fast reconnections and node refreshes; the test
-// drives its steps (not Run).
-func nodesAgent(t *testing.T, c *testCloud, connections int) (*Agent, *state.Registration) {
-	t.Helper()
+// nodesAgentConfig is the configuration of an agent of c in passthrough
+// mode (no certificate needed for its tunnels) with no local listeners.
+func nodesAgentConfig(t *testing.T, c *testCloud) config.Config {
 	cfg := config.Default()
 	cfg.Cloud = fmt.Sprintf("https://example.com:%d", c.port)
 	cfg.Resolve = []string{"example.com=127.0.0.1"}
@@ -264,9 +262,22 @@ func nodesAgent(t *testing.T, c *testCloud, connections int) (*Agent, *state.Reg
 	cfg.ACMECA = "https://127.0.0.1:1/directory"
 	cfg.SetupListen, cfg.HTTPSListen, cfg.APIListen, cfg.MDNS = "", "", "", false
 	cfg.Passthrough, cfg.Upstream = true, echoUpstream(t)
+	return cfg
+}
+
+// nodesAgentOptions reconnect and refresh the node list fast.
+func nodesAgentOptions() Options {
+	return Options{Version: "test", NodesRefresh: 300 * time.Millisecond,
+		TunnelBackoff: client.Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond, ProbeInterval: -1}}
+}
+
+// nodesAgent is an agent of c (nodesAgentConfig, nodesAgentOptions); the
+// test drives its steps (not Run).
+func nodesAgent(t *testing.T, c *testCloud, connections int) (*Agent, *state.Registration) {
+	t.Helper()
+	cfg := nodesAgentConfig(t, c)
 	cfg.TunnelConnections = connections
-	a, err := New(cfg, Options{Version: "test", NodesRefresh: 300 * time.Millisecond,
-		TunnelBackoff: client.Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond, ProbeInterval: -1}})
+	a, err := New(cfg, nodesAgentOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,20 +527,13 @@ func TestRunKeepsTwoTunnelsAndStopsThem(t *testing.T) {
 	}
 	apiAddr := free.Addr().String()
 	free.Close()
-	cfg := config.Default()
-	cfg.Cloud = fmt.Sprintf("https://example.com:%d", c.port)
-	cfg.Resolve = []string{"example.com=127.0.0.1"}
-	cfg.CloudCA, cfg.StateDir = c.ca, t.TempDir()
-	cfg.ACMECA = "https://127.0.0.1:1/directory"
-	cfg.SetupListen, cfg.HTTPSListen, cfg.MDNS = "", "", false
+	cfg := nodesAgentConfig(t, c)
 	cfg.APIListen = apiAddr
-	cfg.Passthrough, cfg.Upstream = true, echoUpstream(t)
 	cfg.MAC, cfg.LocalAddrs = "02:00:00:00:00:2b", []string{"127.0.0.1"}
 	if cfg.TunnelConnections != 2 {
 		t.Fatalf("default tunnel_connections %d, want 2", cfg.TunnelConnections)
 	}
-	a, err := New(cfg, Options{Version: "test", NodesRefresh: 300 * time.Millisecond,
-		TunnelBackoff: client.Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond, ProbeInterval: -1}})
+	a, err := New(cfg, nodesAgentOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

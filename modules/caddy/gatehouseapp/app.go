@@ -347,6 +347,12 @@ func (a *App) Stop() error {
 // Cleanup closes the store (and, for an App that was never stopped, lets
 // go of the hub).
 func (a *App) Cleanup() error {
+	if a.domains != nil {
+		// Caddy does not Stop an app whose Start failed (the DNS server
+		// after the domains started, say); their rechecks must not
+		// outlive the store that node.Close closes. Stop is idempotent.
+		a.domains.Stop()
+	}
 	if a.node != nil {
 		return a.node.Close()
 	}

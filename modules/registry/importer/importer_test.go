@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
 	"github.com/gatehouse-project/gatehouse/modules/registry"
 	"github.com/gatehouse-project/gatehouse/modules/registry/importer"
@@ -35,18 +36,7 @@ func original(t *testing.T, db *sql.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stmts := []string{}
-	for _, s := range strings.Split(string(schema), ";") {
-		var lines []string
-		for _, l := range strings.Split(s, "\n") {
-			if !strings.HasPrefix(strings.TrimSpace(l), "--") {
-				lines = append(lines, l)
-			}
-		}
-		if s := strings.TrimSpace(strings.Join(lines, "\n")); s != "" {
-			stmts = append(stmts, s)
-		}
-	}
+	stmts := testtools.SQLStatements(string(schema))
 	now := time.Now().Unix()
 	stmts = append(stmts,
 		`INSERT INTO accounts (id, email, optout) VALUES (1, 'owner@example.com', TRUE), (2, '', TRUE), (3, 'not an address', FALSE)`,

@@ -65,10 +65,10 @@ func (r *gatewayRow) gateway() (*registry.Gateway, error) {
 	if g.PublicV6, err = addrFrom(r.v6); err != nil {
 		return nil, fmt.Errorf("gateway %s public_v6: %w", r.name, err)
 	}
-	if g.LocalAddrs, err = addrsFrom(r.local); err != nil {
+	if g.LocalAddrs, err = listFrom(r.local, netip.ParseAddr); err != nil {
 		return nil, fmt.Errorf("gateway %s local_addrs: %w", r.name, err)
 	}
-	if g.AllowFrom, err = prefixesFrom(r.allowFrom); err != nil {
+	if g.AllowFrom, err = listFrom(r.allowFrom, netip.ParsePrefix); err != nil {
 		return nil, fmt.Errorf("gateway %s allow_from: %w", r.name, err)
 	}
 	return g, nil
@@ -141,64 +141,38 @@ func addrFrom(s *string) (netip.Addr, error) {
 	return netip.ParseAddr(*s)
 }
 
-// addrsArg stores a list of addresses as space-separated text; none is NULL.
-func addrsArg(as []netip.Addr) any {
-	if len(as) == 0 {
+// listArg stores a list of addresses or networks as space-separated
+// text; none is NULL.
+func listArg[T fmt.Stringer](xs []T) any {
+	if len(xs) == 0 {
 		return nil
 	}
 	var b strings.Builder
-	for i, a := range as {
+	for i, x := range xs {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
-		b.WriteString(a.String())
+		b.WriteString(x.String())
 	}
 	return b.String()
 }
 
-func addrsFrom(s *string) ([]netip.Addr, error) {
+// listFrom reads what listArg stored, each field with parse.
+func listFrom[T any](s *string, parse func(string) (T, error)) ([]T, error) {
 	if s == nil || *s == "" {
 		return nil, nil
 	}
 	fields := strings.Fields(*s)
-	as := make([]netip.Addr, len(fields))
+	xs := make([]T, len(fields))
 	for i, f := range fields {
-		a, err := netip.ParseAddr(f)
+		x, err := parse(f)
 		if err != nil {
 			return nil, err
 		}
-		as[i] = a
+		xs[i] = x
 	}
-	return as, nil
+	return xs, nil
 }
 
 // ttlSeconds is how a record's TTL is stored; DNS TTLs are whole seconds.
 func ttlSeconds(d time.Duration) int32 { return int32(d / time.Second) }
-
-// prefixesArg stores networks as space-separated text; none is NULL.
-func prefixesArg(ps []netip.Prefix) any {
-	if len(ps) == 0 {
-		return nil
-	}
-	parts := make([]string, len(ps))
-	for i, p := range ps {
-		parts[i] = p.String()
-	}
-	return strings.Join(parts, " ")
-}
-
-func prefixesFrom(s *string) ([]netip.Prefix, error) {
-	if s == nil || *s == "" {
-		return nil, nil
-	}
-	fields := strings.Fields(*s)
-	ps := make([]netip.Prefix, len(fields))
-	for i, f := range fields {
-		p, err := netip.ParsePrefix(f)
-		if err != nil {
-			return nil, err
-		}
-		ps[i] = p
-	}
-	return ps, nil
-}

@@ -35,7 +35,7 @@ func gatewayArgs(g *registry.Gateway, accountID int64) []any {
 	return []any{g.Name, bytesArg(g.TokenHash), string(g.Mode), g.Description, int64Arg(accountID),
 		g.EmailVerified, bytesArg(g.VerifyTokenHash), timeArg(g.VerifyExpires),
 		bytesArg(g.ReclaimTokenHash), timeArg(g.ReclaimExpires), timeArg(g.LastPing),
-		addrArg(g.PublicV4), addrArg(g.PublicV6), addrsArg(g.LocalAddrs), g.Expired, g.Created, g.Disabled, prefixesArg(g.AllowFrom)}
+		addrArg(g.PublicV4), addrArg(g.PublicV6), listArg(g.LocalAddrs), g.Expired, g.Created, g.Disabled, listArg(g.AllowFrom)}
 }
 
 // pingSQL updates one gateway by token and returns it in gatewayCols order,
@@ -271,7 +271,7 @@ func (s *Store) pingOnce(ctx context.Context, pings []registry.PingRequest, orde
 				at = now
 			}
 			b.Queue(pingSQL, at, addrArg(p.PublicV4), addrArg(p.PublicV6),
-				p.LocalAddrs != nil, addrsArg(p.LocalAddrs), p.TokenHash)
+				p.LocalAddrs != nil, listArg(p.LocalAddrs), p.TokenHash)
 		}
 		br := tx.SendBatch(ctx, b)
 		names := make([]string, 0, len(order))

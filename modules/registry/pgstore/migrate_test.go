@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse-project/gatehouse/modules/registry"
+	"github.com/gatehouse-project/gatehouse/modules/registry/storetest"
 )
 
 // TestUpgradeFromV1 builds a schema as the first release left it, with
@@ -216,18 +217,5 @@ func TestUpgradeFromV6(t *testing.T) {
 	pool.Close()
 
 	s := openIn(t, dsn, schema)
-	g, err := s.Gateway(ctx, "old")
-	if err != nil || g.AllowFrom != nil {
-		t.Fatalf("Gateway(old) after upgrade = %+v, %v", g, err)
-	}
-	at := time.Unix(5, 0).UTC()
-	if err := s.ClaimDomain(ctx, registry.DomainClaim{Domain: "home.example.com", Gateway: "old", Created: at, Checked: at}); err != nil {
-		t.Fatalf("ClaimDomain after upgrade: %v", err)
-	}
-	if err := s.DeleteGateway(ctx, "old"); err != nil {
-		t.Fatal(err)
-	}
-	if claims, err := s.DomainClaims(ctx, ""); err != nil || len(claims) != 0 {
-		t.Errorf("claims after the gateway's deletion = %v, %v (the v8 cascade)", claims, err)
-	}
+	storetest.UpgradedFromV6(t, s)
 }

@@ -64,10 +64,10 @@ func (r *gatewayRow) gateway() (*registry.Gateway, error) {
 	if g.PublicV6, err = addrFrom(r.v6); err != nil {
 		return nil, fmt.Errorf("gateway %s public_v6: %w", r.name, err)
 	}
-	if g.LocalAddrs, err = addrsFrom(r.local); err != nil {
+	if g.LocalAddrs, err = listFrom(r.local, netip.ParseAddr); err != nil {
 		return nil, fmt.Errorf("gateway %s local_addrs: %w", r.name, err)
 	}
-	if g.AllowFrom, err = prefixesFrom(r.allowFrom); err != nil {
+	if g.AllowFrom, err = listFrom(r.allowFrom, netip.ParsePrefix); err != nil {
 		return nil, fmt.Errorf("gateway %s allow_from: %w", r.name, err)
 	}
 	return g, nil
@@ -125,35 +125,37 @@ func addrFrom(s sql.NullString) (netip.Addr, error) {
 	return netip.ParseAddr(s.String)
 }
 
-// addrsArg stores a list of addresses as space-separated text; none is NULL.
-func addrsArg(as []netip.Addr) any {
-	if len(as) == 0 {
+// listArg stores a list of addresses or networks as space-separated
+// text; none is NULL.
+func listArg[T fmt.Stringer](xs []T) any {
+	if len(xs) == 0 {
 		return nil
 	}
 	var b strings.Builder
-	for i, a := range as {
+	for i, x := range xs {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
-		b.WriteString(a.String())
+		b.WriteString(x.String())
 	}
 	return b.String()
 }
 
-func addrsFrom(s sql.NullString) ([]netip.Addr, error) {
+// listFrom reads what listArg stored, each field with parse.
+func listFrom[T any](s sql.NullString, parse func(string) (T, error)) ([]T, error) {
 	if !s.Valid || s.String == "" {
 		return nil, nil
 	}
 	fields := strings.Fields(s.String)
-	as := make([]netip.Addr, len(fields))
+	xs := make([]T, len(fields))
 	for i, f := range fields {
-		a, err := netip.ParseAddr(f)
+		x, err := parse(f)
 		if err != nil {
 			return nil, err
 		}
-		as[i] = a
+		xs[i] = x
 	}
-	return as, nil
+	return xs, nil
 }
 
 func boolArg(b bool) int {
@@ -165,34 +167,3 @@ func boolArg(b bool) int {
 
 // ttlSeconds is how a record's TTL is stored; DNS TTLs are whole seconds.
 func ttlSeconds(d time.Duration) int64 { return int64(d / time.Second) }
-
-// prefixesArg stores networks as space-separated text; none is NULL.
-func prefixesArg(ps []netip.Prefix) any {
-	if len(ps) == 0 {
-		return nil
-	}
-	var b strings.Builder
-	for i, p := range ps {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(p.String())
-	}
-	return b.String()
-}
-
-func prefixesFrom(s sql.NullString) ([]netip.Prefix, error) {
-	if !s.Valid || s.String == "" {
-		return nil, nil
-	}
-	fields := strings.Fields(s.String)
-	ps := make([]netip.Prefix, len(fields))
-	for i, f := range fields {
-		p, err := netip.ParsePrefix(f)
-		if err != nil {
-			return nil, err
-		}
-		ps[i] = p
-	}
-	return ps, nil
-}

@@ -36,8 +36,8 @@ func gatewayArgs(g *registry.Gateway, accountID int64) []any {
 	return []any{g.Name, bytesArg(g.TokenHash), string(g.Mode), g.Description, account,
 		boolArg(g.EmailVerified), bytesArg(g.VerifyTokenHash), timeArg(g.VerifyExpires),
 		bytesArg(g.ReclaimTokenHash), timeArg(g.ReclaimExpires), timeArg(g.LastPing),
-		addrArg(g.PublicV4), addrArg(g.PublicV6), addrsArg(g.LocalAddrs), boolArg(g.Expired),
-		g.Created.UnixNano(), boolArg(g.Disabled), prefixesArg(g.AllowFrom)}
+		addrArg(g.PublicV4), addrArg(g.PublicV6), listArg(g.LocalAddrs), boolArg(g.Expired),
+		g.Created.UnixNano(), boolArg(g.Disabled), listArg(g.AllowFrom)}
 }
 
 // pingReturning lists what both ping statements return: the gateway in

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/modules/registry"
+	"github.com/gatehouse-project/gatehouse/modules/registry/storetest"
 )
 
 // TestUpgradeFromV1 builds a database as the first release left it, with
@@ -213,18 +214,5 @@ func TestUpgradeFromV6(t *testing.T) {
 		t.Fatalf("Open of a v6 database: %v", err)
 	}
 	defer s.Close()
-	g, err := s.Gateway(ctx, "old")
-	if err != nil || g.AllowFrom != nil {
-		t.Fatalf("Gateway(old) after upgrade = %+v, %v", g, err)
-	}
-	at := time.Unix(5, 0).UTC()
-	if err := s.ClaimDomain(ctx, registry.DomainClaim{Domain: "home.example.com", Gateway: "old", Created: at, Checked: at}); err != nil {
-		t.Fatalf("ClaimDomain after upgrade: %v", err)
-	}
-	if err := s.DeleteGateway(ctx, "old"); err != nil {
-		t.Fatal(err)
-	}
-	if claims, err := s.DomainClaims(ctx, ""); err != nil || len(claims) != 0 {
-		t.Errorf("claims after the gateway's deletion = %v, %v (the v8 cascade)", claims, err)
-	}
+	storetest.UpgradedFromV6(t, s)
 }

@@ -93,7 +93,7 @@ func pingRows(ctx context.Context, same, moved driver.StmtQueryContext, pings []
 			at = now
 		}
 		for j, v := range []any{at.UnixNano(), addrArg(p.PublicV4), addrArg(p.PublicV6),
-			boolArg(p.LocalAddrs != nil), addrsArg(p.LocalAddrs), p.TokenHash} {
+			boolArg(p.LocalAddrs != nil), listArg(p.LocalAddrs), p.TokenHash} {
 			args[j] = driver.NamedValue{Ordinal: j + 1, Value: driverValue(v)}
 		}
 		found, err := queryOne(ctx, same, args, values)

@@ -173,3 +173,26 @@ func testImportDomains(t *testing.T, s registry.Store) {
 		t.Error("a claim of an unknown gateway was imported")
 	}
 }
+
+// UpgradedFromV6 checks a store opened on a schema as version 6 left it,
+// holding the gateway "old" (each store's migration test writes it): the
+// gateway has no allowfrom (any address), can claim a custom domain, and
+// its claims go with it (the version 8 cascade).
+func UpgradedFromV6(t *testing.T, s registry.Store) {
+	t.Helper()
+	ctx := t.Context()
+	g, err := s.Gateway(ctx, "old")
+	if err != nil || g.AllowFrom != nil {
+		t.Fatalf("Gateway(old) after upgrade = %+v, %v", g, err)
+	}
+	at := time.Unix(5, 0).UTC()
+	if err := s.ClaimDomain(ctx, registry.DomainClaim{Domain: "home.example.com", Gateway: "old", Created: at, Checked: at}); err != nil {
+		t.Fatalf("ClaimDomain after upgrade: %v", err)
+	}
+	if err := s.DeleteGateway(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if claims, err := s.DomainClaims(ctx, ""); err != nil || len(claims) != 0 {
+		t.Errorf("claims after the gateway's deletion = %v, %v (the v8 cascade)", claims, err)
+	}
+}
