@@ -46,8 +46,12 @@ type Config struct {
 	LinkAddr string
 	// Cert is the node's link certificate (with its key) from the
 	// cluster CA; CA holds that CA, the only one the link trusts.
-	Cert tls.Certificate
-	CA   *x509.CertPool
+	// Certificate, when set, takes Cert's place: the link asks it on
+	// every handshake, so a renewed or rotated certificate serves the
+	// next link session (link.Renewing, link.FileCert).
+	Cert        tls.Certificate
+	Certificate link.CertFunc
+	CA          *x509.CertPool
 	// Lease is the membership lease (0: cluster.DefaultLease).
 	Lease time.Duration
 	// DSN is the PostgreSQL database the nodes share (the registry's);
@@ -110,7 +114,7 @@ func Start(ctx context.Context, cfg Config, h *hub.Hub, ln net.Listener) (*Clust
 	if err != nil {
 		return fail(err)
 	}
-	l, err := link.New(link.Config{Name: cfg.Name, Cert: cfg.Cert, CA: cfg.CA, Peers: m, Local: h, Tunnel: cfg.Link, Logger: logger})
+	l, err := link.New(link.Config{Name: cfg.Name, Cert: cfg.Cert, Certificate: cfg.Certificate, CA: cfg.CA, Peers: m, Local: h, Tunnel: cfg.Link, Logger: logger})
 	if err != nil {
 		_ = m.Close()
 		return fail(err)
@@ -193,6 +197,24 @@ func (c *Cluster) Close() error {
 		c.closeErr = err
 	})
 	return c.closeErr
+}
+
+// SetCredentials makes the link's new sessions use the certificate and
+// cluster CA of cfg (a reload that keeps the running cluster); the open
+// ones carry on. A cfg without them changes nothing.
+func (c *Cluster) SetCredentials(cfg Config) {
+	if cfg.CA == nil {
+		return
+	}
+	cert := cfg.Certificate
+	if cert == nil {
+		if len(cfg.Cert.Certificate) == 0 {
+			return
+		}
+		static := cfg.Cert
+		cert = func() (*tls.Certificate, error) { return &static, nil }
+	}
+	c.link.SetCredentials(cert, cfg.CA)
 }
 
 // Member is the cluster membership, for its Stats and view.
