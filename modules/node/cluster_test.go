@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -263,6 +264,16 @@ func TestClusterReachesEveryGateway(t *testing.T) {
 	both, ok := c.Tunnels().Lookup("home")
 	if !ok {
 		t.Fatal("node-c does not find home held twice")
+	}
+	// The operator's view on node-c, from memory: who holds what.
+	if got := c.Cluster().Holders("HOME"); !slices.Equal(got, []string{"node-a", "node-b"}) {
+		t.Fatalf("node-c: Holders(home) = %v", got)
+	}
+	if got, want := c.Cluster().Directory(), map[string][]string{"home": {"node-a", "node-b"}, "office": {"node-b"}}; !maps.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("node-c: Directory() = %v, want %v", got, want)
+	}
+	if got, want := c.Cluster().HeldCounts(), map[string]int{"node-a": 1, "node-b": 2, "node-c": 0}; !maps.Equal(got, want) {
+		t.Fatalf("node-c: HeldCounts() = %v, want %v", got, want)
 	}
 	stopHome2()
 	testtools.Eventually(t, 10*time.Second, "home gone from node-a's hub", func() bool { _, ok := a.Hub().Lookup("home"); return !ok })

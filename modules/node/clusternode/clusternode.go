@@ -246,6 +246,41 @@ func (c *Cluster) Lookup(name string) (hub.Tunnel, bool) {
 	return &remote{c: c, gateway: strings.ToLower(name), relays: relays}, true
 }
 
+// Holders lists the live nodes holding gateway's tunnel, sorted: the
+// directory's view, with this node's own hub counted before the
+// directory's round trip comes back. It never waits on the database.
+func (c *Cluster) Holders(gateway string) []string {
+	out := names(c.member.Holders(gateway))
+	if _, ok := c.hub.Lookup(gateway); ok && !slices.Contains(out, c.self) {
+		out = append(out, c.self)
+		slices.Sort(out)
+	}
+	return out
+}
+
+// Directory returns the live holders of every gateway held somewhere,
+// this node's hub included as in Holders.
+func (c *Cluster) Directory() map[string][]string {
+	dir := c.member.Directory()
+	for _, name := range c.hub.Names() {
+		name = strings.ToLower(name)
+		if !slices.Contains(dir[name], c.self) {
+			dir[name] = append(dir[name], c.self)
+			slices.Sort(dir[name])
+		}
+	}
+	return dir
+}
+
+// HeldCounts returns how many gateways each live node holds, every live
+// node included: this node's from its hub, the others' from the
+// directory.
+func (c *Cluster) HeldCounts() map[string]int {
+	counts := c.member.HeldCounts()
+	counts[c.self] = len(c.hub.Names())
+	return counts
+}
+
 // Nodes lists the live nodes, sorted by name (the agents' list of nodes
 // to connect to, GET /v1/nodes).
 func (c *Cluster) Nodes() []cluster.Node { return c.member.Nodes() }
