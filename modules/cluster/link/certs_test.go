@@ -145,6 +145,9 @@ func TestRenewingCertificate(t *testing.T) {
 	if s := a.Stats().Sessions; s != 2 {
 		t.Fatalf("node-a has %d link sessions, want 2 (node-b, node-c)", s)
 	}
+	if leaf, err := a.Certificate(); err != nil || leaf.SerialNumber.Cmp(second.SerialNumber) != 0 {
+		t.Fatalf("node-a's current certificate: %v, %v; want the renewed one", leaf, err)
+	}
 }
 
 // A renewal that fails keeps the certificate in use.

@@ -150,6 +150,16 @@ type credentials struct {
 	ca   *x509.CertPool
 }
 
+// Certificate returns the leaf of the certificate new link sessions
+// present (renewed first when due), for metrics.
+func (l *Link) Certificate() (*x509.Certificate, error) {
+	c, err := l.creds.Load().cert()
+	if err != nil {
+		return nil, err
+	}
+	return leaf(c)
+}
+
 // SetCredentials makes new link sessions present the certificates of
 // cert and trust only ca (a configuration reload that keeps the running
 // link); the sessions already open carry on.
