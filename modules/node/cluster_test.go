@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
@@ -357,7 +358,17 @@ func TestClusterSurvivesReload(t *testing.T) {
 	agentOn(t, first, "home", sub.Token)
 	testtools.Eventually(t, 10*time.Second, "home held by node-a", func() bool { return holderNames(other, "home") == "node-a" })
 
+	// node-b's link session to node-a opens with node-a's first
+	// certificate; the reload brings another.
+	if tn, ok := other.Tunnels().Lookup("home"); !ok {
+		t.Fatal("node-b does not find home")
+	} else {
+		echoName(t, tn, "home")
+	}
 	again := *cc
+	renewed := tc.ca.MustIssue(t, testcert.Options{DNSNames: []string{"node-a"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
+	again.Cert = renewed.TLS()
 	again.Listen = func() (net.Listener, error) {
 		t.Error("a reload opened the link listener again")
 		return nil, errors.New("listener in use")
@@ -380,6 +391,21 @@ func TestClusterSurvivesReload(t *testing.T) {
 		t.Fatal("node-b lost home over node-a's reload")
 	}
 	echoName(t, tn, "home")
+	// New link sessions present the reloaded certificate.
+	client := tc.ca.MustIssue(t, testcert.Options{DNSNames: []string{"node-b"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
+	conn, err := tls.Dial("tcp", cc.LinkAddr, &tls.Config{Certificates: []tls.Certificate{client.TLS()},
+		RootCAs: tc.ca.Pool(), ServerName: "node-a", MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatalf("TLS to node-a's link after the reload: %v", err)
+	}
+	if got := conn.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(renewed.Leaf.SerialNumber) != 0 {
+		t.Fatalf("node-a's link presents %v after the reload, want the new certificate %v", got, renewed.Leaf.SerialNumber)
+	}
+	_ = conn.Close()
+	if s := other.Cluster().Link().Stats().Sessions; s != 1 {
+		t.Fatalf("node-b has %d link sessions, want the one opened before the reload", s)
+	}
 
 	renamed := *cc
 	renamed.Name = "node-z"
