@@ -256,6 +256,15 @@ func TestClusterThreeNodes(t *testing.T) {
 	if st.Node != "node-3" || st.Online != 1 || !maps.Equal(st.Held, map[string]int{"node-1": 1, "node-2": 0, "node-3": 0}) {
 		t.Errorf("stats from node 3: node %q, online %d, held %v", st.Node, st.Online, st.Held)
 	}
+	// The same through the operator's commands, on node 3.
+	addr := "--address=" + net.JoinHostPort(nodes[2].host(), strconv.Itoa(nodes[2].admin))
+	if out, errs, ok := runGatehouse(t, "list", "--online", "true", addr); !ok || !strings.Contains(out, "online@node-1") {
+		t.Errorf("caddy gatehouse list --online true on node 3: %s%s", out, errs)
+	}
+	if out, errs, ok := runGatehouse(t, "stats", addr); !ok || !strings.Contains(out, "online (cluster, asked node-3)") ||
+		!slices.ContainsFunc(strings.Split(out, "\n"), func(l string) bool { return slices.Equal(strings.Fields(l), []string{"held", "on", "node-1", "1"}) }) {
+		t.Errorf("caddy gatehouse stats on node 3: %s%s", out, errs)
+	}
 
 	agent.stop()
 	offlineOn("once the agent left", nodes...)
