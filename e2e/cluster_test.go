@@ -3,10 +3,16 @@ package e2e
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +20,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
+	"github.com/gatehouse-project/gatehouse/modules/adminapi"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
 
@@ -236,6 +243,34 @@ func TestClusterThreeNodes(t *testing.T) {
 	if v := metricValue(adminMetrics(t, n1), "gatehouse_cluster_gateways_held"); v != 1 {
 		t.Errorf("node 1 holds %v gateways", v)
 	}
+	if v := metricValue(m, `gatehouse_cluster_node_gateways_held{node="node-1"}`); v != 1 {
+		t.Errorf("node 2 sees node 1 holding %v gateways", v)
+	}
+	if v := metricValue(m, "gatehouse_cluster_link_certificate_not_after_seconds"); v < float64(time.Now().Unix()) {
+		t.Errorf("node 2's link certificate expires at %v", v)
+	}
+	// Every node's operator view says where home's tunnel is.
+	for i, c := range nodes {
+		var g adminapi.Gateway
+		adminJSON(t, c, "/gatehouse/gateways/home", &g)
+		if !g.Online || !slices.Equal(g.OnlineOn, []string{"node-1"}) || g.Node != "node-1" {
+			t.Errorf("node %d shows home online %v on %v (node %q), want on node-1", i+1, g.Online, g.OnlineOn, g.Node)
+		}
+	}
+	var st adminapi.Stats
+	adminJSON(t, nodes[2], "/gatehouse/stats", &st)
+	if st.Node != "node-3" || st.Online != 1 || !maps.Equal(st.Held, map[string]int{"node-1": 1, "node-2": 0, "node-3": 0}) {
+		t.Errorf("stats from node 3: node %q, online %d, held %v", st.Node, st.Online, st.Held)
+	}
+	// The same through the operator's commands, on node 3.
+	addr := "--address=" + net.JoinHostPort(nodes[2].host(), strconv.Itoa(nodes[2].admin))
+	if out, errs, ok := runGatehouse(t, "list", "--online", "true", addr); !ok || !strings.Contains(out, "online@node-1") {
+		t.Errorf("caddy gatehouse list --online true on node 3: %s%s", out, errs)
+	}
+	if out, errs, ok := runGatehouse(t, "stats", addr); !ok || !strings.Contains(out, "online (cluster, asked node-3)") ||
+		!slices.ContainsFunc(strings.Split(out, "\n"), func(l string) bool { return slices.Equal(strings.Fields(l), []string{"held", "on", "node-1", "1"}) }) {
+		t.Errorf("caddy gatehouse stats on node 3: %s%s", out, errs)
+	}
 
 	agent.stop()
 	offlineOn("once the agent left", nodes...)
@@ -248,6 +283,23 @@ func TestClusterThreeNodes(t *testing.T) {
 	nodes = nodes[1:]
 	steeredTo("127.0.0.2", "127.0.0.3")
 	t.Logf("nodes 2 and 3 gave the offline page %v after node 1 was killed (lease 3s)", time.Since(start).Round(10*time.Millisecond))
+}
+
+// adminJSON decodes the answer of the node's admin API at path.
+func adminJSON(t *testing.T, c *cloud, path string, v any) {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://%s%s", net.JoinHostPort(c.host(), strconv.Itoa(c.admin)), path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s on %s: %d %s", path, c.host(), resp.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s on %s: %v in %s", path, c.host(), err, body)
+	}
 }
 
 // Link certificates issued by each node from the pki app's CA: the nodes

@@ -42,8 +42,15 @@ type Backend interface {
 	Registry() (*registry.Registry, error)
 	// Online reports whether name has a live tunnel on this node.
 	Online(name string) bool
-	// OnlineNames lists the names with a live tunnel on this node.
+	// OnlineNames lists the names with a live tunnel on this node, or in
+	// a cluster on any live node.
 	OnlineNames() []string
+	// Holders lists the nodes holding name's tunnel, sorted, in a
+	// cluster (from the node's in-memory directory); nil without one.
+	Holders(name string) []string
+	// Cluster returns this node's name in its cluster and how many
+	// gateways each live node holds; ok is false without a cluster.
+	Cluster() (self string, held map[string]int, ok bool)
 }
 
 // API serves the operator's requests.
@@ -56,10 +63,13 @@ type API struct {
 
 // Gateway is a gateway as the operator sees it: no secret, not even a hash.
 type Gateway struct {
-	Name          string       `json:"name"`
-	Mode          string       `json:"mode"`
-	Online        bool         `json:"online"`
+	Name   string `json:"name"`
+	Mode   string `json:"mode"`
+	Online bool   `json:"online"`
+	// Node is the node that holds its tunnel: this one when it does,
+	// else the first of OnlineOn, every node holding one.
 	Node          string       `json:"node,omitempty"`
+	OnlineOn      []string     `json:"online_on,omitempty"`
 	Disabled      bool         `json:"disabled"`
 	Expired       bool         `json:"expired"`
 	LastPing      *time.Time   `json:"last_ping,omitempty"`
@@ -79,11 +89,14 @@ type List struct {
 	Next     string    `json:"next,omitempty"`
 }
 
-// Stats are the registry's counts and this node's live tunnels.
+// Stats are the registry's counts and the live tunnels: Online counts the
+// gateways online (on this node, or in a cluster on any node), Held how
+// many gateways each live node of the cluster holds.
 type Stats struct {
 	registry.Stats
-	Online int    `json:"online"`
-	Node   string `json:"node"`
+	Online int            `json:"online"`
+	Node   string         `json:"node"`
+	Held   map[string]int `json:"held,omitempty"`
 }
 
 func (a *API) view(g *registry.Gateway) Gateway {
@@ -102,8 +115,13 @@ func (a *API) view(g *registry.Gateway) Gateway {
 	if g.PublicV6.IsValid() {
 		v.PublicV6 = g.PublicV6.String()
 	}
-	if a.Backend.Online(g.Name) {
-		v.Online, v.Node = true, a.Node
+	if holders := a.Backend.Holders(g.Name); len(holders) > 0 {
+		v.Online, v.OnlineOn, v.Node = true, holders, holders[0]
+		if self, _, _ := a.Backend.Cluster(); slices.Contains(holders, self) {
+			v.Node = self
+		}
+	} else if a.Backend.Online(g.Name) {
+		v.Online, v.Node, v.OnlineOn = true, a.Node, []string{a.Node}
 	}
 	return v
 }
@@ -230,7 +248,11 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, Stats{Stats: st, Online: len(a.Backend.OnlineNames()), Node: a.Node})
+		out := Stats{Stats: st, Online: len(a.Backend.OnlineNames()), Node: a.Node}
+		if self, held, ok := a.Backend.Cluster(); ok {
+			out.Node, out.Held = self, held
+		}
+		writeJSON(w, http.StatusOK, out)
 		return nil
 	case parts[0] == "export" && route(http.MethodGet, 1):
 		bs, ok := reg.Store().(registry.BackupStore)

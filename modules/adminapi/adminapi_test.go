@@ -2,6 +2,7 @@ package adminapi_test
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -20,6 +21,10 @@ import (
 type backend struct {
 	reg    *registry.Registry
 	online []string
+	// In a cluster: this node's name, and the holders by gateway as
+	// the node's directory has them.
+	self    string
+	holders map[string][]string
 }
 
 func (b backend) Registry() (*registry.Registry, error) {
@@ -28,8 +33,21 @@ func (b backend) Registry() (*registry.Registry, error) {
 	}
 	return b.reg, nil
 }
-func (b backend) Online(name string) bool { return slices.Contains(b.online, name) }
-func (b backend) OnlineNames() []string   { return slices.Clone(b.online) }
+func (b backend) Online(name string) bool      { return slices.Contains(b.online, name) }
+func (b backend) OnlineNames() []string        { return slices.Clone(b.online) }
+func (b backend) Holders(name string) []string { return b.holders[name] }
+func (b backend) Cluster() (string, map[string]int, bool) {
+	if b.self == "" {
+		return "", nil, false
+	}
+	held := map[string]int{b.self: 0}
+	for _, nodes := range b.holders {
+		for _, n := range nodes {
+			held[n]++
+		}
+	}
+	return b.self, held, true
+}
 
 func get(t *testing.T, api *adminapi.API, method, path string, v any) int {
 	t.Helper()
@@ -60,8 +78,8 @@ func TestOnlineFilterAndErrors(t *testing.T) {
 			}
 			var out []string
 			for _, g := range l.Gateways {
-				if g.Online != (g.Node == "n1") {
-					t.Errorf("%s: online %v on %q", g.Name, g.Online, g.Node)
+				if g.Online != (g.Node == "n1") || g.Online != slices.Equal(g.OnlineOn, []string{"n1"}) {
+					t.Errorf("%s: online %v on %q %v", g.Name, g.Online, g.Node, g.OnlineOn)
 				}
 				out = append(out, g.Name)
 			}
@@ -105,3 +123,39 @@ func TestOnlineFilterAndErrors(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// In a cluster every answer says which nodes hold a gateway's tunnel,
+// and stats count the gateways each node holds.
+func TestClusterPlacement(t *testing.T) {
+	teststore.ForEach(t, func(t *testing.T, driver string) {
+		reg := registry.New(teststore.Open(t, driver), registry.Config{}, nil)
+		for _, n := range []string{"a", "b", "c"} {
+			if _, err := reg.Subscribe(t.Context(), registry.SubscribeRequest{Name: n}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		holders := map[string][]string{"a": {"node-b"}, "b": {"node-a", "node-b"}}
+		api := &adminapi.API{Backend: backend{reg: reg, online: []string{"a", "b"}, self: "node-a", holders: holders},
+			Node: "host", Log: zap.NewNop()}
+		var l adminapi.List
+		if code := get(t, api, http.MethodGet, "/gatehouse/gateways", &l); code != 200 || len(l.Gateways) != 3 {
+			t.Fatalf("list: %d %+v", code, l)
+		}
+		for _, g := range l.Gateways {
+			want := holders[g.Name]
+			node := map[string]string{"a": "node-b", "b": "node-a"}[g.Name]
+			if g.Online != (want != nil) || !slices.Equal(g.OnlineOn, want) || g.Node != node {
+				t.Errorf("%s: online %v on %v (node %q), want %v (node %q)", g.Name, g.Online, g.OnlineOn, g.Node, want, node)
+			}
+		}
+		var g adminapi.Gateway
+		if code := get(t, api, http.MethodGet, "/gatehouse/gateways/b", &g); code != 200 || !slices.Equal(g.OnlineOn, []string{"node-a", "node-b"}) {
+			t.Errorf("show b: %d %+v", code, g)
+		}
+		var st adminapi.Stats
+		if code := get(t, api, http.MethodGet, "/gatehouse/stats", &st); code != 200 || st.Node != "node-a" || st.Online != 2 ||
+			!maps.Equal(st.Held, map[string]int{"node-a": 1, "node-b": 2}) {
+			t.Errorf("stats: %d %+v", code, st)
+		}
+	})
+}

@@ -285,6 +285,15 @@ func (m *Member) Holders(gateway string) []Node {
 	return m.view.holders(strings.ToLower(gateway), time.Now())
 }
 
+// Directory returns the live holders of every gateway some live node
+// holds (names sorted), for the operator's view; it never waits on the
+// database.
+func (m *Member) Directory() map[string][]string { return m.view.directory(time.Now()) }
+
+// HeldCounts returns how many gateways each live node holds, every live
+// node included, for the operator's view and metrics.
+func (m *Member) HeldCounts() map[string]int { return m.view.heldCounts(time.Now()) }
+
 // Subscribe returns a channel that receives a value after any change of
 // Nodes or Holders (a coalescing signal: read the view again on receipt),
 // and a function that ends the subscription.

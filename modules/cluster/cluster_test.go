@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -122,6 +123,13 @@ func TestMembershipDirectoryAndDeath(t *testing.T) {
 	if got := a.Holders("nobody"); len(got) != 0 {
 		t.Errorf("Holders(nobody) = %v", names(got))
 	}
+	// The operator's view, from the same memory.
+	if got, want := a.Directory(), map[string][]string{"gw1": {"node-c"}, "gw3": {"node-c"}}; !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("Directory() = %v, want %v", got, want)
+	}
+	if got, want := a.HeldCounts(), map[string]int{"node-a": 0, "node-b": 0, "node-c": 2}; !maps.Equal(got, want) {
+		t.Errorf("HeldCounts() = %v, want %v", got, want)
+	}
 
 	// c dies: its goroutines stop, its row stays. Within lease+1s it is
 	// out of the others' views, directory included, with no NOTIFY.
@@ -133,6 +141,9 @@ func TestMembershipDirectoryAndDeath(t *testing.T) {
 		})
 	}
 	t.Logf("dead node out of the views after %v (lease %v)", time.Since(killed), lease)
+	if got, want := a.HeldCounts(), map[string]int{"node-a": 0, "node-b": 0}; !maps.Equal(got, want) || len(a.Directory()) != 0 {
+		t.Errorf("after node-c's death: HeldCounts() = %v, Directory() = %v", got, a.Directory())
+	}
 	// Its row and entries are reaped from the database too.
 	db := f.conn()
 	within(t, lease+2*time.Second, "node-c's row reaped", func() bool {

@@ -76,6 +76,33 @@ func (v *view) holders(gateway string, now time.Time) []Node {
 	return out
 }
 
+func (v *view) directory(now time.Time) map[string][]string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make(map[string][]string)
+	for gateway, nodes := range v.tunnels {
+		for name := range nodes {
+			if _, ok := v.live(name, now); ok {
+				out[gateway] = append(out[gateway], name)
+			}
+		}
+		slices.Sort(out[gateway])
+	}
+	return out
+}
+
+func (v *view) heldCounts(now time.Time) map[string]int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make(map[string]int)
+	for name := range v.members {
+		if _, ok := v.live(name, now); ok {
+			out[name] = len(v.byNode[name])
+		}
+	}
+	return out
+}
+
 // nextDeadline is the earliest deadline after now, or zero.
 func (v *view) nextDeadline(now time.Time) time.Time {
 	v.mu.RLock()

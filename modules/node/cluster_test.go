@@ -2,9 +2,11 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -264,6 +266,16 @@ func TestClusterReachesEveryGateway(t *testing.T) {
 	if !ok {
 		t.Fatal("node-c does not find home held twice")
 	}
+	// The operator's view on node-c, from memory: who holds what.
+	if got := c.Cluster().Holders("HOME"); !slices.Equal(got, []string{"node-a", "node-b"}) {
+		t.Fatalf("node-c: Holders(home) = %v", got)
+	}
+	if got, want := c.Cluster().Directory(), map[string][]string{"home": {"node-a", "node-b"}, "office": {"node-b"}}; !maps.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("node-c: Directory() = %v, want %v", got, want)
+	}
+	if got, want := c.Cluster().HeldCounts(), map[string]int{"node-a": 1, "node-b": 2, "node-c": 0}; !maps.Equal(got, want) {
+		t.Fatalf("node-c: HeldCounts() = %v, want %v", got, want)
+	}
 	stopHome2()
 	testtools.Eventually(t, 10*time.Second, "home gone from node-a's hub", func() bool { _, ok := a.Hub().Lookup("home"); return !ok })
 	// Looked up while node-a held it: node-a now refuses (not held
@@ -346,7 +358,17 @@ func TestClusterSurvivesReload(t *testing.T) {
 	agentOn(t, first, "home", sub.Token)
 	testtools.Eventually(t, 10*time.Second, "home held by node-a", func() bool { return holderNames(other, "home") == "node-a" })
 
+	// node-b's link session to node-a opens with node-a's first
+	// certificate; the reload brings another.
+	if tn, ok := other.Tunnels().Lookup("home"); !ok {
+		t.Fatal("node-b does not find home")
+	} else {
+		echoName(t, tn, "home")
+	}
 	again := *cc
+	renewed := tc.ca.MustIssue(t, testcert.Options{DNSNames: []string{"node-a"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
+	again.Cert = renewed.TLS()
 	again.Listen = func() (net.Listener, error) {
 		t.Error("a reload opened the link listener again")
 		return nil, errors.New("listener in use")
@@ -369,6 +391,21 @@ func TestClusterSurvivesReload(t *testing.T) {
 		t.Fatal("node-b lost home over node-a's reload")
 	}
 	echoName(t, tn, "home")
+	// New link sessions present the reloaded certificate.
+	client := tc.ca.MustIssue(t, testcert.Options{DNSNames: []string{"node-b"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
+	conn, err := tls.Dial("tcp", cc.LinkAddr, &tls.Config{Certificates: []tls.Certificate{client.TLS()},
+		RootCAs: tc.ca.Pool(), ServerName: "node-a", MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatalf("TLS to node-a's link after the reload: %v", err)
+	}
+	if got := conn.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(renewed.Leaf.SerialNumber) != 0 {
+		t.Fatalf("node-a's link presents %v after the reload, want the new certificate %v", got, renewed.Leaf.SerialNumber)
+	}
+	_ = conn.Close()
+	if s := other.Cluster().Link().Stats().Sessions; s != 1 {
+		t.Fatalf("node-b has %d link sessions, want the one opened before the reload", s)
+	}
 
 	renamed := *cc
 	renamed.Name = "node-z"

@@ -85,7 +85,8 @@ func (s *Shared) Acquire(zone string, logger *slog.Logger) *Lease {
 // serving the link on the listener listen opens, and returns the
 // cluster. The first holder joins; later holders (a reload) get the same
 // cluster, as long as they describe the node the same way: a changed
-// name, link address or public address needs a restart. The cluster
+// name, link address or public address needs a restart; its link
+// certificate and CA take over from the running ones'. The cluster
 // leaves when the last holder releases the hub.
 func (l *Lease) JoinCluster(ctx context.Context, cfg clusternode.Config, listen func() (net.Listener, error)) (*clusternode.Cluster, error) {
 	sh := l.sh
@@ -96,6 +97,9 @@ func (l *Lease) JoinCluster(ctx context.Context, cfg clusternode.Config, listen 
 		if !strings.EqualFold(old.Name, cfg.Name) || old.LinkAddr != cfg.LinkAddr || !slices.Equal(old.PublicAddrs, cfg.PublicAddrs) {
 			return nil, fmt.Errorf("gatehouse cluster: node %q (link %s) is running; restart to change its name or addresses", old.Name, old.LinkAddr)
 		}
+		// The new configuration's certificate (freshly issued, or
+		// other files) serves the next link sessions.
+		sh.cluster.SetCredentials(cfg)
 		return sh.cluster, nil
 	}
 	ln, err := listen()

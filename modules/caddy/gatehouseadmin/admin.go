@@ -10,8 +10,10 @@ package gatehouseadmin
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -110,5 +112,32 @@ func (b backend) OnlineNames() []string {
 	if err != nil || app.Hub() == nil {
 		return nil
 	}
+	if c := app.Node().Cluster(); c != nil {
+		// Online anywhere in the cluster, as Online says.
+		return slices.Collect(maps.Keys(c.Directory()))
+	}
 	return app.Hub().Names()
+}
+
+func (b backend) Holders(name string) []string {
+	app, err := b.app()
+	if err != nil || app.Hub() == nil {
+		return nil
+	}
+	if c := app.Node().Cluster(); c != nil {
+		return c.Holders(name)
+	}
+	return nil
+}
+
+func (b backend) Cluster() (string, map[string]int, bool) {
+	app, err := b.app()
+	if err != nil || app.Hub() == nil {
+		return "", nil, false
+	}
+	c := app.Node().Cluster()
+	if c == nil {
+		return "", nil, false
+	}
+	return c.Name(), c.HeldCounts(), true
 }

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"github.com/gatehouse-project/gatehouse/modules/caddy/gatehousecmd"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -122,6 +124,8 @@ func gatewayRows(w *tabwriter.Writer, gs []adminapi.Gateway) {
 			state = "disabled"
 		case g.Expired:
 			state = "expired"
+		case g.Online && len(g.OnlineOn) > 0:
+			state = "online@" + strings.Join(g.OnlineOn, ",")
 		case g.Online:
 			state = "online@" + g.Node
 		}
@@ -200,7 +204,7 @@ func subcommands() []*cobra.Command {
 	lf.String("mode", "", "tunnel or dynamic")
 	lf.String("expired", "", "true or false")
 	lf.String("disabled", "", "true or false")
-	lf.String("online", "", "true or false (on this node)")
+	lf.String("online", "", "true or false (on this node; in a cluster, on any node)")
 	lf.String("after", "", "start after this name")
 	lf.String("limit", "", "page size (default 100, at most 1000)")
 	lf.Bool("all", false, "fetch every page")
@@ -250,8 +254,15 @@ func subcommands() []*cobra.Command {
 				return err
 			}
 			return c.print(st, func(w *tabwriter.Writer) {
+				where := st.Node
+				if st.Held != nil {
+					where = "cluster, asked " + st.Node
+				}
 				fmt.Fprintf(w, "registered\t%d\nonline (%s)\t%d\nexpired\t%d\ndisabled\t%d\nreserved names\t%d\n",
-					st.Registered, st.Node, st.Online, st.Expired, st.Disabled, st.Reserved)
+					st.Registered, where, st.Online, st.Expired, st.Disabled, st.Reserved)
+				for _, n := range slices.Sorted(maps.Keys(st.Held)) {
+					fmt.Fprintf(w, "held on %s\t%d\n", n, st.Held[n])
+				}
 				for m, n := range st.ByMode {
 					fmt.Fprintf(w, "mode %s\t%d\n", m, n)
 				}

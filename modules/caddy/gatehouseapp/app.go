@@ -223,7 +223,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if ss, ok := storage.(SharedStorage); ok {
 			dsn = ss.ClusterDSN()
 		}
-		if cfg.Cluster, err = a.Cluster.provision(ctx, repl, dsn); err != nil {
+		if cfg.Cluster, err = a.Cluster.provision(ctx, repl, dsn, cfg.Logger); err != nil {
 			_ = store.Close()
 			return err
 		}

@@ -262,7 +262,7 @@ func TestClusterProvisionRefusals(t *testing.T) {
 	} {
 		c := ok
 		tc.edit(&c)
-		if _, err := c.provision(ctx, repl, tc.dsn); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := c.provision(ctx, repl, tc.dsn, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/netip"
@@ -21,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddypki"
 
+	"github.com/gatehouse-project/gatehouse/modules/cluster/link"
 	"github.com/gatehouse-project/gatehouse/modules/node"
 )
 
@@ -57,7 +59,7 @@ type ClusterConfig struct {
 
 // provision resolves placeholders and checks the section, without side
 // effects outside this process: the node joins in Start.
-func (c *ClusterConfig) provision(ctx caddy.Context, repl *caddy.Replacer, dsn string) (*node.ClusterConfig, error) {
+func (c *ClusterConfig) provision(ctx caddy.Context, repl *caddy.Replacer, dsn string, logger *slog.Logger) (*node.ClusterConfig, error) {
 	if dsn == "" {
 		return nil, errors.New("gatehouse cluster: needs the postgres storage, which every node shares")
 	}
@@ -104,10 +106,13 @@ func (c *ClusterConfig) provision(ctx caddy.Context, repl *caddy.Replacer, dsn s
 		if c.CertFile == "" || c.KeyFile == "" || c.CAFile == "" {
 			return nil, errors.New("gatehouse cluster: cert_file, key_file and ca_file go together")
 		}
-		cc.Cert, err = tls.LoadX509KeyPair(r(c.CertFile), r(c.KeyFile))
+		// Read again when the files change: an operator rotates them
+		// without a restart.
+		fc, err := link.NewFileCert(r(c.CertFile), r(c.KeyFile), certFileCheck, logger)
 		if err != nil {
 			return nil, fmt.Errorf("gatehouse cluster: link certificate: %w", err)
 		}
+		cc.Certificate = fc.Certificate
 		pem, err := os.ReadFile(r(c.CAFile))
 		if err != nil {
 			return nil, fmt.Errorf("gatehouse cluster: cluster CA: %w", err)
@@ -117,9 +122,21 @@ func (c *ClusterConfig) provision(ctx caddy.Context, repl *caddy.Replacer, dsn s
 			return nil, fmt.Errorf("gatehouse cluster: cluster CA %s: no PEM certificate", c.CAFile)
 		}
 	case c.PKICA != "":
-		if cc.Cert, cc.CA, err = issueFromPKI(ctx, r(c.PKICA), cc.Name); err != nil {
+		ca, err := pkiCA(ctx, r(c.PKICA))
+		if err != nil {
 			return nil, err
 		}
+		// Issued anew at two thirds of its life (and by every
+		// configuration load), from the intermediate the pki app keeps
+		// renewed.
+		name := cc.Name
+		renewing, err := link.NewRenewing(func() (tls.Certificate, error) { return issueFromCA(ca, name) }, logger)
+		if err != nil {
+			return nil, fmt.Errorf("gatehouse cluster: pki_ca %s: %w", c.PKICA, err)
+		}
+		cc.Certificate = renewing.Certificate
+		cc.CA = x509.NewCertPool()
+		cc.CA.AddCert(ca.RootCertificate())
 	default:
 		return nil, errors.New("gatehouse cluster: a link certificate is required: cert_file, key_file and ca_file, or pki_ca")
 	}
@@ -137,26 +154,33 @@ func (c *ClusterConfig) provision(ctx caddy.Context, repl *caddy.Replacer, dsn s
 	return cc, nil
 }
 
-// issueFromPKI issues the node's link certificate from the intermediate
-// of Caddy's pki CA id, as Caddy's internal issuer does for sites: valid
-// until the intermediate expires (at most a week), for name, for server
-// and client authentication. The cluster CA is that CA's root.
-func issueFromPKI(ctx caddy.Context, id, name string) (tls.Certificate, *x509.CertPool, error) {
-	fail := func(err error) (tls.Certificate, *x509.CertPool, error) {
-		return tls.Certificate{}, nil, fmt.Errorf("gatehouse cluster: pki_ca %s: %w", id, err)
-	}
+// certFileCheck is how often a link handshake looks whether the
+// certificate files changed.
+const certFileCheck = 30 * time.Second
+
+// pkiCA is the CA id of Caddy's pki app, with an intermediate.
+func pkiCA(ctx caddy.Context, id string) (*caddypki.CA, error) {
 	appIface, err := ctx.App("pki")
 	if err != nil {
-		return fail(err)
+		return nil, fmt.Errorf("gatehouse cluster: pki_ca %s: %w", id, err)
 	}
 	ca, err := appIface.(*caddypki.PKI).GetCA(ctx, id)
 	if err != nil {
-		return fail(err)
+		return nil, fmt.Errorf("gatehouse cluster: pki_ca %s: %w", id, err)
 	}
-	chain, signer, root := ca.IntermediateCertificateChain(), ca.IntermediateKey(), ca.RootCertificate()
-	if len(chain) == 0 || signer == nil || root == nil {
-		return fail(errors.New("the CA has no intermediate"))
+	if len(ca.IntermediateCertificateChain()) == 0 || ca.IntermediateKey() == nil || ca.RootCertificate() == nil {
+		return nil, fmt.Errorf("gatehouse cluster: pki_ca %s: the CA has no intermediate", id)
 	}
+	return ca, nil
+}
+
+// issueFromCA issues the node's link certificate from the intermediate
+// of Caddy's pki CA, as Caddy's internal issuer does for sites: valid
+// until the intermediate expires (at most a week), for name, for server
+// and client authentication. The cluster CA is that CA's root.
+func issueFromCA(ca *caddypki.CA, name string) (tls.Certificate, error) {
+	fail := func(err error) (tls.Certificate, error) { return tls.Certificate{}, err }
+	chain, signer := ca.IntermediateCertificateChain(), ca.IntermediateKey()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fail(err)
@@ -187,9 +211,7 @@ func issueFromPKI(ctx caddy.Context, id, name string) (tls.Certificate, *x509.Ce
 	for _, c := range chain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(root)
-	return cert, pool, nil
+	return cert, nil
 }
 
 // unmarshalCaddyfile reads the `cluster { … }` block.

@@ -18,6 +18,7 @@ type metrics struct {
 	clusterNodes, clusterMember, clusterHeld    *prometheus.Desc
 	clusterWrites, clusterResyncs, linkSessions *prometheus.Desc
 	relayStreams, relayRefused, relayBytes      *prometheus.Desc
+	nodeHeld, linkCertNotAfter                  *prometheus.Desc
 }
 
 func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
@@ -46,6 +47,8 @@ func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
 		relayStreams:     prometheus.NewDesc(ns+"_cluster_relay_streams_total", "Streams relayed between nodes: out (to a gateway another node holds), in (from another node to a gateway held here).", []string{"direction"}, nil),
 		relayRefused:     prometheus.NewDesc(ns+"_cluster_relay_refused_total", "Relayed streams from other nodes refused here.", nil, nil),
 		relayBytes:       prometheus.NewDesc(ns+"_cluster_relay_bytes_total", "Bytes relayed for other nodes: to_gateway (to a gateway held here) and from_gateway.", []string{"direction"}, nil),
+		nodeHeld:         prometheus.NewDesc(ns+"_cluster_node_gateways_held", "Gateways each live node holds, as this node's in-memory directory shows them.", []string{"node"}, nil),
+		linkCertNotAfter: prometheus.NewDesc(ns+"_cluster_link_certificate_not_after_seconds", "When the link certificate new link sessions present expires (Unix time); it is renewed or reloaded well before.", nil, nil),
 	}
 	if reg == nil {
 		return m, nil
@@ -56,7 +59,7 @@ func registerMetrics(reg *prometheus.Registry, a *App) (*metrics, error) {
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.gateways, m.sessions, m.sessionsTotal, m.sessionsReplaced, m.refused, m.dnsQueries, m.dnsResponses, m.dnsLimited, m.dnsTC, m.forwards, m.forwardBytes, m.byKind, m.byKindTotal,
-		m.clusterNodes, m.clusterMember, m.clusterHeld, m.clusterWrites, m.clusterResyncs, m.linkSessions, m.relayStreams, m.relayRefused, m.relayBytes} {
+		m.clusterNodes, m.clusterMember, m.clusterHeld, m.clusterWrites, m.clusterResyncs, m.linkSessions, m.relayStreams, m.relayRefused, m.relayBytes, m.nodeHeld, m.linkCertNotAfter} {
 		ch <- d
 	}
 }
@@ -110,6 +113,12 @@ func (m *metrics) collectCluster(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.clusterMember, prometheus.GaugeValue, 1, n.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(m.clusterHeld, prometheus.GaugeValue, float64(cs.Held))
+	for name, held := range c.HeldCounts() {
+		ch <- prometheus.MustNewConstMetric(m.nodeHeld, prometheus.GaugeValue, float64(held), name)
+	}
+	if leaf, err := c.Link().Certificate(); err == nil {
+		ch <- prometheus.MustNewConstMetric(m.linkCertNotAfter, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()))
+	}
 	ch <- prometheus.MustNewConstMetric(m.clusterWrites, prometheus.CounterValue, float64(cs.Batches))
 	ch <- prometheus.MustNewConstMetric(m.clusterResyncs, prometheus.CounterValue, float64(cs.Resyncs))
 	ls := c.Link().Stats()

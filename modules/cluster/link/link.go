@@ -88,8 +88,10 @@ type Config struct {
 	Name string
 	// Cert is this node's certificate (with its key), issued by the
 	// cluster CA for Name, valid for both client and server
-	// authentication.
-	Cert tls.Certificate
+	// authentication. Certificate, when set, takes its place: the link
+	// asks it on every handshake (a renewed or rotated certificate).
+	Cert        tls.Certificate
+	Certificate CertFunc
 	// CA holds the cluster CA's certificate: the only one trusted.
 	CA *x509.CertPool
 	// Peers says who is a member and where it listens.
@@ -137,6 +139,32 @@ type Link struct {
 	relays   map[string]*Relay
 
 	streamsOut, streamsIn, refused, bytesIn, bytesOut atomic.Uint64
+
+	creds atomic.Pointer[credentials]
+}
+
+// credentials are what the link authenticates with, swapped whole on a
+// reload.
+type credentials struct {
+	cert CertFunc
+	ca   *x509.CertPool
+}
+
+// Certificate returns the leaf of the certificate new link sessions
+// present (renewed first when due), for metrics.
+func (l *Link) Certificate() (*x509.Certificate, error) {
+	c, err := l.creds.Load().cert()
+	if err != nil {
+		return nil, err
+	}
+	return leaf(c)
+}
+
+// SetCredentials makes new link sessions present the certificates of
+// cert and trust only ca (a configuration reload that keeps the running
+// link); the sessions already open carry on.
+func (l *Link) SetCredentials(cert CertFunc, ca *x509.CertPool) {
+	l.creds.Store(&credentials{cert: cert, ca: ca})
 }
 
 // dialCall is a dial in progress, shared by the Opens that wait for it.
@@ -151,7 +179,7 @@ func New(cfg Config) (*Link, error) {
 	switch {
 	case cfg.Name == "":
 		return nil, fmt.Errorf("%w: no node name", ErrInvalid)
-	case len(cfg.Cert.Certificate) == 0:
+	case len(cfg.Cert.Certificate) == 0 && cfg.Certificate == nil:
 		return nil, fmt.Errorf("%w: no certificate", ErrInvalid)
 	case cfg.CA == nil:
 		return nil, fmt.Errorf("%w: no cluster CA", ErrInvalid)
@@ -178,11 +206,24 @@ func New(cfg Config) (*Link, error) {
 		relays:   make(map[string]*Relay),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
+	certFunc := cfg.Certificate
+	if certFunc == nil {
+		static := cfg.Cert
+		certFunc = func() (*tls.Certificate, error) { return &static, nil }
+	}
+	l.SetCredentials(certFunc, cfg.CA)
 	l.serverTLS = &tls.Config{
-		Certificates: []tls.Certificate{cfg.Cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    cfg.CA,
-		MinVersion:   tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return l.creds.Load().cert() },
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		MinVersion:     tls.VersionTLS13,
+		// The cluster CA may change on a reload: each handshake takes
+		// the current one.
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := l.serverTLS.Clone()
+			c.GetConfigForClient = nil
+			c.ClientCAs = l.creds.Load().ca
+			return c, nil
+		},
 		// After the chain is verified against the cluster CA: the
 		// client must be a live member, named in its certificate.
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -362,6 +403,7 @@ func (l *Link) connect(peer string) (*tunnel.Session, error) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.Tunnel.HandshakeTimeout)
 	defer cancel()
 	var bc *tunnel.BatchConn
+	creds := l.creds.Load()
 	tr := &http.Transport{
 		// Whatever the URL says, the link goes to the peer's address;
 		// the URL's host is the name its certificate must carry.
@@ -375,10 +417,10 @@ func (l *Link) connect(peer string) (*tunnel.Session, error) {
 			return bc, nil
 		},
 		TLSClientConfig: &tls.Config{
-			Certificates: []tls.Certificate{l.cfg.Cert},
-			RootCAs:      l.cfg.CA,
-			ServerName:   peer,
-			MinVersion:   tls.VersionTLS13,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return creds.cert() },
+			RootCAs:              creds.ca,
+			ServerName:           peer,
+			MinVersion:           tls.VersionTLS13,
 		},
 		ForceAttemptHTTP2: false,
 	}

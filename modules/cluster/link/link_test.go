@@ -93,7 +93,15 @@ func nodeCert(t *testing.T, ca *testcert.Cert, name string) *testcert.Cert {
 // loopback port that becomes its address in the membership when member.
 func (c *cluster) node(t *testing.T, name string, ca *testcert.Cert, local Local, member bool) *Link {
 	t.Helper()
-	l, err := New(Config{Name: name, Cert: nodeCert(t, ca, name).TLS(), CA: c.ca.Pool(), Peers: c.peers, Local: local})
+	return c.nodeWith(t, Config{Name: name, Cert: nodeCert(t, ca, name).TLS(), Local: local}, member)
+}
+
+// nodeWith starts a link with cfg, given the cluster's CA and membership.
+func (c *cluster) nodeWith(t *testing.T, cfg Config, member bool) *Link {
+	t.Helper()
+	name := cfg.Name
+	cfg.CA, cfg.Peers = c.ca.Pool(), c.peers
+	l, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

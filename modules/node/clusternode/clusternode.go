@@ -46,8 +46,12 @@ type Config struct {
 	LinkAddr string
 	// Cert is the node's link certificate (with its key) from the
 	// cluster CA; CA holds that CA, the only one the link trusts.
-	Cert tls.Certificate
-	CA   *x509.CertPool
+	// Certificate, when set, takes Cert's place: the link asks it on
+	// every handshake, so a renewed or rotated certificate serves the
+	// next link session (link.Renewing, link.FileCert).
+	Cert        tls.Certificate
+	Certificate link.CertFunc
+	CA          *x509.CertPool
 	// Lease is the membership lease (0: cluster.DefaultLease).
 	Lease time.Duration
 	// DSN is the PostgreSQL database the nodes share (the registry's);
@@ -110,7 +114,7 @@ func Start(ctx context.Context, cfg Config, h *hub.Hub, ln net.Listener) (*Clust
 	if err != nil {
 		return fail(err)
 	}
-	l, err := link.New(link.Config{Name: cfg.Name, Cert: cfg.Cert, CA: cfg.CA, Peers: m, Local: h, Tunnel: cfg.Link, Logger: logger})
+	l, err := link.New(link.Config{Name: cfg.Name, Cert: cfg.Cert, Certificate: cfg.Certificate, CA: cfg.CA, Peers: m, Local: h, Tunnel: cfg.Link, Logger: logger})
 	if err != nil {
 		_ = m.Close()
 		return fail(err)
@@ -195,6 +199,24 @@ func (c *Cluster) Close() error {
 	return c.closeErr
 }
 
+// SetCredentials makes the link's new sessions use the certificate and
+// cluster CA of cfg (a reload that keeps the running cluster); the open
+// ones carry on. A cfg without them changes nothing.
+func (c *Cluster) SetCredentials(cfg Config) {
+	if cfg.CA == nil {
+		return
+	}
+	cert := cfg.Certificate
+	if cert == nil {
+		if len(cfg.Cert.Certificate) == 0 {
+			return
+		}
+		static := cfg.Cert
+		cert = func() (*tls.Certificate, error) { return &static, nil }
+	}
+	c.link.SetCredentials(cert, cfg.CA)
+}
+
 // Member is the cluster membership, for its Stats and view.
 func (c *Cluster) Member() *cluster.Member { return c.member }
 
@@ -222,6 +244,41 @@ func (c *Cluster) Lookup(name string) (hub.Tunnel, bool) {
 		return nil, false
 	}
 	return &remote{c: c, gateway: strings.ToLower(name), relays: relays}, true
+}
+
+// Holders lists the live nodes holding gateway's tunnel, sorted: the
+// directory's view, with this node's own hub counted before the
+// directory's round trip comes back. It never waits on the database.
+func (c *Cluster) Holders(gateway string) []string {
+	out := names(c.member.Holders(gateway))
+	if _, ok := c.hub.Lookup(gateway); ok && !slices.Contains(out, c.self) {
+		out = append(out, c.self)
+		slices.Sort(out)
+	}
+	return out
+}
+
+// Directory returns the live holders of every gateway held somewhere,
+// this node's hub included as in Holders.
+func (c *Cluster) Directory() map[string][]string {
+	dir := c.member.Directory()
+	for _, name := range c.hub.Names() {
+		name = strings.ToLower(name)
+		if !slices.Contains(dir[name], c.self) {
+			dir[name] = append(dir[name], c.self)
+			slices.Sort(dir[name])
+		}
+	}
+	return dir
+}
+
+// HeldCounts returns how many gateways each live node holds, every live
+// node included: this node's from its hub, the others' from the
+// directory.
+func (c *Cluster) HeldCounts() map[string]int {
+	counts := c.member.HeldCounts()
+	counts[c.self] = len(c.hub.Names())
+	return counts
 }
 
 // Nodes lists the live nodes, sorted by name (the agents' list of nodes
