@@ -275,32 +275,13 @@ func (n *node) metric(series string) float64 {
 // this one (the agents and the gateway's server; curl is left out):
 // whatever carries the bytes between curl and the server.
 func (b *bench) cpu() float64 {
-	t := procCPU(os.Getpid())
+	t := procs.CPUSeconds(os.Getpid())
 	for _, n := range b.nodes {
 		if n.cmd != nil && n.cmd.Process != nil {
-			t += procCPU(n.cmd.Process.Pid)
+			t += procs.CPUSeconds(n.cmd.Process.Pid)
 		}
 	}
 	return t
-}
-
-// procCPU is a process's user and system CPU time so far, in seconds, from
-// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
-func procCPU(pid int) float64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces; fields count from
-	// after its closing parenthesis.
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	k, _ := strconv.ParseFloat(f[12], 64)
-	return (u + k) / 100
 }
 
 // waitMembers waits until n counts want live nodes.
