@@ -36,6 +36,9 @@ var largePool = sync.Pool{New: func() any {
 // returns the bytes written, and nil at src's EOF, else the read or write
 // error.
 func Copy(dst io.Writer, src io.Reader, count func(int)) (int64, error) {
+	if st, ok := src.(*tunnel.Stream); ok {
+		return copyStream(dst, st, count)
+	}
 	small := make([]byte, SmallBuffer)
 	large := false
 	var total int64
@@ -70,6 +73,44 @@ func Copy(dst io.Writer, src io.Reader, count func(int)) (int64, error) {
 		// A full buffer means more is waiting.
 		large = n == len(buf)
 	}
+}
+
+// copyStream is Copy from a tunnel stream: the received frames go from the
+// stream's buffers to dst without a copy into one of Copy's (Stream.ReadTo),
+// and the copy holds no buffer of its own while it waits.
+func copyStream(dst io.Writer, src *tunnel.Stream, count func(int)) (int64, error) {
+	w := &errWriter{w: dst}
+	var total int64
+	for {
+		n, err := src.ReadTo(w)
+		total += int64(n)
+		if count != nil && n > 0 {
+			count(n)
+		}
+		switch {
+		case w.err != nil:
+			return total, w.err
+		case errors.Is(err, io.EOF):
+			return total, nil
+		case err != nil:
+			return total, err
+		}
+	}
+}
+
+// errWriter remembers the error of its writes, which tells a failed write
+// from a failed read in what Stream.ReadTo returns.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // Counts receives each direction's bytes as they are written; nil fields

@@ -99,6 +99,12 @@ func (c *rawConn) ReadMessage(ctx context.Context) ([]byte, error) {
 	return b, nil
 }
 
+func (c *rawConn) keepFrame() *[]byte {
+	f := c.buf
+	c.buf = nil
+	return f
+}
+
 // ctxErr prefers the context's error to the one closing the connection
 // caused.
 func (c *rawConn) ctxErr(ctx context.Context, err error) error {
@@ -171,6 +177,14 @@ func (c *rawConn) Close() error {
 // frameHeadroom free bytes in front (see rawConn.writeWithHeadroom).
 type headroomWriter interface {
 	writeWithHeadroom(ctx context.Context, buf []byte) error
+}
+
+// frameKeeper is a Conn whose frames lie in framePool buffers. keepFrame
+// hands over the buffer of the frame the last ReadMessage returned (nil if
+// it has none): the connection no longer reuses it, and the new owner puts
+// it back in framePool. Only the reading goroutine calls it.
+type frameKeeper interface {
+	keepFrame() *[]byte
 }
 
 // TransportWebSocket names the WebSocket transport, beside RawUpgrade.

@@ -561,7 +561,8 @@ func (s *Session) handle(b []byte) error {
 			return err
 		}
 		if st := s.lookup(g); st != nil {
-			return st.receive(p)
+			keeper, _ := s.conn.(frameKeeper)
+			return st.receive(p, keeper)
 		}
 		// A stream closed here while the peer was still sending: normal.
 		return nil

@@ -244,6 +244,53 @@ func (st *Stream) Read(p []byte) (int, error) {
 	}
 }
 
+// ReadTo waits for data as Read does, then writes what is buffered at the
+// head of the stream (one received frame, or a run of smaller Data) to w
+// without copying it into a buffer of the caller's. It returns the bytes
+// written; a write error is returned as it is. A relay toward a client
+// connection uses it, so that a frame's payload goes from the buffer the
+// transport read it into straight to the client's socket. It must not run
+// concurrently with Read or another ReadTo.
+func (st *Stream) ReadTo(w io.Writer) (int, error) {
+	for {
+		st.mu.Lock()
+		if st.buf.len() > 0 {
+			seg := st.buf.take()
+			more := st.buf.len() > 0
+			st.mu.Unlock()
+			n, err := w.Write(seg.data)
+			// The bytes left the buffer whatever the write did: the
+			// window accounting counts them all.
+			st.mu.Lock()
+			grant := st.consumed(len(seg.data), st.buf.len() > 0)
+			st.mu.Unlock()
+			seg.release()
+			if more {
+				signal(st.readable)
+			}
+			st.sendGrant(grant)
+			return n, err
+		}
+		err := st.readErr()
+		if err != nil {
+			st.mu.Unlock()
+			return 0, err
+		}
+		if st.rd.passed() {
+			st.mu.Unlock()
+			return 0, errDeadline
+		}
+		st.mu.Unlock()
+		select {
+		case <-st.readable:
+		case <-st.rd.wait():
+			return 0, errDeadline
+		case <-st.done:
+		case <-st.sess.done:
+		}
+	}
+}
+
 // consumed accounts for n bytes read, more saying whether bytes are still
 // buffered, and returns the credit to grant the peer (0 for none yet).
 // Called with st.mu held.
@@ -522,8 +569,9 @@ func (st *Stream) abandon() {
 }
 
 // receive buffers Data from the peer; it runs on the session's reader and
-// never blocks.
-func (st *Stream) receive(p []byte) error {
+// never blocks. keeper, when not nil, is the transport p was read from: a
+// large payload stays in its frame buffer (see keepFrameMin).
+func (st *Stream) receive(p []byte, keeper frameKeeper) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch st.state {
@@ -551,10 +599,18 @@ func (st *Stream) receive(p []byte) error {
 		p = p[n:]
 		signal(st.delivered)
 	}
-	if len(p) > 0 {
-		st.buf.write(p)
-		signal(st.readable)
+	if len(p) == 0 {
+		return nil
 	}
+	if len(p) >= keepFrameMin && keeper != nil {
+		if f := keeper.keepFrame(); f != nil {
+			st.buf.keep(f, p)
+			signal(st.readable)
+			return nil
+		}
+	}
+	st.buf.write(p)
+	signal(st.readable)
 	return nil
 }
 
