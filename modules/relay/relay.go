@@ -39,10 +39,30 @@ func Copy(dst io.Writer, src io.Reader, count func(int)) (int64, error) {
 	if st, ok := src.(*tunnel.Stream); ok {
 		return copyStream(dst, st, count)
 	}
+	toStream, _ := dst.(*tunnel.Stream)
 	small := make([]byte, SmallBuffer)
 	large := false
 	var total int64
 	for {
+		if large && toStream != nil {
+			// A bulk transfer toward a stream: read straight into a Data
+			// frame (Stream.WriteFrom).
+			n, rerr, werr := toStream.WriteFrom(src)
+			total += int64(n)
+			if count != nil && n > 0 {
+				count(n)
+			}
+			switch {
+			case werr != nil:
+				return total, werr
+			case errors.Is(rerr, io.EOF):
+				return total, nil
+			case rerr != nil:
+				return total, rerr
+			}
+			large = n >= SmallBuffer
+			continue
+		}
 		buf := small
 		var pooled *[]byte
 		if large {

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"io"
 	"testing"
 )
 
@@ -50,4 +51,53 @@ func TestReadToKeepsOrderAndCredit(t *testing.T) {
 			st.mu.Unlock()
 		})
 	}
+}
+
+// piecesReader returns its data in reads of the given sizes, in turn.
+type piecesReader struct {
+	data  []byte
+	sizes []int
+	i     int
+}
+
+func (r *piecesReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), len(r.data), r.sizes[r.i%len(r.sizes)])
+	r.i++
+	copy(p, r.data[:n])
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// WriteFrom sends what each read returns as a Data frame, bin8 and bin16
+// payloads alike, in order, within the peer's window.
+func TestWriteFromSendsEachRead(t *testing.T) {
+	srv, cli := pair(t, Config{}, Config{})
+	want := randomBytes(3 * DefaultMaxWindow)
+	got := make(chan []byte, 1)
+	serve(t, cli, func(st *Stream) {
+		st.Ack(true, "")
+		all, _ := io.ReadAll(st)
+		got <- all
+		st.Close()
+	})
+	st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r := &piecesReader{data: want, sizes: []int{1, 255, 256, 300, MaxDataSize, 7000}}
+	for {
+		_, rerr, werr := st.WriteFrom(r)
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		if rerr == io.EOF {
+			break
+		}
+	}
+	st.CloseWrite()
+	mustEqual(t, <-got, want)
 }

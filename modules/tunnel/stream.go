@@ -380,6 +380,69 @@ func (st *Stream) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// dataHeader16 is a payload of bin16 size, whose Data frame's header
+// WriteFrom copies.
+var dataHeader16 = make([]byte, 0x100)
+
+// WriteFrom reads once from r straight into a Data frame, as much as the
+// send credit allows (up to MaxDataSize), and queues the frame: one copy of
+// the bytes fewer than a Read into a buffer followed by Write. It returns
+// the bytes sent, the read's error and the write's (a failed Write's). It
+// holds a frame buffer while r's Read blocks: a relay calls it in a bulk
+// transfer, not on an idle connection.
+func (st *Stream) WriteFrom(r io.Reader) (n int, readErr, writeErr error) {
+	size, err := st.takeCredit(MaxDataSize)
+	if err != nil {
+		return 0, nil, err
+	}
+	bp := framePool.Get().(*[]byte)
+	// The header of a Data frame with a bin16 payload, then the payload
+	// read in place.
+	b := AppendData((*bp)[:frameHeadroom], st.id, dataHeader16)[:frameHeadroom+dataBinOff+3]
+	n, readErr = r.Read(b[len(b) : len(b)+size])
+	if n < size {
+		st.mu.Lock()
+		st.sendCredit += int64(size - n)
+		st.mu.Unlock()
+		signal(st.writable)
+	}
+	if n == 0 {
+		framePool.Put(bp)
+		return 0, readErr, nil
+	}
+	b = b[:len(b)+n]
+	f := b[frameHeadroom:]
+	if n <= 0xff {
+		// The canonical bin8 form, as AppendData writes it.
+		f[dataBinOff], f[dataBinOff+1] = mpBin8, byte(n)
+		copy(f[dataBinOff+2:], f[dataBinOff+3:])
+		f = f[:len(f)-1]
+	} else {
+		f[dataBinOff+1], f[dataBinOff+2] = byte(n>>8), byte(n)
+	}
+	*bp = (*bp)[:frameHeadroom+len(f)]
+	if err := st.lockWrite(st.done, st.wd.wait()); err != nil {
+		framePool.Put(bp)
+		return 0, readErr, err
+	}
+	defer st.unlockWrite()
+	// Checked under the write lock: no Data after the Terminator.
+	st.mu.Lock()
+	err = st.writeErr()
+	st.mu.Unlock()
+	if err == nil {
+		err = st.sess.enqueue(context.Background(), outFrame{b: f, pooled: bp}, st.done, st.wd.wait())
+		if err != nil {
+			err = st.failure(err)
+		}
+	}
+	if err != nil {
+		framePool.Put(bp)
+		return 0, readErr, err
+	}
+	return n, readErr, nil
+}
+
 // dataFrame encodes a Data frame into a pooled buffer, frameHeadroom bytes
 // in (see headroomWriter).
 func dataFrame(g GUID, p []byte) outFrame {
