@@ -100,9 +100,10 @@ func Copy(dst io.Writer, src io.Reader, count func(int)) (int64, error) {
 // and the copy holds no buffer of its own while it waits.
 func copyStream(dst io.Writer, src *tunnel.Stream, count func(int)) (int64, error) {
 	w := &errWriter{w: dst}
+	tw := withTry(w)
 	var total int64
 	for {
-		n, err := src.ReadTo(w)
+		n, err := src.ReadTo(tw)
 		total += int64(n)
 		if count != nil && n > 0 {
 			count(n)

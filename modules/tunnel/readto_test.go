@@ -101,3 +101,44 @@ func TestWriteFromSendsEachRead(t *testing.T) {
 	st.CloseWrite()
 	mustEqual(t, <-got, want)
 }
+
+// tryBuffer is a TryWriter over a buffer that counts its TryWrites.
+type tryBuffer struct {
+	bytes.Buffer
+	tries int
+}
+
+func (b *tryBuffer) TryWrite(p []byte) (int, error) {
+	b.tries++
+	return b.Write(p)
+}
+
+// Small Data that arrives while ReadTo waits on a TryWriter is written by
+// the session's reader, and ReadTo reports it (and grants it back).
+func TestReadToTryWritesSmallData(t *testing.T) {
+	srv, cli := pair(t, Config{}, Config{})
+	serve(t, cli, echo)
+	st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var w tryBuffer
+	var want []byte
+	for i := range 50 {
+		msg := []byte("request " + string(rune('a'+i%26)))
+		want = append(want, msg...)
+		if _, err := st.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for w.Len() < len(want) {
+			if _, err := st.ReadTo(&w); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mustEqual(t, w.Bytes(), want)
+	if w.tries == 0 {
+		t.Fatal("no data went through TryWrite")
+	}
+}

@@ -54,7 +54,14 @@ type Stream struct {
 	// two (into buf, then out of it). Only one Read registers at a time.
 	wantBuf []byte
 	wantN   int
-	early   int64 // bytes sent or received before the Ack (VersionEarlyData)
+	// try is the TryWriter of a ReadTo waiting with nothing buffered, and
+	// tryN and tryErr what the session's reader wrote through it: small
+	// data that finds it waiting goes to the destination from the reader,
+	// without waking the ReadTo's goroutine first.
+	try    TryWriter
+	tryN   int
+	tryErr error
+	early  int64 // bytes sent or received before the Ack (VersionEarlyData)
 }
 
 func newStream(s *Session, init Initiator, opener bool) *Stream {
@@ -244,6 +251,14 @@ func (st *Stream) Read(p []byte) (int, error) {
 	}
 }
 
+// TryWriter is a writer that can also write without ever blocking:
+// TryWrite writes what the destination takes at once (maybe nothing) and
+// returns how much that was.
+type TryWriter interface {
+	io.Writer
+	TryWrite(p []byte) (int, error)
+}
+
 // ReadTo waits for data as Read does, then writes what is buffered at the
 // head of the stream (one received frame, or a run of smaller Data) to w
 // without copying it into a buffer of the caller's. It returns the bytes
@@ -251,6 +266,13 @@ func (st *Stream) Read(p []byte) (int, error) {
 // connection uses it, so that a frame's payload goes from the buffer the
 // transport read it into straight to the client's socket. It must not run
 // concurrently with Read or another ReadTo.
+//
+// When w is a TryWriter, small Data (up to directWriteMax) that arrives
+// while ReadTo waits is written by the session's reader with TryWrite, and
+// ReadTo returns what it wrote: a request or response crosses without the
+// scheduling hop to ReadTo's goroutine. What TryWrite does not take is
+// buffered and written by ReadTo as usual; TryWrite never blocks, so a slow
+// destination holds up only its own stream.
 func (st *Stream) ReadTo(w io.Writer) (int, error) {
 	for {
 		st.mu.Lock()
@@ -280,13 +302,34 @@ func (st *Stream) ReadTo(w io.Writer) (int, error) {
 			st.mu.Unlock()
 			return 0, errDeadline
 		}
+		tw, registered := w.(TryWriter)
+		if registered {
+			st.try, st.tryN, st.tryErr = tw, 0, nil
+		}
 		st.mu.Unlock()
+		var werr error
 		select {
 		case <-st.readable:
+		case <-st.delivered:
 		case <-st.rd.wait():
-			return 0, errDeadline
+			werr = errDeadline
 		case <-st.done:
 		case <-st.sess.done:
+		}
+		if registered {
+			st.mu.Lock()
+			n, err := st.tryN, st.tryErr
+			st.try, st.tryN, st.tryErr = nil, 0, nil
+			if n > 0 || err != nil {
+				grant := st.consumed(n, st.buf.len() > 0)
+				st.mu.Unlock()
+				st.sendGrant(grant)
+				return n, err
+			}
+			st.mu.Unlock()
+		}
+		if werr != nil {
+			return 0, werr
 		}
 	}
 }
@@ -656,6 +699,15 @@ func (st *Stream) receive(p []byte, keeper frameKeeper) error {
 		return violation("stream %v: %d bytes exceed the %d bytes of credit", st.id, len(p), st.recvAvail)
 	}
 	st.recvAvail -= int64(len(p))
+	if st.try != nil && st.tryErr == nil && st.buf.len() == 0 && len(p) <= directWriteMax {
+		n, err := st.try.TryWrite(p)
+		st.tryN += n
+		st.tryErr = err
+		p = p[n:]
+		if n > 0 || err != nil {
+			signal(st.delivered)
+		}
+	}
 	if st.wantBuf != nil && st.buf.len() == 0 && st.wantN < len(st.wantBuf) {
 		n := copy(st.wantBuf[st.wantN:], p)
 		st.wantN += n
