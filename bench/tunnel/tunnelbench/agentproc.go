@@ -128,7 +128,7 @@ func terminate(cert tls.Certificate, upstream *url.URL) (func(*tunnel.Stream), f
 		if err := st.Ack(true, ""); err != nil {
 			return
 		}
-		c := &doneConn{Conn: tunnel.RecordConn(st), done: make(chan struct{})}
+		c := &doneConn{Conn: st, done: make(chan struct{})}
 		select {
 		case ln.conns <- c:
 		case <-ln.done:

@@ -402,7 +402,7 @@ func (s *Server) HandleStream(st *tunnel.Stream) {
 	if err := st.Ack(true, ""); err != nil {
 		return
 	}
-	c := newTrackedConn(tunnel.RecordConn(st))
+	c := newTrackedConn(newRecordConn(st))
 	if !s.tun.push(c) {
 		_ = c.Close()
 		return

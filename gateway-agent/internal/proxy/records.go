@@ -1,9 +1,11 @@
-package tunnel
+package proxy
 
 import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
 // fullRecord is the size from which a write under the TLS server is taken
@@ -17,21 +19,19 @@ const fullRecord = 16 << 10
 const recordFlushDelay = 200 * time.Microsecond
 
 var recordBufPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, MaxDataSize)
+	b := make([]byte, 0, tunnel.MaxDataSize)
 	return &b
 }}
 
-// RecordConn returns c (a Stream, under a TLS server that ends the
-// visitor's TLS in the agent) merging the TLS records of a bulk response
-// into large Data frames. crypto/tls writes each record (16 KiB at most)
-// on its own, which made the terminating path send one Data frame, one tunnel TLS record and a system call on each side
+// recordConn sits under the TLS server of a tunnel stream and merges the
+// TLS records of a bulk response into large Data frames. crypto/tls writes
+// each record (16 KiB at most) on its own, which made the terminating path
+// send one Data frame, one tunnel TLS record and a system call on each side
 // per 16 KiB. Full records collect in a buffer until the next would not fit
 // in a Data frame, a smaller record (the end of a write) comes, or
 // recordFlushDelay passes; a small record that finds nothing buffered (a
 // handshake message, a small response) goes out at once, so requests and
 // responses pay no delay.
-func RecordConn(c net.Conn) net.Conn { return newRecordConn(c) }
-
 type recordConn struct {
 	net.Conn
 
@@ -49,12 +49,12 @@ func (c *recordConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	if c.buf != nil && len(*c.buf)+len(p) > MaxDataSize {
+	if c.buf != nil && len(*c.buf)+len(p) > tunnel.MaxDataSize {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
 	}
-	if len(p) < fullRecord || len(p) > MaxDataSize {
+	if len(p) < fullRecord || len(p) > tunnel.MaxDataSize {
 		if c.buf == nil {
 			return c.Conn.Write(p)
 		}

@@ -1,4 +1,4 @@
-package tunnel
+package proxy
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
 // sizesConn records the size of each write that reaches the stream below
@@ -76,7 +78,7 @@ func TestRecordConnMergesFullRecords(t *testing.T) {
 		t.Fatalf("last full record: writes %v", w)
 	}
 	for _, n := range sc.writes() {
-		if n > MaxDataSize {
+		if n > tunnel.MaxDataSize {
 			t.Fatalf("a write of %d bytes, more than a Data frame", n)
 		}
 	}
