@@ -402,7 +402,7 @@ func (s *Server) HandleStream(st *tunnel.Stream) {
 	if err := st.Ack(true, ""); err != nil {
 		return
 	}
-	c := newTrackedConn(newRecordConn(st))
+	c := newTrackedConn(st)
 	if !s.tun.push(c) {
 		_ = c.Close()
 		return
