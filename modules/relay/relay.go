@@ -36,10 +36,33 @@ var largePool = sync.Pool{New: func() any {
 // returns the bytes written, and nil at src's EOF, else the read or write
 // error.
 func Copy(dst io.Writer, src io.Reader, count func(int)) (int64, error) {
+	if st, ok := src.(*tunnel.Stream); ok {
+		return copyStream(dst, st, count)
+	}
+	toStream, _ := dst.(*tunnel.Stream)
 	small := make([]byte, SmallBuffer)
 	large := false
 	var total int64
 	for {
+		if large && toStream != nil {
+			// A bulk transfer toward a stream: read straight into a Data
+			// frame (Stream.WriteFrom).
+			n, rerr, werr := toStream.WriteFrom(src)
+			total += int64(n)
+			if count != nil && n > 0 {
+				count(n)
+			}
+			switch {
+			case werr != nil:
+				return total, werr
+			case errors.Is(rerr, io.EOF):
+				return total, nil
+			case rerr != nil:
+				return total, rerr
+			}
+			large = n >= SmallBuffer
+			continue
+		}
 		buf := small
 		var pooled *[]byte
 		if large {
@@ -70,6 +93,45 @@ func Copy(dst io.Writer, src io.Reader, count func(int)) (int64, error) {
 		// A full buffer means more is waiting.
 		large = n == len(buf)
 	}
+}
+
+// copyStream is Copy from a tunnel stream: the received frames go from the
+// stream's buffers to dst without a copy into one of Copy's (Stream.ReadTo),
+// and the copy holds no buffer of its own while it waits.
+func copyStream(dst io.Writer, src *tunnel.Stream, count func(int)) (int64, error) {
+	w := &errWriter{w: dst}
+	tw := withTry(w)
+	var total int64
+	for {
+		n, err := src.ReadTo(tw)
+		total += int64(n)
+		if count != nil && n > 0 {
+			count(n)
+		}
+		switch {
+		case w.err != nil:
+			return total, w.err
+		case errors.Is(err, io.EOF):
+			return total, nil
+		case err != nil:
+			return total, err
+		}
+	}
+}
+
+// errWriter remembers the error of its writes, which tells a failed write
+// from a failed read in what Stream.ReadTo returns.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // Counts receives each direction's bytes as they are written; nil fields

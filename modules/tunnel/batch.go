@@ -6,9 +6,10 @@ import (
 )
 
 // maxBatchKeep is the largest write buffer a BatchConn keeps between
-// frames: a whole frame with its WebSocket and TLS framing fits, so a busy
-// session reuses one buffer, and an occasional larger batch is not kept.
-const maxBatchKeep = MaxFrameSize + 8<<10
+// batches: the session writer's largest batch of frames (maxBatchBytes and
+// the frame that crosses it) with their framing fits, so a busy session
+// reuses one buffer, and an occasional larger batch is not kept.
+const maxBatchKeep = maxBatchBytes + MaxFrameSize + 8<<10
 
 // BatchConn sits under the TLS connection that carries a client's WebSocket
 // and turns the writes of one frame into one write to the network.

@@ -62,6 +62,8 @@ type wsConn struct {
 // framePool holds buffers of a frame's capacity, shared by the transports'
 // reads (frames from offset 0) and the session writer (encoded Data frames
 // from offset frameHeadroom, see headroomWriter).
+//
+// A frame's buffer may outlive its read: see frameKeeper.
 var framePool = sync.Pool{New: func() any {
 	b := make([]byte, 0, frameHeadroom+MaxFrameSize)
 	return &b
@@ -126,6 +128,12 @@ func wsError(err error) error {
 		return fmt.Errorf("%w: %w", ErrFrameTooLarge, err)
 	}
 	return err
+}
+
+func (w *wsConn) keepFrame() *[]byte {
+	f := w.buf
+	w.buf = nil
+	return f
 }
 
 func (w *wsConn) WriteMessage(ctx context.Context, p []byte) error {

@@ -59,6 +59,9 @@ type rawConn struct {
 	buf  *[]byte
 	hdr  [rawHeaderLen]byte
 	wbuf []byte // small frames with their prefix; the writer's only
+	// holding is set between beginBatch and endBatch: frames collect in
+	// batch until endBatch.
+	holding bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -97,6 +100,12 @@ func (c *rawConn) ReadMessage(ctx context.Context) ([]byte, error) {
 	}
 	c.buf = bp
 	return b, nil
+}
+
+func (c *rawConn) keepFrame() *[]byte {
+	f := c.buf
+	c.buf = nil
+	return f
 }
 
 // ctxErr prefers the context's error to the one closing the connection
@@ -139,6 +148,12 @@ func (c *rawConn) writeWithHeadroom(ctx context.Context, buf []byte) error {
 
 func (c *rawConn) send(ctx context.Context, b []byte) error {
 	defer c.watch(ctx)()
+	if c.holding {
+		if _, err := c.rwc.Write(b); err != nil {
+			return c.ctxErr(ctx, err)
+		}
+		return nil
+	}
 	if c.batch != nil {
 		c.batch.Begin()
 	}
@@ -152,6 +167,28 @@ func (c *rawConn) send(ctx context.Context, b []byte) error {
 		return c.ctxErr(ctx, err)
 	}
 	return nil
+}
+
+func (c *rawConn) beginBatch() bool {
+	if c.batch == nil {
+		return false
+	}
+	c.batch.Begin()
+	c.holding = true
+	return true
+}
+
+func (c *rawConn) endBatch() error {
+	c.holding = false
+	return c.batch.Flush()
+}
+
+// frameBatcher is a Conn that can send several frames in one network
+// write: the frames written between beginBatch (false: it cannot) and
+// endBatch leave together at endBatch. The writing goroutine calls both.
+type frameBatcher interface {
+	beginBatch() bool
+	endBatch() error
 }
 
 func (c *rawConn) Close() error {
@@ -171,6 +208,14 @@ func (c *rawConn) Close() error {
 // frameHeadroom free bytes in front (see rawConn.writeWithHeadroom).
 type headroomWriter interface {
 	writeWithHeadroom(ctx context.Context, buf []byte) error
+}
+
+// frameKeeper is a Conn whose frames lie in framePool buffers. keepFrame
+// hands over the buffer of the frame the last ReadMessage returned (nil if
+// it has none): the connection no longer reuses it, and the new owner puts
+// it back in framePool. Only the reading goroutine calls it.
+type frameKeeper interface {
+	keepFrame() *[]byte
 }
 
 // TransportWebSocket names the WebSocket transport, beside RawUpgrade.

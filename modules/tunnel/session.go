@@ -442,6 +442,9 @@ func (s *Session) writeFrame(f outFrame) error {
 	return err
 }
 
+// maxBatchBytes bounds the frames the writer sends in one network write.
+const maxBatchBytes = 4 * MaxFrameSize
+
 func (s *Session) writeLoop() {
 	defer s.wg.Done()
 	defer func() {
@@ -452,6 +455,41 @@ func (s *Session) writeLoop() {
 	}()
 	// pending is a queued frame taken while merging that did not merge.
 	var pending outFrame
+	// merged takes f and the Data of the same stream that queued up
+	// behind it (see coalesce); the first frame that does not merge is
+	// left in pending, to be written next.
+	merged := func(f outFrame) (outFrame, int64) {
+		frames := int64(1)
+		for {
+			select {
+			case g := <-s.sendq:
+				if !coalesce(&f, g) {
+					pending = g
+					return f, frames
+				}
+				frames++
+				framePool.Put(g.pooled)
+			default:
+				return f, frames
+			}
+		}
+	}
+	// next is the frame to write after one in the same batch, if one is
+	// ready without waiting.
+	next := func() (outFrame, bool) {
+		if pending.b != nil {
+			f := pending
+			pending = outFrame{}
+			return f, true
+		}
+		select {
+		case f := <-s.sendq:
+			return f, true
+		default:
+			return outFrame{}, false
+		}
+	}
+	batcher, _ := s.conn.(frameBatcher)
 	for {
 		// Control frames go first: they are small, and a Pong or a Window
 		// update must not wait behind a queue of Data.
@@ -486,30 +524,37 @@ func (s *Session) writeLoop() {
 				return
 			}
 		}
-		// Merge the Data of the same stream that queued up meanwhile (see
-		// coalesce); the first frame that does not merge is written next.
-		frames := int64(1)
-	merge:
-		for {
-			select {
-			case g := <-s.sendq:
-				if !coalesce(&f, g) {
-					pending = g
-					break merge
-				}
-				frames++
-				framePool.Put(g.pooled)
-			default:
-				break merge
-			}
-		}
+		f, frames := merged(f)
 		s.writeMu.Lock()
+		// Frames that are ready behind this one go out in the same
+		// network write, up to maxBatchBytes, where the transport
+		// batches (the agent's): one system call for several frames.
+		batching := batcher != nil && batcher.beginBatch()
 		err := s.writeFrame(f)
-		s.writeMu.Unlock()
-		s.queued.Add(-frames)
 		if f.pooled != nil {
 			framePool.Put(f.pooled)
 		}
+		for written := len(f.b); batching && err == nil && written < maxBatchBytes; {
+			g, ok := next()
+			if !ok {
+				break
+			}
+			var n int64
+			g, n = merged(g)
+			frames += n
+			written += len(g.b)
+			err = s.writeFrame(g)
+			if g.pooled != nil {
+				framePool.Put(g.pooled)
+			}
+		}
+		if batching {
+			if ferr := batcher.endBatch(); err == nil {
+				err = ferr
+			}
+		}
+		s.writeMu.Unlock()
+		s.queued.Add(-frames)
 		if err != nil {
 			if pending.pooled != nil {
 				framePool.Put(pending.pooled)
@@ -561,7 +606,8 @@ func (s *Session) handle(b []byte) error {
 			return err
 		}
 		if st := s.lookup(g); st != nil {
-			return st.receive(p)
+			keeper, _ := s.conn.(frameKeeper)
+			return st.receive(p, keeper)
 		}
 		// A stream closed here while the peer was still sending: normal.
 		return nil

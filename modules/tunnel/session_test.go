@@ -791,8 +791,19 @@ func TestRecvBuffer(t *testing.T) {
 		b.write([]byte{byte(i)})
 		want = append(want, byte(i))
 	}
-	if len(b.chunks) != 2 {
-		t.Fatalf("%d chunks for %d bytes", len(b.chunks), b.len())
+	if len(b.segs) != 2 {
+		t.Fatalf("%d chunks for %d bytes", len(b.segs), b.len())
+	}
+	// A kept frame sits between chunks without a copy; small Data after it
+	// starts a new chunk.
+	fp := framePool.Get().(*[]byte)
+	frame := append((*fp)[:0], randomBytes(keepFrameMin)...)
+	b.keep(fp, frame)
+	want = append(want, frame...)
+	b.write([]byte("after"))
+	want = append(want, "after"...)
+	if len(b.segs) != 4 {
+		t.Fatalf("%d segments after a kept frame and a write", len(b.segs))
 	}
 	big := randomBytes(3*chunkSize + 5)
 	b.write(big)
@@ -804,12 +815,12 @@ func TestRecvBuffer(t *testing.T) {
 		got = append(got, p[:n]...)
 	}
 	mustEqual(t, got, want)
-	if len(b.chunks) != 0 {
-		t.Fatalf("drained buffer keeps %d chunks", len(b.chunks))
+	if len(b.segs) != 0 {
+		t.Fatalf("drained buffer keeps %d segments", len(b.segs))
 	}
 	b.write([]byte("x"))
 	b.free()
-	if b.len() != 0 || b.chunks != nil {
+	if b.len() != 0 || b.segs != nil {
 		t.Fatal("free left data")
 	}
 }

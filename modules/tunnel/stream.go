@@ -54,7 +54,14 @@ type Stream struct {
 	// two (into buf, then out of it). Only one Read registers at a time.
 	wantBuf []byte
 	wantN   int
-	early   int64 // bytes sent or received before the Ack (VersionEarlyData)
+	// try is the TryWriter of a ReadTo waiting with nothing buffered, and
+	// tryN and tryErr what the session's reader wrote through it: small
+	// data that finds it waiting goes to the destination from the reader,
+	// without waking the ReadTo's goroutine first.
+	try    TryWriter
+	tryN   int
+	tryErr error
+	early  int64 // bytes sent or received before the Ack (VersionEarlyData)
 }
 
 func newStream(s *Session, init Initiator, opener bool) *Stream {
@@ -244,6 +251,89 @@ func (st *Stream) Read(p []byte) (int, error) {
 	}
 }
 
+// TryWriter is a writer that can also write without ever blocking:
+// TryWrite writes what the destination takes at once (maybe nothing) and
+// returns how much that was.
+type TryWriter interface {
+	io.Writer
+	TryWrite(p []byte) (int, error)
+}
+
+// ReadTo waits for data as Read does, then writes what is buffered at the
+// head of the stream (one received frame, or a run of smaller Data) to w
+// without copying it into a buffer of the caller's. It returns the bytes
+// written; a write error is returned as it is. A relay toward a client
+// connection uses it, so that a frame's payload goes from the buffer the
+// transport read it into straight to the client's socket. It must not run
+// concurrently with Read or another ReadTo.
+//
+// When w is a TryWriter, small Data (up to directWriteMax) that arrives
+// while ReadTo waits is written by the session's reader with TryWrite, and
+// ReadTo returns what it wrote: a request or response crosses without the
+// scheduling hop to ReadTo's goroutine. What TryWrite does not take is
+// buffered and written by ReadTo as usual; TryWrite never blocks, so a slow
+// destination holds up only its own stream.
+func (st *Stream) ReadTo(w io.Writer) (int, error) {
+	for {
+		st.mu.Lock()
+		if st.buf.len() > 0 {
+			seg := st.buf.take()
+			more := st.buf.len() > 0
+			st.mu.Unlock()
+			n, err := w.Write(seg.data)
+			// The bytes left the buffer whatever the write did: the
+			// window accounting counts them all.
+			st.mu.Lock()
+			grant := st.consumed(len(seg.data), st.buf.len() > 0)
+			st.mu.Unlock()
+			seg.release()
+			if more {
+				signal(st.readable)
+			}
+			st.sendGrant(grant)
+			return n, err
+		}
+		err := st.readErr()
+		if err != nil {
+			st.mu.Unlock()
+			return 0, err
+		}
+		if st.rd.passed() {
+			st.mu.Unlock()
+			return 0, errDeadline
+		}
+		tw, registered := w.(TryWriter)
+		if registered {
+			st.try, st.tryN, st.tryErr = tw, 0, nil
+		}
+		st.mu.Unlock()
+		var werr error
+		select {
+		case <-st.readable:
+		case <-st.delivered:
+		case <-st.rd.wait():
+			werr = errDeadline
+		case <-st.done:
+		case <-st.sess.done:
+		}
+		if registered {
+			st.mu.Lock()
+			n, err := st.tryN, st.tryErr
+			st.try, st.tryN, st.tryErr = nil, 0, nil
+			if n > 0 || err != nil {
+				grant := st.consumed(n, st.buf.len() > 0)
+				st.mu.Unlock()
+				st.sendGrant(grant)
+				return n, err
+			}
+			st.mu.Unlock()
+		}
+		if werr != nil {
+			return 0, werr
+		}
+	}
+}
+
 // consumed accounts for n bytes read, more saying whether bytes are still
 // buffered, and returns the credit to grant the peer (0 for none yet).
 // Called with st.mu held.
@@ -331,6 +421,69 @@ func (st *Stream) Write(p []byte) (int, error) {
 		p = p[size:]
 	}
 	return n, nil
+}
+
+// dataHeader16 is a payload of bin16 size, whose Data frame's header
+// WriteFrom copies.
+var dataHeader16 = make([]byte, 0x100)
+
+// WriteFrom reads once from r straight into a Data frame, as much as the
+// send credit allows (up to MaxDataSize), and queues the frame: one copy of
+// the bytes fewer than a Read into a buffer followed by Write. It returns
+// the bytes sent, the read's error and the write's (a failed Write's). It
+// holds a frame buffer while r's Read blocks: a relay calls it in a bulk
+// transfer, not on an idle connection.
+func (st *Stream) WriteFrom(r io.Reader) (n int, readErr, writeErr error) {
+	size, err := st.takeCredit(MaxDataSize)
+	if err != nil {
+		return 0, nil, err
+	}
+	bp := framePool.Get().(*[]byte)
+	// The header of a Data frame with a bin16 payload, then the payload
+	// read in place.
+	b := AppendData((*bp)[:frameHeadroom], st.id, dataHeader16)[:frameHeadroom+dataBinOff+3]
+	n, readErr = r.Read(b[len(b) : len(b)+size])
+	if n < size {
+		st.mu.Lock()
+		st.sendCredit += int64(size - n)
+		st.mu.Unlock()
+		signal(st.writable)
+	}
+	if n == 0 {
+		framePool.Put(bp)
+		return 0, readErr, nil
+	}
+	b = b[:len(b)+n]
+	f := b[frameHeadroom:]
+	if n <= 0xff {
+		// The canonical bin8 form, as AppendData writes it.
+		f[dataBinOff], f[dataBinOff+1] = mpBin8, byte(n)
+		copy(f[dataBinOff+2:], f[dataBinOff+3:])
+		f = f[:len(f)-1]
+	} else {
+		f[dataBinOff+1], f[dataBinOff+2] = byte(n>>8), byte(n)
+	}
+	*bp = (*bp)[:frameHeadroom+len(f)]
+	if err := st.lockWrite(st.done, st.wd.wait()); err != nil {
+		framePool.Put(bp)
+		return 0, readErr, err
+	}
+	defer st.unlockWrite()
+	// Checked under the write lock: no Data after the Terminator.
+	st.mu.Lock()
+	err = st.writeErr()
+	st.mu.Unlock()
+	if err == nil {
+		err = st.sess.enqueue(context.Background(), outFrame{b: f, pooled: bp}, st.done, st.wd.wait())
+		if err != nil {
+			err = st.failure(err)
+		}
+	}
+	if err != nil {
+		framePool.Put(bp)
+		return 0, readErr, err
+	}
+	return n, readErr, nil
 }
 
 // dataFrame encodes a Data frame into a pooled buffer, frameHeadroom bytes
@@ -522,8 +675,9 @@ func (st *Stream) abandon() {
 }
 
 // receive buffers Data from the peer; it runs on the session's reader and
-// never blocks.
-func (st *Stream) receive(p []byte) error {
+// never blocks. keeper, when not nil, is the transport p was read from: a
+// large payload stays in its frame buffer (see keepFrameMin).
+func (st *Stream) receive(p []byte, keeper frameKeeper) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch st.state {
@@ -545,16 +699,33 @@ func (st *Stream) receive(p []byte) error {
 		return violation("stream %v: %d bytes exceed the %d bytes of credit", st.id, len(p), st.recvAvail)
 	}
 	st.recvAvail -= int64(len(p))
+	if st.try != nil && st.tryErr == nil && st.buf.len() == 0 && len(p) <= directWriteMax {
+		n, err := st.try.TryWrite(p)
+		st.tryN += n
+		st.tryErr = err
+		p = p[n:]
+		if n > 0 || err != nil {
+			signal(st.delivered)
+		}
+	}
 	if st.wantBuf != nil && st.buf.len() == 0 && st.wantN < len(st.wantBuf) {
 		n := copy(st.wantBuf[st.wantN:], p)
 		st.wantN += n
 		p = p[n:]
 		signal(st.delivered)
 	}
-	if len(p) > 0 {
-		st.buf.write(p)
-		signal(st.readable)
+	if len(p) == 0 {
+		return nil
 	}
+	if len(p) >= keepFrameMin && keeper != nil {
+		if f := keeper.keepFrame(); f != nil {
+			st.buf.keep(f, p)
+			signal(st.readable)
+			return nil
+		}
+	}
+	st.buf.write(p)
+	signal(st.readable)
 	return nil
 }
 

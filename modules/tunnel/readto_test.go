@@ -1,0 +1,144 @@
+package tunnel
+
+import (
+	"bytes"
+	"io"
+	"testing"
+)
+
+// ReadTo passes on every byte in order, whether it was kept in its frame
+// (large Data) or copied into chunks (small Data), over both transports, and
+// grants the window back exactly: a transfer many windows long completes.
+func TestReadToKeepsOrderAndCredit(t *testing.T) {
+	for name, conns := range map[string]func(testing.TB) (Conn, Conn){"websocket": wsPair, "raw": rawPair} {
+		t.Run(name, func(t *testing.T) {
+			sc, cc := conns(t)
+			srv, cli := sessionsOver(t, sc, cc, Config{}, Config{})
+			// Writes of mixed sizes: whole frames, which the receiver keeps,
+			// and small pieces, which it copies.
+			want := randomBytes(8 * DefaultMaxWindow)
+			serve(t, cli, func(st *Stream) {
+				st.Ack(true, "")
+				p := want
+				for i := 0; len(p) > 0; i++ {
+					n := min(len(p), []int{MaxDataSize, 100, keepFrameMin, 3 * MaxDataSize, 1}[i%5])
+					if _, err := st.Write(p[:n]); err != nil {
+						t.Errorf("write: %v", err)
+						return
+					}
+					p = p[n:]
+				}
+				st.CloseWrite()
+				waitClosed(st)
+			})
+			st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			var got bytes.Buffer
+			for {
+				_, err := st.ReadTo(&got)
+				if err != nil {
+					break
+				}
+			}
+			mustEqual(t, got.Bytes(), want)
+			st.mu.Lock()
+			if st.buf.len() != 0 || len(st.buf.segs) != 0 {
+				t.Errorf("drained stream keeps %d bytes in %d segments", st.buf.len(), len(st.buf.segs))
+			}
+			st.mu.Unlock()
+		})
+	}
+}
+
+// piecesReader returns its data in reads of the given sizes, in turn.
+type piecesReader struct {
+	data  []byte
+	sizes []int
+	i     int
+}
+
+func (r *piecesReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), len(r.data), r.sizes[r.i%len(r.sizes)])
+	r.i++
+	copy(p, r.data[:n])
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// WriteFrom sends what each read returns as a Data frame, bin8 and bin16
+// payloads alike, in order, within the peer's window.
+func TestWriteFromSendsEachRead(t *testing.T) {
+	srv, cli := pair(t, Config{}, Config{})
+	want := randomBytes(3 * DefaultMaxWindow)
+	got := make(chan []byte, 1)
+	serve(t, cli, func(st *Stream) {
+		st.Ack(true, "")
+		all, _ := io.ReadAll(st)
+		got <- all
+		st.Close()
+	})
+	st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r := &piecesReader{data: want, sizes: []int{1, 255, 256, 300, MaxDataSize, 7000}}
+	for {
+		_, rerr, werr := st.WriteFrom(r)
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		if rerr == io.EOF {
+			break
+		}
+	}
+	st.CloseWrite()
+	mustEqual(t, <-got, want)
+}
+
+// tryBuffer is a TryWriter over a buffer that counts its TryWrites.
+type tryBuffer struct {
+	bytes.Buffer
+	tries int
+}
+
+func (b *tryBuffer) TryWrite(p []byte) (int, error) {
+	b.tries++
+	return b.Write(p)
+}
+
+// Small Data that arrives while ReadTo waits on a TryWriter is written by
+// the session's reader, and ReadTo reports it (and grants it back).
+func TestReadToTryWritesSmallData(t *testing.T) {
+	srv, cli := pair(t, Config{}, Config{})
+	serve(t, cli, echo)
+	st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var w tryBuffer
+	var want []byte
+	for i := range 50 {
+		msg := []byte("request " + string(rune('a'+i%26)))
+		want = append(want, msg...)
+		if _, err := st.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for w.Len() < len(want) {
+			if _, err := st.ReadTo(&w); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mustEqual(t, w.Bytes(), want)
+	if w.tries == 0 {
+		t.Fatal("no data went through TryWrite")
+	}
+}
