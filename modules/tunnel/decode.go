@@ -3,7 +3,6 @@ package tunnel
 import (
 	"encoding/binary"
 	"fmt"
-	"unsafe"
 )
 
 // Decode parses and validates one frame. It is strict: unknown types, unknown
@@ -53,9 +52,9 @@ func decodeAs(t MessageType, p []byte) (Message, error) {
 	return nil, invalid("unknown message type %v", t)
 }
 
-func decodeInto[M Message](s *schema, p []byte) (Message, error) {
-	var m M
-	if err := s.decode(p, unsafe.Pointer(&m)); err != nil {
+func decodeInto[M Message](s *schema[M], p []byte) (Message, error) {
+	m, err := s.decode(p)
+	if err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -64,15 +63,16 @@ func decodeInto[M Message](s *schema, p []byte) (Message, error) {
 // decodeData is Decode for the session's hot path: a Data frame, validated,
 // its payload aliasing b, without allocating.
 func decodeData(b []byte) (GUID, []byte, error) {
-	var d Data
+	var g GUID
 	if len(b) > MaxFrameSize {
-		return d.GUID, nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, len(b))
+		return g, nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, len(b))
 	}
 	if len(b) == 0 || MessageType(b[0]) != TypeData {
-		return d.GUID, nil, invalid("not a data frame")
+		return g, nil, invalid("not a data frame")
 	}
-	if err := dataSchema.decode(b[1:], unsafe.Pointer(&d)); err != nil {
-		return d.GUID, nil, err
+	d, err := dataSchema.decode(b[1:])
+	if err != nil {
+		return g, nil, err
 	}
 	if err := d.validate(); err != nil {
 		return d.GUID, nil, err
@@ -80,40 +80,71 @@ func decodeData(b []byte) (GUID, []byte, error) {
 	return d.GUID, d.Data, nil
 }
 
-// decode reads a whole payload map into the message at m, whose type s
+// decode reads a whole payload map into a message of the type s
 // describes.
-func (s *schema) decode(b []byte, m unsafe.Pointer) error {
+func (s *schema[M]) decode(b []byte) (M, error) {
+	var m M
 	r := reader{b: b}
 	n, err := r.mapLen()
 	if err != nil {
-		return err
+		return m, err
 	}
 	var seen uint
 	for range n {
 		k, err := r.key()
 		if err != nil {
-			return err
+			return m, err
 		}
 		i := s.index(k)
 		if i < 0 {
-			return invalid("unknown key %q", k)
+			return m, invalid("unknown key %q", k)
 		}
 		if err := r.once(&seen, 1<<i, k); err != nil {
-			return err
+			return m, err
 		}
-		if err := r.field(&s.fields[i], unsafe.Add(m, s.fields[i].off)); err != nil {
-			return err
+		// The value is read here rather than in a helper so that m is
+		// copied only into and out of the one setter call.
+		f := &s.fields[i]
+		switch f.kind {
+		case kindStr:
+			var v string
+			if v, err = r.str(int(f.max)); err == nil {
+				m = f.str.set(m, v)
+			}
+		case kindBin:
+			var v []byte
+			if v, err = r.bin(int(f.max)); err == nil {
+				m = f.bin.set(m, v)
+			}
+		case kindGUID:
+			var v GUID
+			if v, err = r.guid(); err == nil {
+				m = f.guid.set(m, v)
+			}
+		case kindBool:
+			var v bool
+			if v, err = r.bool(); err == nil {
+				m = f.flag.set(m, v)
+			}
+		default:
+			var v uint64
+			if v, err = r.uint(f.max); err == nil {
+				m = f.uint.set(m, v)
+			}
+		}
+		if err != nil {
+			return m, err
 		}
 	}
 	if seen&s.required != s.required {
-		return invalid("missing required keys")
+		return m, invalid("missing required keys")
 	}
-	return r.end()
+	return m, r.end()
 }
 
 // index is the position of key k in s, -1 if s has no such key. The
 // comparison string(k) == name does not allocate.
-func (s *schema) index(k []byte) int {
+func (s *schema[M]) index(k []byte) int {
 	for i := range s.fields {
 		// Length and first byte first: most keys differ there, and the
 		// full comparison is a call.
@@ -123,32 +154,6 @@ func (s *schema) index(k []byte) int {
 		}
 	}
 	return -1
-}
-
-// field reads the value of f into p, the field's address.
-func (r *reader) field(f *field, p unsafe.Pointer) error {
-	var err error
-	switch f.kind {
-	case kindStr:
-		*(*string)(p), err = r.str(int(f.max))
-	case kindBin:
-		*(*[]byte)(p), err = r.bin(int(f.max))
-	case kindGUID:
-		*(*GUID)(p), err = r.guid()
-	case kindBool:
-		*(*bool)(p), err = r.bool()
-	case kindUint16:
-		var v uint64
-		v, err = r.uint(f.max)
-		*(*uint16)(p) = uint16(v)
-	case kindUint32:
-		var v uint64
-		v, err = r.uint(f.max)
-		*(*uint32)(p) = uint32(v)
-	case kindUint64:
-		*(*uint64)(p), err = r.uint(f.max)
-	}
-	return err
 }
 
 // reader is a strict msgpack reader over a byte slice. It accepts only the

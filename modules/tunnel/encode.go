@@ -3,7 +3,6 @@ package tunnel
 import (
 	"errors"
 	"fmt"
-	"unsafe"
 )
 
 // The msgpack codes this package writes and reads (msgpack spec,
@@ -53,19 +52,19 @@ func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 	case *Data:
 		return AppendData(dst, m.GUID, m.Data), nil
 	case Handshake:
-		dst = handshakeSchema.append(dst, m.Type(), unsafe.Pointer(&m))
+		dst = handshakeSchema.append(dst, m.Type(), m)
 	case Initiator:
-		dst = initiatorSchema.append(dst, m.Type(), unsafe.Pointer(&m))
+		dst = initiatorSchema.append(dst, m.Type(), m)
 	case Terminator:
-		dst = terminatorSchema.append(dst, m.Type(), unsafe.Pointer(&m))
+		dst = terminatorSchema.append(dst, m.Type(), m)
 	case Window:
-		dst = windowSchema.append(dst, m.Type(), unsafe.Pointer(&m))
+		dst = windowSchema.append(dst, m.Type(), m)
 	case Ping:
-		dst = pingSchema.append(dst, m.Type(), unsafe.Pointer(&m))
+		dst = pingSchema.append(dst, m.Type(), m)
 	case Pong:
-		dst = pongSchema.append(dst, m.Type(), unsafe.Pointer(&m))
+		dst = pongSchema.append(dst, m.Type(), m)
 	case Ack:
-		dst = ackSchema.append(dst, m.Type(), unsafe.Pointer(&m))
+		dst = ackSchema.append(dst, m.Type(), m)
 	default:
 		return dst, fmt.Errorf("encode %T: not a message of this package", msg)
 	}
@@ -81,74 +80,55 @@ func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 //
 //	0x03 0x82 0xa4 "GUID" 0xc4 0x10 <16 bytes> 0xa4 "Data" <bin8|bin16 header> <payload>
 func AppendData(dst []byte, g GUID, p []byte) []byte {
-	d := Data{GUID: g, Data: p}
-	return dataSchema.append(dst, TypeData, unsafe.Pointer(&d))
+	return dataSchema.append(dst, TypeData, Data{GUID: g, Data: p})
 }
 
-// append writes the frame of the message at m (whose type s describes):
-// the type byte, then the payload map with s's keys in order, leaving out
-// empty omitEmpty keys.
-func (s *schema) append(dst []byte, t MessageType, m unsafe.Pointer) []byte {
+// append writes the frame of m, of type t: the type byte, then the payload map with
+// s's keys in order, leaving out empty omitEmpty keys. It writes each
+// field in one pass and fills in the map's count after, so each accessor
+// is called once per frame (a schema has at most 15 keys, so the count
+// always fits the one-byte fixmap header written first).
+func (s *schema[M]) append(dst []byte, t MessageType, m M) []byte {
+	dst = append(dst, byte(t), mpFixMap)
+	header := len(dst) - 1
 	n := 0
 	for i := range s.fields {
-		if !s.fields[i].omitted(m) {
-			n++
-		}
-	}
-	dst = append(dst, byte(t), mpFixMap|byte(n))
-	for i := range s.fields {
 		f := &s.fields[i]
-		if f.omitted(m) {
-			continue
-		}
-		dst = appendStr(dst, f.name)
-		p := unsafe.Add(m, f.off)
+		omit := f.presence == omitEmpty
 		switch f.kind {
 		case kindStr:
-			dst = appendStr(dst, *(*string)(p))
-		case kindBin:
-			dst = appendBin(dst, *(*[]byte)(p))
-		case kindGUID:
-			dst = appendBin(dst, (*GUID)(p)[:])
-		case kindBool:
-			if *(*bool)(p) {
-				dst = append(dst, mpTrue)
-			} else {
-				dst = append(dst, mpFalse)
+			if v := f.str.get(m); !omit || v != "" {
+				dst = appendStr(appendStr(dst, f.name), v)
+				n++
 			}
-		case kindUint16:
-			dst = appendUint(dst, uint64(*(*uint16)(p)))
-		case kindUint32:
-			dst = appendUint(dst, uint64(*(*uint32)(p)))
-		case kindUint64:
-			dst = appendUint(dst, *(*uint64)(p))
+		case kindBin:
+			if v := f.bin.get(m); !omit || len(v) != 0 {
+				dst = appendBin(appendStr(dst, f.name), v)
+				n++
+			}
+		case kindGUID:
+			if v := f.guid.get(m); !omit || !v.IsZero() {
+				dst = appendBin(appendStr(dst, f.name), v[:])
+				n++
+			}
+		case kindBool:
+			if v := f.flag.get(m); !omit || v {
+				code := byte(mpFalse)
+				if v {
+					code = mpTrue
+				}
+				dst = append(appendStr(dst, f.name), code)
+				n++
+			}
+		case kindUint:
+			if v := f.uint.get(m); !omit || v != 0 {
+				dst = appendUint(appendStr(dst, f.name), v)
+				n++
+			}
 		}
 	}
+	dst[header] |= byte(n)
 	return dst
-}
-
-// omitted reports whether f is left out of the frame of the message at m.
-func (f *field) omitted(m unsafe.Pointer) bool {
-	if f.presence != omitEmpty {
-		return false
-	}
-	p := unsafe.Add(m, f.off)
-	switch f.kind {
-	case kindStr:
-		return *(*string)(p) == ""
-	case kindBin:
-		return len(*(*[]byte)(p)) == 0
-	case kindGUID:
-		return (*GUID)(p).IsZero()
-	case kindBool:
-		return !*(*bool)(p)
-	case kindUint16:
-		return *(*uint16)(p) == 0
-	case kindUint32:
-		return *(*uint32)(p) == 0
-	default:
-		return *(*uint64)(p) == 0
-	}
 }
 
 // appendStr writes s in the narrowest str form.
