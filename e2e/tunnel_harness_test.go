@@ -45,7 +45,7 @@ const tunnelCaddyfile = `{
 		listener_wrappers {
 			gatehouse {
 				peek_timeout 5s
-				open_timeout 5s
+				open_timeout %OPENTIMEOUT%
 			}
 			tls
 		}
@@ -78,7 +78,14 @@ func startTunnelCloudWith(t *testing.T, storage, appExtra string) *cloud {
 	if storage == "" || storage == "sqlite" {
 		storage = "sqlite %DIR%/registry.db"
 	}
-	c := startCloud(t, strings.NewReplacer("%STORAGE%", storage, "%APPEXTRA%", appExtra).Replace(tunnelCaddyfile))
+	return startTunnelCloudConfig(t, strings.NewReplacer("%STORAGE%", storage, "%APPEXTRA%", appExtra, "%OPENTIMEOUT%", "5s").Replace(tunnelCaddyfile))
+}
+
+// startTunnelCloudConfig starts the cloud of a filled-in tunnelCaddyfile
+// (env as for startCloud) and waits for its wildcard certificate.
+func startTunnelCloudConfig(t *testing.T, caddyfile string, env ...string) *cloud {
+	t.Helper()
+	c := startCloud(t, caddyfile, env...)
 	// The offline site's wildcard certificate comes from the local CA in
 	// the background; wait for it, so the first offline answer is a page.
 	testtools.Eventually(t, 30*time.Second, "the wildcard certificate", func() bool {
