@@ -78,6 +78,8 @@ func (f *fakeTunnel) Kind() string                        { return "fake" }
 type cluster struct {
 	ca    *testcert.Cert
 	peers *peers
+	// wrap, when set, wraps the listener of the nodes started next.
+	wrap func(net.Listener) net.Listener
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -111,6 +113,9 @@ func (c *cluster) nodeWith(t *testing.T, cfg Config, member bool) *Link {
 	}
 	if member {
 		c.peers.set(name, ln.Addr().String())
+	}
+	if c.wrap != nil {
+		ln = c.wrap(ln)
 	}
 	served := make(chan error, 1)
 	go func() { served <- l.Serve(ln) }()

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,5 +148,66 @@ func TestTransportsAndEarlyData(t *testing.T) {
 				t.Errorf("an older node cannot have sent early data on: %d early openings", len(gw.early))
 			}
 		})
+	}
+}
+
+// writeCounter counts the writes to the network of the connections its
+// listener accepts.
+type writeCounter struct {
+	net.Listener
+	writes *atomic.Int64
+}
+
+func (w writeCounter) Accept() (net.Conn, error) {
+	c, err := w.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countedConn{c, w.writes}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countedConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// The accepting node sends each Data frame of the raw transport in one
+// write, not one per TLS record (four per full frame).
+func TestAcceptedRawSessionWritesFramesWhole(t *testing.T) {
+	const size = 4 << 20
+	down := make([]byte, size)
+	rand.Read(down)
+	addr, got := gatewayServer(t, down)
+
+	c := newCluster(t)
+	a := c.node(t, "node-a", c.ca, nil, true)
+	var writes atomic.Int64
+	c.wrap = func(ln net.Listener) net.Listener { return writeCounter{ln, &writes} }
+	c.node(t, "node-b", c.ca, locals{"home": &fakeTunnel{addr: addr, done: make(chan struct{})}}, true)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := a.Relay("node-b").Open(ctx, tunnel.Meta{Gateway: "home"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.CloseWrite()
+	before := writes.Load()
+	read, err := io.ReadAll(st)
+	_ = st.Close()
+	if err != nil || !bytes.Equal(read, down) {
+		t.Fatalf("read %d bytes (%v), not the %d the gateway sent", len(read), err, size)
+	}
+	<-got
+	frames := int64(size / tunnel.MaxDataSize)
+	// Window frames, pings and the small frames of a gateway that
+	// writes in pieces come on top: well under twice the Data frames.
+	if n := writes.Load() - before; n > 2*frames {
+		t.Errorf("%d writes to the network for %d MiB, %d full Data frames", n, size>>20, frames)
 	}
 }
