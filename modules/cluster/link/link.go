@@ -1,7 +1,8 @@
 // Package link is the authenticated node-to-node link of a Gatehouse
-// cluster: one multiplexed tunnel.Session per pair of nodes, over a
-// WebSocket on mutual TLS whose certificates a cluster CA issued, so that
-// a node can reach a gateway whose tunnel another node holds.
+// cluster: one multiplexed tunnel.Session per pair of nodes, over the raw
+// transport (tunnel.RawUpgrade; a WebSocket with nodes of older releases)
+// on mutual TLS whose certificates a cluster CA issued, so that a node can
+// reach a gateway whose tunnel another node holds.
 //
 // Both ends present a certificate of the cluster CA. A certificate from
 // any other CA fails the TLS handshake. The dialing node checks that the
@@ -54,7 +55,7 @@ var (
 	ErrClosed = errors.New("link closed")
 )
 
-// Path is the HTTP path of the link's WebSocket.
+// Path is the HTTP path of the link's upgrade.
 const Path = "/v1/link"
 
 // KindRelay is the Kind of a Relay.
