@@ -16,6 +16,8 @@
 # Usage: bench/cluster/run.sh
 # Knobs: SIZE=1073741824 ROUNDS=3 LATENCY_N=1000 SETUP_N=200
 #   RECOVERY_ROUNDS=3 LEASE=3s TIME_LIMIT=15m
+#   CPUPROFILE=DIR (CPU profiles of node-1 and node-2 during the last
+#   relayed download, for go tool pprof)
 #   PG (default $GATEHOUSE_TEST_POSTGRES, else the local test database;
 #   the run creates a schema of its own and drops it). Needs curl.
 set -euo pipefail
@@ -32,4 +34,4 @@ go build -o "$tmp/clusterbench" ./bench/cluster/clusterbench
 	-size "${SIZE:-1073741824}" -rounds "${ROUNDS:-3}" \
 	-latency-n "${LATENCY_N:-1000}" -setup-n "${SETUP_N:-200}" \
 	-recovery-rounds "${RECOVERY_ROUNDS:-3}" -lease "${LEASE:-3s}" \
-	-time-limit "${TIME_LIMIT:-15m}"
+	-time-limit "${TIME_LIMIT:-15m}" -cpuprofile "${CPUPROFILE:-}"

@@ -67,6 +67,7 @@ var (
 	recRounds  = flag.Int("recovery-rounds", 3, "kill -9 rounds (the node is restarted between rounds)")
 	lease      = flag.Duration("lease", 3*time.Second, "the nodes' membership lease")
 	timeLimit  = flag.Duration("time-limit", 15*time.Minute, "the whole run's bound")
+	cpuProfile = flag.String("cpuprofile", "", "directory for CPU profiles of node-1 and node-2 taken during the last relayed download (none when empty)")
 	nodeCount  = 3
 	zone       = benchcloud.Zone
 	probeEvery = 10 * time.Millisecond
@@ -530,6 +531,12 @@ func (b *bench) throughput(paths []benchPath) error {
 				return err
 			}
 			cpu0 := b.cpu()
+			var profiled func() error
+			if *cpuProfile != "" && i == 1 && r == *rounds-1 {
+				// As long as the last direct download took: the
+				// relayed one takes about as long.
+				profiled = b.profile(time.Duration(float64(*size) / (speeds[0][r] * (1 << 20)) * float64(time.Second)))
+			}
 			host := "bench." + zone
 			out, err := exec.Command(curl, "-sS", "--max-time", "600", "--cacert", b.gwCertFile,
 				"--resolve", fmt.Sprintf("%s:%d:%s", host, p.node.HTTPS, p.node.IP),
@@ -546,6 +553,11 @@ func (b *bench) throughput(paths []benchPath) error {
 			cpu[i] += b.cpu() - cpu0
 			speeds[i] = append(speeds[i], float64(got)/secs/(1<<20))
 			fmt.Printf("   round %d %-34s %8.1f MiB/s\n", r+1, p.name, speeds[i][len(speeds[i])-1])
+			if profiled != nil {
+				if err := profiled(); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	med := make([]float64, len(paths))
@@ -564,6 +576,46 @@ func (b *bench) throughput(paths []benchPath) error {
 	fmt.Printf("   relayed/direct: %.2f of the medians, %.2f median of the rounds' ratios %.2f (target >= 0.80)\n\n",
 		med[1]/med[0], median(ratios), ratios)
 	return nil
+}
+
+// profile starts CPU profiles of node-1 (holds the tunnel) and node-2 (relays
+// to it) over d, from their admin endpoints; the returned wait writes them
+// to -cpuprofile as node-1.pprof and node-2.pprof.
+func (b *bench) profile(d time.Duration) (wait func() error) {
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	errs := make(chan error, 2)
+	for _, n := range b.nodes[:2] {
+		go func() {
+			errs <- func() error {
+				resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", net.JoinHostPort(n.IP, strconv.Itoa(n.Admin)), secs))
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("%s", resp.Status)
+				}
+				f, err := os.Create(filepath.Join(*cpuProfile, n.Name+".pprof"))
+				if err != nil {
+					return err
+				}
+				if _, err := io.Copy(f, resp.Body); err != nil {
+					_ = f.Close()
+					return err
+				}
+				return f.Close()
+			}()
+		}()
+	}
+	return func() error {
+		for range 2 {
+			if err := <-errs; err != nil {
+				return fmt.Errorf("cpu profile: %w", err)
+			}
+		}
+		fmt.Printf("   CPU profiles of node-1 and node-2 (%ds of the last relayed download) in %s\n", secs, *cpuProfile)
+		return nil
+	}
 }
 
 // latency times small requests through each path, interleaved request by

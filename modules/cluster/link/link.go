@@ -1,7 +1,8 @@
 // Package link is the authenticated node-to-node link of a Gatehouse
-// cluster: one multiplexed tunnel.Session per pair of nodes, over a
-// WebSocket on mutual TLS whose certificates a cluster CA issued, so that
-// a node can reach a gateway whose tunnel another node holds.
+// cluster: one multiplexed tunnel.Session per pair of nodes, over the raw
+// transport (tunnel.RawUpgrade; a WebSocket with nodes of older releases)
+// on mutual TLS whose certificates a cluster CA issued, so that a node can
+// reach a gateway whose tunnel another node holds.
 //
 // Both ends present a certificate of the cluster CA. A certificate from
 // any other CA fails the TLS handshake. The dialing node checks that the
@@ -27,9 +28,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,7 +55,7 @@ var (
 	ErrClosed = errors.New("link closed")
 )
 
-// Path is the HTTP path of the link's WebSocket.
+// Path is the HTTP path of the link's upgrade.
 const Path = "/v1/link"
 
 // KindRelay is the Kind of a Relay.
@@ -101,6 +104,9 @@ type Config struct {
 	Local Local
 	// Tunnel tunes the link sessions; zero fields take the defaults.
 	Tunnel tunnel.Config
+	// WebSocketOnly makes the link offer and accept only the WebSocket, as
+	// nodes of older releases did (for tests of a rolling upgrade).
+	WebSocketOnly bool
 	// OpenTimeout bounds the opening of a relayed stream on the local
 	// tunnel. Default 10s.
 	OpenTimeout time.Duration
@@ -137,6 +143,9 @@ type Link struct {
 	sessions map[string]*tunnel.Session // by peer name
 	dialing  map[string]*dialCall
 	relays   map[string]*Relay
+	// raw holds the live sessions on the raw transport: their peer is of
+	// a release that reads the early-data length in a stream's Meta.
+	raw map[*tunnel.Session]bool
 
 	streamsOut, streamsIn, refused, bytesIn, bytesOut atomic.Uint64
 
@@ -204,6 +213,7 @@ func New(cfg Config) (*Link, error) {
 		sessions: make(map[string]*tunnel.Session),
 		dialing:  make(map[string]*dialCall),
 		relays:   make(map[string]*Relay),
+		raw:      make(map[*tunnel.Session]bool),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	certFunc := cfg.Certificate
@@ -260,11 +270,53 @@ func peerName(cert *x509.Certificate, peers Peers) string {
 // Serve accepts other nodes' links on ln (a plain TCP listener: Serve
 // runs the TLS) until Close; then it returns nil.
 func (l *Link) Serve(ln net.Listener) error {
-	err := l.srv.Serve(tls.NewListener(ln, l.serverTLS))
+	err := l.srv.Serve(tls.NewListener(batchListener{ln}, l.serverTLS))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
+}
+
+// batchListener makes each accepted connection a tunnel.BatchConn, under
+// the TLS: on the raw transport each frame then leaves in one write instead
+// of one per TLS record, four system calls per full Data frame.
+type batchListener struct{ net.Listener }
+
+func (b batchListener) Accept() (net.Conn, error) {
+	c, err := b.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tunnel.NewBatchConn(c), nil
+}
+
+// acceptRaw answers an upgrade that offers tunnel.RawUpgrade, as
+// tunnel.AcceptTransport does, but with the connection's BatchConn (see
+// batchListener) under the raw transport.
+func acceptRaw(w http.ResponseWriter) (tunnel.Conn, error) {
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", tunnel.RawUpgrade)
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, fmt.Errorf("raw upgrade: hijack: %w", err)
+	}
+	if err := brw.Flush(); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("raw upgrade: %w", err)
+	}
+	// The server's header timeout was for the request; the session has
+	// its own keepalive.
+	_ = nc.SetDeadline(time.Time{})
+	var rd io.Reader = nc
+	if n := brw.Reader.Buffered(); n > 0 {
+		rd = io.MultiReader(io.LimitReader(brw.Reader, int64(n)), nc)
+	}
+	var bc *tunnel.BatchConn
+	if tc, ok := nc.(*tls.Conn); ok {
+		bc, _ = tc.NetConn().(*tunnel.BatchConn)
+	}
+	return tunnel.RawConn(nc, rd, bc), nil
 }
 
 // enter counts a goroutine of the link, unless it is closed.
@@ -290,12 +342,26 @@ func (l *Link) serveLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cert := r.TLS.PeerCertificates[0]
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	// The raw transport when the dialing node offers it, a WebSocket for
+	// a node of an older release (a rolling upgrade).
+	var conn tunnel.Conn
+	transport := tunnel.TransportWebSocket
+	var err error
+	if l.cfg.WebSocketOnly {
+		var c *websocket.Conn
+		if c, err = websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled}); err == nil {
+			conn = tunnel.WebSocketConn(c)
+		}
+	} else if tunnel.OffersRaw(r) {
+		conn, err = acceptRaw(w)
+		transport = tunnel.RawUpgrade
+	} else {
+		conn, transport, err = tunnel.AcceptTransport(w, r)
+	}
 	if err != nil {
 		l.log.Info("link upgrade failed", "remote", r.RemoteAddr, "error", err)
 		return
 	}
-	conn := tunnel.WebSocketConn(c)
 	ctx, cancel := context.WithTimeout(r.Context(), l.cfg.Tunnel.HandshakeTimeout)
 	hs, err := tunnel.ServerHandshake(ctx, conn, func(_ context.Context, name, _ string) error {
 		name = strings.ToLower(name)
@@ -319,16 +385,21 @@ func (l *Link) serveLink(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close()
 		return
 	}
-	l.adopt(peer, s)
-	l.log.Info("link session accepted", "peer", peer)
+	// Early data (Relay.OpenEarly) only to a node that takes it.
+	s.SetPeerVersion(hs.Version)
+	l.adopt(peer, s, transport == tunnel.RawUpgrade)
+	l.log.Info("link session accepted", "peer", peer, "transport", transport)
 	l.serveStreams(peer, s)
 }
 
 // adopt makes s the session toward peer unless a live one exists (two
 // nodes that dial each other at once keep both sessions, each serving
 // the streams its dialer opens), and closes it when the link closes.
-func (l *Link) adopt(peer string, s *tunnel.Session) {
+func (l *Link) adopt(peer string, s *tunnel.Session, raw bool) {
 	l.mu.Lock()
+	if raw {
+		l.raw[s] = true
+	}
 	if old := l.sessions[peer]; old == nil || old.Err() != nil {
 		l.sessions[peer] = s
 	}
@@ -373,7 +444,7 @@ func (l *Link) session(ctx context.Context, peer string) (*tunnel.Session, error
 // callers may be waiting for it.
 func (l *Link) dial(peer string, call *dialCall) {
 	defer l.wg.Done()
-	s, err := l.connect(peer)
+	s, raw, err := l.connect(peer)
 	l.mu.Lock()
 	delete(l.dialing, peer)
 	if err == nil {
@@ -382,6 +453,9 @@ func (l *Link) dial(peer string, call *dialCall) {
 			_ = s.Close()
 		} else {
 			l.sessions[peer] = s
+			if raw {
+				l.raw[s] = true
+			}
 		}
 	}
 	call.s, call.err = s, err
@@ -391,14 +465,13 @@ func (l *Link) dial(peer string, call *dialCall) {
 		l.log.Info("link dial failed", "peer", peer, "error", err)
 		return
 	}
-	l.log.Info("link session dialed", "peer", peer)
 	l.serveStreams(peer, s)
 }
 
-func (l *Link) connect(peer string) (*tunnel.Session, error) {
+func (l *Link) connect(peer string) (s *tunnel.Session, raw bool, err error) {
 	addr, ok := l.cfg.Peers.Peer(peer)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrNoPeer, peer)
+		return nil, false, fmt.Errorf("%w: %s", ErrNoPeer, peer)
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.Tunnel.HandshakeTimeout)
 	defer cancel()
@@ -425,24 +498,73 @@ func (l *Link) connect(peer string) (*tunnel.Session, error) {
 		ForceAttemptHTTP2: false,
 	}
 	defer tr.CloseIdleConnections()
+	var rt http.RoundTripper = tr
+	var offer *rawOffer
+	if !l.cfg.WebSocketOnly {
+		offer = &rawOffer{base: tr}
+		rt = offer
+	}
+	var conn tunnel.Conn
+	transport := tunnel.TransportWebSocket
 	c, _, err := websocket.Dial(ctx, "https://"+peer+Path, &websocket.DialOptions{
-		HTTPClient:      &http.Client{Transport: tr},
+		HTTPClient:      &http.Client{Transport: rt},
 		CompressionMode: websocket.CompressionDisabled,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("dial link to %s at %s: %w", peer, addr, err)
+	switch {
+	case offer != nil && offer.rwc != nil && errors.Is(err, errRawUpgraded):
+		conn, transport = tunnel.RawConn(offer.rwc, nil, bc), tunnel.RawUpgrade
+	case err != nil:
+		return nil, false, fmt.Errorf("dial link to %s at %s: %w", peer, addr, err)
+	default:
+		conn = tunnel.WebSocketClientConn(c, bc)
 	}
-	conn := tunnel.WebSocketClientConn(c, bc)
 	if err := tunnel.ClientHandshake(ctx, conn, l.cfg.Name, handshakeKey); err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("link to %s: %w", peer, err)
+		return nil, false, fmt.Errorf("link to %s: %w", peer, err)
 	}
-	s, err := tunnel.NewSession(conn, l.cfg.Tunnel)
+	s, err = tunnel.NewSession(conn, l.cfg.Tunnel)
 	if err != nil {
 		_ = conn.Close()
+		return nil, false, err
+	}
+	// The peer took our ProtocolVersion, so it speaks it: it takes early
+	// data (Relay.OpenEarly).
+	s.SetPeerVersion(tunnel.ProtocolVersion)
+	l.log.Info("link session dialed", "peer", peer, "transport", transport)
+	return s, transport == tunnel.RawUpgrade, nil
+}
+
+// errRawUpgraded ends the WebSocket library's dial when the peer chose the
+// raw transport; connect takes the connection from the rawOffer.
+var errRawUpgraded = errors.New("upgraded to " + tunnel.RawUpgrade)
+
+// rawOffer adds tunnel.RawUpgrade after websocket in the link's upgrade
+// request (as the agent's client does, see docs/protocol.md): a node that
+// knows it answers with the raw transport, a node of an older release
+// picks the WebSocket. The link's transport makes one request per dial, so
+// rwc needs no lock: connect reads it after the dial returned.
+type rawOffer struct {
+	base http.RoundTripper
+	rwc  io.ReadWriteCloser
+}
+
+func (o *rawOffer) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	r.Header.Add("Upgrade", tunnel.RawUpgrade)
+	resp, err := o.base.RoundTrip(r)
+	if err != nil {
 		return nil, err
 	}
-	return s, nil
+	if resp.StatusCode != http.StatusSwitchingProtocols || !tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.RawUpgrade) {
+		return resp, nil
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		_ = resp.Body.Close()
+		return nil, errors.New("raw upgrade: the response body is not writable")
+	}
+	o.rwc = rwc
+	return nil, errRawUpgraded
 }
 
 // serveStreams relays the streams peer opens on s until s ends, then
@@ -452,6 +574,7 @@ func (l *Link) serveStreams(peer string, s *tunnel.Session) {
 	defer wg.Wait()
 	defer func() {
 		l.mu.Lock()
+		delete(l.raw, s)
 		var r *Relay
 		if l.sessions[peer] == s {
 			delete(l.sessions, peer)
@@ -491,7 +614,7 @@ func (l *Link) relayIn(peer string, st *tunnel.Stream) {
 		refuse(ReasonNotMember, nil)
 		return
 	}
-	m, err := decodeMeta(st.Initiator())
+	m, early, err := decodeMetaEarly(st.Initiator())
 	if err != nil {
 		refuse(err.Error(), err)
 		return
@@ -506,7 +629,7 @@ func (l *Link) relayIn(peer string, st *tunnel.Stream) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.OpenTimeout)
-	local, err := t.Open(ctx, m)
+	local, err := l.openLocal(ctx, t, st, m, early)
 	cancel()
 	if err != nil {
 		// The gateway's own reason travels back to the opener.
@@ -526,6 +649,61 @@ func (l *Link) relayIn(peer string, st *tunnel.Stream) {
 		AToB: func(n int) { l.bytesIn.Add(uint64(n)) },
 		BToA: func(n int) { l.bytesOut.Add(uint64(n)) },
 	})
+}
+
+// openLocal opens the real stream for st on the local tunnel t. Early data
+// the opening node sent with st (Relay.OpenEarly) that has arrived already
+// goes along with this opening too, when t takes it; what comes later, the
+// relay copies after the Ack as any other bytes.
+func (l *Link) openLocal(ctx context.Context, t hub.Tunnel, st *tunnel.Stream, m tunnel.Meta, early int) (hub.Stream, error) {
+	eo, ok := t.(hub.EarlyOpener)
+	if !ok || early == 0 {
+		return t.Open(ctx, m)
+	}
+	buf, err := readEarly(ctx, st, early)
+	if err != nil {
+		return nil, fmt.Errorf("early data: %w", err)
+	}
+	local, err := eo.OpenEarly(ctx, m, buf)
+	if err == nil {
+		l.bytesIn.Add(uint64(early))
+	}
+	return local, err
+}
+
+// readEarly reads the n bytes of early data of st, which is not acked yet.
+// They travel right behind its Initiator, so they are buffered already or
+// about to be; before the Ack, a Read with nothing buffered does not wait
+// but fails with ErrNotAcked, so readEarly yields and polls until they are
+// in, bounded by ctx.
+func readEarly(ctx context.Context, st *tunnel.Stream, n int) ([]byte, error) {
+	buf := make([]byte, n)
+	got := 0
+	for polls := 0; got < n; {
+		k, err := st.Read(buf[got:])
+		got += k
+		switch {
+		case k > 0:
+		case !errors.Is(err, tunnel.ErrNotAcked):
+			return nil, err
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case polls < 100:
+			// The session's reader is at most a frame behind.
+			polls++
+			runtime.Gosched()
+		default:
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+	return buf, nil
+}
+
+// isRaw reports whether s is on the raw transport.
+func (l *Link) isRaw(s *tunnel.Session) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.raw[s]
 }
 
 // Stats returns the link's counters.
@@ -619,7 +797,10 @@ type Relay struct {
 	err  error
 }
 
-var _ hub.Tunnel = (*Relay)(nil)
+var (
+	_ hub.Tunnel      = (*Relay)(nil)
+	_ hub.EarlyOpener = (*Relay)(nil)
+)
 
 // Node is the node the relay reaches.
 func (r *Relay) Node() string { return r.node }
@@ -628,6 +809,14 @@ func (r *Relay) Node() string { return r.node }
 // dialing the link first if needed. A refusal by that node or its gateway
 // is a *tunnel.RefusedError with the reason.
 func (r *Relay) Open(ctx context.Context, m tunnel.Meta) (hub.Stream, error) {
+	return r.OpenEarly(ctx, m, nil)
+}
+
+// OpenEarly is Open sending early (the visitor's ClientHello) along with
+// the stream's opening, so that the holding node can pass it on with its
+// own opening toward the gateway (see relayIn) instead of one round trip
+// per leg later.
+func (r *Relay) OpenEarly(ctx context.Context, m tunnel.Meta, early []byte) (hub.Stream, error) {
 	if err := r.Err(); err != nil {
 		return nil, err
 	}
@@ -639,7 +828,16 @@ func (r *Relay) Open(ctx context.Context, m tunnel.Meta) (hub.Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.Open(ctx, init)
+	if len(early) > 0 && len(early) <= tunnel.MaxEarlyData && r.l.isRaw(s) {
+		// The receiving node waits for exactly these bytes and sends
+		// them with its own opening (see openLocal). A node of an older
+		// release (on a WebSocket) would refuse the longer Meta; it gets
+		// the bytes as plain data.
+		if withEarly, err := encodeMetaEarly(m, len(early)); err == nil {
+			init = withEarly
+		}
+	}
+	st, err := s.OpenEarly(ctx, init, early)
 	if err != nil {
 		// A nil *tunnel.Stream must not become a non-nil hub.Stream.
 		return nil, err

@@ -78,6 +78,8 @@ func (f *fakeTunnel) Kind() string                        { return "fake" }
 type cluster struct {
 	ca    *testcert.Cert
 	peers *peers
+	// wrap, when set, wraps the listener of the nodes started next.
+	wrap func(net.Listener) net.Listener
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -111,6 +113,9 @@ func (c *cluster) nodeWith(t *testing.T, cfg Config, member bool) *Link {
 	}
 	if member {
 		c.peers.set(name, ln.Addr().String())
+	}
+	if c.wrap != nil {
+		ln = c.wrap(ln)
 	}
 	served := make(chan error, 1)
 	go func() { served <- l.Serve(ln) }()
@@ -350,6 +355,34 @@ func TestMetaRoundTrip(t *testing.T) {
 			t.Errorf("round trip of %+v: %+v, %v", m, got, err)
 		}
 	}
+	// With early data too.
+	for _, m := range []tunnel.Meta{
+		{Gateway: "home"},
+		{Gateway: "home", Source: "office", ServerName: "home.box.example.org"},
+		{Gateway: "home", ServerName: string(long) + ".home"},
+	} {
+		init, err := encodeMetaEarly(m, 517)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, early, err := decodeMetaEarly(init)
+		if len(m.ServerName) > 200 {
+			m.ServerName = "" // dropped, as below
+		}
+		if err != nil || got != m || early != 517 {
+			t.Errorf("round trip of %+v with early data: %+v, %d, %v", m, got, early, err)
+		}
+	}
+	for _, n := range []int{0, -1, tunnel.MaxEarlyData + 1} {
+		if _, err := encodeMetaEarly(tunnel.Meta{Gateway: "home"}, n); !errors.Is(err, ErrMalformed) {
+			t.Errorf("encodeMetaEarly with %d bytes: %v", n, err)
+		}
+	}
+	for _, bad := range []string{"home|||0", "home|||x", "home|||+5", "home|||016", "home|||99999999"} {
+		if _, _, err := decodeMetaEarly(tunnel.Initiator{Gatename: bad}); !errors.Is(err, ErrMalformed) {
+			t.Errorf("decodeMetaEarly(%q): %v", bad, err)
+		}
+	}
 	// A server name too long for the wire is dropped, the rest kept.
 	m := tunnel.Meta{Gateway: "home", ServerName: string(long) + ".home"}
 	init, err := encodeMeta(m)
@@ -371,8 +404,9 @@ func FuzzDecodeMeta(f *testing.F) {
 	f.Add("home|office|", "10.0.0.1", uint16(22), "203.0.113.9:5000")
 	f.Add("home||home.box.example.org", "", uint16(0), "[::1]:1")
 	f.Add("|a|b", "x", uint16(1), "bad")
+	f.Add("home|office|www.home|517", "", uint16(0), "")
 	f.Fuzz(func(t *testing.T, gatename, ip string, port uint16, client string) {
-		m, err := decodeMeta(tunnel.Initiator{Gatename: gatename, Ip: ip, Port: port, ClientAddr: client})
+		m, early, err := decodeMetaEarly(tunnel.Initiator{Gatename: gatename, Ip: ip, Port: port, ClientAddr: client})
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v does not wrap ErrMalformed", err)
@@ -381,14 +415,17 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 		// What decodes encodes back to the same Meta.
 		init, err := encodeMeta(m)
+		if early > 0 {
+			init, err = encodeMetaEarly(m, early)
+		}
 		if err != nil {
 			if len(gatename) > maxGatename {
 				return
 			}
 			t.Fatalf("decoded %+v does not encode: %v", m, err)
 		}
-		back, err := decodeMeta(init)
-		if err != nil || back != m {
+		back, backEarly, err := decodeMetaEarly(init)
+		if err != nil || back != m || backEarly != early {
 			t.Fatalf("re-decoded %+v as %+v, %v", m, back, err)
 		}
 	})

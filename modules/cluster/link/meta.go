@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
@@ -48,6 +49,52 @@ func encodeMeta(m tunnel.Meta) (tunnel.Initiator, error) {
 		init.ClientAddr = m.Client.String()
 	}
 	return init, nil
+}
+
+// encodeMetaEarly is encodeMeta for a stream opened with early bytes of
+// early data (Relay.OpenEarly): Gatename carries
+// "GATEWAY|SOURCE|SERVERNAME|EARLY", so that the receiving node knows how
+// many bytes to wait for before it opens its own leg. Only nodes that speak
+// the raw transport read the fourth field; older ones refuse it as
+// malformed, so the opener sends it only to those.
+func encodeMetaEarly(m tunnel.Meta, early int) (tunnel.Initiator, error) {
+	if early <= 0 || early > tunnel.MaxEarlyData {
+		return tunnel.Initiator{}, fmt.Errorf("%w: %d bytes of early data", ErrMalformed, early)
+	}
+	init, err := encodeMeta(m)
+	if err != nil {
+		return init, err
+	}
+	suffix := sep + strconv.Itoa(early)
+	if !strings.Contains(init.Gatename, sep) {
+		init.Gatename += sep + sep
+	}
+	init.Gatename += suffix
+	if len(init.Gatename) > maxGatename {
+		// As in encodeMeta: the server name goes first.
+		init.Gatename = m.Gateway + sep + m.Source + sep + suffix
+		if len(init.Gatename) > maxGatename {
+			return tunnel.Initiator{}, fmt.Errorf("%w: names too long", ErrMalformed)
+		}
+	}
+	return init, nil
+}
+
+// decodeMetaEarly is decodeMeta that also reads the early-data length of
+// encodeMetaEarly (0 when the Initiator has none).
+func decodeMetaEarly(init tunnel.Initiator) (tunnel.Meta, int, error) {
+	parts := strings.Split(init.Gatename, sep)
+	if len(parts) != 4 {
+		m, err := decodeMeta(init)
+		return m, 0, err
+	}
+	early, err := strconv.Atoi(parts[3])
+	if err != nil || early <= 0 || early > tunnel.MaxEarlyData || parts[3] != strconv.Itoa(early) {
+		return tunnel.Meta{}, 0, fmt.Errorf("%w: early data length %q", ErrMalformed, parts[3])
+	}
+	init.Gatename = strings.Join(parts[:3], sep)
+	m, err := decodeMeta(init)
+	return m, early, err
 }
 
 // decodeMeta reads a link stream's Initiator back into the Meta the

@@ -354,6 +354,7 @@ type remote struct {
 
 var (
 	_ hub.Tunnel       = (*remote)(nil)
+	_ hub.EarlyOpener  = (*remote)(nil)
 	_ dnszone.Steering = (*Cluster)(nil)
 )
 
@@ -361,9 +362,16 @@ var (
 // be reached, or no longer holds the gateway, gives way to the next; the
 // gateway's own refusal is final, since any holder would give it.
 func (r *remote) Open(ctx context.Context, m tunnel.Meta) (hub.Stream, error) {
+	return r.OpenEarly(ctx, m, nil)
+}
+
+// OpenEarly is Open with the stream's first bytes (the visitor's
+// ClientHello) sent along with the opening, through each holder in turn:
+// a holder that refuses drops them, and the next one is sent them again.
+func (r *remote) OpenEarly(ctx context.Context, m tunnel.Meta, early []byte) (hub.Stream, error) {
 	var errs []error
 	for _, rl := range r.relays {
-		st, err := rl.Open(ctx, m)
+		st, err := rl.OpenEarly(ctx, m, early)
 		if err == nil {
 			return st, nil
 		}
