@@ -80,22 +80,14 @@ func main() {
 	if *caddyBin == "" || *pgDSN == "" {
 		log.Fatal("-caddy and -pg are required")
 	}
-	dir, err := os.MkdirTemp("", "clusterbench-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	b := &bench{Group: procs.Group{Dir: dir}, deadline: time.Now().Add(*timeLimit)}
-	err = b.run()
-	b.StopAll()
-	// Not deferred: log.Fatal would skip it.
-	_ = os.RemoveAll(dir)
-	if err != nil {
-		log.Fatal(err)
-	}
+	procs.Main("clusterbench", func(g *procs.Group) error {
+		b := &bench{Group: g, deadline: time.Now().Add(*timeLimit)}
+		return b.run()
+	})
 }
 
 type bench struct {
-	procs.Group
+	*procs.Group
 	deadline time.Time
 	nodes    []*node
 	// gwCertFile is the gateway's certificate (for every NAME.ZONE), which

@@ -64,22 +64,14 @@ func main() {
 	if *n < 1 || *writers < 1 {
 		log.Fatal("-n and -writers must be at least 1")
 	}
-	dir, err := os.MkdirTemp("", "faultload-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	r := &run{Group: procs.Group{Dir: dir}, deadline: time.Now().Add(*timeLimit)}
-	err = r.run()
-	r.StopAll()
-	// Not deferred: log.Fatal would skip it.
-	_ = os.RemoveAll(dir)
-	if err != nil {
-		log.Fatal(err)
-	}
+	procs.Main("faultload", func(g *procs.Group) error {
+		r := &run{Group: g, deadline: time.Now().Add(*timeLimit)}
+		return r.run()
+	})
 }
 
 type run struct {
-	procs.Group
+	*procs.Group
 	deadline time.Time
 
 	cmd          *exec.Cmd

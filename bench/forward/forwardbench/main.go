@@ -57,22 +57,14 @@ func main() {
 	if *caddyBin == "" || *agentBin == "" {
 		log.Fatal("-caddy and -agent are required")
 	}
-	dir, err := os.MkdirTemp("", "forwardbench-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	b := &bench{Group: procs.Group{Dir: dir}, deadline: time.Now().Add(*timeLimit)}
-	err = b.run()
-	b.StopAll()
-	if err != nil {
-		log.Printf("logs kept in %s", dir)
-		log.Fatal(err)
-	}
-	_ = os.RemoveAll(dir)
+	procs.Main("forwardbench", func(g *procs.Group) error {
+		b := &bench{Group: g, deadline: time.Now().Add(*timeLimit)}
+		return b.run()
+	})
 }
 
 type bench struct {
-	procs.Group
+	*procs.Group
 	deadline time.Time
 }
 

@@ -5,6 +5,7 @@ package procs
 import (
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,4 +99,25 @@ func CPUSeconds(pid int) float64 {
 	u, _ := strconv.ParseFloat(f[11], 64)
 	k, _ := strconv.ParseFloat(f[12], 64)
 	return (u + k) / 100
+}
+
+// Main runs one benchmark program's work in a Group of its own, in a new
+// scratch folder named after the program: when run returns, every process
+// the group started is stopped; the folder is removed after a success and
+// kept (and named) after a failure, for its processes' logs. A failure
+// ends the program through log.Fatal, which is why nothing here is
+// deferred.
+func Main(program string, run func(g *Group) error) {
+	dir, err := os.MkdirTemp("", program+"-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	g := &Group{Dir: dir}
+	err = run(g)
+	g.StopAll()
+	if err != nil {
+		log.Printf("logs kept in %s", dir)
+		log.Fatal(err)
+	}
+	_ = os.RemoveAll(dir)
 }

@@ -74,22 +74,14 @@ func main() {
 	if *caddyBin == "" {
 		log.Fatal("-caddy is required")
 	}
-	dir, err := os.MkdirTemp("", "tunnelbench-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	b := &bench{Group: procs.Group{Dir: dir}, deadline: time.Now().Add(*timeLimit)}
-	err = b.run()
-	b.StopAll()
-	// Not deferred: log.Fatal would skip it.
-	_ = os.RemoveAll(dir)
-	if err != nil {
-		log.Fatal(err)
-	}
+	procs.Main("tunnelbench", func(g *procs.Group) error {
+		b := &bench{Group: g, deadline: time.Now().Add(*timeLimit)}
+		return b.run()
+	})
 }
 
 type bench struct {
-	procs.Group
+	*procs.Group
 	deadline time.Time
 }
 
