@@ -18,7 +18,8 @@ type domainJSON struct {
 	CheckedAt string `json:"checked_at"`
 }
 
-func toDomainJSON(c registry.DomainClaim) domainJSON {
+// claimJSON is a claim as the API answers it (the contract the agent reads).
+func claimJSON(c registry.DomainClaim) domainJSON {
 	return domainJSON{Domain: c.Domain, Gateway: c.Gateway, CheckedAt: c.Checked.UTC().Format(time.RFC3339)}
 }
 
@@ -61,7 +62,7 @@ func (a *API) v1ClaimDomain(w http.ResponseWriter, r *http.Request, g *registry.
 		writeRegistryError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toDomainJSON(c))
+	writeJSON(w, http.StatusOK, claimJSON(c))
 }
 
 func (a *API) v1ListDomains(w http.ResponseWriter, r *http.Request, g *registry.Gateway) {
@@ -72,7 +73,7 @@ func (a *API) v1ListDomains(w http.ResponseWriter, r *http.Request, g *registry.
 	}
 	out := make([]domainJSON, 0, len(claims))
 	for _, c := range claims {
-		out = append(out, toDomainJSON(c))
+		out = append(out, claimJSON(c))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"domains": out})
 }
