@@ -141,7 +141,7 @@ func customDomainWorld(t *testing.T) (*testenv.Cloud, *testenv.Pebble, *ownerDNS
 	c := testenv.StartCloud(t, testenv.CloudOptions{Tunnel: true, Gatehouse: fmt.Sprintf(`domain_resolvers %s
 		domain_recheck_interval 2s`, owner.addr)})
 	if !c.TunnelIngress {
-		t.Skipf("the cloud binary has no %s", testenv.ListenerModule)
+		testtools.Missing(t, "the cloud's "+testenv.ListenerModule+" module", "build the cloud with ./xcaddy-build.sh, or point GATEHOUSE_CADDY at such a build")
 	}
 	owner.setCloud(fmt.Sprintf("127.0.0.1:%d", c.DNSPort))
 	p := testenv.StartPebble(t, owner.addr, 24*time.Hour, false)

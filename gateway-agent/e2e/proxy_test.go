@@ -114,7 +114,7 @@ func TestAgentProxyIsFaithful(t *testing.T) {
 	}
 	c := testenv.StartCloud(t, testenv.CloudOptions{Tunnel: true})
 	if !c.TunnelIngress {
-		t.Skipf("the cloud binary has no %s", testenv.ListenerModule)
+		testtools.Missing(t, "the cloud's "+testenv.ListenerModule+" module", "build the cloud with ./xcaddy-build.sh, or point GATEHOUSE_CADDY at such a build")
 	}
 	p := testenv.StartPebble(t, fmt.Sprintf("127.0.0.1:%d", c.DNSPort), 24*time.Hour, false)
 	next := make(chan struct{})
