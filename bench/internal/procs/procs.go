@@ -121,3 +121,50 @@ func Main(program string, run func(g *Group) error) {
 	}
 	_ = os.RemoveAll(dir)
 }
+
+// Counters are a process's kernel counters that explain CPU per byte in a
+// loopback benchmark: read- and write-family system calls (syscr and
+// syscw of /proc/PID/io) and context switches (voluntary and involuntary,
+// summed over its threads from /proc/PID/task/*/status). Zero when the
+// process is gone.
+type Counters struct {
+	ReadCalls, WriteCalls, Switches float64
+}
+
+// Sub is c minus o, for the counters of a span of a run.
+func (c Counters) Sub(o Counters) Counters {
+	return Counters{c.ReadCalls - o.ReadCalls, c.WriteCalls - o.WriteCalls, c.Switches - o.Switches}
+}
+
+// Add is c plus o, for the counters of several processes.
+func (c Counters) Add(o Counters) Counters {
+	return Counters{c.ReadCalls + o.ReadCalls, c.WriteCalls + o.WriteCalls, c.Switches + o.Switches}
+}
+
+// ReadCounters reads pid's Counters.
+func ReadCounters(pid int) Counters {
+	var c Counters
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		c.ReadCalls = procField(string(b), "syscr:")
+		c.WriteCalls = procField(string(b), "syscw:")
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	for _, t := range tasks {
+		if b, err := os.ReadFile(t); err == nil {
+			c.Switches += procField(string(b), "voluntary_ctxt_switches:") +
+				procField(string(b), "nonvoluntary_ctxt_switches:")
+		}
+	}
+	return c
+}
+
+// procField is the number after key at the start of a line of s.
+func procField(s, key string) float64 {
+	for line := range strings.SplitSeq(s, "\n") {
+		if v, ok := strings.CutPrefix(line, key); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
+}

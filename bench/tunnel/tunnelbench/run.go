@@ -34,6 +34,14 @@ func (p *path) cpu() float64 {
 	return t
 }
 
+func (p *path) counters() procs.Counters {
+	var c procs.Counters
+	for _, cmd := range p.procs {
+		c = c.Add(procs.ReadCounters(cmd.Process.Pid))
+	}
+	return c
+}
+
 func (b *bench) run() error {
 	gc, err := gatewayCert(b.Dir)
 	if err != nil {
@@ -152,6 +160,7 @@ func waitPath(pool *x509.CertPool, p *path) error {
 func (b *bench) throughput(paths []*path, certFile string, c *cloud, agent *agentProc) error {
 	speeds := make([][]float64, len(paths))
 	cpus := make([][]float64, len(paths))
+	counts := make([]procs.Counters, len(paths)) // summed over the rounds
 	url := fmt.Sprintf("/big?n=%d", *size)
 	for r := range *rounds {
 		if err := b.checkTime(); err != nil {
@@ -163,9 +172,10 @@ func (b *bench) throughput(paths []*path, certFile string, c *cloud, agent *agen
 			if r == 0 && i == 1 {
 				stop = profile(c, agent)
 			}
-			cpu0 := p.cpu()
+			cpu0, n0 := p.cpu(), p.counters()
 			s, err := curlSpeed(certFile, p.addr, p.host, url)
 			cpu := p.cpu() - cpu0
+			counts[i] = counts[i].Add(p.counters().Sub(n0))
 			stop()
 			if err != nil {
 				return fmt.Errorf("%s download: %w", p.name, err)
@@ -204,6 +214,14 @@ func (b *bench) throughput(paths []*path, certFile string, c *cloud, agent *agen
 	}
 	if frp > 0 {
 		fmt.Println("  (targets: throughput >= 1.5x frp, CPU per GiB <= 0.6x frp)")
+	}
+	// What the CPU went on, from the kernel's counters of the tunnel's
+	// processes: system calls and context switches per MiB carried.
+	mib := float64(*size) * float64(*rounds) / (1 << 20)
+	fmt.Printf("  %-24s %14s %14s %16s\n", "per MiB", "read calls", "write calls", "context switches")
+	for i, p := range paths[1:] {
+		n := counts[i+1]
+		fmt.Printf("  %-24s %14.1f %14.1f %16.1f\n", p.name, n.ReadCalls/mib, n.WriteCalls/mib, n.Switches/mib)
 	}
 	fmt.Println()
 	return nil
