@@ -76,7 +76,7 @@ func (r *gatewayRow) gateway() (*registry.Gateway, error) {
 
 // scanGateway reads one gatewayCols row; pgx.ErrNoRows becomes
 // registry.ErrNotFound.
-func scanGateway(row pgx.Row) (*registry.Gateway, error) {
+func scanGateway(row registry.Scanner) (*registry.Gateway, error) {
 	var r gatewayRow
 	if err := row.Scan(r.dest()...); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {

@@ -54,22 +54,7 @@ func (s *Store) ListGateways(ctx context.Context, q registry.ListQuery) ([]*regi
 		return nil, fmt.Errorf("list gateways: %w", err)
 	}
 	defer rows.Close()
-	var out []*registry.Gateway
-	for rows.Next() {
-		var r gatewayRow
-		if err := rows.Scan(r.dest()...); err != nil {
-			return nil, fmt.Errorf("list gateways: %w", err)
-		}
-		g, err := r.gateway()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list gateways: %w", err)
-	}
-	return out, nil
+	return registry.CollectRows(rows, "list gateways", scanGateway)
 }
 
 // Stats counts the gateways in one scan.

@@ -293,22 +293,7 @@ func (s *Store) GatewaysByPublicIP(ctx context.Context, ip netip.Addr) ([]*regis
 		return nil, fmt.Errorf("gateways by ip: %w", err)
 	}
 	defer rows.Close()
-	var out []*registry.Gateway
-	for rows.Next() {
-		var r gatewayRow
-		if err := rows.Scan(r.dest()...); err != nil {
-			return nil, fmt.Errorf("gateways by ip: %w", err)
-		}
-		g, err := r.gateway()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("gateways by ip: %w", err)
-	}
-	return out, nil
+	return registry.CollectRows(rows, "gateways by ip", scanGateway)
 }
 
 // ForEachGateway streams every gateway with its records, by name, from one
