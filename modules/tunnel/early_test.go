@@ -3,6 +3,8 @@ package tunnel
 import (
 	"bytes"
 	"io"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,5 +88,54 @@ func TestRefusedEarlyData(t *testing.T) {
 	}
 	if n := agent.NumStreams(); n != 0 {
 		t.Fatalf("%d streams left on the acceptor", n)
+	}
+}
+
+// countingConn counts the writes to a connection.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// Over the raw transport, an idle session sends the Initiator and the early
+// data of OpenEarly in one network write, which the peer takes as two
+// frames: the stream, its first bytes buffered before the Ack.
+func TestOpenEarlyOneWrite(t *testing.T) {
+	a, b := net.Pipe()
+	ca := &countingConn{Conn: a}
+	cloud, agent := sessionsOver(t, RawConn(ca, nil, nil), RawConn(b, nil, nil), Config{}, Config{})
+	cloud.SetPeerVersion(VersionEarlyData)
+	hello := randomBytes(1500)
+	accepted := make(chan *Stream, 1)
+	serve(t, agent, func(st *Stream) {
+		testtools.Eventually(t, 5*time.Second, "early data before the ack", func() bool {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			return st.buf.len() == len(hello)
+		})
+		accepted <- st
+		if err := st.Ack(true, ""); err != nil {
+			t.Error(err)
+		}
+		waitClosed(st)
+	})
+	// The first keepalive pings and their pongs.
+	testtools.Eventually(t, 5*time.Second, "keepalive exchange", func() bool {
+		return cloud.RTT() > 0 && agent.RTT() > 0
+	})
+	before := ca.writes.Load()
+	st, err := cloud.OpenEarly(testCtx(t), Initiator{Gatename: "home"}, hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	<-accepted
+	if n := ca.writes.Load() - before; n != 1 {
+		t.Errorf("the Initiator and the early data took %d writes, want 1", n)
 	}
 }

@@ -244,16 +244,28 @@ func (s *Session) open(ctx context.Context, init Initiator, early []byte) (*Stre
 	s.streams[init.GUID] = st
 	s.mu.Unlock()
 
-	if err := s.enqueue(ctx, outFrame{b: b}, nil, nil); err != nil {
-		s.remove(st)
-		return nil, err
-	}
+	var f outFrame
 	if len(early) > 0 {
-		f := dataFrame(st.id, early)
-		if err := s.enqueue(ctx, f, nil, nil); err != nil {
-			framePool.Put(f.pooled)
-			st.abandon()
+		f = dataFrame(st.id, early)
+	}
+	if sent, err := s.writePair(b, f); sent || err != nil {
+		if err != nil {
 			return nil, err
+		}
+	} else {
+		if err := s.enqueue(ctx, outFrame{b: b}, nil, nil); err != nil {
+			if f.pooled != nil {
+				framePool.Put(f.pooled)
+			}
+			s.remove(st)
+			return nil, err
+		}
+		if f.b != nil {
+			if err := s.enqueue(ctx, f, nil, nil); err != nil {
+				framePool.Put(f.pooled)
+				st.abandon()
+				return nil, err
+			}
 		}
 	}
 	select {
@@ -380,6 +392,37 @@ func (s *Session) enqueue(ctx context.Context, f outFrame, stop <-chan struct{},
 		s.queued.Add(-1)
 		return errDeadline
 	}
+}
+
+// writePair writes the Initiator b and the early Data f (if any) of an
+// Open in one network write, when the session is idle and the transport
+// can (pairWriter): the peer gets the stream and its first bytes in one
+// read, and this side makes one system call instead of two. sent false
+// (and no error) leaves both to the caller, f unreleased.
+func (s *Session) writePair(b []byte, f outFrame) (sent bool, err error) {
+	pw, ok := s.conn.(pairWriter)
+	if !ok || f.b == nil || len(b)+len(f.b) >= directWriteMax || s.queued.Load() != 0 || !s.writeMu.TryLock() {
+		return false, nil
+	}
+	if s.queued.Load() != 0 || s.closed() {
+		s.writeMu.Unlock()
+		return false, nil
+	}
+	s.writeSince.Store(s.now())
+	err = pw.writePair(b, f.b)
+	s.writeSince.Store(0)
+	s.writeMu.Unlock()
+	framePool.Put(f.pooled)
+	if err != nil {
+		s.shutdown(err, "")
+		return true, s.err
+	}
+	return true, nil
+}
+
+// pairWriter is a Conn that can write two frames in one network write.
+type pairWriter interface {
+	writePair(a, b []byte) error
 }
 
 // queueCtrl hands a frame that may overtake Data to the writer, without
