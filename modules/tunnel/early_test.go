@@ -139,3 +139,49 @@ func TestOpenEarlyOneWrite(t *testing.T) {
 		t.Errorf("the Initiator and the early data took %d writes, want 1", n)
 	}
 }
+
+// Early takes the early data off an unanswered stream; what the stream
+// carries after it is read in order behind it, and the credit the early
+// bytes took is granted back (a transfer of many windows completes).
+func TestEarlyTakesEarlyData(t *testing.T) {
+	cloud, agent := pair(t, Config{}, Config{StreamWindow: MinWindow, MaxStreamWindow: MinWindow})
+	cloud.SetPeerVersion(VersionEarlyData)
+	hello := randomBytes(1500)
+	bulk := randomBytes(8 * MinWindow)
+	type result struct{ early, rest []byte }
+	got := make(chan result, 1)
+	serve(t, agent, func(st *Stream) {
+		testtools.Eventually(t, 5*time.Second, "early data before the ack", func() bool {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			return st.buf.len() == len(hello)
+		})
+		early := st.Early()
+		if again := st.Early(); again != nil {
+			t.Errorf("a second Early returned %d bytes", len(again))
+		}
+		if err := st.Ack(true, ""); err != nil {
+			t.Error(err)
+			return
+		}
+		if e := st.Early(); e != nil {
+			t.Errorf("Early after the Ack returned %d bytes", len(e))
+		}
+		rest, err := io.ReadAll(st)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- result{early, rest}
+	})
+	st, err := cloud.OpenEarly(testCtx(t), Initiator{Gatename: "home"}, hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(bulk); err != nil {
+		t.Fatal(err)
+	}
+	st.CloseWrite()
+	r := <-got
+	mustEqual(t, r.early, hello)
+	mustEqual(t, r.rest, bulk)
+}

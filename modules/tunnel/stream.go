@@ -183,6 +183,27 @@ func (st *Stream) Ack(ok bool, message string) error {
 	return st.sess.enqueue(context.Background(), outFrame{b: b}, st.done, nil)
 }
 
+// Early takes the bytes that came with the stream before it was answered
+// (the peer's OpenEarly: a visitor's ClientHello) off the stream and
+// returns them, nil when there are none; only a stream not answered yet
+// has any. A handler that connects to an upstream writes them there before
+// its Ack, so that the upstream starts its work (a TLS server its
+// handshake) while the Ack is being sent and read: the Ack's write, and
+// the wakeup of the peer it causes, leave the connection's critical path.
+// Bytes that arrive after Early are read as usual, after them.
+func (st *Stream) Early() []byte {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.state != stateAccepted || st.buf.len() == 0 {
+		return nil
+	}
+	p := make([]byte, st.buf.len())
+	n := st.buf.read(p)
+	// Consumed like read bytes: granted back with later reads.
+	st.consumed(n, false)
+	return p[:n]
+}
+
 // Read reads data the peer sent. It returns io.EOF after the peer's
 // CloseWrite or Close once the buffered data is consumed.
 func (st *Stream) Read(p []byte) (int, error) {

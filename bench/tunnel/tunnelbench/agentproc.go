@@ -226,7 +226,8 @@ func profile(c *cloud, a *agentProc) (stop func()) {
 // with TUNNELBENCH_TRACE=DIR, Go execution traces of the cloud and of the
 // passthrough agent during such a loop go to DIR ({cloud,agent}-kept.trace,
 // -new.trace; TUNNELBENCH_TRACE_SECONDS each, 1): every goroutine wakeup
-// and system call of a request, for go tool trace.
+// and system call of a request, for go tool trace; then CPU profiles
+// during another such loop (.pprof).
 func latencyDetail(pool *x509.CertPool, paths []*path, c *cloud, a *agentProc) error {
 	out := os.Getenv("TUNNELBENCH_TRACE")
 	if out == "" && os.Getenv("LATENCY_DETAIL") == "" {
@@ -297,21 +298,25 @@ func latencyDetail(pool *x509.CertPool, paths []*path, c *cloud, a *agentProc) e
 			defer f.Close()
 			_, _ = io.Copy(f, resp.Body)
 		}
-		go get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/trace?seconds=%s", c.admin, secs), "cloud-"+mode.short+".trace")
-		go get(fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%s", a.debug, secs), "agent-"+mode.short+".trace")
-		time.Sleep(100 * time.Millisecond)
-		var ds []time.Duration
-		for len(done) == 0 { // until the first trace is in
-			d, err := timeGet(cl, p.host)
-			if err != nil {
-				return err
+		// An execution trace, then a CPU profile, of each process.
+		for _, kind := range []string{"trace", "profile"} {
+			ext := map[string]string{"trace": ".trace", "profile": ".pprof"}[kind]
+			go get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s?seconds=%s", c.admin, kind, secs), "cloud-"+mode.short+ext)
+			go get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%s", a.debug, kind, secs), "agent-"+mode.short+ext)
+			time.Sleep(100 * time.Millisecond)
+			var ds []time.Duration
+			for len(done) == 0 { // until the first one is in
+				d, err := timeGet(cl, p.host)
+				if err != nil {
+					return err
+				}
+				ds = append(ds, d)
 			}
-			ds = append(ds, d)
+			<-done
+			<-done
+			fmt.Printf("%s of %s, %s connections: %d requests, p50 %v\n", kind, p.name, mode.short, len(ds), us(percentile(ds, 50)))
 		}
-		<-done
-		<-done
 		cl.CloseIdleConnections()
-		fmt.Printf("traced %s, %s connections: %d requests, p50 %v\n", p.name, mode.short, len(ds), us(percentile(ds, 50)))
 	}
 	fmt.Println()
 	return nil

@@ -285,8 +285,9 @@ func appHandler() http.Handler {
 }
 
 // relayTo is the agent's stream handler of the gateway agent's passthrough
-// mode: dial the gateway's server and relay both ways with half-closes
-// (relay.Conns, whose bulk reads fill whole Data frames).
+// mode: dial the gateway's server, pass it the ClientHello that came with
+// the stream (before the Ack, as the agent does), and relay both ways with
+// half-closes (relay.Conns, whose bulk reads fill whole Data frames).
 func relayTo(upstream string) func(*tunnel.Stream) {
 	return func(st *tunnel.Stream) {
 		up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
@@ -295,6 +296,12 @@ func relayTo(upstream string) func(*tunnel.Stream) {
 			return
 		}
 		defer up.Close()
+		if early := st.Early(); len(early) > 0 {
+			if _, err := up.Write(early); err != nil {
+				_ = st.Ack(false, "upstream unreachable")
+				return
+			}
+		}
 		if err := st.Ack(true, ""); err != nil {
 			return
 		}
