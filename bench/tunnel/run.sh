@@ -23,7 +23,8 @@
 # Usage: bench/tunnel/run.sh
 # Knobs: SIZE=268435456 ROUNDS=3 (0 skips the throughput part) LATENCY_N=1000 SETUP_N=200 CONCURRENT=200
 #   CONCURRENT_SIZE=1048576 SESSIONS=100 STREAMS=10000 TIME_LIMIT=20m
-#   FRP=1 (FRP=0 skips frp). Needs curl.
+#   FRP=1 (FRP=0 skips frp); TUNNEL_GOMAXPROCS=N runs the cloud, the agents,
+#   frps and frpc with GOMAXPROCS=N. Needs curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v curl >/dev/null || { echo "curl not found: apt-get install curl" >&2; exit 1; }

@@ -58,7 +58,7 @@ func (b *bench) startAgentProc(c *cloud, name, token, mode, upstream, certFile, 
 		return nil, err
 	}
 	debug := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd, err := b.Start("agent-"+name, []string{"TUNNELBENCH_TOKEN=" + token}, self,
+	cmd, err := b.Start("agent-"+name, tunnelEnv("TUNNELBENCH_TOKEN="+token), self,
 		"-agent", mode, "-agent-url", fmt.Sprintf("wss://api.box.test:%d/v1/tunnel", c.https),
 		"-agent-name", name, "-agent-upstream", upstream,
 		"-agent-cloud", fmt.Sprintf("127.0.0.1:%d", c.https), "-agent-ca", cloudtest.LocalCARoot(c.dir),
@@ -320,4 +320,14 @@ func latencyDetail(pool *x509.CertPool, paths []*path, c *cloud, a *agentProc) e
 	}
 	fmt.Println()
 	return nil
+}
+
+// tunnelEnv is env for a tunnel process (cloud, agents, frps, frpc), with
+// GOMAXPROCS from TUNNEL_GOMAXPROCS when set: how the Go scheduler's
+// threads on a small machine weigh on latency, every tunnel alike.
+func tunnelEnv(env ...string) []string {
+	if n := os.Getenv("TUNNEL_GOMAXPROCS"); n != "" {
+		env = append(env, "GOMAXPROCS="+n)
+	}
+	return env
 }

@@ -124,7 +124,7 @@ func (b *bench) startCloud(name string, window int) (*cloud, error) {
 	if err := os.WriteFile(cfg, benchcloud.Caddyfile(ports[0], ports[1], ports[2], dir, tun), 0o600); err != nil {
 		return nil, err
 	}
-	cmd, err := b.Start("cloud-"+name, cloudtest.CaddyEnv(dir), *caddyBin,
+	cmd, err := b.Start("cloud-"+name, tunnelEnv(cloudtest.CaddyEnv(dir)...), *caddyBin,
 		"run", "--config", cfg, "--adapter", "caddyfile")
 	if err != nil {
 		return nil, err
