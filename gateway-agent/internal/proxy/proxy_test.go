@@ -206,3 +206,63 @@ func TestPassthroughRefusesWhenUpstreamIsDown(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 }
+
+// The ClientHello that comes with a stream (early data) reaches the
+// upstream behind the PROXY header in one write, made before the Ack; the
+// stream's later bytes follow in order.
+func TestPassthroughEarlyData(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hello := strings.Repeat("h", 1500)
+	type result struct {
+		first string
+		rest  string
+		err   error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 64<<10)
+		n, err := c.Read(b) // the header and the early data, written at once
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		rest, err := io.ReadAll(c)
+		got <- result{string(b[:n]), string(rest), err}
+	}()
+	s, err := New(Config{Passthrough: true, ProxyProtocol: true, UpstreamAddr: ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	cloud := sessions(t, s.HandleStream)
+	cloud.SetPeerVersion(tunnel.VersionEarlyData)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := cloud.OpenEarly(ctx, tunnel.Initiator{Gatename: "home", ClientAddr: "198.51.100.7:5555"}, []byte(hello))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("after"))
+	st.CloseWrite()
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	const hdrLen = 16 + 12
+	if len(r.first) != hdrLen+len(hello) || !strings.HasPrefix(r.first, "\r\n\r\n\x00\r\nQUIT\n") || r.first[hdrLen:] != hello {
+		t.Fatalf("the upstream's first read: %d bytes %q..., want the PROXY header and the %d early bytes", len(r.first), r.first[:min(len(r.first), 40)], len(hello))
+	}
+	if r.rest != "after" {
+		t.Fatalf("then the upstream read %q, want %q", r.rest, "after")
+	}
+	st.Close()
+}
