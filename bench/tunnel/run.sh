@@ -11,15 +11,20 @@
 #    tunnel's processes per GiB; ratios to frp (targets >= 1.5x, <= 0.6x).
 # 2. Added latency p50/p99 of a small request, kept and new connections,
 #    the paths interleaved request by request; ratio to frp (target <= 0.5x).
+#    LATENCY_DETAIL=1 first runs each tunnel path alone and prints what one
+#    request costs its processes (system calls, context switches, CPU);
+#    TUNNELBENCH_TRACE=DIR does too, and writes Go execution traces of the
+#    cloud and the passthrough agent during such a loop into DIR.
 # 3. CONCURRENT downloads of CONCURRENT_SIZE at once per path: time, errors.
 # 4. Cloud memory per idle stream and session (STREAMS over SESSIONS; 0
 #    skips). TUNNELBENCH_PROFILE=DIR writes cloud.pprof and agent.pprof of
 #    the first passthrough download (TUNNELBENCH_PROFILE_SECONDS, 2).
 #
 # Usage: bench/tunnel/run.sh
-# Knobs: SIZE=268435456 ROUNDS=3 LATENCY_N=1000 SETUP_N=200 CONCURRENT=200
+# Knobs: SIZE=268435456 ROUNDS=3 (0 skips the throughput part) LATENCY_N=1000 SETUP_N=200 CONCURRENT=200
 #   CONCURRENT_SIZE=1048576 SESSIONS=100 STREAMS=10000 TIME_LIMIT=20m
-#   FRP=1 (FRP=0 skips frp). Needs curl.
+#   FRP=1 (FRP=0 skips frp); TUNNEL_GOMAXPROCS=N runs the cloud, the agents,
+#   frps and frpc with GOMAXPROCS=N. Needs curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v curl >/dev/null || { echo "curl not found: apt-get install curl" >&2; exit 1; }

@@ -97,10 +97,12 @@ func Copy(dst io.Writer, src io.Reader, count func(int)) (int64, error) {
 
 // copyStream is Copy from a tunnel stream: the received frames go from the
 // stream's buffers to dst without a copy into one of Copy's (Stream.ReadTo),
-// and the copy holds no buffer of its own while it waits.
+// and the copy holds no buffer of its own while it waits. Small data that
+// the session's reader writes to dst itself (TryWrite) is counted by the
+// tryConn, on the reader's goroutine.
 func copyStream(dst io.Writer, src *tunnel.Stream, count func(int)) (int64, error) {
 	w := &errWriter{w: dst}
-	tw := withTry(w)
+	tw := withTry(w, count)
 	var total int64
 	for {
 		n, err := src.ReadTo(tw)
@@ -110,13 +112,23 @@ func copyStream(dst io.Writer, src *tunnel.Stream, count func(int)) (int64, erro
 		}
 		switch {
 		case w.err != nil:
-			return total, w.err
+			return total + tried(tw), w.err
 		case errors.Is(err, io.EOF):
-			return total, nil
+			return total + tried(tw), nil
 		case err != nil:
-			return total, err
+			return total + tried(tw), err
 		}
 	}
+}
+
+// tried is what w wrote with TryWrite, when it is a tryConn. ReadTo has
+// returned, so no TryWrite runs any more (they run while it waits, and it
+// synchronizes with them before returning).
+func tried(w io.Writer) int64 {
+	if t, ok := w.(interface{ tried() int64 }); ok {
+		return t.tried()
+	}
+	return 0
 }
 
 // errWriter remembers the error of its writes, which tells a failed write

@@ -5,4 +5,4 @@ package relay
 import "io"
 
 // withTry returns w: TryWrite is implemented for unix sockets only.
-func withTry(w *errWriter) io.Writer { return w }
+func withTry(w *errWriter, _ func(int)) io.Writer { return w }

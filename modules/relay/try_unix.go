@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/gatehouse-project/gatehouse/modules/clienthello"
@@ -15,16 +16,19 @@ import (
 // socket: besides Write, it offers TryWrite (tunnel.TryWriter), a write
 // that takes what the socket's send buffer has room for and never waits,
 // which the session's reader uses to pass small data on without waking the
-// copy's goroutine.
+// copy's goroutine. It counts what TryWrite writes (count, and n for the
+// copy's total), since the copy's ReadTo does not return those bytes.
 type tryConn struct {
 	*errWriter
-	rc syscall.RawConn
+	rc    syscall.RawConn
+	count func(int)
+	n     atomic.Int64
 }
 
 // withTry returns w, able to TryWrite when its destination is a TCP or Unix
 // socket (possibly behind a clienthello.Conn, whose writes go straight to
-// the socket).
-func withTry(w *errWriter) io.Writer {
+// the socket); count (may be nil) is called with what each TryWrite wrote.
+func withTry(w *errWriter, count func(int)) io.Writer {
 	var sc syscall.Conn
 	switch c := w.w.(type) {
 	case *net.TCPConn:
@@ -46,8 +50,10 @@ func withTry(w *errWriter) io.Writer {
 	if err != nil {
 		return w
 	}
-	return &tryConn{errWriter: w, rc: rc}
+	return &tryConn{errWriter: w, rc: rc, count: count}
 }
+
+func (t *tryConn) tried() int64 { return t.n.Load() }
 
 func (t *tryConn) TryWrite(p []byte) (int, error) {
 	n := 0
@@ -80,6 +86,12 @@ func (t *tryConn) TryWrite(p []byte) (int, error) {
 	}
 	if werr != nil {
 		t.err = werr
+	}
+	if n > 0 {
+		t.n.Add(int64(n))
+		if t.count != nil {
+			t.count(n)
+		}
 	}
 	return n, werr
 }

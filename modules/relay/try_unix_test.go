@@ -29,7 +29,7 @@ func TestTryWriteNeverBlocks(t *testing.T) {
 	}
 	defer peer.Close()
 
-	tw, ok := withTry(&errWriter{w: c}).(*tryConn)
+	tw, ok := withTry(&errWriter{w: c}, nil).(*tryConn)
 	if !ok {
 		t.Fatal("a TCP conn got no TryWrite")
 	}

@@ -3,6 +3,8 @@ package tunnel
 import (
 	"bytes"
 	"io"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,4 +89,99 @@ func TestRefusedEarlyData(t *testing.T) {
 	if n := agent.NumStreams(); n != 0 {
 		t.Fatalf("%d streams left on the acceptor", n)
 	}
+}
+
+// countingConn counts the writes to a connection.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// Over the raw transport, an idle session sends the Initiator and the early
+// data of OpenEarly in one network write, which the peer takes as two
+// frames: the stream, its first bytes buffered before the Ack.
+func TestOpenEarlyOneWrite(t *testing.T) {
+	a, b := net.Pipe()
+	ca := &countingConn{Conn: a}
+	cloud, agent := sessionsOver(t, RawConn(ca, nil, nil), RawConn(b, nil, nil), Config{}, Config{})
+	cloud.SetPeerVersion(VersionEarlyData)
+	hello := randomBytes(1500)
+	accepted := make(chan *Stream, 1)
+	serve(t, agent, func(st *Stream) {
+		testtools.Eventually(t, 5*time.Second, "early data before the ack", func() bool {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			return st.buf.len() == len(hello)
+		})
+		accepted <- st
+		if err := st.Ack(true, ""); err != nil {
+			t.Error(err)
+		}
+		waitClosed(st)
+	})
+	// The first keepalive pings and their pongs.
+	testtools.Eventually(t, 5*time.Second, "keepalive exchange", func() bool {
+		return cloud.RTT() > 0 && agent.RTT() > 0
+	})
+	before := ca.writes.Load()
+	st, err := cloud.OpenEarly(testCtx(t), Initiator{Gatename: "home"}, hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	<-accepted
+	if n := ca.writes.Load() - before; n != 1 {
+		t.Errorf("the Initiator and the early data took %d writes, want 1", n)
+	}
+}
+
+// Early takes the early data off an unanswered stream; what the stream
+// carries after it is read in order behind it, and the credit the early
+// bytes took is granted back (a transfer of many windows completes).
+func TestEarlyTakesEarlyData(t *testing.T) {
+	cloud, agent := pair(t, Config{}, Config{StreamWindow: MinWindow, MaxStreamWindow: MinWindow})
+	cloud.SetPeerVersion(VersionEarlyData)
+	hello := randomBytes(1500)
+	bulk := randomBytes(8 * MinWindow)
+	type result struct{ early, rest []byte }
+	got := make(chan result, 1)
+	serve(t, agent, func(st *Stream) {
+		testtools.Eventually(t, 5*time.Second, "early data before the ack", func() bool {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			return st.buf.len() == len(hello)
+		})
+		early := st.Early()
+		if again := st.Early(); again != nil {
+			t.Errorf("a second Early returned %d bytes", len(again))
+		}
+		if err := st.Ack(true, ""); err != nil {
+			t.Error(err)
+			return
+		}
+		if e := st.Early(); e != nil {
+			t.Errorf("Early after the Ack returned %d bytes", len(e))
+		}
+		rest, err := io.ReadAll(st)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- result{early, rest}
+	})
+	st, err := cloud.OpenEarly(testCtx(t), Initiator{Gatename: "home"}, hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(bulk); err != nil {
+		t.Fatal(err)
+	}
+	st.CloseWrite()
+	r := <-got
+	mustEqual(t, r.early, hello)
+	mustEqual(t, r.rest, bulk)
 }

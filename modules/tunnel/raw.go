@@ -135,6 +135,25 @@ func (c *rawConn) WriteMessage(ctx context.Context, p []byte) error {
 	return err
 }
 
+// writePair writes frames a and b, each behind its prefix, in one send
+// (see Session.writePair).
+func (c *rawConn) writePair(a, b []byte) error {
+	for _, p := range [][]byte{a, b} {
+		if len(p) == 0 || len(p) > MaxFrameSize {
+			return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, len(p))
+		}
+	}
+	c.wbuf = binary.BigEndian.AppendUint32(c.wbuf[:0], uint32(len(a)))
+	c.wbuf = append(c.wbuf, a...)
+	c.wbuf = binary.BigEndian.AppendUint32(c.wbuf, uint32(len(b)))
+	c.wbuf = append(c.wbuf, b...)
+	err := c.send(context.Background(), c.wbuf)
+	if cap(c.wbuf) > 4<<10 {
+		c.wbuf = nil
+	}
+	return err
+}
+
 // writeWithHeadroom writes the frame buf[frameHeadroom:], using the room in
 // front of it for the prefix.
 func (c *rawConn) writeWithHeadroom(ctx context.Context, buf []byte) error {

@@ -3,7 +3,9 @@ package tunnel
 import (
 	"bytes"
 	"io"
+	"sync"
 	"testing"
+	"time"
 )
 
 // ReadTo passes on every byte in order, whether it was kept in its frame
@@ -102,19 +104,42 @@ func TestWriteFromSendsEachRead(t *testing.T) {
 	mustEqual(t, <-got, want)
 }
 
-// tryBuffer is a TryWriter over a buffer that counts its TryWrites.
+// tryBuffer is a TryWriter over a buffer that counts what its TryWrites
+// took and signals each one. Its methods may run on the session's reader.
 type tryBuffer struct {
-	bytes.Buffer
-	tries int
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	tried int
+	wrote chan struct{}
+}
+
+func (b *tryBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
 }
 
 func (b *tryBuffer) TryWrite(p []byte) (int, error) {
-	b.tries++
-	return b.Write(p)
+	b.mu.Lock()
+	b.tried += len(p)
+	n, err := b.buf.Write(p)
+	b.mu.Unlock()
+	select {
+	case b.wrote <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+func (b *tryBuffer) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
 }
 
 // Small Data that arrives while ReadTo waits on a TryWriter is written by
-// the session's reader, and ReadTo reports it (and grants it back).
+// the session's reader, without waking ReadTo: a request/response exchange
+// leaves ReadTo waiting, and the TryWriter counts what it took.
 func TestReadToTryWritesSmallData(t *testing.T) {
 	srv, cli := pair(t, Config{}, Config{})
 	serve(t, cli, echo)
@@ -123,7 +148,26 @@ func TestReadToTryWritesSmallData(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	var w tryBuffer
+	w := &tryBuffer{wrote: make(chan struct{}, 1)}
+	type result struct {
+		returns int
+		n       int
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		for {
+			n, err := st.ReadTo(w)
+			r.n += n
+			if err != nil {
+				r.err = err
+				done <- r
+				return
+			}
+			r.returns++
+		}
+	}()
 	var want []byte
 	for i := range 50 {
 		msg := []byte("request " + string(rune('a'+i%26)))
@@ -131,14 +175,71 @@ func TestReadToTryWritesSmallData(t *testing.T) {
 		if _, err := st.Write(msg); err != nil {
 			t.Fatal(err)
 		}
-		for w.Len() < len(want) {
-			if _, err := st.ReadTo(&w); err != nil {
-				t.Fatal(err)
+		for w.len() < len(want) {
+			select {
+			case <-w.wrote:
+			case <-time.After(100 * time.Millisecond): // a Write by ReadTo signals nothing
 			}
 		}
 	}
-	mustEqual(t, w.Bytes(), want)
-	if w.tries == 0 {
+	if err := st.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != io.EOF {
+		t.Fatalf("ReadTo ended with %v, want EOF", r.err)
+	}
+	mustEqual(t, w.buf.Bytes(), want)
+	if w.tried == 0 {
 		t.Fatal("no data went through TryWrite")
+	}
+	if r.n+w.tried != len(want) {
+		t.Errorf("ReadTo returned %d bytes and TryWrite took %d, of %d", r.n, w.tried, len(want))
+	}
+	// Only data that arrived before ReadTo registered its TryWriter makes
+	// it return; the 50 exchanges themselves must not.
+	if r.returns > 2 {
+		t.Errorf("ReadTo returned %d times for data TryWrite took", r.returns)
+	}
+}
+
+// Bytes the session's reader passes on with TryWrite are granted back like
+// those ReadTo writes: small writes many windows long all get through.
+func TestReadToTryWriteGrantsCredit(t *testing.T) {
+	srv, cli := pair(t, Config{}, Config{})
+	want := randomBytes(8 * DefaultMaxWindow)
+	serve(t, cli, func(st *Stream) {
+		st.Ack(true, "")
+		for p := want; len(p) > 0; {
+			n := min(len(p), 1000)
+			if _, err := st.Write(p[:n]); err != nil {
+				t.Errorf("write: %v", err)
+				return
+			}
+			p = p[n:]
+		}
+		st.CloseWrite()
+		waitClosed(st)
+	})
+	st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	w := &tryBuffer{wrote: make(chan struct{}, 1)}
+	n := 0
+	for {
+		m, err := st.ReadTo(w)
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustEqual(t, w.buf.Bytes(), want)
+	if n+w.tried != len(want) || w.tried == 0 {
+		t.Errorf("ReadTo returned %d bytes and TryWrite took %d, of %d", n, w.tried, len(want))
 	}
 }

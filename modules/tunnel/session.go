@@ -44,6 +44,9 @@ type Session struct {
 	streams map[GUID]*Stream
 
 	accept chan *Stream
+	// serve, when set (ServeSession), takes the streams the peer opens
+	// instead of accept.
+	serve func(*Stream)
 
 	// sendq carries frames whose order matters relative to a stream's Data.
 	sendq chan outFrame
@@ -84,6 +87,25 @@ type outFrame struct {
 // ServerHandshake) is already done. The session owns conn from now on and
 // closes it when it ends.
 func NewSession(conn Conn, cfg Config) (*Session, error) {
+	return newSession(conn, cfg, nil)
+}
+
+// ServeSession is NewSession for a side that serves every stream the peer
+// opens the same way: the session's reader calls start with each new
+// stream, instead of queueing it for Accept (which then only waits for
+// the session's end). start runs on the reader, so it must not block: it
+// starts the stream's goroutine, which answers the stream (Stream.Ack) and
+// closes it when done. Compared with a loop that Accepts and starts the
+// goroutine, a new stream waits for one scheduling hop less. The streams
+// started are not bounded by AcceptBacklog, only by MaxStreams.
+func ServeSession(conn Conn, cfg Config, start func(*Stream)) (*Session, error) {
+	if start == nil {
+		return nil, fmt.Errorf("%w: ServeSession without a start function", ErrInvalidConfig)
+	}
+	return newSession(conn, cfg, start)
+}
+
+func newSession(conn Conn, cfg Config, start func(*Stream)) (*Session, error) {
 	if err := VerifyConfig(cfg); err != nil {
 		return nil, err
 	}
@@ -95,6 +117,7 @@ func NewSession(conn Conn, cfg Config) (*Session, error) {
 		done:     make(chan struct{}),
 		streams:  make(map[GUID]*Stream),
 		accept:   make(chan *Stream, cfg.AcceptBacklog),
+		serve:    start,
 		sendq:    make(chan outFrame, sendQueueLen),
 		ctrlWake: make(chan struct{}, 1),
 	}
@@ -244,16 +267,28 @@ func (s *Session) open(ctx context.Context, init Initiator, early []byte) (*Stre
 	s.streams[init.GUID] = st
 	s.mu.Unlock()
 
-	if err := s.enqueue(ctx, outFrame{b: b}, nil, nil); err != nil {
-		s.remove(st)
-		return nil, err
-	}
+	var f outFrame
 	if len(early) > 0 {
-		f := dataFrame(st.id, early)
-		if err := s.enqueue(ctx, f, nil, nil); err != nil {
-			framePool.Put(f.pooled)
-			st.abandon()
+		f = dataFrame(st.id, early)
+	}
+	if sent, err := s.writePair(b, f); sent || err != nil {
+		if err != nil {
 			return nil, err
+		}
+	} else {
+		if err := s.enqueue(ctx, outFrame{b: b}, nil, nil); err != nil {
+			if f.pooled != nil {
+				framePool.Put(f.pooled)
+			}
+			s.remove(st)
+			return nil, err
+		}
+		if f.b != nil {
+			if err := s.enqueue(ctx, f, nil, nil); err != nil {
+				framePool.Put(f.pooled)
+				st.abandon()
+				return nil, err
+			}
 		}
 	}
 	select {
@@ -299,6 +334,8 @@ func (s *Session) OpenEarly(ctx context.Context, init Initiator, early []byte) (
 // Accept returns the next stream the peer opened. The caller must answer it
 // with Stream.Ack (true to accept, false to refuse): until then the peer's
 // Open waits. Streams not accepted before the session closes are dropped.
+// On a ServeSession, whose streams go to its start function, Accept only
+// waits for ctx or the session's end.
 func (s *Session) Accept(ctx context.Context) (*Stream, error) {
 	select {
 	case st := <-s.accept:
@@ -380,6 +417,37 @@ func (s *Session) enqueue(ctx context.Context, f outFrame, stop <-chan struct{},
 		s.queued.Add(-1)
 		return errDeadline
 	}
+}
+
+// writePair writes the Initiator b and the early Data f (if any) of an
+// Open in one network write, when the session is idle and the transport
+// can (pairWriter): the peer gets the stream and its first bytes in one
+// read, and this side makes one system call instead of two. sent false
+// (and no error) leaves both to the caller, f unreleased.
+func (s *Session) writePair(b []byte, f outFrame) (sent bool, err error) {
+	pw, ok := s.conn.(pairWriter)
+	if !ok || f.b == nil || len(b)+len(f.b) >= directWriteMax || s.queued.Load() != 0 || !s.writeMu.TryLock() {
+		return false, nil
+	}
+	if s.queued.Load() != 0 || s.closed() {
+		s.writeMu.Unlock()
+		return false, nil
+	}
+	s.writeSince.Store(s.now())
+	err = pw.writePair(b, f.b)
+	s.writeSince.Store(0)
+	s.writeMu.Unlock()
+	framePool.Put(f.pooled)
+	if err != nil {
+		s.shutdown(err, "")
+		return true, s.err
+	}
+	return true, nil
+}
+
+// pairWriter is a Conn that can write two frames in one network write.
+type pairWriter interface {
+	writePair(a, b []byte) error
 }
 
 // queueCtrl hands a frame that may overtake Data to the writer, without
@@ -663,6 +731,10 @@ func (s *Session) handleInitiator(m Initiator) error {
 	}
 	s.streams[m.GUID] = st
 	s.mu.Unlock()
+	if s.serve != nil {
+		s.serve(st)
+		return nil
+	}
 	select {
 	case s.accept <- st:
 		return nil

@@ -867,3 +867,51 @@ func TestCloseDuringWrite(t *testing.T) {
 		t.Fatalf("session closed: %v / %v", srv.Err(), cli.Err())
 	}
 }
+
+// A ServeSession hands every stream the peer opens to its start function,
+// on the session's reader; Accept gets none of them.
+func TestServeSession(t *testing.T) {
+	sc, cc := wsPair(t)
+	cloud, err := NewSession(sc, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cloud.Close() })
+	var wg sync.WaitGroup
+	agent, err := ServeSession(cc, Config{}, func(st *Stream) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer st.Close()
+			echo(st)
+		}()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		agent.Close()
+		wg.Wait()
+	})
+	for i := range 20 {
+		st, err := cloud.Open(testCtx(t), Initiator{Gatename: "g"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := []byte(fmt.Sprintf("hello %d", i))
+		got, err := roundTrip(st, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, got, msg)
+		st.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if st, err := agent.Accept(ctx); err == nil {
+		t.Fatalf("Accept returned stream %v of a ServeSession", st.GUID())
+	}
+	if _, err := ServeSession(cc, Config{}, nil); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("ServeSession without a start function: %v", err)
+	}
+}

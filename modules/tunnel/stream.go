@@ -55,11 +55,10 @@ type Stream struct {
 	wantBuf []byte
 	wantN   int
 	// try is the TryWriter of a ReadTo waiting with nothing buffered, and
-	// tryN and tryErr what the session's reader wrote through it: small
-	// data that finds it waiting goes to the destination from the reader,
-	// without waking the ReadTo's goroutine first.
+	// tryErr the error of a TryWrite of the session's reader: small data
+	// that finds it waiting goes to the destination from the reader, and
+	// the ReadTo's goroutine is not woken for it.
 	try    TryWriter
-	tryN   int
 	tryErr error
 	early  int64 // bytes sent or received before the Ack (VersionEarlyData)
 }
@@ -184,6 +183,27 @@ func (st *Stream) Ack(ok bool, message string) error {
 	return st.sess.enqueue(context.Background(), outFrame{b: b}, st.done, nil)
 }
 
+// Early takes the bytes that came with the stream before it was answered
+// (the peer's OpenEarly: a visitor's ClientHello) off the stream and
+// returns them, nil when there are none; only a stream not answered yet
+// has any. A handler that connects to an upstream writes them there before
+// its Ack, so that the upstream starts its work (a TLS server its
+// handshake) while the Ack is being sent and read: the Ack's write, and
+// the wakeup of the peer it causes, leave the connection's critical path.
+// Bytes that arrive after Early are read as usual, after them.
+func (st *Stream) Early() []byte {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.state != stateAccepted || st.buf.len() == 0 {
+		return nil
+	}
+	p := make([]byte, st.buf.len())
+	n := st.buf.read(p)
+	// Consumed like read bytes: granted back with later reads.
+	st.consumed(n, false)
+	return p[:n]
+}
+
 // Read reads data the peer sent. It returns io.EOF after the peer's
 // CloseWrite or Close once the buffered data is consumed.
 func (st *Stream) Read(p []byte) (int, error) {
@@ -253,7 +273,8 @@ func (st *Stream) Read(p []byte) (int, error) {
 
 // TryWriter is a writer that can also write without ever blocking:
 // TryWrite writes what the destination takes at once (maybe nothing) and
-// returns how much that was.
+// returns how much that was. The bytes TryWrite takes while ReadTo waits
+// are not among those ReadTo returns: the TryWriter counts them itself.
 type TryWriter interface {
 	io.Writer
 	TryWrite(p []byte) (int, error)
@@ -269,10 +290,13 @@ type TryWriter interface {
 //
 // When w is a TryWriter, small Data (up to directWriteMax) that arrives
 // while ReadTo waits is written by the session's reader with TryWrite, and
-// ReadTo returns what it wrote: a request or response crosses without the
-// scheduling hop to ReadTo's goroutine. What TryWrite does not take is
-// buffered and written by ReadTo as usual; TryWrite never blocks, so a slow
-// destination holds up only its own stream.
+// ReadTo goes on waiting: a request or response crosses without waking
+// ReadTo's goroutine at all (a wakeup is a scheduling hop, and on a busy
+// machine often a thread woken to spin for nothing). Those bytes are the
+// TryWriter's to count; ReadTo returns only what it writes with Write, or
+// a TryWrite's error. What TryWrite does not take is buffered and written
+// by ReadTo as usual; TryWrite never blocks, so a slow destination holds up
+// only its own stream.
 func (st *Stream) ReadTo(w io.Writer) (int, error) {
 	for {
 		st.mu.Lock()
@@ -304,7 +328,7 @@ func (st *Stream) ReadTo(w io.Writer) (int, error) {
 		}
 		tw, registered := w.(TryWriter)
 		if registered {
-			st.try, st.tryN, st.tryErr = tw, 0, nil
+			st.try, st.tryErr = tw, nil
 		}
 		st.mu.Unlock()
 		var werr error
@@ -318,15 +342,12 @@ func (st *Stream) ReadTo(w io.Writer) (int, error) {
 		}
 		if registered {
 			st.mu.Lock()
-			n, err := st.tryN, st.tryErr
-			st.try, st.tryN, st.tryErr = nil, 0, nil
-			if n > 0 || err != nil {
-				grant := st.consumed(n, st.buf.len() > 0)
-				st.mu.Unlock()
-				st.sendGrant(grant)
-				return n, err
-			}
+			err := st.tryErr
+			st.try, st.tryErr = nil, nil
 			st.mu.Unlock()
+			if err != nil {
+				return 0, err
+			}
 		}
 		if werr != nil {
 			return 0, werr
@@ -679,32 +700,46 @@ func (st *Stream) abandon() {
 // large payload stays in its frame buffer (see keepFrameMin).
 func (st *Stream) receive(p []byte, keeper frameKeeper) error {
 	st.mu.Lock()
-	defer st.mu.Unlock()
+	grant, err := st.receiveLocked(p, keeper)
+	st.mu.Unlock()
+	// Outside st.mu: a full control queue ends the session, which locks
+	// every stream.
+	st.sendGrant(grant)
+	return err
+}
+
+// receiveLocked is receive with st.mu held; it returns the credit to grant
+// for bytes the session's reader passed on itself (TryWrite).
+func (st *Stream) receiveLocked(p []byte, keeper frameKeeper) (int64, error) {
 	switch st.state {
 	case stateClosed:
-		return nil
+		return 0, nil
 	case stateOpening:
-		return violation("data on stream %v before its ack", st.id)
+		return 0, violation("data on stream %v before its ack", st.id)
 	case stateAccepted:
 		// Early data (VersionEarlyData): buffered until the application
 		// answers, dropped if it refuses.
 		if st.early += int64(len(p)); st.early > MaxEarlyData {
-			return violation("stream %v: %d bytes of early data, more than %d", st.id, st.early, MaxEarlyData)
+			return 0, violation("stream %v: %d bytes of early data, more than %d", st.id, st.early, MaxEarlyData)
 		}
 	case stateRemoteFin, stateFinished, stateReset:
-		return violation("data on stream %v after its terminator", st.id)
+		return 0, violation("data on stream %v after its terminator", st.id)
 	}
 	switch {
 	case int64(len(p)) > st.recvAvail:
-		return violation("stream %v: %d bytes exceed the %d bytes of credit", st.id, len(p), st.recvAvail)
+		return 0, violation("stream %v: %d bytes exceed the %d bytes of credit", st.id, len(p), st.recvAvail)
 	}
 	st.recvAvail -= int64(len(p))
+	var grant int64
 	if st.try != nil && st.tryErr == nil && st.buf.len() == 0 && len(p) <= directWriteMax {
 		n, err := st.try.TryWrite(p)
-		st.tryN += n
-		st.tryErr = err
 		p = p[n:]
-		if n > 0 || err != nil {
+		if n > 0 {
+			// Consumed here: ReadTo never sees these bytes.
+			grant = st.consumed(n, len(p) > 0)
+		}
+		if err != nil {
+			st.tryErr = err
 			signal(st.delivered)
 		}
 	}
@@ -715,18 +750,18 @@ func (st *Stream) receive(p []byte, keeper frameKeeper) error {
 		signal(st.delivered)
 	}
 	if len(p) == 0 {
-		return nil
+		return grant, nil
 	}
 	if len(p) >= keepFrameMin && keeper != nil {
 		if f := keeper.keepFrame(); f != nil {
 			st.buf.keep(f, p)
 			signal(st.readable)
-			return nil
+			return grant, nil
 		}
 	}
 	st.buf.write(p)
 	signal(st.readable)
-	return nil
+	return grant, nil
 }
 
 // credit adds the peer's Window grant.

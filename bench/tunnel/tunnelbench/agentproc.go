@@ -58,7 +58,7 @@ func (b *bench) startAgentProc(c *cloud, name, token, mode, upstream, certFile, 
 		return nil, err
 	}
 	debug := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd, err := b.Start("agent-"+name, []string{"TUNNELBENCH_TOKEN=" + token}, self,
+	cmd, err := b.Start("agent-"+name, tunnelEnv("TUNNELBENCH_TOKEN="+token), self,
 		"-agent", mode, "-agent-url", fmt.Sprintf("wss://api.box.test:%d/v1/tunnel", c.https),
 		"-agent-name", name, "-agent-upstream", upstream,
 		"-agent-cloud", fmt.Sprintf("127.0.0.1:%d", c.https), "-agent-ca", cloudtest.LocalCARoot(c.dir),
@@ -216,4 +216,118 @@ func profile(c *cloud, a *agentProc) (stop func()) {
 	go get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%s", c.admin, secs), "cloud.pprof")
 	go get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%s", a.debug, secs), "agent.pprof")
 	return func() { <-done; <-done }
+}
+
+// latencyDetail runs when LATENCY_DETAIL or TUNNELBENCH_TRACE is set,
+// before the interleaved latency loops: each path with processes of its
+// own (the tunnels) serves N small requests alone, on a kept connection
+// and on new connections, and the kernel's counters of its processes give
+// what one request costs them: system calls, context switches, CPU. Then,
+// with TUNNELBENCH_TRACE=DIR, Go execution traces of the cloud and of the
+// passthrough agent during such a loop go to DIR ({cloud,agent}-kept.trace,
+// -new.trace; TUNNELBENCH_TRACE_SECONDS each, 1): every goroutine wakeup
+// and system call of a request, for go tool trace; then CPU profiles
+// during another such loop (.pprof).
+func latencyDetail(pool *x509.CertPool, paths []*path, c *cloud, a *agentProc) error {
+	out := os.Getenv("TUNNELBENCH_TRACE")
+	if out == "" && os.Getenv("LATENCY_DETAIL") == "" {
+		return nil
+	}
+	fmt.Println("Per request, each path alone (its tunnel processes' counters):")
+	fmt.Printf("  %-24s %-5s %8s %8s %8s %9s %9s\n", "path", "conn", "p50", "reads", "writes", "switches", "CPU µs")
+	for _, mode := range latencyModes() {
+		n := *latN
+		if !mode.keepAlive {
+			n = *setupN
+		}
+		for _, p := range paths {
+			if len(p.procs) == 0 {
+				continue
+			}
+			cl := latencyClient(pool, p, mode.keepAlive)
+			for range 50 { // warm-up
+				if _, err := timeGet(cl, p.host); err != nil {
+					return err
+				}
+			}
+			cpu0, c0 := p.cpu(), p.counters()
+			ds := make([]time.Duration, 0, n)
+			for range n {
+				d, err := timeGet(cl, p.host)
+				if err != nil {
+					return err
+				}
+				ds = append(ds, d)
+			}
+			cpu, cn := p.cpu()-cpu0, p.counters().Sub(c0)
+			cl.CloseIdleConnections()
+			f := float64(n)
+			fmt.Printf("  %-24s %-5s %8v %8.1f %8.1f %9.1f %9.1f\n", p.name, mode.short, us(percentile(ds, 50)),
+				cn.ReadCalls/f, cn.WriteCalls/f, cn.Switches/f, cpu*1e6/f)
+		}
+	}
+	fmt.Println()
+	if out == "" {
+		return nil
+	}
+	secs := os.Getenv("TUNNELBENCH_TRACE_SECONDS")
+	if secs == "" {
+		secs = "1"
+	}
+	p := paths[1]
+	for _, mode := range latencyModes() {
+		cl := latencyClient(pool, p, mode.keepAlive)
+		for range 50 { // warm-up
+			if _, err := timeGet(cl, p.host); err != nil {
+				return err
+			}
+		}
+		done := make(chan struct{}, 2)
+		get := func(u, file string) {
+			defer func() { done <- struct{}{} }()
+			resp, err := http.Get(u)
+			if err != nil {
+				log.Printf("trace: %v", err)
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(filepath.Join(out, file))
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			_, _ = io.Copy(f, resp.Body)
+		}
+		// An execution trace, then a CPU profile, of each process.
+		for _, kind := range []string{"trace", "profile"} {
+			ext := map[string]string{"trace": ".trace", "profile": ".pprof"}[kind]
+			go get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s?seconds=%s", c.admin, kind, secs), "cloud-"+mode.short+ext)
+			go get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%s", a.debug, kind, secs), "agent-"+mode.short+ext)
+			time.Sleep(100 * time.Millisecond)
+			var ds []time.Duration
+			for len(done) == 0 { // until the first one is in
+				d, err := timeGet(cl, p.host)
+				if err != nil {
+					return err
+				}
+				ds = append(ds, d)
+			}
+			<-done
+			<-done
+			fmt.Printf("%s of %s, %s connections: %d requests, p50 %v\n", kind, p.name, mode.short, len(ds), us(percentile(ds, 50)))
+		}
+		cl.CloseIdleConnections()
+	}
+	fmt.Println()
+	return nil
+}
+
+// tunnelEnv is env for a tunnel process (cloud, agents, frps, frpc), with
+// GOMAXPROCS from TUNNEL_GOMAXPROCS when set: how the Go scheduler's
+// threads on a small machine weigh on latency, every tunnel alike.
+func tunnelEnv(env ...string) []string {
+	if n := os.Getenv("TUNNEL_GOMAXPROCS"); n != "" {
+		env = append(env, "GOMAXPROCS="+n)
+	}
+	return env
 }

@@ -56,11 +56,11 @@ customDomains = ["bench.%s"]
 	if err := os.WriteFile(cf, []byte(cliCfg), 0o600); err != nil {
 		return nil, err
 	}
-	s, err := b.Start("frps", nil, filepath.Join(*frpDir, "frps"), "-c", sf)
+	s, err := b.Start("frps", tunnelEnv(), filepath.Join(*frpDir, "frps"), "-c", sf)
 	if err != nil {
 		return nil, err
 	}
-	c, err := b.Start("frpc", nil, filepath.Join(*frpDir, "frpc"), "-c", cf)
+	c, err := b.Start("frpc", tunnelEnv(), filepath.Join(*frpDir, "frpc"), "-c", cf)
 	if err != nil {
 		return nil, err
 	}

@@ -124,7 +124,7 @@ func (b *bench) startCloud(name string, window int) (*cloud, error) {
 	if err := os.WriteFile(cfg, benchcloud.Caddyfile(ports[0], ports[1], ports[2], dir, tun), 0o600); err != nil {
 		return nil, err
 	}
-	cmd, err := b.Start("cloud-"+name, cloudtest.CaddyEnv(dir), *caddyBin,
+	cmd, err := b.Start("cloud-"+name, tunnelEnv(cloudtest.CaddyEnv(dir)...), *caddyBin,
 		"run", "--config", cfg, "--adapter", "caddyfile")
 	if err != nil {
 		return nil, err
@@ -285,8 +285,9 @@ func appHandler() http.Handler {
 }
 
 // relayTo is the agent's stream handler of the gateway agent's passthrough
-// mode: dial the gateway's server and relay both ways with half-closes
-// (relay.Conns, whose bulk reads fill whole Data frames).
+// mode: dial the gateway's server, pass it the ClientHello that came with
+// the stream (before the Ack, as the agent does), and relay both ways with
+// half-closes (relay.Conns, whose bulk reads fill whole Data frames).
 func relayTo(upstream string) func(*tunnel.Stream) {
 	return func(st *tunnel.Stream) {
 		up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
@@ -295,6 +296,12 @@ func relayTo(upstream string) func(*tunnel.Stream) {
 			return
 		}
 		defer up.Close()
+		if early := st.Early(); len(early) > 0 {
+			if _, err := up.Write(early); err != nil {
+				_ = st.Ack(false, "upstream unreachable")
+				return
+			}
+		}
 		if err := st.Ack(true, ""); err != nil {
 			return
 		}
@@ -355,33 +362,45 @@ func curlSpeed(cacert, addr, host, path string) (float64, error) {
 
 // ---- latency
 
-func latency(pool *x509.CertPool, paths []*path) error {
-	mk := func(p *path, keepAlive bool) *http.Client {
-		tr := dialTo(p.addr, &tls.Config{RootCAs: pool, ServerName: p.host})
-		tr.DisableKeepAlives = !keepAlive
-		tr.ForceAttemptHTTP2 = false
-		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1, as curl and the relay see it
-		return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+// latencyClient is the latency loops' HTTP/1.1 client for p, which keeps
+// its connection or makes a new one for each request.
+func latencyClient(pool *x509.CertPool, p *path, keepAlive bool) *http.Client {
+	tr := dialTo(p.addr, &tls.Config{RootCAs: pool, ServerName: p.host})
+	tr.DisableKeepAlives = !keepAlive
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1, as curl and the relay see it
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+type latencyMode struct {
+	name, short string
+	keepAlive   bool
+}
+
+func latencyModes() []latencyMode {
+	return []latencyMode{
+		{"over an established connection", "kept", true},
+		{"with connection setup (TCP + TLS handshake each)", "new", false},
 	}
+}
+
+func latency(pool *x509.CertPool, paths []*path) error {
 	frp := -1
 	if paths[len(paths)-1].name == "frp" {
 		frp = len(paths) - 1
 	}
 	fmt.Println("Latency of a small request and response (Go client, HTTP/1.1, the paths interleaved request by request):")
-	for _, mode := range []struct {
-		name      string
-		keepAlive bool
-		n         int
-	}{
-		{"over an established connection", true, *latN},
-		{"with connection setup (TCP + TLS handshake each)", false, *setupN},
-	} {
+	for _, mode := range latencyModes() {
+		n := *latN
+		if !mode.keepAlive {
+			n = *setupN
+		}
 		clients := make([]*http.Client, len(paths))
 		for i, p := range paths {
-			clients[i] = mk(p, mode.keepAlive)
+			clients[i] = latencyClient(pool, p, mode.keepAlive)
 		}
 		ds := make([][]time.Duration, len(paths))
-		for k := range mode.n + 50 {
+		for k := range n + 50 {
 			for i := range paths {
 				d, err := timeGet(clients[i], paths[i].host)
 				if err != nil {
@@ -395,7 +414,7 @@ func latency(pool *x509.CertPool, paths []*path) error {
 		for _, c := range clients {
 			c.CloseIdleConnections()
 		}
-		fmt.Printf("  %s, %d requests each:\n", mode.name, mode.n)
+		fmt.Printf("  %s, %d requests each:\n", mode.name, n)
 		d50, d99 := percentile(ds[0], 50), percentile(ds[0], 99)
 		fmt.Printf("    %-24s p50 %8v  p99 %8v\n", paths[0].name, us(d50), us(d99))
 		for i := 1; i < len(paths); i++ {

@@ -106,6 +106,9 @@ func (b *bench) run() error {
 	if err := b.checkTime(); err != nil {
 		return err
 	}
+	if err := latencyDetail(pool, paths, c, agents[0]); err != nil {
+		return err
+	}
 	if err := latency(pool, paths); err != nil {
 		return err
 	}
@@ -158,6 +161,9 @@ func waitPath(pool *x509.CertPool, p *path) error {
 // throughput downloads SIZE bytes with curl through each path in turn,
 // ROUNDS times, alternating the paths within each round.
 func (b *bench) throughput(paths []*path, certFile string, c *cloud, agent *agentProc) error {
+	if *rounds == 0 {
+		return nil // ROUNDS=0: the latency part alone
+	}
 	speeds := make([][]float64, len(paths))
 	cpus := make([][]float64, len(paths))
 	counts := make([]procs.Counters, len(paths)) // summed over the rounds

@@ -456,6 +456,12 @@ type acker interface {
 	Ack(ok bool, message string) error
 }
 
+// earlyTaker is a tunnel stream, whose first bytes may have come with it
+// (tunnel.Stream.Early).
+type earlyTaker interface {
+	Early() []byte
+}
+
 // relay copies between c and a new connection to the upstream until both
 // directions are done; hdr (a PROXY header) goes first when set.
 func (s *Server) relay(c net.Conn, hdr []byte) {
@@ -472,16 +478,26 @@ func (s *Server) relay(c net.Conn, hdr []byte) {
 	}
 	defer up.Close()
 	s.setHealth(nil)
-	if a, ok := c.(acker); ok {
-		if err := a.Ack(true, ""); err != nil {
-			return
-		}
-	}
 	if !s.cfg.ProxyProtocol {
 		hdr = nil
 	}
+	// The PROXY header and the bytes that came with a tunnel stream (the
+	// visitor's ClientHello) go to the upstream before the Ack, in one
+	// write: the gateway's server starts its handshake while the Ack is on
+	// its way to the cloud.
+	if e, ok := c.(earlyTaker); ok {
+		hdr = append(hdr, e.Early()...)
+	}
 	if len(hdr) > 0 {
 		if _, err := up.Write(hdr); err != nil {
+			if a, ok := c.(acker); ok {
+				_ = a.Ack(false, "gateway upstream unreachable")
+			}
+			return
+		}
+	}
+	if a, ok := c.(acker); ok {
+		if err := a.Ack(true, ""); err != nil {
 			return
 		}
 	}

@@ -206,3 +206,63 @@ func TestPassthroughRefusesWhenUpstreamIsDown(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 }
+
+// The ClientHello that comes with a stream (early data, which the relay
+// writes before its Ack) reaches the upstream right behind the PROXY
+// header, and the stream's later bytes follow in order.
+func TestPassthroughEarlyData(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hello := strings.Repeat("h", 1500)
+	type result struct {
+		first string
+		rest  string
+		err   error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 64<<10)
+		n, err := io.ReadAtLeast(c, b, 16+12+len(hello))
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		rest, err := io.ReadAll(c)
+		got <- result{string(b[:n]), string(rest), err}
+	}()
+	s, err := New(Config{Passthrough: true, ProxyProtocol: true, UpstreamAddr: ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	cloud := sessions(t, s.HandleStream)
+	cloud.SetPeerVersion(tunnel.VersionEarlyData)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := cloud.OpenEarly(ctx, tunnel.Initiator{Gatename: "home", ClientAddr: "198.51.100.7:5555"}, []byte(hello))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("after"))
+	st.CloseWrite()
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	const hdrLen = 16 + 12
+	if len(r.first) < hdrLen+len(hello) || !strings.HasPrefix(r.first, "\r\n\r\n\x00\r\nQUIT\n") || r.first[hdrLen:hdrLen+len(hello)] != hello {
+		t.Fatalf("the upstream read %d bytes %q..., want the PROXY header and the %d early bytes first", len(r.first), r.first[:min(len(r.first), 40)], len(hello))
+	}
+	if rest := r.first[hdrLen+len(hello):] + r.rest; rest != "after" {
+		t.Fatalf("then the upstream read %q, want %q", rest, "after")
+	}
+	st.Close()
+}

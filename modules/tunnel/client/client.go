@@ -375,7 +375,18 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 	if err != nil {
 		return 0, err
 	}
-	s, err := tunnel.NewSession(conn, cfg)
+	// The session's reader starts each stream's handler itself: a new
+	// stream reaches its handler without a hop through an Accept loop.
+	// handlers.Add runs on the reader, which has ended once the session's
+	// Close below returns, so it comes before Run's handlers.Wait.
+	s, err := tunnel.ServeSession(conn, cfg, func(st *tunnel.Stream) {
+		handlers.Add(1)
+		go func() {
+			defer handlers.Done()
+			defer st.Close()
+			c.Handler(st)
+		}()
+	})
 	if err != nil {
 		_ = conn.Close()
 		return 0, err
@@ -389,17 +400,9 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 	c.mu.Unlock()
 	c.logger().Info("tunnel up", "url", c.URL, "gateway", c.Name)
 
-	for {
-		st, err := s.Accept(ctx)
-		if err != nil {
-			break
-		}
-		handlers.Add(1)
-		go func() {
-			defer handlers.Done()
-			defer st.Close()
-			c.Handler(st)
-		}()
+	select {
+	case <-ctx.Done():
+	case <-s.Done():
 	}
 	if ctx.Err() != nil {
 		_ = s.CloseWithReason(ReasonShutdown)
