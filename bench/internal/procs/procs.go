@@ -34,6 +34,7 @@ func (g *Group) Start(name string, env []string, bin string, args ...string) (*e
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = f, f
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, err
