@@ -3,7 +3,8 @@
 # interleaved run (bench/tunnel/tunnelbench does the work). Paths: direct to
 # the gateway's TLS server; Gatehouse with the agent in passthrough; Gatehouse
 # with the agent terminating TLS and proxying to the app over HTTP (the
-# agents run as processes of their own); frp (frps https vhost, SNI
+# agents run as processes of their own, gateway-agent/internal/benchagent:
+# the gateway agent's proxy code); frp (frps https vhost, SNI
 # passthrough, frpc with TLS to frps, defaults; pinned in bench/frp/go.mod).
 #
 # 1. Throughput of one HTTPS download of SIZE with curl, ROUNDS rounds with
@@ -14,7 +15,8 @@
 # 3. CONCURRENT downloads of CONCURRENT_SIZE at once per path: time, errors.
 # 4. Cloud memory per idle stream and session (STREAMS over SESSIONS; 0
 #    skips). TUNNELBENCH_PROFILE=DIR writes cloud.pprof and agent.pprof of
-#    the first passthrough download (TUNNELBENCH_PROFILE_SECONDS, 2).
+#    the first passthrough download (TUNNELBENCH_PROFILE_SECONDS, 2), or of
+#    the terminating one with TUNNELBENCH_PROFILE_AGENT=terminate.
 #
 # Usage: bench/tunnel/run.sh
 # Knobs: SIZE=268435456 ROUNDS=3 LATENCY_N=1000 SETUP_N=200 CONCURRENT=200
@@ -33,6 +35,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/caddy" ./cmd/caddy
 go build -o "$tmp/tunnelbench" ./bench/tunnel/tunnelbench
+# The agent process: the gateway agent's own proxy code (only code under
+# gateway-agent/ may import it).
+go build -o "$tmp/benchagent" ./gateway-agent/internal/benchagent
 frp=
 if [ "${FRP:-1}" != 0 ]; then
 	# frp lives in a module of its own so that the main go.mod stays free of it.
@@ -40,7 +45,7 @@ if [ "${FRP:-1}" != 0 ]; then
 	frp=$tmp
 fi
 
-"$tmp/tunnelbench" -caddy "$tmp/caddy" -frp "$frp" \
+"$tmp/tunnelbench" -caddy "$tmp/caddy" -agent "$tmp/benchagent" -frp "$frp" \
 	-size "${SIZE:-268435456}" -rounds "${ROUNDS:-3}" \
 	-latency-n "${LATENCY_N:-1000}" -setup-n "${SETUP_N:-200}" \
 	-concurrent "${CONCURRENT:-200}" -concurrent-size "${CONCURRENT_SIZE:-1048576}" \

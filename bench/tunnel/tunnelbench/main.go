@@ -3,8 +3,8 @@
 // tunnel processes' CPU per GiB, the latency a small request gains (kept
 // and new connections), concurrent downloads, and the cloud's memory per
 // idle stream and per idle session. It starts the cloud (the Caddy binary
-// given with -caddy), the gateway's TLS server and app, the agents (this
-// program again, with -agent) and frps/frpc (-frp) itself;
+// given with -caddy), the gateway's TLS server and app, the agents (the
+// binary given with -agent) and frps/frpc (-frp) itself;
 // bench/tunnel/run.sh builds and runs it.
 //
 // Every loop is bounded in count and time, and all traffic stays on
@@ -39,7 +39,6 @@ import (
 	"github.com/gatehouse-project/gatehouse/bench/internal/procs"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
-	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -65,14 +64,8 @@ func main() {
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("tunnelbench: ")
-	if *agentMode != "" {
-		if err := runAgent(); err != nil {
-			log.Fatal(err)
-		}
-		return
-	}
-	if *caddyBin == "" {
-		log.Fatal("-caddy is required")
+	if *caddyBin == "" || *agentBin == "" {
+		log.Fatal("-caddy and -agent are required")
 	}
 	procs.Main("tunnelbench", func(g *procs.Group) error {
 		b := &bench{Group: g, deadline: time.Now().Add(*timeLimit)}
@@ -282,24 +275,6 @@ func appHandler() http.Handler {
 			n -= k
 		}
 	})
-}
-
-// relayTo is the agent's stream handler of the gateway agent's passthrough
-// mode: dial the gateway's server and relay both ways with half-closes
-// (relay.Conns, whose bulk reads fill whole Data frames).
-func relayTo(upstream string) func(*tunnel.Stream) {
-	return func(st *tunnel.Stream) {
-		up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
-		if err != nil {
-			_ = st.Ack(false, "upstream unreachable")
-			return
-		}
-		defer up.Close()
-		if err := st.Ack(true, ""); err != nil {
-			return
-		}
-		relay.Conns(context.Background(), st, up, relay.Counts{})
-	}
 }
 
 // agent runs a tunnel client for name until the run ends, and waits

@@ -100,7 +100,7 @@ func (b *bench) run() error {
 	}
 	fmt.Printf("Gatehouse tunnel benchmark (loopback, %d cores shared by client, cloud, agent and server; load average %s)\n\n", numCPU(), loadAvg())
 
-	if err := b.throughput(paths, certFile, c, agents[0]); err != nil {
+	if err := b.throughput(paths, certFile, c, agents); err != nil {
 		return err
 	}
 	if err := b.checkTime(); err != nil {
@@ -157,7 +157,13 @@ func waitPath(pool *x509.CertPool, p *path) error {
 
 // throughput downloads SIZE bytes with curl through each path in turn,
 // ROUNDS times, alternating the paths within each round.
-func (b *bench) throughput(paths []*path, certFile string, c *cloud, agent *agentProc) error {
+func (b *bench) throughput(paths []*path, certFile string, c *cloud, agents []*agentProc) error {
+	// The profiled download: the passthrough agent's, or the terminating
+	// one's when TUNNELBENCH_PROFILE_AGENT=terminate.
+	profiled := 0
+	if os.Getenv("TUNNELBENCH_PROFILE_AGENT") == "terminate" {
+		profiled = 1
+	}
 	speeds := make([][]float64, len(paths))
 	cpus := make([][]float64, len(paths))
 	counts := make([]procs.Counters, len(paths)) // summed over the rounds
@@ -169,8 +175,8 @@ func (b *bench) throughput(paths []*path, certFile string, c *cloud, agent *agen
 		fmt.Printf("  round %d:", r+1)
 		for i, p := range paths {
 			stop := func() {}
-			if r == 0 && i == 1 {
-				stop = profile(c, agent)
+			if r == 0 && i == profiled+1 {
+				stop = profile(c, agents[profiled])
 			}
 			cpu0, n0 := p.cpu(), p.counters()
 			s, err := curlSpeed(certFile, p.addr, p.host, url)
