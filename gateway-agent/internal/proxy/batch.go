@@ -5,8 +5,8 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
@@ -57,7 +57,7 @@ type batchConn struct {
 }
 
 // batchBufs holds the batch buffers: a batch is one write of the HTTP
-// layer (ReverseProxy's copy buffer, an HTTP/2 frame) and its TLS framing.
+// layer (at most ReverseProxy's copy buffer) and its TLS framing.
 var batchBufs = sync.Pool{New: func() any {
 	b := make([]byte, 0, tunnel.MaxFrameSize+4<<10)
 	return &b
@@ -174,6 +174,8 @@ type batchedWriter struct {
 	http.ResponseWriter
 	b  *batchConn
 	rc *http.ResponseController
+	// streaming is set once the response was flushed: see Write.
+	streaming atomic.Bool
 }
 
 func (w *batchedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -186,25 +188,21 @@ func (w *batchedWriter) Write(p []byte) (n int, err error) {
 		}
 	}()
 	n, err = w.ResponseWriter.Write(p)
-	if err == nil && w.flushedAfterEachWrite() {
-		// ReverseProxy flushes right after this write anyway: doing it
-		// inside the batch lets a chunk's trailing CRLF, which net/http
-		// holds until then, leave in the same frame, not one of its own.
+	if err == nil && w.streaming.Load() {
+		// A response that was flushed is a stream (server-sent events,
+		// or one of unknown length), which ReverseProxy flushes after
+		// each write: doing it inside the batch lets the chunk's
+		// trailing CRLF, which net/http holds until then, leave in the
+		// same frame, not in one of its own. A response never flushed
+		// (one of known length, an error page) keeps net/http's
+		// buffering, and its Content-Length.
 		err = w.rc.Flush()
 	}
 	return n, err
 }
 
-// flushedAfterEachWrite tells whether ReverseProxy flushes the response
-// after each write: server-sent events, and a response of unknown length
-// (whose header has no Content-Length). Guessing wrong costs a frame, not
-// correctness: flushing early is always allowed.
-func (w *batchedWriter) flushedAfterEachWrite() bool {
-	h := w.Header()
-	return h.Get("Content-Length") == "" || strings.HasPrefix(strings.ToLower(h.Get("Content-Type")), "text/event-stream")
-}
-
 func (w *batchedWriter) FlushError() error {
+	w.streaming.Store(true)
 	w.b.Begin()
 	err := w.rc.Flush()
 	if ferr := w.b.Flush(); err == nil {

@@ -95,6 +95,27 @@ func TestLargeResponsesCrossInFewFrames(t *testing.T) {
 	}
 }
 
+// A response that is never flushed keeps net/http's buffering: the error
+// page for a dead app still goes out with its Content-Length, not chunked.
+func TestErrorPageKeepsItsLengthOverHTTP1(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	_, cloud, pool := agentFor(t, "http://"+dead, Config{})
+	resp, err := visitor(t, cloud, pool, "203.0.113.5:4444", false).Get("https://home.box.test/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || resp.ContentLength != int64(len(b)) || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("%s, Content-Length %d for %d bytes, Transfer-Encoding %q", resp.Status, resp.ContentLength, len(b), resp.TransferEncoding)
+	}
+}
+
 // The agent's LAN listener terminates TLS with the same batching: HTTP/2
 // offered, Request.TLS set (the app is told https), a large body intact.
 func TestLANListener(t *testing.T) {
