@@ -44,12 +44,14 @@ func bulkApp() http.Handler {
 	})
 }
 
-// A large response crosses the tunnel intact and in few Data frames:
-// each write the HTTP layer makes into the TLS connection leaves as one
-// write to the stream, not one per TLS record (16 KiB, or about 1.2 KiB at
-// the start of a connection). Over HTTP/1.1 a write is ReverseProxy's copy
-// buffer, which fits one frame; over HTTP/2 it is a DATA frame of at most
-// 16 KiB, the client's default frame size.
+// A large response crosses the tunnel intact and, over HTTP/1.1, in few
+// Data frames: each write the HTTP layer makes into the TLS connection
+// leaves as one write to the stream, not one per TLS record (16 KiB, or
+// about 1.2 KiB at the start of a connection), and a write is
+// ReverseProxy's copy buffer, which fits one frame. The count is an upper
+// bound whatever the timing: the session's writer merging frames that
+// queue up can only lower it. HTTP/2 is not batched (see batch.go): its
+// count depends on that merging, so it is only logged.
 func TestLargeResponsesCrossInFewFrames(t *testing.T) {
 	app := httptest.NewServer(bulkApp())
 	defer app.Close()
@@ -65,7 +67,7 @@ func TestLargeResponsesCrossInFewFrames(t *testing.T) {
 		// 128 KiB, in small records, may make a write a frame and a bit.
 		{"HTTP/1.1 with Content-Length", false, "/known", size/tunnel.MaxDataSize + 12},
 		{"HTTP/1.1 chunked", false, "/unknown", size/tunnel.MaxDataSize + 12},
-		{"HTTP/2", true, "/known", size/(16<<10) + 16},
+		{"HTTP/2", true, "/known", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, cloud, pool, frames := countedAgentFor(t, app.URL, Config{})
@@ -88,7 +90,7 @@ func TestLargeResponsesCrossInFewFrames(t *testing.T) {
 			}
 			n := frames.Load() - before
 			t.Logf("%d Data frames from the agent for %d bytes", n, size)
-			if n > tc.maxFrames {
+			if tc.maxFrames > 0 && n > tc.maxFrames {
 				t.Errorf("the response took %d Data frames, want at most %d", n, tc.maxFrames)
 			}
 		})
