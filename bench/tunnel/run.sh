@@ -7,8 +7,8 @@
 # the gateway agent's proxy code); frp (frps https vhost, SNI
 # passthrough, frpc with TLS to frps, defaults; pinned in bench/frp/go.mod).
 #
-# 1. Throughput of one HTTPS download of SIZE with curl, ROUNDS rounds with
-#    the paths alternating in each; CPU time (user+system from /proc) of the
+# 1. Throughput of one HTTPS download of SIZE with curl (HTTP/2; HTTP1=1
+#    makes it HTTP/1.1), ROUNDS rounds with the paths alternating in each; CPU time (user+system from /proc) of the
 #    tunnel's processes per GiB; ratios to frp (targets >= 1.5x, <= 0.6x).
 # 2. Added latency p50/p99 of a small request, kept and new connections,
 #    the paths interleaved request by request; ratio to frp (target <= 0.5x).
@@ -21,7 +21,7 @@
 # Usage: bench/tunnel/run.sh
 # Knobs: SIZE=268435456 ROUNDS=3 LATENCY_N=1000 SETUP_N=200 CONCURRENT=200
 #   CONCURRENT_SIZE=1048576 SESSIONS=100 STREAMS=10000 TIME_LIMIT=20m
-#   FRP=1 (FRP=0 skips frp). Needs curl.
+#   FRP=1 (FRP=0 skips frp) HTTP1=0. Needs curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v curl >/dev/null || { echo "curl not found: apt-get install curl" >&2; exit 1; }
@@ -50,4 +50,4 @@ fi
 	-latency-n "${LATENCY_N:-1000}" -setup-n "${SETUP_N:-200}" \
 	-concurrent "${CONCURRENT:-200}" -concurrent-size "${CONCURRENT_SIZE:-1048576}" \
 	-sessions "${SESSIONS:-100}" -streams "${STREAMS:-10000}" \
-	-time-limit "${TIME_LIMIT:-20m}"
+	-time-limit "${TIME_LIMIT:-20m}" -http1="$([ "${HTTP1:-0}" != 0 ] && echo true || echo false)"

@@ -56,6 +56,7 @@ var (
 	sessions   = flag.Int("sessions", 100, "idle sessions for the memory measurement")
 	streams    = flag.Int("streams", 10000, "idle streams for the memory measurement, spread over the sessions; 0 skips it")
 	timeLimit  = flag.Duration("time-limit", 20*time.Minute, "the whole run's bound")
+	http1      = flag.Bool("http1", false, "curl downloads over HTTP/1.1 instead of the HTTP/2 it negotiates")
 )
 
 const zone = "box.test"
@@ -308,9 +309,13 @@ func (b *bench) agent(c *cloud, name, token string, handler func(*tunnel.Stream)
 // returns bytes/s.
 func curlSpeed(cacert, addr, host, path string) (float64, error) {
 	h, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command("curl", "-sS", "--max-time", "600", "--cacert", cacert, "-o", "/dev/null",
+	args := []string{"-sS", "--max-time", "600", "--cacert", cacert, "-o", "/dev/null",
 		"-w", "%{speed_download} %{size_download}",
-		"--resolve", host+":"+port+":"+h, "https://"+host+":"+port+path)
+		"--resolve", host + ":" + port + ":" + h, "https://" + host + ":" + port + path}
+	if *http1 {
+		args = append(args, "--http1.1")
+	}
+	cmd := exec.Command("curl", args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -195,7 +195,11 @@ func (b *bench) throughput(paths []*path, certFile string, c *cloud, agents []*a
 	if paths[frp].name != "frp" {
 		frp = -1
 	}
-	fmt.Printf("Throughput, one HTTPS download of %s with curl, %d interleaved rounds (median; CPU is the tunnel's processes, user+system):\n", human(*size), *rounds)
+	proto := "HTTP/2"
+	if *http1 {
+		proto = "HTTP/1.1"
+	}
+	fmt.Printf("Throughput, one HTTPS download of %s with curl (%s), %d interleaved rounds (median; CPU is the tunnel's processes, user+system):\n", human(*size), proto, *rounds)
 	fmt.Printf("  %-24s %10s %9s %14s %10s %10s\n", "path", "MB/s", "of direct", "CPU s per GiB", "MB/s÷frp", "CPU÷frp")
 	for i, p := range paths {
 		sp := median(speeds[i])
