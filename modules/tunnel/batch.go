@@ -60,7 +60,11 @@ func (b *BatchConn) Flush() error {
 		return nil
 	}
 	_, err := b.Conn.Write(b.buf)
-	if cap(b.buf) > maxBatchKeep {
+	// The batch's length, not the buffer's capacity, decides: append
+	// grows a buffer by a quarter at a time, so one that reached a full
+	// batch has more than maxBatchKeep of capacity, and dropping it made
+	// every full batch grow a new one from nothing, copying it ten times.
+	if len(b.buf) > maxBatchKeep {
 		b.buf = nil
 	} else {
 		b.buf = b.buf[:0]

@@ -77,3 +77,21 @@ func TestBatchConnDropsAnOversizedBuffer(t *testing.T) {
 		t.Fatalf("a frame-sized buffer is reused: len %d cap %d", len(bc.buf), cap(bc.buf))
 	}
 }
+
+// A full batch built of TLS records, as the session writer makes under a
+// bulk transfer, keeps its buffer: append leaves it with more capacity than
+// maxBatchKeep, and dropping it made every such batch grow a new one.
+func TestBatchConnKeepsAFullBatchBuffer(t *testing.T) {
+	bc := NewBatchConn(&recordingConn{})
+	record := make([]byte, 16<<10+22)
+	for range 2 {
+		bc.Begin()
+		for n := 0; n < maxBatchBytes+MaxFrameSize; n += len(record) {
+			bc.Write(record)
+		}
+		bc.Flush()
+		if bc.buf == nil {
+			t.Fatal("dropped the buffer of a full batch")
+		}
+	}
+}

@@ -1,47 +1,27 @@
 package main
 
 import (
-	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
-	"net/http/httputil"
-	_ "net/http/pprof" // the agent process's profile, on its loopback debug port
-	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
-	"github.com/gatehouse-project/gatehouse/modules/tunnel"
-	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
 
-// The agent runs in a process of its own (this program, started again with
-// -agent), so that its CPU time is measured apart from the client's and
-// the servers'. Its two modes are the gateway agent's serving paths:
-// passthrough relays the stream to the gateway's TLS server with
-// relay.Conns; terminate ends TLS on the stream and proxies each request to
-// the app over HTTP with httputil.ReverseProxy.
-var (
-	agentMode     = flag.String("agent", "", "internal: run as an agent process in this mode (passthrough, terminate)")
-	agentURL      = flag.String("agent-url", "", "internal")
-	agentName     = flag.String("agent-name", "", "internal")
-	agentUpstream = flag.String("agent-upstream", "", "internal")
-	agentCloud    = flag.String("agent-cloud", "", "internal: host:port of the cloud")
-	agentCA       = flag.String("agent-ca", "", "internal: the cloud's root certificate")
-	agentCert     = flag.String("agent-cert", "", "internal")
-	agentKey      = flag.String("agent-key", "", "internal")
-	agentDebug    = flag.String("agent-debug", "", "internal: loopback address for net/http/pprof")
-)
+// The agent runs in a process of its own, so that its CPU time is
+// measured apart from the client's and the servers': -agent names the
+// binary, gateway-agent/internal/benchagent, a tunnel client whose streams
+// the gateway agent's own proxy package serves (the real code of both
+// modes: passthrough relays each stream to the gateway's TLS server;
+// terminate ends TLS on it and proxies each request to the app over HTTP).
+var agentBin = flag.String("agent", "", "the agent process's binary, gateway-agent/internal/benchagent (required)")
 
 type agentProc struct {
 	cmd   *exec.Cmd
@@ -49,144 +29,24 @@ type agentProc struct {
 }
 
 func (b *bench) startAgentProc(c *cloud, name, token, mode, upstream, certFile, keyFile string) (*agentProc, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	port, err := cloudtest.FreeTCPPort()
 	if err != nil {
 		return nil, err
 	}
 	debug := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd, err := b.Start("agent-"+name, tunnelEnv("TUNNELBENCH_TOKEN="+token), self,
-		"-agent", mode, "-agent-url", fmt.Sprintf("wss://api.box.test:%d/v1/tunnel", c.https),
-		"-agent-name", name, "-agent-upstream", upstream,
-		"-agent-cloud", fmt.Sprintf("127.0.0.1:%d", c.https), "-agent-ca", cloudtest.LocalCARoot(c.dir),
-		"-agent-cert", certFile, "-agent-key", keyFile, "-agent-debug", debug)
+	cmd, err := b.Start("agent-"+name, tunnelEnv("TUNNELBENCH_TOKEN="+token), *agentBin,
+		"-mode", mode, "-url", fmt.Sprintf("wss://api.box.test:%d/v1/tunnel", c.https),
+		"-name", name, "-upstream", upstream,
+		"-cloud", fmt.Sprintf("127.0.0.1:%d", c.https), "-ca", cloudtest.LocalCARoot(c.dir),
+		"-cert", certFile, "-key", keyFile, "-debug", debug)
 	if err != nil {
 		return nil, err
 	}
 	return &agentProc{cmd: cmd, debug: debug}, nil
 }
 
-// runAgent is the agent process's main.
-func runAgent() error {
-	roots := x509.NewCertPool()
-	pemBytes, err := os.ReadFile(*agentCA)
-	if err != nil {
-		return err
-	}
-	roots.AppendCertsFromPEM(pemBytes)
-	go func() { _ = http.ListenAndServe(*agentDebug, nil) }()
-
-	var handler func(*tunnel.Stream)
-	switch *agentMode {
-	case "passthrough":
-		handler = relayTo(*agentUpstream)
-	case "terminate":
-		cert, err := tls.LoadX509KeyPair(*agentCert, *agentKey)
-		if err != nil {
-			return err
-		}
-		h, stop := terminate(cert, &url.URL{Scheme: "http", Host: *agentUpstream})
-		defer stop()
-		handler = h
-	default:
-		return fmt.Errorf("unknown agent mode %q", *agentMode)
-	}
-	cl := &client.Client{
-		URL:        *agentURL,
-		Name:       *agentName,
-		Token:      os.Getenv("TUNNELBENCH_TOKEN"),
-		Handler:    handler,
-		HTTPClient: &http.Client{Transport: dialTo(*agentCloud, &tls.Config{RootCAs: roots})},
-		Config:     tunnel.Config{AcceptBacklog: 1024},
-	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer cancel()
-	err = cl.Run(ctx)
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
-}
-
-// terminate serves each stream as the gateway agent's proxy mode does: an
-// http.Server with the gateway's certificate, on a listener fed with the
-// accepted streams, proxying to upstream.
-func terminate(cert tls.Certificate, upstream *url.URL) (func(*tunnel.Stream), func()) {
-	ln := &streamListener{conns: make(chan net.Conn), done: make(chan struct{})}
-	rp := httputil.NewSingleHostReverseProxy(upstream)
-	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256, ForceAttemptHTTP2: false}
-	srv := &http.Server{
-		Handler:   rp,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
-		ErrorLog:  log.New(io.Discard, "", 0),
-	}
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	h := func(st *tunnel.Stream) {
-		if err := st.Ack(true, ""); err != nil {
-			return
-		}
-		c := &doneConn{Conn: st, done: make(chan struct{})}
-		select {
-		case ln.conns <- c:
-		case <-ln.done:
-			_ = st.Close()
-			return
-		}
-		<-c.done
-	}
-	return h, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}
-}
-
-type streamListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-}
-
-func (l *streamListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *streamListener) Close() error {
-	select {
-	case <-l.done:
-	default:
-		close(l.done)
-	}
-	return nil
-}
-
-func (l *streamListener) Addr() net.Addr { return tunnel.Addr("tunnel") }
-
-// doneConn tells the stream's handler when the HTTP server is done with it.
-type doneConn struct {
-	net.Conn
-	done chan struct{}
-	once bool
-}
-
-func (c *doneConn) Close() error {
-	err := c.Conn.Close()
-	if !c.once {
-		c.once = true
-		close(c.done)
-	}
-	return err
-}
-
-// profile writes CPU profiles of the cloud and of the passthrough agent
-// process during a tunnel download into the folder TUNNELBENCH_PROFILE
+// profile writes CPU profiles of the cloud and of an agent process (the
+// passthrough one, or per TUNNELBENCH_PROFILE_AGENT) during its download into the folder TUNNELBENCH_PROFILE
 // names, for finding where the time goes.
 func profile(c *cloud, a *agentProc) (stop func()) {
 	out := os.Getenv("TUNNELBENCH_PROFILE")

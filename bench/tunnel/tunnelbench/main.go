@@ -3,8 +3,8 @@
 // tunnel processes' CPU per GiB, the latency a small request gains (kept
 // and new connections), concurrent downloads, and the cloud's memory per
 // idle stream and per idle session. It starts the cloud (the Caddy binary
-// given with -caddy), the gateway's TLS server and app, the agents (this
-// program again, with -agent) and frps/frpc (-frp) itself;
+// given with -caddy), the gateway's TLS server and app, the agents (the
+// binary given with -agent) and frps/frpc (-frp) itself;
 // bench/tunnel/run.sh builds and runs it.
 //
 // Every loop is bounded in count and time, and all traffic stays on
@@ -39,7 +39,6 @@ import (
 	"github.com/gatehouse-project/gatehouse/bench/internal/procs"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
-	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -57,6 +56,7 @@ var (
 	sessions   = flag.Int("sessions", 100, "idle sessions for the memory measurement")
 	streams    = flag.Int("streams", 10000, "idle streams for the memory measurement, spread over the sessions; 0 skips it")
 	timeLimit  = flag.Duration("time-limit", 20*time.Minute, "the whole run's bound")
+	http1      = flag.Bool("http1", false, "curl downloads over HTTP/1.1 instead of the HTTP/2 it negotiates")
 )
 
 const zone = "box.test"
@@ -65,14 +65,8 @@ func main() {
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("tunnelbench: ")
-	if *agentMode != "" {
-		if err := runAgent(); err != nil {
-			log.Fatal(err)
-		}
-		return
-	}
-	if *caddyBin == "" {
-		log.Fatal("-caddy is required")
+	if *caddyBin == "" || *agentBin == "" {
+		log.Fatal("-caddy and -agent are required")
 	}
 	procs.Main("tunnelbench", func(g *procs.Group) error {
 		b := &bench{Group: g, deadline: time.Now().Add(*timeLimit)}
@@ -284,31 +278,6 @@ func appHandler() http.Handler {
 	})
 }
 
-// relayTo is the agent's stream handler of the gateway agent's passthrough
-// mode: dial the gateway's server, pass it the ClientHello that came with
-// the stream (before the Ack, as the agent does), and relay both ways with
-// half-closes (relay.Conns, whose bulk reads fill whole Data frames).
-func relayTo(upstream string) func(*tunnel.Stream) {
-	return func(st *tunnel.Stream) {
-		up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
-		if err != nil {
-			_ = st.Ack(false, "upstream unreachable")
-			return
-		}
-		defer up.Close()
-		if early := st.Early(); len(early) > 0 {
-			if _, err := up.Write(early); err != nil {
-				_ = st.Ack(false, "upstream unreachable")
-				return
-			}
-		}
-		if err := st.Ack(true, ""); err != nil {
-			return
-		}
-		relay.Conns(context.Background(), st, up, relay.Counts{})
-	}
-}
-
 // agent runs a tunnel client for name until the run ends, and waits
 // until it is connected.
 func (b *bench) agent(c *cloud, name, token string, handler func(*tunnel.Stream)) (*client.Client, error) {
@@ -340,9 +309,13 @@ func (b *bench) agent(c *cloud, name, token string, handler func(*tunnel.Stream)
 // returns bytes/s.
 func curlSpeed(cacert, addr, host, path string) (float64, error) {
 	h, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command("curl", "-sS", "--max-time", "600", "--cacert", cacert, "-o", "/dev/null",
+	args := []string{"-sS", "--max-time", "600", "--cacert", cacert, "-o", "/dev/null",
 		"-w", "%{speed_download} %{size_download}",
-		"--resolve", host+":"+port+":"+h, "https://"+host+":"+port+path)
+		"--resolve", host + ":" + port + ":" + h, "https://" + host + ":" + port + path}
+	if *http1 {
+		args = append(args, "--http1.1")
+	}
+	cmd := exec.Command("curl", args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -100,7 +100,7 @@ func (b *bench) run() error {
 	}
 	fmt.Printf("Gatehouse tunnel benchmark (loopback, %d cores shared by client, cloud, agent and server; load average %s)\n\n", numCPU(), loadAvg())
 
-	if err := b.throughput(paths, certFile, c, agents[0]); err != nil {
+	if err := b.throughput(paths, certFile, c, agents); err != nil {
 		return err
 	}
 	if err := b.checkTime(); err != nil {
@@ -160,7 +160,13 @@ func waitPath(pool *x509.CertPool, p *path) error {
 
 // throughput downloads SIZE bytes with curl through each path in turn,
 // ROUNDS times, alternating the paths within each round.
-func (b *bench) throughput(paths []*path, certFile string, c *cloud, agent *agentProc) error {
+func (b *bench) throughput(paths []*path, certFile string, c *cloud, agents []*agentProc) error {
+	// The profiled download: the passthrough agent's, or the terminating
+	// one's when TUNNELBENCH_PROFILE_AGENT=terminate.
+	profiled := 0
+	if os.Getenv("TUNNELBENCH_PROFILE_AGENT") == "terminate" {
+		profiled = 1
+	}
 	if *rounds == 0 {
 		return nil // ROUNDS=0: the latency part alone
 	}
@@ -175,8 +181,8 @@ func (b *bench) throughput(paths []*path, certFile string, c *cloud, agent *agen
 		fmt.Printf("  round %d:", r+1)
 		for i, p := range paths {
 			stop := func() {}
-			if r == 0 && i == 1 {
-				stop = profile(c, agent)
+			if r == 0 && i == profiled+1 {
+				stop = profile(c, agents[profiled])
 			}
 			cpu0, n0 := p.cpu(), p.counters()
 			s, err := curlSpeed(certFile, p.addr, p.host, url)
@@ -195,7 +201,11 @@ func (b *bench) throughput(paths []*path, certFile string, c *cloud, agent *agen
 	if paths[frp].name != "frp" {
 		frp = -1
 	}
-	fmt.Printf("Throughput, one HTTPS download of %s with curl, %d interleaved rounds (median; CPU is the tunnel's processes, user+system):\n", human(*size), *rounds)
+	proto := "HTTP/2"
+	if *http1 {
+		proto = "HTTP/1.1"
+	}
+	fmt.Printf("Throughput, one HTTPS download of %s with curl (%s), %d interleaved rounds (median; CPU is the tunnel's processes, user+system):\n", human(*size), proto, *rounds)
 	fmt.Printf("  %-24s %10s %9s %14s %10s %10s\n", "path", "MB/s", "of direct", "CPU s per GiB", "MB/s÷frp", "CPU÷frp")
 	for i, p := range paths {
 		sp := median(speeds[i])

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,6 +77,14 @@ func echoApp(t *testing.T, next <-chan struct{}) http.Handler {
 // serves.
 func agentFor(t *testing.T, up string, cfg Config) (*Server, *tunnel.Session, *x509.CertPool) {
 	t.Helper()
+	s, cloud, pool, _ := countedAgentFor(t, up, cfg)
+	return s, cloud, pool
+}
+
+// countedAgentFor is agentFor, and also returns the count of Data frames
+// the agent's session sends.
+func countedAgentFor(t testing.TB, up string, cfg Config) (*Server, *tunnel.Session, *x509.CertPool, *atomic.Int64) {
+	t.Helper()
 	u, err := url.Parse(up)
 	if err != nil {
 		t.Fatal(err)
@@ -87,15 +96,15 @@ func agentFor(t *testing.T, up string, cfg Config) (*Server, *tunnel.Session, *x
 	if err != nil {
 		t.Fatal(err)
 	}
-	cloud := sessions(t, s.HandleStream)
+	cloud, frames := countedSessions(t, s.HandleStream)
 	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
-	return s, cloud, pool
+	return s, cloud, pool, frames
 }
 
 // visitor is an HTTP client whose every connection is a new tunnel stream
 // from clientAddr, as the cloud opens them for an internet visitor; h2
 // offers HTTP/2 in ALPN as browsers do.
-func visitor(t *testing.T, cloud *tunnel.Session, pool *x509.CertPool, clientAddr string, h2 bool) *http.Client {
+func visitor(t testing.TB, cloud *tunnel.Session, pool *x509.CertPool, clientAddr string, h2 bool) *http.Client {
 	tr := &http.Transport{
 		ForceAttemptHTTP2: h2,
 		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

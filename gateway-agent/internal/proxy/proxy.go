@@ -127,24 +127,33 @@ func New(cfg Config) (*Server, error) {
 	if !cfg.Passthrough {
 		s.transport = s.newTransport()
 		s.http = &http.Server{
-			Handler: s.reverseProxy(),
+			Handler: batched(s.reverseProxy()),
 			TLSConfig: &tls.Config{
 				GetCertificate: cfg.GetCertificate,
 				MinVersion:     tls.VersionTLS12,
+				// HTTP/2 offered, so a client that asks gets it: with
+				// h2 here, Serve sets up net/http's HTTP/2 server as
+				// ServeTLS would (the listener ends TLS, see
+				// tlsListener).
+				NextProtos: []string{"h2", "http/1.1"},
 			},
+			ConnContext:       connContext,
 			ReadHeaderTimeout: 30 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		}
 		s.tun = newChanListener()
 		s.wg.Go(func() {
-			// ServeTLS sets up HTTP/2 (offered with ALPN, so a client
-			// that asks gets it) and returns when Shutdown closes the
-			// listener.
-			_ = s.http.ServeTLS(s.tun, "", "")
+			// Serve returns when Shutdown closes the listener.
+			_ = s.http.Serve(s.tlsListener(s.tun))
 		})
 	}
 	return s, nil
+}
+
+// tlsListener ends TLS on ln's connections, over a batchConn each.
+func (s *Server) tlsListener(ln net.Listener) net.Listener {
+	return batchListener{Listener: ln, cfg: s.http.TLSConfig}
 }
 
 // hostPort is u's host:port, the scheme's port when it names none.
@@ -184,7 +193,7 @@ func (s *Server) newTransport() *http.Transport {
 // FlushInterval stays 0: ReverseProxy already flushes every write of a
 // text/event-stream response or one of unknown length (-1), which covers
 // server-sent events and long polls, while a download of known length is
-// written in large TLS records.
+// written in large TLS records, in copyBufferSize pieces (see batch.go).
 func (s *Server) reverseProxy() http.Handler {
 	up := s.cfg.Upstream
 	upHost := s.cfg.UpstreamHost
@@ -210,6 +219,7 @@ func (s *Server) reverseProxy() http.Handler {
 			}
 		},
 		Transport:      s.transport,
+		BufferPool:     &bufferPool{},
 		ModifyResponse: s.upstreamAnswered,
 		ErrorHandler:   s.upstreamFailed,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -424,7 +434,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
 	if !s.cfg.Passthrough {
-		return s.http.ServeTLS(ln, "", "")
+		return s.http.Serve(s.tlsListener(ln))
 	}
 	for {
 		c, err := ln.Accept()

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,9 @@ type pipeConn struct {
 	in, out chan []byte
 	once    *sync.Once
 	done    chan struct{}
+	// dataFrames counts the Data frames written at this end: the frames
+	// the session sends, after its writer merged what queued up.
+	dataFrames atomic.Int64
 }
 
 func pipe() (*pipeConn, *pipeConn) {
@@ -45,6 +49,9 @@ func (p *pipeConn) ReadMessage(ctx context.Context) ([]byte, error) {
 }
 
 func (p *pipeConn) WriteMessage(ctx context.Context, b []byte) error {
+	if len(b) > 0 && tunnel.MessageType(b[0]) == tunnel.TypeData {
+		p.dataFrames.Add(1)
+	}
 	select {
 	case p.out <- append([]byte(nil), b...):
 		return nil
@@ -60,6 +67,13 @@ func (p *pipeConn) Close() error { p.once.Do(func() { close(p.done) }); return n
 // sessions returns a cloud-side and an agent-side session; the agent side
 // serves every stream with handle.
 func sessions(t *testing.T, handle func(*tunnel.Stream)) *tunnel.Session {
+	cloud, _ := countedSessions(t, handle)
+	return cloud
+}
+
+// countedSessions is sessions, and also returns the count of Data frames
+// the agent side sends.
+func countedSessions(t testing.TB, handle func(*tunnel.Stream)) (*tunnel.Session, *atomic.Int64) {
 	a, b := pipe()
 	cloud, err := tunnel.NewSession(a, tunnel.Config{})
 	if err != nil {
@@ -80,10 +94,10 @@ func sessions(t *testing.T, handle func(*tunnel.Stream)) *tunnel.Session {
 		}
 	})
 	t.Cleanup(func() { cloud.Close(); agent.Close(); wg.Wait() })
-	return cloud
+	return cloud, &b.dataFrames
 }
 
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	srv := httptest.NewUnstartedServer(nil)
 	srv.StartTLS()
 	cert := srv.TLS.Certificates[0]
