@@ -52,11 +52,11 @@ func withTry(w *errWriter) io.Writer {
 	return &tryConn{errWriter: w, rc: rc, sock: sock}
 }
 
+var _ tunnel.BuffersWriter = (*tryConn)(nil)
+
 // WriteBuffers writes v with one writev where the socket takes it all
 // (tunnel.BuffersWriter): the frames a bulk transfer buffered leave in one
 // system call rather than one each.
-var _ tunnel.BuffersWriter = (*tryConn)(nil)
-
 func (t *tryConn) WriteBuffers(v [][]byte) (int64, error) {
 	bufs := net.Buffers(v)
 	n, err := bufs.WriteTo(t.sock)
