@@ -81,8 +81,13 @@ func TestKitesOnTheSamePort(t *testing.T) {
 		if err != nil || req.Method != "HEAD" || req.URL.Path != "/" {
 			t.Fatalf("%v %v", req, err)
 		}
-		if f.serverRoutes() != before+1 {
-			t.Fatal("not counted as a route to the server")
+		// The route is counted once the server has the connection, which
+		// is after Accept returned it here.
+		for deadline := time.Now().Add(5 * time.Second); f.serverRoutes() != before+1; {
+			if time.Now().After(deadline) {
+				t.Fatal("not counted as a route to the server")
+			}
+			time.Sleep(time.Millisecond)
 		}
 	})
 

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/gatehouse-project/gatehouse/modules/clienthello"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
 // tryConn is the destination of a copy from a tunnel stream when it is a
@@ -23,34 +24,50 @@ type tryConn struct {
 	rc    syscall.RawConn
 	count func(int)
 	n     atomic.Int64
+	// sock is the socket itself: net.Buffers writes with writev only to
+	// the net package's own connections, not through a wrapper.
+	sock net.Conn
 }
 
 // withTry returns w, able to TryWrite when its destination is a TCP or Unix
 // socket (possibly behind a clienthello.Conn, whose writes go straight to
 // the socket); count (may be nil) is called with what each TryWrite wrote.
 func withTry(w *errWriter, count func(int)) io.Writer {
-	var sc syscall.Conn
-	switch c := w.w.(type) {
-	case *net.TCPConn:
-		sc = c
-	case *net.UnixConn:
-		sc = c
-	case *clienthello.Conn:
-		switch nc := c.NetConn().(type) {
-		case *net.TCPConn:
-			sc = nc
-		case *net.UnixConn:
-			sc = nc
-		}
+	c := w.w
+	if hc, ok := c.(*clienthello.Conn); ok {
+		c = hc.NetConn()
 	}
-	if sc == nil {
+	var sock interface {
+		net.Conn
+		syscall.Conn
+	}
+	switch c := c.(type) {
+	case *net.TCPConn:
+		sock = c
+	case *net.UnixConn:
+		sock = c
+	default:
 		return w
 	}
-	rc, err := sc.SyscallConn()
+	rc, err := sock.SyscallConn()
 	if err != nil {
 		return w
 	}
-	return &tryConn{errWriter: w, rc: rc, count: count}
+	return &tryConn{errWriter: w, rc: rc, count: count, sock: sock}
+}
+
+var _ tunnel.BuffersWriter = (*tryConn)(nil)
+
+// WriteBuffers writes v with one writev where the socket takes it all
+// (tunnel.BuffersWriter): the frames a bulk transfer buffered leave in one
+// system call rather than one each.
+func (t *tryConn) WriteBuffers(v [][]byte) (int64, error) {
+	bufs := net.Buffers(v)
+	n, err := bufs.WriteTo(t.sock)
+	if err != nil {
+		t.err = err
+	}
+	return n, err
 }
 
 func (t *tryConn) tried() int64 { return t.n.Load() }

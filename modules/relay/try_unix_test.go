@@ -3,10 +3,14 @@
 package relay
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/modules/clienthello"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
 
 // TryWrite on a TCP socket whose peer does not read takes what the send
@@ -55,5 +59,51 @@ func TestTryWriteNeverBlocks(t *testing.T) {
 	got, err := io.Copy(io.Discard, peer)
 	if err != nil || got != int64(n) {
 		t.Fatalf("peer read %d bytes (%v), TryWrite reported %d", got, err, n)
+	}
+}
+
+// WriteBuffers reaches the socket under a clienthello.Conn and writes every
+// buffer, in order, even when they are far larger than the socket's send
+// buffer (writev's partial writes are resumed).
+func TestWriteBuffersWritesAll(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+
+	w, ok := withTry(&errWriter{w: &clienthello.Conn{Conn: c}}, nil).(tunnel.BuffersWriter)
+	if !ok {
+		t.Fatal("a TCP conn behind a clienthello.Conn got no WriteBuffers")
+	}
+	var want []byte
+	var v [][]byte
+	for i, size := range []int{3 << 20, 1, 64 << 10, 5 << 20} {
+		b := bytes.Repeat([]byte{byte('a' + i)}, size)
+		want = append(want, b...)
+		v = append(v, b)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(peer)
+		got <- b
+	}()
+	n, err := w.WriteBuffers(v)
+	if err != nil || n != int64(len(want)) {
+		t.Fatalf("WriteBuffers wrote %d of %d bytes: %v", n, len(want), err)
+	}
+	c.Close()
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer read %d bytes, not the %d written in order", len(b), len(want))
 	}
 }

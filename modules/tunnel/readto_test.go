@@ -243,3 +243,78 @@ func TestReadToTryWriteGrantsCredit(t *testing.T) {
 		t.Errorf("ReadTo returned %d bytes and TryWrite took %d, of %d", n, w.tried, len(want))
 	}
 }
+
+// buffersRecorder is a BuffersWriter over a bytes.Buffer that remembers
+// how many buffers each WriteBuffers call took.
+type buffersRecorder struct {
+	bytes.Buffer
+	calls []int
+}
+
+func (r *buffersRecorder) WriteBuffers(v [][]byte) (int64, error) {
+	r.calls = append(r.calls, len(v))
+	var n int64
+	for _, b := range v {
+		m, _ := r.Write(b)
+		n += int64(m)
+	}
+	return n, nil
+}
+
+// ReadTo hands the frames a stream has buffered to a BuffersWriter in one
+// WriteBuffers call (bounded by maxWriteBuffers), in order, and the window
+// accounting still grants every byte back: a transfer of many windows
+// completes.
+func TestReadToWritesBufferedFramesTogether(t *testing.T) {
+	for name, conns := range map[string]func(testing.TB) (Conn, Conn){"websocket": wsPair, "raw": rawPair} {
+		t.Run(name, func(t *testing.T) {
+			sc, cc := conns(t)
+			srv, cli := sessionsOver(t, sc, cc, Config{}, Config{})
+			want := randomBytes(4 * DefaultMaxWindow)
+			serve(t, cli, func(st *Stream) {
+				st.Ack(true, "")
+				if _, err := st.Write(want); err != nil {
+					t.Errorf("write: %v", err)
+				}
+				st.CloseWrite()
+				waitClosed(st)
+			})
+			st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			// Let the first window's frames queue up before reading.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				st.mu.Lock()
+				n := st.buf.len()
+				st.mu.Unlock()
+				if n >= DefaultWindow || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			var got buffersRecorder
+			for {
+				if _, err := st.ReadTo(&got); err != nil {
+					if err != io.EOF {
+						t.Fatalf("ReadTo: %v", err)
+					}
+					break
+				}
+			}
+			mustEqual(t, got.Bytes(), want)
+			most := 0
+			for _, n := range got.calls {
+				if n > maxWriteBuffers {
+					t.Errorf("one WriteBuffers call took %d buffers, more than %d", n, maxWriteBuffers)
+				}
+				most = max(most, n)
+			}
+			if most < 2 {
+				t.Errorf("a window of buffered frames went out one per call (%d WriteBuffers calls)", len(got.calls))
+			}
+		})
+	}
+}
