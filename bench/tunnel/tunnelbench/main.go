@@ -290,7 +290,10 @@ func appHandler() http.Handler {
 // half-closes (relay.Conns, whose bulk reads fill whole Data frames).
 func relayTo(upstream string) func(*tunnel.Stream) {
 	return func(st *tunnel.Stream) {
-		up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
+		// Keep-alive after the Ack, as the agent does (its system calls
+		// stay off the way to the early data).
+		d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}
+		up, err := d.Dial("tcp", upstream)
 		if err != nil {
 			_ = st.Ack(false, "upstream unreachable")
 			return
@@ -304,6 +307,9 @@ func relayTo(upstream string) func(*tunnel.Stream) {
 		}
 		if err := st.Ack(true, ""); err != nil {
 			return
+		}
+		if tc, ok := up.(*net.TCPConn); ok {
+			_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
 		}
 		relay.Conns(context.Background(), st, up, relay.Counts{})
 	}
