@@ -396,7 +396,11 @@ func (s *Server) checkOnce(ctx context.Context) {
 // returns when the stream is done.
 func (s *Server) HandleStream(st *tunnel.Stream) {
 	if s.cfg.Passthrough {
-		s.relay(st, client.StreamProxyHeader(st))
+		var hdr []byte
+		if s.cfg.ProxyProtocol { // relay drops it otherwise: not built for nothing
+			hdr = client.StreamProxyHeader(st)
+		}
+		s.relay(st, hdr)
 		return
 	}
 	if err := st.Ack(true, ""); err != nil {
