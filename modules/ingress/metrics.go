@@ -70,6 +70,12 @@ type Prometheus struct {
 	ToGateway   prometheus.Counter
 	ToClient    prometheus.Counter
 	Active      prometheus.Gauge
+
+	// The counters of each known label value, looked up once: every new
+	// connection counts its route, and WithLabelValues hashes the value
+	// and takes the vector's lock each time.
+	routes  map[string]prometheus.Counter
+	reasons map[string]prometheus.Counter
 }
 
 // NewPrometheus returns a fresh set of collectors, every label value
@@ -101,11 +107,13 @@ func NewPrometheus() *Prometheus {
 	}
 	m.ToGateway = m.Bytes.WithLabelValues("to_gateway")
 	m.ToClient = m.Bytes.WithLabelValues("to_client")
+	m.routes = make(map[string]prometheus.Counter, len(allRoutes))
 	for _, r := range allRoutes {
-		m.Connections.WithLabelValues(r)
+		m.routes[r] = m.Connections.WithLabelValues(r)
 	}
+	m.reasons = make(map[string]prometheus.Counter, len(allReasons))
 	for _, r := range allReasons {
-		m.RefusedVec.WithLabelValues(r)
+		m.reasons[r] = m.RefusedVec.WithLabelValues(r)
 	}
 	return m
 }
@@ -116,10 +124,22 @@ func (m *Prometheus) Collectors() []prometheus.Collector {
 }
 
 // Routed implements Metrics.
-func (m *Prometheus) Routed(route string) { m.Connections.WithLabelValues(route).Inc() }
+func (m *Prometheus) Routed(route string) {
+	if c, ok := m.routes[route]; ok {
+		c.Inc()
+		return
+	}
+	m.Connections.WithLabelValues(route).Inc()
+}
 
 // Refused implements Metrics.
-func (m *Prometheus) Refused(reason string) { m.RefusedVec.WithLabelValues(reason).Inc() }
+func (m *Prometheus) Refused(reason string) {
+	if c, ok := m.reasons[reason]; ok {
+		c.Inc()
+		return
+	}
+	m.RefusedVec.WithLabelValues(reason).Inc()
+}
 
 // StreamOpened implements Metrics.
 func (m *Prometheus) StreamOpened() { m.Opened.Inc() }

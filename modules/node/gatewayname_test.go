@@ -18,10 +18,27 @@ func TestGatewayName(t *testing.T) {
 		{"myhome.box.test.evil.org", "", false},
 		{"xbox.test", "", false},
 		{"", "", false},
+		{"test", "", false},
+		{"myhome.box.test:", "myhome", true},
+		{"[myhome.box.test]:443", "myhome", true},
+		{"a:b.box.test", "", false},
+		{"myhome.boxxtest", "", false},
 	} {
 		name, ok := GatewayName(tc.host, "box.test", valid)
 		if name != tc.name || ok != tc.ok {
 			t.Errorf("%q: got %q %v, want %q %v", tc.host, name, ok, tc.name, tc.ok)
 		}
+	}
+}
+
+// TestGatewayNameAllocs: the ingress asks for every new connection's SNI.
+func TestGatewayNameAllocs(t *testing.T) {
+	valid := func(n string) bool { return n != "api" }
+	if n := testing.AllocsPerRun(100, func() {
+		if _, ok := GatewayName("myhome.box.test", "box.test", valid); !ok {
+			t.Fatal("myhome.box.test not found")
+		}
+	}); n != 0 {
+		t.Errorf("GatewayName allocates %v times per call, want 0", n)
 	}
 }

@@ -417,16 +417,23 @@ func (n *Node) GatewayName(host string) (name string, ok bool) {
 
 // GatewayName is Node.GatewayName with the zone and the name check as
 // arguments.
+//
+// The ingress asks this for every new connection, so it allocates nothing
+// for the usual lower-case SNI: no SplitHostPort error without a colon,
+// no "."+zone strings.
 func GatewayName(host, zone string, valid func(string) bool) (string, bool) {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	if strings.IndexByte(host, ':') >= 0 {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	zone = strings.ToLower(strings.TrimSuffix(zone, "."))
-	if zone == "" || !strings.HasSuffix(host, "."+zone) {
+	// host ends in "."+zone
+	if zone == "" || len(host) <= len(zone) || host[len(host)-len(zone)-1] != '.' || !strings.HasSuffix(host, zone) {
 		return "", false
 	}
-	rest := strings.TrimSuffix(host, "."+zone)
+	rest := host[:len(host)-len(zone)-1]
 	name := rest[strings.LastIndexByte(rest, '.')+1:]
 	if name == "" || !valid(name) {
 		return "", false

@@ -73,7 +73,7 @@ func NormalizeDomain(domain string) (string, error) {
 		return "", fmt.Errorf("%w: %q has a single label", ErrInvalidDomain, domain)
 	}
 	for _, l := range labels {
-		if len(l) > MaxNameLength || !nameRE.MatchString(l) {
+		if len(l) > MaxNameLength || !isLabel(l) {
 			return "", fmt.Errorf("%w: label %q: only a-z, 0-9 and inner hyphens, at most %d characters", ErrInvalidDomain, l, MaxNameLength)
 		}
 		if err := checkACMELabel(l); err != nil {

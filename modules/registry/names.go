@@ -3,7 +3,6 @@ package registry
 import (
 	"fmt"
 	"net"
-	"regexp"
 	"strings"
 	"unicode"
 
@@ -13,8 +12,39 @@ import (
 // MaxNameLength is the longest label DNS allows.
 const MaxNameLength = 63
 
-var nameRE = regexp.MustCompile(`^([a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])$`)
-var nsNameRE = regexp.MustCompile(`^ns[0-9]+$`)
+// The ingress checks the name of every new connection's SNI, so these two
+// rules are written out rather than regular expressions: a regexp match
+// costs far more than the loop, most of all on a cold cache between
+// connections. names_test.go checks them against the expressions they
+// replace.
+
+// isLabel reports whether name matches ^([a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])$:
+// lower-case letters, digits and inner hyphens.
+func isLabel(name string) bool {
+	if name == "" || name[0] == '-' || name[len(name)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// isNSName reports whether name matches ^ns[0-9]+$, the zone's own name
+// servers.
+func isNSName(name string) bool {
+	if len(name) < 3 || name[:2] != "ns" {
+		return false
+	}
+	for i := 2; i < len(name); i++ {
+		if c := name[i]; c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 // builtinReserved are names the zone itself uses.
 var builtinReserved = []string{"api", "www", "_psl", "local"}
@@ -46,13 +76,13 @@ func (n *Names) Check(name string) error {
 	if len(name) > MaxNameLength {
 		return fmt.Errorf("%w: longer than %d characters", ErrInvalidName, MaxNameLength)
 	}
-	if !nameRE.MatchString(name) {
+	if !isLabel(name) {
 		return fmt.Errorf("%w: only a-z, 0-9 and inner hyphens are allowed", ErrInvalidName)
 	}
 	if err := checkACMELabel(name); err != nil {
 		return err
 	}
-	if n.reserved[name] || nsNameRE.MatchString(name) {
+	if n.reserved[name] || isNSName(name) {
 		return fmt.Errorf("%w: %s", ErrReservedName, name)
 	}
 	return nil
@@ -64,7 +94,7 @@ func (n *Names) Check(name string) error {
 // registering transaction, so that they hold on every node at once and
 // never hide a name registered before its reservation.
 func (n *Names) Configured(name string) bool {
-	return n.reserved[name] || nsNameRE.MatchString(name)
+	return n.reserved[name] || isNSName(name)
 }
 
 // NameFromMAC derives the provisional name of a gateway from its MAC

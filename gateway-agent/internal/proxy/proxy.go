@@ -406,7 +406,11 @@ func (s *Server) checkOnce(ctx context.Context) {
 // returns when the stream is done.
 func (s *Server) HandleStream(st *tunnel.Stream) {
 	if s.cfg.Passthrough {
-		s.relay(st, client.StreamProxyHeader(st))
+		var hdr []byte
+		if s.cfg.ProxyProtocol { // relay drops it otherwise: not built for nothing
+			hdr = client.StreamProxyHeader(st)
+		}
+		s.relay(st, hdr)
 		return
 	}
 	if err := st.Ack(true, ""); err != nil {
@@ -476,7 +480,10 @@ type earlyTaker interface {
 // directions are done; hdr (a PROXY header) goes first when set.
 func (s *Server) relay(c net.Conn, hdr []byte) {
 	defer c.Close()
-	d := net.Dialer{Timeout: s.cfg.DialTimeout}
+	// Keep-alive is set after the Ack (see below), not by the dial: its
+	// four system calls would come between the connect and the early
+	// data, on every new connection's critical path.
+	d := net.Dialer{Timeout: s.cfg.DialTimeout, KeepAlive: -1}
 	up, err := d.DialContext(s.ctx, "tcp", s.cfg.UpstreamAddr)
 	if err != nil {
 		s.log.Warn("upstream unreachable", "upstream", s.cfg.UpstreamAddr, "error", err)
@@ -510,6 +517,12 @@ func (s *Server) relay(c net.Conn, hdr []byte) {
 		if err := a.Ack(true, ""); err != nil {
 			return
 		}
+	}
+	// What the dial would have set by default (15 s idle and interval,
+	// 9 probes): an upstream that vanishes without a reset still ends
+	// the relay.
+	if tc, ok := up.(*net.TCPConn); ok {
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
 	}
 	// The server's context ending (shutdown) closes both ends.
 	relay.Conns(s.ctx, c, up, relay.Counts{})
