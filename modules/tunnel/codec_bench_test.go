@@ -31,6 +31,30 @@ func BenchmarkCodec(b *testing.B) {
 		Terminator{GUID: testGUID, Half: true},
 		Ping{Nonce: 1 << 40},
 	}
+	// An Initiator as the cloud sends one per new ingress connection:
+	// Encode into a fresh slice (Session.open keeps the frame), and the
+	// agent's Decode of it.
+	ingress := Initiator{GUID: testGUID, Gatename: "myhome.example.net", ClientAddr: "203.0.113.7:51000", Window: 1 << 20}
+	b.Run("encode-initiator", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Encode(ingress); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("decode-initiator", func(b *testing.B) {
+		b.ReportAllocs()
+		f, err := Encode(ingress)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := Decode(f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("encode-control", func(b *testing.B) {
 		buf := make([]byte, 0, 512)
 		for b.Loop() {

@@ -34,6 +34,12 @@ const (
 // Encode returns the frame for msg, after checking that it is valid (the
 // same rules Decode applies).
 func Encode(msg Message) ([]byte, error) {
+	if m, ok := msg.(Initiator); ok {
+		// One allocation of the exact size: the cloud encodes one per
+		// new connection, on a cold path where every growth of the
+		// slice is an allocation and a copy.
+		return encodeInitiator(make([]byte, 0, initiatorSize(m)), m)
+	}
 	return AppendEncode(nil, msg)
 }
 
@@ -41,6 +47,10 @@ func Encode(msg Message) ([]byte, error) {
 func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 	if msg == nil {
 		return dst, errors.New("encode nil message")
+	}
+	if m, ok := msg.(Initiator); ok {
+		// validated there, and the frame always fits (see initiatorSize).
+		return encodeInitiator(dst, m)
 	}
 	if err := msg.validate(); err != nil {
 		return dst, err
@@ -54,7 +64,7 @@ func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 	case Handshake:
 		dst = handshakeSchema.append(dst, m.Type(), m)
 	case Initiator:
-		dst = initiatorSchema.append(dst, m.Type(), m)
+		return encodeInitiator(dst, m)
 	case Terminator:
 		dst = terminatorSchema.append(dst, m.Type(), m)
 	case Window:
@@ -72,6 +82,90 @@ func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 		return dst[:start], fmt.Errorf("%w: %v of %d bytes", ErrFrameTooLarge, msg.Type(), n)
 	}
 	return dst, nil
+}
+
+// encodeInitiator validates m and appends its frame to dst: the bytes of
+// initiatorSchema.append written out by hand, since every new stream
+// costs one and the table's accessors are an indirect call per key on a
+// path that is cold (the cloud sends one per new connection). The table
+// stays the definition: TestInitiatorFastPath and FuzzDecode compare the
+// two on every Initiator they make, and the golden frames pin both.
+func encodeInitiator(dst []byte, m Initiator) ([]byte, error) {
+	if err := m.validate(); err != nil {
+		return dst, err
+	}
+	n := byte(4)
+	if m.ClientAddr != "" {
+		n++
+	}
+	if m.Window != 0 {
+		n++
+	}
+	if m.Source != "" {
+		n++
+	}
+	dst = append(dst, byte(TypeInitiator), mpFixMap|n,
+		mpFixStr|4, 'G', 'U', 'I', 'D', mpBin8, guidLen)
+	dst = append(dst, m.GUID[:]...)
+	dst = appendStr(append(dst, mpFixStr|2, 'I', 'p'), m.Ip)
+	dst = appendUint(append(dst, mpFixStr|4, 'P', 'o', 'r', 't'), uint64(m.Port))
+	dst = appendStr(append(dst, mpFixStr|8, 'G', 'a', 't', 'e', 'n', 'a', 'm', 'e'), m.Gatename)
+	if m.ClientAddr != "" {
+		dst = appendStr(append(dst, mpFixStr|10, 'C', 'l', 'i', 'e', 'n', 't', 'A', 'd', 'd', 'r'), m.ClientAddr)
+	}
+	if m.Window != 0 {
+		dst = appendUint(append(dst, mpFixStr|6, 'W', 'i', 'n', 'd', 'o', 'w'), uint64(m.Window))
+	}
+	if m.Source != "" {
+		dst = appendStr(append(dst, mpFixStr|6, 'S', 'o', 'u', 'r', 'c', 'e'), m.Source)
+	}
+	return dst, nil
+}
+
+// initiatorSize is the length of m's frame. With the bounds validate
+// enforces it stays under 700 bytes, far below MaxFrameSize.
+func initiatorSize(m Initiator) int {
+	n := 2 + (1 + 4 + 2 + guidLen) + (1 + 2 + strSize(m.Ip)) + (1 + 4 + uintSize(uint64(m.Port))) +
+		(1 + 8 + strSize(m.Gatename))
+	if m.ClientAddr != "" {
+		n += 1 + 10 + strSize(m.ClientAddr)
+	}
+	if m.Window != 0 {
+		n += 1 + 6 + uintSize(uint64(m.Window))
+	}
+	if m.Source != "" {
+		n += 1 + 6 + strSize(m.Source)
+	}
+	return n
+}
+
+// strSize is the length appendStr writes for s.
+func strSize(s string) int {
+	switch n := len(s); {
+	case n <= 31:
+		return 1 + n
+	case n <= 0xff:
+		return 2 + n
+	case n <= 0xffff:
+		return 3 + n
+	default:
+		return 5 + n
+	}
+}
+
+// uintSize is the length appendUint writes for v.
+func uintSize(v uint64) int {
+	switch {
+	case v <= mpPosFixIntMax:
+		return 1
+	case v <= 0xff:
+		return 2
+	case v <= 0xffff:
+		return 3
+	case v <= 0xffffffff:
+		return 5
+	}
+	return 9
 }
 
 // AppendData appends a Data frame to dst, for the throughput path: no

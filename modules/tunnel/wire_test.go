@@ -245,6 +245,9 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Decode(Encode(m)) = %v", err)
 		}
+		if init, ok := m.(Initiator); ok {
+			checkInitiatorFastPath(t, init)
+		}
 		if !reflect.DeepEqual(m, m2) {
 			t.Fatalf("unstable round trip:\n%#v\n%#v", m, m2)
 		}
@@ -292,5 +295,69 @@ func TestInitiatorSource(t *testing.T) {
 	}
 	if _, err := Decode(frame(TypeInitiator, map[string]any{"GUID": testGUID[:], "Gatename": "g", "Source": strings.Repeat("s", MaxNameLen+1)})); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("oversized Source: %v", err)
+	}
+}
+
+// checkInitiatorFastPath fails unless Encode's hand-written Initiator
+// frame is the table's (initiatorSchema), byte for byte, and of the size
+// Encode allocates for it.
+func checkInitiatorFastPath(t *testing.T, m Initiator) {
+	t.Helper()
+	want := initiatorSchema.append(nil, TypeInitiator, m)
+	got, err := Encode(m)
+	if err != nil {
+		t.Fatalf("Encode(%#v): %v", m, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("Encode(%#v):\n got % x\nwant % x", m, got, want)
+	}
+	if len(got) != initiatorSize(m) || cap(got) != len(got) {
+		t.Fatalf("Encode(%#v): %d bytes, cap %d, initiatorSize %d", m, len(got), cap(got), initiatorSize(m))
+	}
+	pre := []byte("prefix")
+	got, err = AppendEncode(pre, m)
+	if err != nil || !bytes.Equal(got[len(pre):], want) || string(got[:len(pre)]) != "prefix" {
+		t.Fatalf("AppendEncode(%#v) = % x, %v", m, got, err)
+	}
+}
+
+// The Initiator fast path writes what the table does for every shape of
+// Initiator: each optional key present or not, every width of string
+// header and integer the bounds allow.
+func TestInitiatorFastPath(t *testing.T) {
+	names := []string{"", "a", strings.Repeat("n", 31), strings.Repeat("n", 32), strings.Repeat("n", MaxNameLen)}
+	for _, m := range sampleMessages() {
+		if init, ok := m.(Initiator); ok {
+			checkInitiatorFastPath(t, init)
+		}
+	}
+	for _, gate := range names {
+		for _, source := range names {
+			for _, port := range []uint16{0, 1, 0x7f, 0x80, 0xff, 0x100, 0xffff} {
+				for _, window := range []uint32{0, MinWindow, 0xffff, 0x10000, MaxWindow} {
+					checkInitiatorFastPath(t, Initiator{GUID: testGUID, Gatename: gate, Source: source, Port: port, Window: window})
+				}
+			}
+		}
+	}
+	for _, addr := range []string{"", "1.2.3.4", "2001:db8::1", "fe80::1%" + strings.Repeat("e", 40)} {
+		for _, client := range []string{"", "203.0.113.7:51000", "[2001:db8::1]:443", "[fe80::1%" + strings.Repeat("e", 40) + "]:1"} {
+			checkInitiatorFastPath(t, Initiator{GUID: testGUID, Ip: addr, Port: 22, Gatename: "g", ClientAddr: client})
+		}
+	}
+	// Invalid ones are refused, as the table's path refuses them.
+	for _, m := range []Initiator{
+		{Gatename: "zero guid"},
+		{GUID: testGUID, Ip: "not an ip"},
+		{GUID: testGUID, ClientAddr: "1.2.3.4"},
+		{GUID: testGUID, Gatename: strings.Repeat("n", MaxNameLen+1)},
+		{GUID: testGUID, Window: 1},
+	} {
+		if b, err := Encode(m); err == nil || !errors.Is(err, ErrProtocol) {
+			t.Errorf("Encode(%#v) = % x, %v; want an ErrProtocol", m, b, err)
+		}
+		if b, err := AppendEncode([]byte("x"), m); err == nil || string(b) != "x" {
+			t.Errorf("AppendEncode(%#v) = % x, %v; want an error and dst unchanged", m, b, err)
+		}
 	}
 }
