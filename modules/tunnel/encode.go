@@ -35,10 +35,7 @@ const (
 // same rules Decode applies).
 func Encode(msg Message) ([]byte, error) {
 	if m, ok := msg.(Initiator); ok {
-		// One allocation of the exact size: the cloud encodes one per
-		// new connection, on a cold path where every growth of the
-		// slice is an allocation and a copy.
-		return encodeInitiator(make([]byte, 0, initiatorSize(m)), m)
+		return initiatorFrame(m, false)
 	}
 	return AppendEncode(nil, msg)
 }
@@ -50,7 +47,7 @@ func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 	}
 	if m, ok := msg.(Initiator); ok {
 		// validated there, and the frame always fits (see initiatorSize).
-		return encodeInitiator(dst, m)
+		return encodeInitiator(dst, m, false)
 	}
 	if err := msg.validate(); err != nil {
 		return dst, err
@@ -64,7 +61,7 @@ func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 	case Handshake:
 		dst = handshakeSchema.append(dst, m.Type(), m)
 	case Initiator:
-		return encodeInitiator(dst, m)
+		return encodeInitiator(dst, m, false)
 	case Terminator:
 		dst = terminatorSchema.append(dst, m.Type(), m)
 	case Window:
@@ -84,14 +81,33 @@ func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 	return dst, nil
 }
 
+// initiatorFrame is Encode(m) without boxing m in a Message, in one
+// allocation of the exact size: the cloud encodes one per new connection,
+// on a cold path where every growth of the slice is an allocation and a
+// copy. typedAddrs is encodeInitiator's.
+func initiatorFrame(m Initiator, typedAddrs bool) ([]byte, error) {
+	b, err := encodeInitiator(make([]byte, 0, initiatorSize(m)), m, typedAddrs)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // encodeInitiator validates m and appends its frame to dst: the bytes of
 // initiatorSchema.append written out by hand, since every new stream
 // costs one and the table's accessors are an indirect call per key on a
 // path that is cold (the cloud sends one per new connection). The table
 // stays the definition: TestInitiatorFastPath and FuzzDecode compare the
 // two on every Initiator they make, and the golden frames pin both.
-func encodeInitiator(dst []byte, m Initiator) ([]byte, error) {
-	if err := m.validate(); err != nil {
+//
+// typedAddrs says that m's addresses were formatted from typed ones in a
+// form that parses back (Meta.initiator), so they are not parsed again.
+func encodeInitiator(dst []byte, m Initiator, typedAddrs bool) ([]byte, error) {
+	err := m.validateBounds()
+	if err == nil && !typedAddrs {
+		err = m.validateAddrs()
+	}
+	if err != nil {
 		return dst, err
 	}
 	n := byte(4)

@@ -151,16 +151,20 @@ func (m Handshake) validate() error {
 }
 
 func (m Initiator) validate() error {
+	if err := m.validateBounds(); err != nil {
+		return err
+	}
+	return m.validateAddrs()
+}
+
+// validateBounds is validate without parsing the addresses: enough for an
+// Initiator whose addresses were formatted from typed ones (Meta.initiator).
+func (m Initiator) validateBounds() error {
 	if m.GUID.IsZero() {
 		return invalid("initiator with zero GUID")
 	}
-	if m.Ip != "" {
-		if len(m.Ip) > MaxAddrLen {
-			return invalid("initiator ip too long")
-		}
-		if _, err := netip.ParseAddr(m.Ip); err != nil {
-			return invalid("initiator ip: %v", err)
-		}
+	if len(m.Ip) > MaxAddrLen {
+		return invalid("initiator ip too long")
 	}
 	if len(m.Gatename) > MaxNameLen {
 		return invalid("initiator gatename too long")
@@ -168,15 +172,25 @@ func (m Initiator) validate() error {
 	if len(m.Source) > MaxNameLen {
 		return invalid("initiator source too long")
 	}
-	if m.ClientAddr != "" {
-		if len(m.ClientAddr) > MaxAddrLen {
-			return invalid("initiator client address too long")
+	if len(m.ClientAddr) > MaxAddrLen {
+		return invalid("initiator client address too long")
+	}
+	return validWindow(m.Window)
+}
+
+// validateAddrs checks that Ip and ClientAddr, when set, parse.
+func (m Initiator) validateAddrs() error {
+	if m.Ip != "" {
+		if _, err := netip.ParseAddr(m.Ip); err != nil {
+			return invalid("initiator ip: %v", err)
 		}
+	}
+	if m.ClientAddr != "" {
 		if _, err := netip.ParseAddrPort(m.ClientAddr); err != nil {
 			return invalid("initiator client address: %v", err)
 		}
 	}
-	return validWindow(m.Window)
+	return nil
 }
 
 func validWindow(w uint32) error {

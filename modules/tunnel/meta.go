@@ -34,7 +34,15 @@ func (m Meta) Forwarded() bool { return m.Source != "" || m.Dest.IsValid() }
 // it terminates). Source is sent to peers that speak VersionSource; for
 // older ones Session.Open puts it in Gatename, as version 1 did.
 func (m Meta) Initiator() Initiator {
-	init := Initiator{Gatename: m.Gateway, Source: m.Source}
+	init, _ := m.initiator()
+	return init
+}
+
+// initiator is Initiator, and whether its addresses need no parsing to be
+// known valid: without a zone, the text of a valid netip value always
+// parses back (a zone is any string, which might not).
+func (m Meta) initiator() (init Initiator, typedAddrs bool) {
+	init = Initiator{Gatename: m.Gateway, Source: m.Source}
 	if m.Client.IsValid() {
 		init.ClientAddr = m.Client.String()
 	}
@@ -42,7 +50,7 @@ func (m Meta) Initiator() Initiator {
 		init.Ip = m.Dest.Addr().String()
 		init.Port = m.Dest.Port()
 	}
-	return init
+	return init, m.Client.Addr().Zone() == "" && m.Dest.Addr().Zone() == ""
 }
 
 // MetaFromInitiator is the typed form of init, as the receiving side reads

@@ -32,10 +32,10 @@ func (w *WebSocketTunnel) Session() *tunnel.Session { return w.s }
 func (w *WebSocketTunnel) Remote() netip.AddrPort { return w.remote }
 
 // Open opens a stream described by m on the session. m.Initiator and
-// Session.Open between them know the wire's rules (Source, or Gatename for
+// Session.OpenMeta between them know the wire's rules (Source, or Gatename for
 // agents older than tunnel.VersionSource).
 func (w *WebSocketTunnel) Open(ctx context.Context, m tunnel.Meta) (Stream, error) {
-	st, err := w.s.Open(ctx, m.Initiator())
+	st, err := w.s.OpenMeta(ctx, m, nil)
 	if err != nil {
 		// A nil *tunnel.Stream must not become a non-nil Stream.
 		return nil, err
@@ -44,9 +44,9 @@ func (w *WebSocketTunnel) Open(ctx context.Context, m tunnel.Meta) (Stream, erro
 }
 
 // OpenEarly is Open sending early, the first bytes of the stream, with the
-// Initiator to agents that take early data (tunnel.Session.OpenEarly).
+// Initiator to agents that take early data (tunnel.Session.OpenMeta).
 func (w *WebSocketTunnel) OpenEarly(ctx context.Context, m tunnel.Meta, early []byte) (Stream, error) {
-	st, err := w.s.OpenEarly(ctx, m.Initiator(), early)
+	st, err := w.s.OpenMeta(ctx, m, early)
 	if err != nil {
 		return nil, err
 	}
