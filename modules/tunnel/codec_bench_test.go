@@ -71,6 +71,19 @@ func BenchmarkCodec(b *testing.B) {
 			}
 		}
 	})
+	// The session reader's decoding of it, which skips boxing.
+	b.Run("decode-initiator-session", func(b *testing.B) {
+		b.ReportAllocs()
+		f, err := Encode(ingress)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := decodeInitiator(f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("encode-control", func(b *testing.B) {
 		buf := make([]byte, 0, 512)
 		for b.Loop() {

@@ -80,6 +80,26 @@ func decodeData(b []byte) (GUID, []byte, error) {
 	return d.GUID, d.Data, nil
 }
 
+// decodeInitiator is Decode for an Initiator frame, as the session's
+// reader takes one per new stream: the message is not boxed in a Message
+// only to be unboxed again.
+func decodeInitiator(b []byte) (Initiator, error) {
+	if len(b) > MaxFrameSize {
+		return Initiator{}, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, len(b))
+	}
+	if len(b) == 0 || MessageType(b[0]) != TypeInitiator {
+		return Initiator{}, invalid("not an initiator frame")
+	}
+	m, err := initiatorSchema.decode(b[1:])
+	if err == nil {
+		err = m.validate()
+	}
+	if err != nil {
+		return Initiator{}, err
+	}
+	return m, nil
+}
+
 // decode reads a whole payload map into a message of the type s
 // describes.
 func (s *schema[M]) decode(b []byte) (M, error) {

@@ -694,6 +694,13 @@ func (s *Session) handle(b []byte) error {
 		// A stream closed here while the peer was still sending: normal.
 		return nil
 	}
+	if len(b) > 0 && MessageType(b[0]) == TypeInitiator {
+		m, err := decodeInitiator(b)
+		if err != nil {
+			return err
+		}
+		return s.handleInitiator(m)
+	}
 	msg, err := Decode(b)
 	if err != nil {
 		return err

@@ -229,6 +229,10 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
+		// The session reader's Initiator decoder agrees with Decode.
+		if init, ierr := decodeInitiator(b); (ierr == nil) != (err == nil && m.Type() == TypeInitiator) || (ierr == nil && init != m) {
+			t.Fatalf("decodeInitiator = %#v, %v; Decode = %#v, %v", init, ierr, m, err)
+		}
 		if err != nil {
 			if m != nil {
 				t.Fatalf("Decode returned %#v with error %v", m, err)
