@@ -46,7 +46,7 @@ func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 		return dst, errors.New("encode nil message")
 	}
 	if m, ok := msg.(Initiator); ok {
-		// validated there, and the frame always fits (see initiatorSize).
+		// Validated there, and its frame always fits (initiatorSize).
 		return encodeInitiator(dst, m, false)
 	}
 	if err := msg.validate(); err != nil {
@@ -60,8 +60,6 @@ func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 		return AppendData(dst, m.GUID, m.Data), nil
 	case Handshake:
 		dst = handshakeSchema.append(dst, m.Type(), m)
-	case Initiator:
-		return encodeInitiator(dst, m, false)
 	case Terminator:
 		dst = terminatorSchema.append(dst, m.Type(), m)
 	case Window:
@@ -72,7 +70,7 @@ func AppendEncode(dst []byte, msg Message) ([]byte, error) {
 		dst = pongSchema.append(dst, m.Type(), m)
 	case Ack:
 		dst = ackSchema.append(dst, m.Type(), m)
-	default:
+	default: // Initiator is handled above.
 		return dst, fmt.Errorf("encode %T: not a message of this package", msg)
 	}
 	if n := len(dst) - start; n > MaxFrameSize {
