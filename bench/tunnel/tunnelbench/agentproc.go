@@ -60,18 +60,7 @@ func profile(c *cloud, a *agentProc) (stop func()) {
 	done := make(chan struct{}, 2)
 	get := func(u, file string) {
 		defer func() { done <- struct{}{} }()
-		resp, err := http.Get(u)
-		if err != nil {
-			log.Printf("profile: %v", err)
-			return
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(filepath.Join(out, file))
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		_, _ = io.Copy(f, resp.Body)
+		saveURL(u, filepath.Join(out, file))
 	}
 	go get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%s", c.admin, secs), "cloud.pprof")
 	go get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%s", a.debug, secs), "agent.pprof")
@@ -145,18 +134,7 @@ func latencyDetail(pool *x509.CertPool, paths []*path, c *cloud, a *agentProc) e
 		done := make(chan struct{}, 2)
 		get := func(u, file string) {
 			defer func() { done <- struct{}{} }()
-			resp, err := http.Get(u)
-			if err != nil {
-				log.Printf("trace: %v", err)
-				return
-			}
-			defer resp.Body.Close()
-			f, err := os.Create(filepath.Join(out, file))
-			if err != nil {
-				return
-			}
-			defer f.Close()
-			_, _ = io.Copy(f, resp.Body)
+			saveURL(u, filepath.Join(out, file))
 		}
 		// An execution trace, then a CPU profile, of each process.
 		for _, kind := range []string{"trace", "profile"} {
@@ -190,4 +168,25 @@ func tunnelEnv(env ...string) []string {
 		env = append(env, "GOMAXPROCS="+n)
 	}
 	return env
+}
+
+// saveURL writes what a GET of u answers (a profile or a trace from a
+// process's pprof endpoint) to file; a failure is logged, not fatal: the
+// figures of the run do not depend on it.
+func saveURL(u, file string) {
+	resp, err := http.Get(u)
+	if err != nil {
+		log.Printf("fetching %s: %v", u, err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		log.Printf("saving %s: %v", u, err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		log.Printf("saving %s: %v", u, err)
+	}
 }
