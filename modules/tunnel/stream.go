@@ -224,14 +224,9 @@ func (st *Stream) Read(p []byte) (int, error) {
 			st.sendGrant(grant)
 			return n, nil
 		}
-		err := st.readErr()
-		if err != nil {
+		if err := st.readErr(); err != nil {
 			st.mu.Unlock()
 			return 0, err
-		}
-		if st.rd.passed() {
-			st.mu.Unlock()
-			return 0, errDeadline
 		}
 		registered := st.wantBuf == nil
 		if registered {
@@ -320,14 +315,9 @@ func (st *Stream) ReadTo(w io.Writer) (int, error) {
 			st.sendGrant(grant)
 			return n, err
 		}
-		err := st.readErr()
-		if err != nil {
+		if err := st.readErr(); err != nil {
 			st.mu.Unlock()
 			return 0, err
-		}
-		if st.rd.passed() {
-			st.mu.Unlock()
-			return 0, errDeadline
 		}
 		tw, registered := w.(TryWriter)
 		if registered {
@@ -443,8 +433,20 @@ func (st *Stream) sendGrant(grant int64) {
 	}
 }
 
-// readErr says why a Read with nothing buffered must not wait; st.mu held.
+// readErr says why a Read (or ReadTo) with nothing buffered must not
+// wait: the stream's end, or its read deadline passed; st.mu held.
 func (st *Stream) readErr() error {
+	if err := st.endErr(); err != nil {
+		return err
+	}
+	if st.rd.passed() {
+		return errDeadline
+	}
+	return nil
+}
+
+// endErr is readErr without the deadline.
+func (st *Stream) endErr() error {
 	switch st.state {
 	case stateClosed:
 		return ErrStreamClosed
