@@ -35,9 +35,9 @@ func (b *bench) startAgentProc(c *cloud, name, token, mode, upstream, certFile, 
 	}
 	debug := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd, err := b.Start("agent-"+name, tunnelEnv("TUNNELBENCH_TOKEN="+token), *agentBin,
-		"-mode", mode, "-url", fmt.Sprintf("wss://api.box.test:%d/v1/tunnel", c.https),
+		"-mode", mode, "-url", fmt.Sprintf("wss://api.box.test:%d/v1/tunnel", c.HTTPS),
 		"-name", name, "-upstream", upstream,
-		"-cloud", fmt.Sprintf("127.0.0.1:%d", c.https), "-ca", cloudtest.LocalCARoot(c.dir),
+		"-cloud", fmt.Sprintf("127.0.0.1:%d", c.HTTPS), "-ca", cloudtest.LocalCARoot(c.Dir),
 		"-cert", certFile, "-key", keyFile, "-debug", debug)
 	if err != nil {
 		return nil, err
@@ -62,7 +62,7 @@ func profile(c *cloud, a *agentProc) (stop func()) {
 		defer func() { done <- struct{}{} }()
 		saveURL(u, filepath.Join(out, file))
 	}
-	go get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%s", c.admin, secs), "cloud.pprof")
+	go get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%s", c.Admin, secs), "cloud.pprof")
 	go get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%s", a.debug, secs), "agent.pprof")
 	return func() { <-done; <-done }
 }
@@ -139,7 +139,7 @@ func latencyDetail(pool *x509.CertPool, paths []*path, c *cloud, a *agentProc) e
 		// An execution trace, then a CPU profile, of each process.
 		for _, kind := range []string{"trace", "profile"} {
 			ext := map[string]string{"trace": ".trace", "profile": ".pprof"}[kind]
-			go get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s?seconds=%s", c.admin, kind, secs), "cloud-"+mode.short+ext)
+			go get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s?seconds=%s", c.Admin, kind, secs), "cloud-"+mode.short+ext)
 			go get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%s", a.debug, kind, secs), "agent-"+mode.short+ext)
 			time.Sleep(100 * time.Millisecond)
 			var ds []time.Duration

@@ -17,8 +17,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,7 +26,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,7 +34,6 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/bench/internal/benchcloud"
 	"github.com/gatehouse-project/gatehouse/bench/internal/procs"
-	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/testcert"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
@@ -88,63 +84,16 @@ func (b *bench) checkTime() error {
 
 // ---- the cloud
 
-type cloud struct {
-	cmd          *exec.Cmd
-	dir          string
-	admin, https int
-	roots        *x509.CertPool
-	api          *http.Client
-}
+// cloud is the benchmark's cloud (benchcloud's, as the other benchmarks
+// run it), with the tunnel processes' GOMAXPROCS (TUNNEL_GOMAXPROCS).
+type cloud struct{ *benchcloud.Cloud }
 
-func (b *bench) startCloud(name string, window int) (*cloud, error) {
-	dir := filepath.Join(b.Dir, name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	var ports [3]int
-	for i := range ports {
-		p, err := cloudtest.FreeTCPPort()
-		if err != nil {
-			return nil, err
-		}
-		ports[i] = p
-	}
-	c := &cloud{dir: dir, admin: ports[0], https: ports[2]}
-	cfg := filepath.Join(dir, "Caddyfile")
-	tun := ""
-	if window > 0 {
-		tun = fmt.Sprintf("tunnel {\n\t\t\tstream_window %d\n\t\t}", window)
-	}
-	if err := os.WriteFile(cfg, benchcloud.Caddyfile(ports[0], ports[1], ports[2], dir, tun), 0o600); err != nil {
-		return nil, err
-	}
-	cmd, err := b.Start("cloud-"+name, tunnelEnv(cloudtest.CaddyEnv(dir)...), *caddyBin,
-		"run", "--config", cfg, "--adapter", "caddyfile")
+func (b *bench) startCloud(name string) (*cloud, error) {
+	c, err := benchcloud.Start(b.Group, name, *caddyBin, "", tunnelEnv()...)
 	if err != nil {
 		return nil, err
 	}
-	c.cmd = cmd
-	rootFile := cloudtest.LocalCARoot(dir)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if time.Now().After(deadline) {
-			return nil, errors.New("the cloud did not come up in 60s")
-		}
-		time.Sleep(100 * time.Millisecond)
-		pemBytes, err := os.ReadFile(rootFile)
-		if err != nil {
-			continue
-		}
-		c.roots = x509.NewCertPool()
-		c.roots.AppendCertsFromPEM(pemBytes)
-		c.api = &http.Client{Timeout: 10 * time.Second, Transport: dialTo(fmt.Sprintf("127.0.0.1:%d", c.https), &tls.Config{RootCAs: c.roots})}
-		if resp, err := c.api.Get(fmt.Sprintf("https://api.box.test:%d/connectivity-check", c.https)); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return c, nil
-			}
-		}
-	}
+	return &cloud{c}, nil
 }
 
 // dialTo is a transport that connects to addr whatever the URL's host.
@@ -159,31 +108,18 @@ func dialTo(addr string, cfg *tls.Config) *http.Transport {
 	}
 }
 
-func (c *cloud) subscribe(name string) (string, error) {
-	resp, err := c.api.Get(fmt.Sprintf("https://api.box.test:%d/subscribe?name=%s", c.https, name))
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var sub struct{ Token string }
-	if err := json.NewDecoder(resp.Body).Decode(&sub); err != nil || sub.Token == "" {
-		return "", fmt.Errorf("subscribe %s: %d %v", name, resp.StatusCode, err)
-	}
-	return sub.Token, nil
-}
-
 // memory reads the cloud's resident set (from /proc) and its Go heap and
 // stacks in use (from the admin endpoint's metrics) after a garbage
 // collection, which the pprof heap endpoint runs when asked (gc=1), so
 // that garbage not yet collected does not count.
 func (c *cloud) memory() (rss, goMem float64, err error) {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", c.admin))
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", c.Admin))
 	if err != nil {
 		return 0, 0, err
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Cmd.Process.Pid))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -201,7 +137,7 @@ func (c *cloud) memory() (rss, goMem float64, err error) {
 }
 
 func (c *cloud) metrics() (map[string]float64, error) {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.admin))
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.Admin))
 	if err != nil {
 		return nil, err
 	}
@@ -282,11 +218,11 @@ func appHandler() http.Handler {
 // until it is connected.
 func (b *bench) agent(c *cloud, name, token string, handler func(*tunnel.Stream)) (*client.Client, error) {
 	cl := &client.Client{
-		URL:        fmt.Sprintf("wss://api.box.test:%d/v1/tunnel", c.https),
+		URL:        fmt.Sprintf("wss://api.box.test:%d/v1/tunnel", c.HTTPS),
 		Name:       name,
 		Token:      token,
 		Handler:    handler,
-		HTTPClient: &http.Client{Transport: dialTo(fmt.Sprintf("127.0.0.1:%d", c.https), &tls.Config{RootCAs: c.roots})},
+		HTTPClient: &http.Client{Transport: dialTo(fmt.Sprintf("127.0.0.1:%d", c.HTTPS), &tls.Config{RootCAs: c.Roots})},
 		Config:     tunnel.Config{AcceptBacklog: 1024},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -428,7 +364,7 @@ func timeGet(c *http.Client, host string) (time.Duration, error) {
 // with the idle streams (each a TLS connection through the cloud whose
 // handshake with the gateway is done, then silent).
 func (b *bench) memory(cert tls.Certificate) error {
-	c, err := b.startCloud("memcloud", 0)
+	c, err := b.startCloud("memcloud")
 	if err != nil {
 		return err
 	}
@@ -436,7 +372,7 @@ func (b *bench) memory(cert tls.Certificate) error {
 	tokens := make([]string, *sessions)
 	for i := range names {
 		names[i] = fmt.Sprintf("idle%d", i)
-		if tokens[i], err = c.subscribe(names[i]); err != nil {
+		if tokens[i], err = c.Subscribe(names[i]); err != nil {
 			return err
 		}
 	}
@@ -489,7 +425,7 @@ func (b *bench) memory(cert tls.Certificate) error {
 			for i := range work {
 				name := names[i%len(names)]
 				d := &net.Dialer{Timeout: 10 * time.Second}
-				cn, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", c.https),
+				cn, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", c.HTTPS),
 					&tls.Config{ServerName: name + "." + zone, InsecureSkipVerify: true})
 				mu.Lock()
 				if err != nil && firstErr == nil {

@@ -64,18 +64,18 @@ func (b *bench) run() error {
 	defer app.Close()
 	gwAddr := gw.Addr().String()
 
-	c, err := b.startCloud("cloud", 0)
+	c, err := b.startCloud("cloud")
 	if err != nil {
 		return err
 	}
-	cloudAddr := fmt.Sprintf("127.0.0.1:%d", c.https)
+	cloudAddr := fmt.Sprintf("127.0.0.1:%d", c.HTTPS)
 	paths := []*path{{name: "direct", addr: gwAddr, host: "bench." + zone}}
 	var agents []*agentProc
 	for _, a := range []struct{ name, mode, upstream, label string }{
 		{"bench", "passthrough", gwAddr, "gatehouse passthrough"},
 		{"term", "terminate", app.Addr().String(), "gatehouse terminating"},
 	} {
-		token, err := c.subscribe(a.name)
+		token, err := c.Subscribe(a.name)
 		if err != nil {
 			return err
 		}
@@ -84,7 +84,7 @@ func (b *bench) run() error {
 			return err
 		}
 		agents = append(agents, ap)
-		paths = append(paths, &path{name: a.label, addr: cloudAddr, host: a.name + "." + zone, procs: []*exec.Cmd{c.cmd, ap.cmd}})
+		paths = append(paths, &path{name: a.label, addr: cloudAddr, host: a.name + "." + zone, procs: []*exec.Cmd{c.Cmd, ap.cmd}})
 	}
 	if *frpDir != "" {
 		p, err := b.startFrp(gwAddr)
