@@ -81,15 +81,15 @@ func main() {
 		log.Fatal("-caddy and -pg are required")
 	}
 	procs.Main("clusterbench", func(g *procs.Group) error {
-		b := &bench{Group: g, deadline: time.Now().Add(*timeLimit)}
+		b := &bench{Group: g, limit: procs.NewTimeLimit(*timeLimit)}
 		return b.run()
 	})
 }
 
 type bench struct {
 	*procs.Group
-	deadline time.Time
-	nodes    []*node
+	limit procs.TimeLimit
+	nodes []*node
 	// gwCertFile is the gateway's certificate (for every NAME.ZONE), which
 	// clients trust: the nodes pass TLS through untouched.
 	gwCertFile string
@@ -97,13 +97,6 @@ type bench struct {
 	gwAddr     string
 	// cloudRoots holds every node's local CA, for the agents.
 	cloudRoots *x509.CertPool
-}
-
-func (b *bench) checkTime() error {
-	if time.Now().After(b.deadline) {
-		return fmt.Errorf("time limit %v reached", *timeLimit)
-	}
-	return nil
 }
 
 // ---- the nodes
@@ -489,13 +482,13 @@ func (b *bench) run() error {
 	if err := b.throughput(paths); err != nil {
 		return err
 	}
-	if err := b.checkTime(); err != nil {
+	if err := b.limit.Check(); err != nil {
 		return err
 	}
 	if err := b.latency(paths); err != nil {
 		return err
 	}
-	if err := b.checkTime(); err != nil {
+	if err := b.limit.Check(); err != nil {
 		return err
 	}
 	a.stop()
@@ -519,7 +512,7 @@ func (b *bench) throughput(paths []benchPath) error {
 	cpu := make([]float64, len(paths))
 	for r := range *rounds {
 		for i, p := range paths {
-			if err := b.checkTime(); err != nil {
+			if err := b.limit.Check(); err != nil {
 				return err
 			}
 			cpu0 := b.cpu()
@@ -632,7 +625,7 @@ func (b *bench) latency(paths []benchPath) error {
 			}
 		}
 		for range mode.n {
-			if err := b.checkTime(); err != nil {
+			if err := b.limit.Check(); err != nil {
 				return err
 			}
 			for i, p := range paths {
@@ -677,7 +670,7 @@ func (b *bench) recovery() error {
 	var one, two []time.Duration
 	var twoFailed []int
 	for r := range *recRounds {
-		if err := b.checkTime(); err != nil {
+		if err := b.limit.Check(); err != nil {
 			return err
 		}
 		agents := []*agent{

@@ -58,27 +58,20 @@ func main() {
 		log.Fatal("-caddy and -agent are required")
 	}
 	procs.Main("forwardbench", func(g *procs.Group) error {
-		b := &bench{Group: g, deadline: time.Now().Add(*timeLimit)}
+		b := &bench{Group: g, limit: procs.NewTimeLimit(*timeLimit)}
 		return b.run()
 	})
 }
 
 type bench struct {
 	*procs.Group
-	deadline time.Time
+	limit procs.TimeLimit
 }
 
 // start runs bin, its output in NAME.log.
 func (b *bench) start(name string, env []string, bin string, args ...string) error {
 	_, err := b.Start(name, env, bin, args...)
 	return err
-}
-
-func (b *bench) checkTime() error {
-	if time.Now().After(b.deadline) {
-		return fmt.Errorf("time limit %s reached", *timeLimit)
-	}
-	return nil
 }
 
 // waitFor polls cond every 100ms until it holds or timeout passes.
@@ -155,7 +148,7 @@ func (b *bench) run() error {
 		for r := range *rounds {
 			// Alternate the paths so that a slow moment hits both.
 			for i, p := range paths {
-				if err := b.checkTime(); err != nil {
+				if err := b.limit.Check(); err != nil {
 					return err
 				}
 				d, err := transfer(p.bulk, dir.mode, *size)
@@ -173,7 +166,7 @@ func (b *bench) run() error {
 	fmt.Printf("\n2. Latency of a %d-byte request/response over an established connection, n=%d\n", *msgSize, *latN)
 	var lat [2][]time.Duration
 	for i, p := range paths {
-		if err := b.checkTime(); err != nil {
+		if err := b.limit.Check(); err != nil {
 			return err
 		}
 		if lat[i], err = echoLatency(p.echo, *latN, false); err != nil {
@@ -186,7 +179,7 @@ func (b *bench) run() error {
 	// through the cloud to the target, which dials the server).
 	fmt.Printf("\n3. Latency of connect + one %d-byte request/response, n=%d\n", *msgSize, *setupN)
 	for i, p := range paths {
-		if err := b.checkTime(); err != nil {
+		if err := b.limit.Check(); err != nil {
 			return err
 		}
 		if lat[i], err = echoLatency(p.echo, *setupN, true); err != nil {

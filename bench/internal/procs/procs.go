@@ -169,3 +169,27 @@ func procField(s, key string) float64 {
 	}
 	return 0
 }
+
+// TimeLimit bounds a benchmark run: each part checks it before it starts,
+// so a run on a slow or busy machine ends with an error rather than going
+// on for hours.
+type TimeLimit struct {
+	limit    time.Duration
+	deadline time.Time
+}
+
+// NewTimeLimit starts a limit of d from now.
+func NewTimeLimit(d time.Duration) TimeLimit {
+	return TimeLimit{limit: d, deadline: time.Now().Add(d)}
+}
+
+// Passed reports whether the limit is reached.
+func (t TimeLimit) Passed() bool { return time.Now().After(t.deadline) }
+
+// Check is an error once the limit is reached.
+func (t TimeLimit) Check() error {
+	if t.Passed() {
+		return fmt.Errorf("time limit %v reached", t.limit)
+	}
+	return nil
+}

@@ -75,7 +75,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	b := &bench{Group: procs.Group{Dir: dir}, deadline: time.Now().Add(*timeLimit)}
+	b := &bench{Group: procs.Group{Dir: dir}, limit: procs.NewTimeLimit(*timeLimit)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	b.ctx = ctx
@@ -101,8 +101,8 @@ func main() {
 
 type bench struct {
 	procs.Group
-	ctx      context.Context
-	deadline time.Time
+	ctx   context.Context
+	limit procs.TimeLimit
 }
 
 // path is one way from curl to the file server: a frontend and its kite.
@@ -380,8 +380,8 @@ type sample struct {
 func (b *bench) throughput(paths []*path, certFile string, c *benchcloud.Cloud) error {
 	res := make([][]sample, len(paths))
 	for r := range *rounds {
-		if time.Now().After(b.deadline) {
-			return fmt.Errorf("time limit %v reached", *timeLimit)
+		if err := b.limit.Check(); err != nil {
+			return err
 		}
 		fmt.Printf("  round %d:", r+1)
 		for i, p := range paths {

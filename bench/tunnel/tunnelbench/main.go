@@ -65,21 +65,14 @@ func main() {
 		log.Fatal("-caddy and -agent are required")
 	}
 	procs.Main("tunnelbench", func(g *procs.Group) error {
-		b := &bench{Group: g, deadline: time.Now().Add(*timeLimit)}
+		b := &bench{Group: g, limit: procs.NewTimeLimit(*timeLimit)}
 		return b.run()
 	})
 }
 
 type bench struct {
 	*procs.Group
-	deadline time.Time
-}
-
-func (b *bench) checkTime() error {
-	if time.Now().After(b.deadline) {
-		return fmt.Errorf("time limit %v reached", *timeLimit)
-	}
-	return nil
+	limit procs.TimeLimit
 }
 
 // ---- the cloud
@@ -439,7 +432,7 @@ func (b *bench) memory(cert tls.Certificate) error {
 		}()
 	}
 	for i := range *streams {
-		if time.Now().After(b.deadline) {
+		if b.limit.Passed() {
 			break
 		}
 		work <- i

@@ -103,7 +103,7 @@ func (b *bench) run() error {
 	if err := b.throughput(paths, certFile, c, agents); err != nil {
 		return err
 	}
-	if err := b.checkTime(); err != nil {
+	if err := b.limit.Check(); err != nil {
 		return err
 	}
 	if err := latencyDetail(pool, paths, c, agents[0]); err != nil {
@@ -112,7 +112,7 @@ func (b *bench) run() error {
 	if err := latency(pool, paths); err != nil {
 		return err
 	}
-	if err := b.checkTime(); err != nil {
+	if err := b.limit.Check(); err != nil {
 		return err
 	}
 	if err := concurrent(pool, paths); err != nil {
@@ -121,7 +121,7 @@ func (b *bench) run() error {
 	if *streams == 0 {
 		return nil
 	}
-	if err := b.checkTime(); err != nil {
+	if err := b.limit.Check(); err != nil {
 		return err
 	}
 	return b.memory(cert)
@@ -175,7 +175,7 @@ func (b *bench) throughput(paths []*path, certFile string, c *cloud, agents []*a
 	counts := make([]procs.Counters, len(paths)) // summed over the rounds
 	url := fmt.Sprintf("/big?n=%d", *size)
 	for r := range *rounds {
-		if err := b.checkTime(); err != nil {
+		if err := b.limit.Check(); err != nil {
 			return err
 		}
 		fmt.Printf("  round %d:", r+1)
