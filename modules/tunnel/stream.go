@@ -233,15 +233,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 			st.wantBuf, st.wantN = p, 0
 		}
 		st.mu.Unlock()
-		var werr error
-		select {
-		case <-st.readable:
-		case <-st.delivered:
-		case <-st.rd.wait():
-			werr = errDeadline
-		case <-st.done:
-		case <-st.sess.done:
-		}
+		werr := st.waitReadable()
 		if registered {
 			st.mu.Lock()
 			n := st.wantN
@@ -324,15 +316,7 @@ func (st *Stream) ReadTo(w io.Writer) (int, error) {
 			st.try, st.tryErr = tw, nil
 		}
 		st.mu.Unlock()
-		var werr error
-		select {
-		case <-st.readable:
-		case <-st.delivered:
-		case <-st.rd.wait():
-			werr = errDeadline
-		case <-st.done:
-		case <-st.sess.done:
-		}
+		werr := st.waitReadable()
 		if registered {
 			st.mu.Lock()
 			err := st.tryErr
@@ -431,6 +415,21 @@ func (st *Stream) sendGrant(grant int64) {
 	if grant > 0 {
 		_ = st.sess.queueCtrl(Window{GUID: st.id, Credit: uint32(grant)})
 	}
+}
+
+// waitReadable waits, st.mu not held, until a reader has something to
+// look at again: data buffered or delivered, the stream's or session's
+// end, or the read deadline (errDeadline).
+func (st *Stream) waitReadable() error {
+	select {
+	case <-st.readable:
+	case <-st.delivered:
+	case <-st.rd.wait():
+		return errDeadline
+	case <-st.done:
+	case <-st.sess.done:
+	}
+	return nil
 }
 
 // readErr says why a Read (or ReadTo) with nothing buffered must not
