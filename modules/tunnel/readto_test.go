@@ -19,25 +19,7 @@ func TestReadToKeepsOrderAndCredit(t *testing.T) {
 			// Writes of mixed sizes: whole frames, which the receiver keeps,
 			// and small pieces, which it copies.
 			want := randomBytes(8 * DefaultMaxWindow)
-			serve(t, cli, func(st *Stream) {
-				st.Ack(true, "")
-				p := want
-				for i := 0; len(p) > 0; i++ {
-					n := min(len(p), []int{MaxDataSize, 100, keepFrameMin, 3 * MaxDataSize, 1}[i%5])
-					if _, err := st.Write(p[:n]); err != nil {
-						t.Errorf("write: %v", err)
-						return
-					}
-					p = p[n:]
-				}
-				st.CloseWrite()
-				waitClosed(st)
-			})
-			st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openSending(t, srv, cli, want, MaxDataSize, 100, keepFrameMin, 3*MaxDataSize, 1)
 			var got bytes.Buffer
 			for {
 				_, err := st.ReadTo(&got)
@@ -208,24 +190,7 @@ func TestReadToTryWritesSmallData(t *testing.T) {
 func TestReadToTryWriteGrantsCredit(t *testing.T) {
 	srv, cli := pair(t, Config{}, Config{})
 	want := randomBytes(8 * DefaultMaxWindow)
-	serve(t, cli, func(st *Stream) {
-		st.Ack(true, "")
-		for p := want; len(p) > 0; {
-			n := min(len(p), 1000)
-			if _, err := st.Write(p[:n]); err != nil {
-				t.Errorf("write: %v", err)
-				return
-			}
-			p = p[n:]
-		}
-		st.CloseWrite()
-		waitClosed(st)
-	})
-	st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openSending(t, srv, cli, want, 1000)
 	w := &tryBuffer{wrote: make(chan struct{}, 1)}
 	n := 0
 	for {
@@ -271,19 +236,7 @@ func TestReadToWritesBufferedFramesTogether(t *testing.T) {
 			sc, cc := conns(t)
 			srv, cli := sessionsOver(t, sc, cc, Config{}, Config{})
 			want := randomBytes(4 * DefaultMaxWindow)
-			serve(t, cli, func(st *Stream) {
-				st.Ack(true, "")
-				if _, err := st.Write(want); err != nil {
-					t.Errorf("write: %v", err)
-				}
-				st.CloseWrite()
-				waitClosed(st)
-			})
-			st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openSending(t, srv, cli, want)
 			// Let the first window's frames queue up before reading.
 			deadline := time.Now().Add(10 * time.Second)
 			for {
@@ -317,4 +270,35 @@ func TestReadToWritesBufferedFramesTogether(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openSending opens a stream from srv whose far end, served on cli, writes
+// want in writes of the given sizes in turn (all in one write when none
+// are given), then half-closes and waits for the stream's end. The stream
+// is closed when the test ends.
+func openSending(t *testing.T, srv, cli *Session, want []byte, sizes ...int) *Stream {
+	t.Helper()
+	if len(sizes) == 0 {
+		sizes = []int{len(want)}
+	}
+	serve(t, cli, func(st *Stream) {
+		st.Ack(true, "")
+		p := want
+		for i := 0; len(p) > 0; i++ {
+			n := min(len(p), sizes[i%len(sizes)])
+			if _, err := st.Write(p[:n]); err != nil {
+				t.Errorf("write: %v", err)
+				return
+			}
+			p = p[n:]
+		}
+		st.CloseWrite()
+		waitClosed(st)
+	})
+	st, err := srv.Open(testCtx(t), Initiator{Gatename: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
