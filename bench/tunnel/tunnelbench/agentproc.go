@@ -174,6 +174,10 @@ func tunnelEnv(env ...string) []string {
 // process's pprof endpoint) to file; a failure is logged, not fatal: the
 // figures of the run do not depend on it.
 func saveURL(u, file string) {
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		log.Printf("saving %s: %v", u, err)
+		return
+	}
 	resp, err := http.Get(u)
 	if err != nil {
 		log.Printf("fetching %s: %v", u, err)
