@@ -17,6 +17,7 @@ import (
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/teststore"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
@@ -63,6 +64,12 @@ func TestTunnelIngress(t *testing.T) {
 				if s, i := r.certLine("subject"), r.certLine("issuer"); !strings.Contains(s, tc.cert.org) || !strings.Contains(i, tc.cert.org) {
 					t.Fatalf("%s: certificate %q issued by %q, want the gateway's own", tc.host, s, i)
 				}
+			}
+			// Both agents' sessions run on the sealed transport: the
+			// agent and the Caddy build share the TLS connection's
+			// exporter (docs/protocol.md).
+			if n := strings.Count(c.logs(), `"transport":"`+tunnel.SealedUpgrade+`"`); n < 2 {
+				t.Errorf("%d sessions logged on the sealed transport, want 2:\n%s", n, c.logs())
 			}
 			inits := alpha.initiators()
 			if len(inits) != 2 || inits[0].Gatename != "alpha" || !strings.HasPrefix(inits[0].ClientAddr, "127.0.0.1:") {

@@ -60,12 +60,14 @@ type wsConn struct {
 }
 
 // framePool holds buffers of a frame's capacity, shared by the transports'
-// reads (frames from offset 0) and the session writer (encoded Data frames
-// from offset frameHeadroom, see headroomWriter).
+// reads (frames from offset 0; a sealed record with its length and tag,
+// and the readAhead that may come behind it) and the session writer
+// (encoded Data frames from offset frameHeadroom, with frameTailroom
+// behind, see headroomWriter).
 //
 // A frame's buffer may outlive its read: see frameKeeper.
 var framePool = sync.Pool{New: func() any {
-	b := make([]byte, 0, frameHeadroom+MaxFrameSize)
+	b := make([]byte, 0, frameHeadroom+MaxFrameSize+frameTailroom+readAhead)
 	return &b
 }}
 

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,8 +34,9 @@ const rawHeaderLen = 4
 
 // frameHeadroom is the room that pooled Data frames keep in front of them,
 // so that the raw transport writes its length prefix in place and sends
-// prefix and frame in one TLS write, without copying the frame.
-const frameHeadroom = rawHeaderLen
+// prefix and frame in one TLS write, without copying the frame, and the
+// sealed transport the record's length as well (see SealedUpgrade).
+const frameHeadroom = recordHeaderLen + rawHeaderLen
 
 // RawConn adapts a connection that was upgraded to RawUpgrade (rwc, from
 // the hijacked HTTP connection or the client's 101 response body). Reads
@@ -161,6 +163,7 @@ func (c *rawConn) writeWithHeadroom(ctx context.Context, buf []byte) error {
 	if n <= 0 || n > MaxFrameSize {
 		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
 	}
+	buf = buf[frameHeadroom-rawHeaderLen:]
 	binary.BigEndian.PutUint32(buf, uint32(n))
 	return c.send(ctx, buf)
 }
@@ -246,43 +249,119 @@ const TransportWebSocket = "websocket"
 // (RawUpgrade or TransportWebSocket). A failed upgrade is answered with an
 // HTTP error.
 func AcceptTransport(w http.ResponseWriter, r *http.Request) (Conn, string, error) {
-	if !OffersRaw(r) {
+	if Offers(r, SealedUpgrade) && r.TLS != nil {
+		// A TLS connection whose exporter fails (TLS 1.2 without
+		// extended master secret) is served the raw transport.
+		if keys, err := DeriveSealedKeys(r.TLS); err == nil {
+			c, err := acceptSealed(w, keys)
+			if err != nil {
+				return nil, "", err
+			}
+			return c, SealedUpgrade, nil
+		}
+	}
+	if !Offers(r, RawUpgrade) {
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 		if err != nil {
 			return nil, "", err
 		}
 		return WebSocketConn(c), TransportWebSocket, nil
 	}
+	nc, rd, err := HijackUpgrade(w, RawUpgrade)
+	if err != nil {
+		return nil, "", err
+	}
+	return RawConn(nc, rd, nil), RawUpgrade, nil
+}
+
+// HijackUpgrade answers an upgrade request with 101 and token and takes
+// the connection over. It returns the connection and the reader to read it
+// through: the connection itself, or a reader that first yields bytes that
+// came right behind the request (an agent sends nothing before the 101, but
+// nothing forbids it).
+func HijackUpgrade(w http.ResponseWriter, token string) (net.Conn, io.Reader, error) {
 	w.Header().Set("Connection", "Upgrade")
-	w.Header().Set("Upgrade", RawUpgrade)
+	w.Header().Set("Upgrade", token)
 	// As the WebSocket library does: the status goes out with the hijack,
 	// and servers in front (Caddy) record it for their logs.
 	w.WriteHeader(http.StatusSwitchingProtocols)
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return nil, "", fmt.Errorf("raw upgrade: hijack: %w", err)
+		return nil, nil, fmt.Errorf("%s upgrade: hijack: %w", token, err)
 	}
 	if err := brw.Flush(); err != nil {
 		_ = nc.Close()
-		return nil, "", fmt.Errorf("raw upgrade: %w", err)
+		return nil, nil, fmt.Errorf("%s upgrade: %w", token, err)
 	}
 	// The server's timeouts were for the HTTP request; the session has
 	// its own keepalive.
 	_ = nc.SetDeadline(time.Time{})
 	var rd io.Reader = nc
 	if n := brw.Reader.Buffered(); n > 0 {
-		// Bytes that came right behind the request (an agent sends nothing
-		// before the 101, but nothing forbids it).
 		rd = io.MultiReader(io.LimitReader(brw.Reader, int64(n)), nc)
 	}
-	return RawConn(nc, rd, nil), RawUpgrade, nil
+	return nc, rd, nil
+}
+
+// acceptSealed answers with the sealed transport and its binding, and
+// leaves the TLS connection for the socket under it.
+//
+// It takes the connection over before it answers, unlike HijackUpgrade:
+// net/http keeps a read pending on a request without a body until the
+// hijack, and one that saw the agent's first sealed record, sent as soon as
+// the 101 arrived, would feed it to the TLS connection. So the 101 goes out
+// after the hijack, written here (servers in front, Caddy, log no status).
+func acceptSealed(w http.ResponseWriter, keys SealedKeys) (Conn, error) {
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, fmt.Errorf("%s upgrade: hijack: %w", SealedUpgrade, err)
+	}
+	tc, ok := nc.(*tls.Conn)
+	if !ok || brw.Reader.Buffered() > 0 {
+		// Bytes behind the request went through TLS, where sealed
+		// records never are: the agent broke the protocol.
+		_ = nc.Close()
+		return nil, fmt.Errorf("%s upgrade: not a bare TLS connection after the request", SealedUpgrade)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n\r\n",
+		SealedUpgrade, SealedBindingHeader, keys.BindingHeader())
+	if err := brw.Flush(); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("%s upgrade: %w", SealedUpgrade, err)
+	}
+	return SealedConn(plainConn(tc.NetConn()), keys, false)
+}
+
+// plainConn unwraps connections that say what they wrap with NetConn
+// (clienthello.Conn, after a peek) down to the socket, whose writev a sealed
+// batch uses; not one that still has bytes to replay (Buffered).
+func plainConn(c net.Conn) net.Conn {
+	for range 8 {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		if b, ok := c.(interface{ Buffered() int }); ok && b.Buffered() > 0 {
+			break
+		}
+		n := u.NetConn()
+		if n == nil || n == c {
+			break
+		}
+		c = n
+	}
+	return c
 }
 
 // OffersRaw reports whether an upgrade request offers RawUpgrade.
-func OffersRaw(r *http.Request) bool {
+func OffersRaw(r *http.Request) bool { return Offers(r, RawUpgrade) }
+
+// Offers reports whether an upgrade request offers the transport token.
+func Offers(r *http.Request, token string) bool {
 	return r.Method == http.MethodGet && r.ProtoAtLeast(1, 1) &&
 		HeaderHasToken(r.Header, "Connection", "upgrade") &&
-		HeaderHasToken(r.Header, "Upgrade", RawUpgrade)
+		HeaderHasToken(r.Header, "Upgrade", token)
 }
 
 // HeaderHasToken reports whether the comma-separated values of h's key

@@ -459,6 +459,18 @@ func (s *Session) writePair(b []byte, f outFrame) (sent bool, err error) {
 	return true, nil
 }
 
+// pooledHolder is a frameBatcher that writes the pooled frames it was
+// given during a batch at endBatch, from their buffers, which must stay
+// untouched until then.
+type pooledHolder interface {
+	holdsPooled() bool
+}
+
+func holdsPooled(c Conn) bool {
+	h, ok := c.(pooledHolder)
+	return ok && h.holdsPooled()
+}
+
 // pairWriter is a Conn that can write two frames in one network write.
 type pairWriter interface {
 	writePair(a, b []byte) error
@@ -572,6 +584,7 @@ func (s *Session) writeLoop() {
 		}
 	}
 	batcher, _ := s.conn.(frameBatcher)
+	var held []*[]byte // pooled frames written at endBatch
 	for {
 		// Control frames go first: they are small, and a Pong or a Window
 		// update must not wait behind a queue of Data.
@@ -612,10 +625,20 @@ func (s *Session) writeLoop() {
 		// network write, up to maxBatchBytes, where the transport
 		// batches (the agent's): one system call for several frames.
 		batching := batcher != nil && batcher.beginBatch()
-		err := s.writeFrame(f)
-		if f.pooled != nil {
-			framePool.Put(f.pooled)
+		// A transport that writes pooled frames from their own buffers
+		// at endBatch (the sealed one) gets them back after it.
+		holding := batching && holdsPooled(s.conn)
+		release := func(p *[]byte) {
+			switch {
+			case p == nil:
+			case holding:
+				held = append(held, p)
+			default:
+				framePool.Put(p)
+			}
 		}
+		err := s.writeFrame(f)
+		release(f.pooled)
 		for written := len(f.b); batching && err == nil && written < maxBatchBytes; {
 			g, ok := next()
 			if !ok {
@@ -626,15 +649,18 @@ func (s *Session) writeLoop() {
 			frames += n
 			written += len(g.b)
 			err = s.writeFrame(g)
-			if g.pooled != nil {
-				framePool.Put(g.pooled)
-			}
+			release(g.pooled)
 		}
 		if batching {
 			if ferr := batcher.endBatch(); err == nil {
 				err = ferr
 			}
 		}
+		for i, p := range held {
+			framePool.Put(p)
+			held[i] = nil
+		}
+		held = held[:0]
 		s.writeMu.Unlock()
 		s.queued.Add(-frames)
 		if err != nil {

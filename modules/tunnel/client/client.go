@@ -147,8 +147,9 @@ type State struct {
 	// Backoff.ResetAfter counting as one; 0 while connected.
 	Failures int
 	// Transport is how the current or last session was carried:
-	// tunnel.RawUpgrade, or tunnel.TransportWebSocket (a cloud without
-	// the raw transport, or WebSocketOnly).
+	// tunnel.SealedUpgrade, tunnel.RawUpgrade (a cloud without the sealed
+	// transport, or a path that ends TLS on the way), or
+	// tunnel.TransportWebSocket (a cloud without either, or WebSocketOnly).
 	Transport string
 }
 
@@ -185,6 +186,9 @@ type Client struct {
 	Logger *slog.Logger
 
 	running atomic.Bool
+	// noSealed is set once the cloud's sealed-transport binding did not
+	// match ours (see tunnel.SealedUpgrade).
+	noSealed atomic.Bool
 
 	mu      sync.Mutex
 	state   State
@@ -415,6 +419,13 @@ func (c *Client) runSession(ctx context.Context, handlers *sync.WaitGroup) (time
 // connect dials the endpoint and runs the handshake announcing version.
 func (c *Client) connect(ctx context.Context, version uint16) (tunnel.Conn, error) {
 	conn, transport, _, err := c.dial(ctx)
+	if errors.Is(err, tunnel.ErrSealedBinding) {
+		// Something between us ends TLS: the sealed transport cannot
+		// work on this path, the raw one can.
+		c.logger().Warn("the cloud's TLS binding differs from ours; not offering the sealed transport", "error", err)
+		c.noSealed.Store(true)
+		conn, transport, _, err = c.dial(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", c.URL, err)
 	}

@@ -45,7 +45,9 @@ func (c *Client) dial(ctx context.Context) (tunnel.Conn, string, *tunnel.BatchCo
 		if rt == nil {
 			rt = http.DefaultTransport
 		}
-		offer = &rawOffer{base: rt}
+		// The sealed transport needs the plain connection under TLS,
+		// which only our own dial gives.
+		offer = &rawOffer{base: rt, sealed: dialed.wanted && !c.noSealed.Load()}
 		rt = offer
 	}
 	if rt != hc.Transport {
@@ -55,14 +57,29 @@ func (c *Client) dial(ctx context.Context) (tunnel.Conn, string, *tunnel.BatchCo
 	}
 	wc, _, err := websocket.Dial(ctx, c.URL, opts)
 	if offer != nil {
-		if rwc := offer.take(); rwc != nil {
-			if !errors.Is(err, errRawUpgraded) {
+		if up := offer.take(); up.rwc != nil {
+			bc := dialed.get()
+			switch {
+			case !errors.Is(err, errRawUpgraded):
 				// Cannot happen: the upgraded response ended the dial.
-				_ = rwc.Close()
-			} else {
-				bc := dialed.get()
-				return tunnel.RawConn(rwc, nil, bc), tunnel.RawUpgrade, bc, nil
+				_ = up.rwc.Close()
+			case up.sealed == nil:
+				return tunnel.RawConn(up.rwc, nil, bc), tunnel.RawUpgrade, bc, nil
+			case bc == nil:
+				_ = up.rwc.Close()
+				return nil, "", nil, errors.New("sealed upgrade without a connection of our own")
+			default:
+				// From here on the TLS connection's record layer is
+				// not used: the sealed records go on the socket under it.
+				conn, err := tunnel.SealedConn(bc.Conn, *up.sealed, true)
+				if err != nil {
+					_ = up.rwc.Close()
+					return nil, "", nil, err
+				}
+				return conn, tunnel.SealedUpgrade, bc, nil
 			}
+		} else if errors.Is(err, tunnel.ErrSealedBinding) {
+			return nil, "", nil, err
 		}
 	}
 	if err != nil {
@@ -74,29 +91,56 @@ func (c *Client) dial(ctx context.Context) (tunnel.Conn, string, *tunnel.BatchCo
 	return tunnel.WebSocketConn(wc), tunnel.TransportWebSocket, nil, nil
 }
 
-// errRawUpgraded ends the WebSocket dial when the cloud chose the raw
-// transport; dial takes the connection from rawOffer.
+// errRawUpgraded ends the WebSocket dial when the cloud chose the raw or
+// the sealed transport; dial takes the connection from rawOffer.
 var errRawUpgraded = errors.New("upgraded to " + tunnel.RawUpgrade)
 
-// rawOffer adds tunnel.RawUpgrade to the WebSocket library's upgrade
-// request, after websocket, so that Go's transport still sees a WebSocket
-// upgrade (which it keeps on HTTP/1.1) and a cloud that does not know the
-// raw transport picks websocket from the list.
+// rawOffer adds tunnel.RawUpgrade (and tunnel.SealedUpgrade, when sealed)
+// to the WebSocket library's upgrade request, after websocket, so that Go's
+// transport still sees a WebSocket upgrade (which it keeps on HTTP/1.1) and
+// a cloud that does not know them picks websocket from the list.
 type rawOffer struct {
-	base http.RoundTripper
+	base   http.RoundTripper
+	sealed bool
 
-	mu  sync.Mutex
-	rwc io.ReadWriteCloser
+	mu sync.Mutex
+	up rawUpgraded
+}
+
+// rawUpgraded is the connection of a 101 to the raw or sealed transport;
+// sealed holds the keys of the latter.
+type rawUpgraded struct {
+	rwc    io.ReadWriteCloser
+	sealed *tunnel.SealedKeys
 }
 
 func (o *rawOffer) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
 	r.Header.Add("Upgrade", tunnel.RawUpgrade)
+	if o.sealed {
+		r.Header.Add("Upgrade", tunnel.SealedUpgrade)
+	}
 	resp, err := o.base.RoundTrip(r)
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols || !tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.RawUpgrade) {
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return resp, nil
+	}
+	var up rawUpgraded
+	switch {
+	case o.sealed && tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.SealedUpgrade):
+		keys, err := tunnel.DeriveSealedKeys(resp.TLS)
+		if err == nil {
+			err = keys.CheckBinding(resp.Header.Get(tunnel.SealedBindingHeader))
+		}
+		if err != nil {
+			_ = resp.Body.Close()
+			return nil, err
+		}
+		up.sealed = &keys
+	case tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.RawUpgrade):
+	default:
 		return resp, nil
 	}
 	rwc, ok := resp.Body.(io.ReadWriteCloser)
@@ -104,25 +148,27 @@ func (o *rawOffer) RoundTrip(req *http.Request) (*http.Response, error) {
 		_ = resp.Body.Close()
 		return nil, errors.New("raw upgrade: the response body is not writable")
 	}
+	up.rwc = rwc
 	o.mu.Lock()
-	o.rwc = rwc
+	o.up = up
 	o.mu.Unlock()
 	return nil, errRawUpgraded
 }
 
-func (o *rawOffer) take() io.ReadWriteCloser {
+func (o *rawOffer) take() rawUpgraded {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	rwc := o.rwc
-	o.rwc = nil
-	return rwc
+	up := o.up
+	o.up = rawUpgraded{}
+	return up
 }
 
 // batchDial remembers the connection the transport dialed for the
 // upgrade (the transport's only request).
 type batchDial struct {
-	mu sync.Mutex
-	bc *tunnel.BatchConn
+	wanted bool // the transport dials through set
+	mu     sync.Mutex
+	bc     *tunnel.BatchConn
 }
 
 func (d *batchDial) set(bc *tunnel.BatchConn) {
@@ -151,6 +197,7 @@ func batchingTransport(rt http.RoundTripper, dialed *batchDial) *http.Transport 
 		return nil
 	}
 	tr := base.Clone()
+	dialed.wanted = true
 	dialContext := tr.DialContext
 	if dialContext == nil {
 		dialContext = (&net.Dialer{}).DialContext

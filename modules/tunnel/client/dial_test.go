@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
+	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
@@ -57,6 +58,19 @@ func oldCloud(w http.ResponseWriter, r *http.Request) (tunnel.Conn, error) {
 }
 
 // newCloud accepts the tunnel as the hub does.
+// rawCloud accepts the tunnel as clouds before the sealed transport did:
+// the raw transport when offered, whatever else the request offers.
+func rawCloud(w http.ResponseWriter, r *http.Request) (tunnel.Conn, error) {
+	if !tunnel.OffersRaw(r) {
+		return oldCloud(w, r)
+	}
+	nc, rd, err := tunnel.HijackUpgrade(w, tunnel.RawUpgrade)
+	if err != nil {
+		return nil, err
+	}
+	return tunnel.RawConn(nc, rd, nil), nil
+}
+
 func newCloud(w http.ResponseWriter, r *http.Request) (tunnel.Conn, error) {
 	conn, _, err := tunnel.AcceptTransport(w, r)
 	return conn, err
@@ -74,7 +88,8 @@ func TestBatchedSessionOverTLS(t *testing.T) {
 		websocketOnly bool
 		want          string
 	}{
-		{"raw", newCloud, false, tunnel.RawUpgrade},
+		{"sealed", newCloud, false, tunnel.SealedUpgrade},
+		{"raw cloud", rawCloud, false, tunnel.RawUpgrade},
 		{"old cloud", oldCloud, false, tunnel.TransportWebSocket},
 		{"websocket only", newCloud, true, tunnel.TransportWebSocket},
 	} {
@@ -164,7 +179,7 @@ func TestBatchedSessionOverTLS(t *testing.T) {
 // once, not after the TLS close_notify's five-second write deadline.
 func TestCloseUnblocksAStalledBatchedWrite(t *testing.T) {
 	for name, accept := range map[string]func(http.ResponseWriter, *http.Request) (tunnel.Conn, error){
-		"raw": newCloud, "websocket": oldCloud,
+		"sealed": newCloud, "raw": rawCloud, "websocket": oldCloud,
 	} {
 		t.Run(name, func(t *testing.T) { testCloseUnblocksAStalledBatchedWrite(t, accept) })
 	}
@@ -222,5 +237,87 @@ func testCloseUnblocksAStalledBatchedWrite(t *testing.T, accept func(http.Respon
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("Close took %v to free the stalled write", d)
+	}
+}
+
+// TestSealedFallsBackBehindATLSProxy: between the agent and a cloud that
+// offers the sealed transport sits a proxy that ends TLS and opens its own
+// TLS connection to the cloud, passing the bytes on (as stunnel or HAProxy
+// in TLS mode do). The cloud's binding is then of the proxy's TLS
+// connection, not the agent's: the agent must notice, dial again without
+// the offer, and end up on the raw transport, which works through such a
+// proxy.
+func TestSealedFallsBackBehindATLSProxy(t *testing.T) {
+	h := &hub.Hub{}
+	defer h.Close()
+	cloud := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeTunnel(w, r, authenticate, tunnel.Config{})
+	}))
+	defer cloud.Close()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cloud.TLS.Clone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	toCloud := cloud.Client().Transport.(*http.Transport).TLSClientConfig
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := tls.Dial("tcp", cloud.Listener.Addr().String(), toCloud)
+				if err != nil {
+					return
+				}
+				// Either side hanging up ends both.
+				go func() {
+					io.Copy(up, c)
+					up.Close()
+					c.Close()
+				}()
+				io.Copy(c, up)
+				up.Close()
+			}()
+		}
+	}()
+	proxyURL := "wss://" + ln.Addr().String()
+
+	c := &Client{URL: proxyURL, Name: "home", Token: "tok", Handler: echoHandler, Backoff: fastBackoff()}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.HTTPClient = cloud.Client()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.State().Connected {
+		if time.Now().After(deadline) {
+			t.Fatalf("not connected through the proxy: %v", c.State().LastError)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := c.State().Transport; got != tunnel.RawUpgrade {
+		t.Fatalf("transport %q through a TLS proxy, want %q", got, tunnel.RawUpgrade)
+	}
+	if !c.noSealed.Load() {
+		t.Error("the client still offers the sealed transport")
+	}
+	echoThrough(t, h)
+
+	// Straight to the cloud, the same client setup gets the sealed one.
+	c2 := &Client{URL: "wss" + cloud.URL[len("https"):], Name: "home", Token: "tok", Handler: echoHandler, Backoff: fastBackoff(), HTTPClient: cloud.Client()}
+	conn, transport, _, err := c2.dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if transport != tunnel.SealedUpgrade {
+		t.Errorf("transport %q straight to the cloud, want %q", transport, tunnel.SealedUpgrade)
 	}
 }
