@@ -102,73 +102,57 @@ func TestSealedFramesBothWays(t *testing.T) {
 			out = out[:0]
 		}
 		defer push()
-		// A small frame on its own.
-		f := randomFrame(5)
-		if err := w.WriteMessage(ctx, f); err != nil {
-			t.Error(err)
+		// held are the pooled frames of a batch, written from their
+		// buffers at endBatch and only then given back.
+		var held []*[]byte
+		small := func(n int, alone bool) bool {
+			f := randomFrame(n)
+			if err := w.WriteMessage(ctx, f); err != nil {
+				t.Error(err)
+				return false
+			}
+			out = append(out, sent{f, alone})
+			return true
+		}
+		pooled := func(n int) bool {
+			p := randomFrame(n)
+			bp, buf := pooledFrame(p)
+			held = append(held, bp)
+			if err := w.writeWithHeadroom(ctx, buf); err != nil {
+				t.Error(err)
+				return false
+			}
+			out = append(out, sent{p, true})
+			return true
+		}
+		release := func() {
+			for _, bp := range held {
+				framePool.Put(bp)
+			}
+			held = held[:0]
+			push()
+		}
+		// A small frame, then a pooled bulk frame, each on its own.
+		if !small(5, true) || !pooled(MaxFrameSize) {
 			return
 		}
-		out = append(out, sent{f, true})
-		// A pooled bulk frame on its own.
-		big := randomFrame(MaxFrameSize)
-		bp, buf := pooledFrame(big)
-		if err := w.writeWithHeadroom(ctx, buf); err != nil {
-			t.Error(err)
-			return
-		}
-		framePool.Put(bp)
-		out = append(out, sent{big, true})
-		push()
+		release()
 		// A batch: small frames, a pooled frame, small frames filling
-		// more than one record, a pooled frame last.
+		// more than one record (3 of 30 KiB: two records), a pooled
+		// frame last.
 		if !w.beginBatch() {
 			t.Error("no batching")
 			return
 		}
-		var held []*[]byte
-		for range 3 {
-			f := randomFrame(100)
-			if err := w.WriteMessage(ctx, f); err != nil {
-				t.Error(err)
-				return
-			}
-			out = append(out, sent{f, false})
-		}
-		out[len(out)-1].alone = true
-		p := randomFrame(40 << 10)
-		bp, buf = pooledFrame(p)
-		held = append(held, bp)
-		if err := w.writeWithHeadroom(ctx, buf); err != nil {
-			t.Error(err)
+		if !small(100, false) || !small(100, false) || !small(100, true) || !pooled(40<<10) ||
+			!small(30<<10, false) || !small(30<<10, true) || !small(30<<10, true) || !pooled(MaxFrameSize-1) {
 			return
 		}
-		out = append(out, sent{p, true})
-		// 3 frames of 30 KiB do not fit one record: two records.
-		for i := range 3 {
-			f := randomFrame(30 << 10)
-			if err := w.WriteMessage(ctx, f); err != nil {
-				t.Error(err)
-				return
-			}
-			out = append(out, sent{f, i != 0})
-		}
-		p = randomFrame(MaxFrameSize - 1)
-		bp, buf = pooledFrame(p)
-		held = append(held, bp)
-		if err := w.writeWithHeadroom(ctx, buf); err != nil {
-			t.Error(err)
-			return
-		}
-		out = append(out, sent{p, true})
-		// The pooled frames are written from their buffers at endBatch.
 		if err := w.endBatch(); err != nil {
 			t.Error(err)
 			return
 		}
-		for _, bp := range held {
-			framePool.Put(bp)
-		}
-		push()
+		release()
 		// An Initiator and its early data in one record.
 		a, b := randomFrame(60), randomFrame(517)
 		if err := w.writePair(a, b); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/hub"
 )
@@ -272,13 +273,7 @@ func TestSealedFallsBackBehindATLSProxy(t *testing.T) {
 				if err != nil {
 					return
 				}
-				// Either side hanging up ends both.
-				go func() {
-					io.Copy(up, c)
-					up.Close()
-					c.Close()
-				}()
-				io.Copy(c, up)
+				relay.Conns(context.Background(), c, up, relay.Counts{})
 				up.Close()
 			}()
 		}
