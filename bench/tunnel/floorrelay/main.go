@@ -22,7 +22,7 @@
 // numbers its connections and sends the number to the back first, and a
 // nonce is that number, the direction and the record's count.
 //
-// Usage: floorrelay -mode front|back -listen ADDR -to ADDR
+// Usage: floorrelay -mode front|back -listen ADDR -to ADDR [-addr-file FILE]
 package main
 
 import (
@@ -50,6 +50,7 @@ func main() {
 	mode := flag.String("mode", "", "front (clients connect; it dials -to, the back, with sealed records) or back (fronts connect; it dials -to, the server, in the clear)")
 	listen := flag.String("listen", "127.0.0.1:0", "address to accept connections on")
 	to := flag.String("to", "", "address to dial for each accepted connection")
+	addrFile := flag.String("addr-file", "", "file to write the address listened on to, once listening (for -listen with port 0)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("floorrelay: ")
@@ -63,6 +64,16 @@ func main() {
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
+	}
+	if *addrFile != "" {
+		// Written whole, then renamed, so that a reader never sees part of it.
+		tmp := *addrFile + ".tmp"
+		if err := os.WriteFile(tmp, []byte(ln.Addr().String()), 0o600); err != nil {
+			log.Fatal(err)
+		}
+		if err := os.Rename(tmp, *addrFile); err != nil {
+			log.Fatal(err)
+		}
 	}
 	log.Fatal(serve(ln.(*net.TCPListener), *to, *mode == "front", aead))
 }

@@ -5,6 +5,10 @@ import (
 	"crypto/cipher"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,5 +175,61 @@ func TestWrongKey(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the back kept the server's connection open")
+	}
+}
+
+// TestMain lets TestProcesses run this test binary as the relay.
+func TestMain(m *testing.M) {
+	if os.Getenv("FLOORRELAY_TEST_MAIN") == "1" {
+		os.Args = append(os.Args[:1], strings.Fields(os.Getenv("FLOORRELAY_TEST_ARGS"))...)
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestProcesses runs the back and the front as processes, as the
+// benchmark does: each reports the port it got in its -addr-file, and a
+// client's bytes go to the echo server and back through both.
+func TestProcesses(t *testing.T) {
+	dir := t.TempDir()
+	start := func(mode, to string) string {
+		file := filepath.Join(dir, mode+".addr")
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "FLOORRELAY_TEST_MAIN=1", "FLOORRELAY_KEY="+key,
+			"FLOORRELAY_TEST_ARGS=-mode "+mode+" -listen 127.0.0.1:0 -to "+to+" -addr-file "+file)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			addr, err := os.ReadFile(file)
+			if err == nil {
+				return string(addr)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s relay wrote no address: %v", mode, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	front := start("front", start("back", echoServer(t)))
+
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := []byte("through two relay processes")
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("got %q, %v; want %q", got, err, msg)
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"flag"
-	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"time"
 
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
 )
@@ -23,21 +25,28 @@ func (b *bench) startFloor(gwAddr string) (*path, error) {
 	key := make([]byte, 16)
 	_, _ = rand.Read(key)
 	env := tunnelEnv("FLOORRELAY_KEY=" + hex.EncodeToString(key))
-	var addrs [2]string
-	for i := range addrs {
-		p, err := cloudtest.FreeTCPPort()
+	// Each relay listens on a port the kernel picks and writes it to a
+	// file: a port picked here and bound later could be taken meanwhile.
+	start := func(mode, to string) (*exec.Cmd, string, error) {
+		file := filepath.Join(b.Dir, "floor-"+mode+".addr")
+		cmd, err := b.Start("floor-"+mode, env, *floorBin, "-mode", mode, "-listen", "127.0.0.1:0", "-to", to, "-addr-file", file)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		addrs[i] = fmt.Sprintf("127.0.0.1:%d", p)
+		var addr []byte
+		err = cloudtest.WaitFor("the floor's "+mode+" relay", 10*time.Second, 10*time.Millisecond, func() bool {
+			addr, err = os.ReadFile(file)
+			return err == nil
+		})
+		return cmd, string(addr), err
 	}
-	back, err := b.Start("floor-back", env, *floorBin, "-mode", "back", "-listen", addrs[0], "-to", gwAddr)
+	back, backAddr, err := start("back", gwAddr)
 	if err != nil {
 		return nil, err
 	}
-	front, err := b.Start("floor-front", env, *floorBin, "-mode", "front", "-listen", addrs[1], "-to", addrs[0])
+	front, frontAddr, err := start("front", backAddr)
 	if err != nil {
 		return nil, err
 	}
-	return &path{name: "floor", addr: addrs[1], host: "bench." + zone, procs: []*exec.Cmd{front, back}}, nil
+	return &path{name: "floor", addr: frontAddr, host: "bench." + zone, procs: []*exec.Cmd{front, back}}, nil
 }
