@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -86,7 +87,14 @@ func (b *bench) run() error {
 		agents = append(agents, ap)
 		paths = append(paths, &path{name: a.label, addr: cloudAddr, host: a.name + "." + zone, procs: []*exec.Cmd{c.Cmd, ap.cmd}})
 	}
-	if *frpDir != "" {
+	if *floorBin != "" {
+		p, err := b.startFloor(gwAddr)
+		if err != nil {
+			return fmt.Errorf("floor: %w", err)
+		}
+		paths = append(paths, p)
+	}
+	if *frpDir != "" { // last: the ratios look for frp there
 		p, err := b.startFrp(gwAddr)
 		if err != nil {
 			return fmt.Errorf("frp: %w", err)
@@ -217,19 +225,26 @@ func (b *bench) throughput(paths []*path, certFile string, c *cloud, agents []*a
 		}
 		line += fmt.Sprintf(" %14.2f", cpuGiB)
 		if frp > 0 && i != frp {
-			// The median of the per-round ratios: each round's paths ran
-			// back to back, under about the same load.
-			var rs, rc []float64
-			for r := range speeds[i] {
-				rs = append(rs, speeds[i][r]/speeds[frp][r])
-				rc = append(rc, cpus[i][r]/cpus[frp][r])
-			}
-			line += fmt.Sprintf(" %9.2fx %9.2fx", median(rs), median(rc))
+			line += fmt.Sprintf(" %9.2fx %9.2fx", medianRatio(speeds[i], speeds[frp]), medianRatio(cpus[i], cpus[frp]))
 		}
 		fmt.Println(line)
 	}
 	if frp > 0 {
 		fmt.Println("  (targets: throughput >= 1.5x frp, CPU per GiB <= 0.6x frp)")
+	}
+	// The floor is about the least any encrypted tunnel spends here: a
+	// target beyond it cannot be met, and each path's distance from it is
+	// what there is left to gain.
+	if fl := pathIndex(paths, "floor"); fl > 0 {
+		if frp > 0 {
+			fmt.Printf("  floor MB/s÷frp %.2fx   (throughput >= 1.5x frp can only be met if this is above 1.5x)\n", medianRatio(speeds[fl], speeds[frp]))
+			fmt.Printf("  floor CPU÷frp  %.2fx   (CPU per GiB <= 0.6x frp can only be met if this is below 0.6x)\n", medianRatio(cpus[fl], cpus[frp]))
+		}
+		for i, p := range paths {
+			if strings.HasPrefix(p.name, "gatehouse") {
+				fmt.Printf("  %-24s CPU÷floor %.2fx   MB/s÷floor %.2fx\n", p.name, medianRatio(cpus[i], cpus[fl]), medianRatio(speeds[i], speeds[fl]))
+			}
+		}
 	}
 	// What the CPU went on, from the kernel's counters of the tunnel's
 	// processes: system calls and context switches per MiB carried.
@@ -241,6 +256,21 @@ func (b *bench) throughput(paths []*path, certFile string, c *cloud, agents []*a
 	}
 	fmt.Println()
 	return nil
+}
+
+// medianRatio is the median of the per-round ratios a[r]/b[r]: each
+// round's paths ran back to back, under about the same load.
+func medianRatio(a, b []float64) float64 {
+	var rs []float64
+	for r := range a {
+		rs = append(rs, a[r]/b[r])
+	}
+	return median(rs)
+}
+
+// pathIndex is the index of the path named name, -1 when there is none.
+func pathIndex(paths []*path, name string) int {
+	return slices.IndexFunc(paths, func(p *path) bool { return p.name == name })
 }
 
 // concurrent runs CONCURRENT downloads of CONCURRENT_SIZE bytes at once,
