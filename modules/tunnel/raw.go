@@ -335,9 +335,15 @@ func acceptSealed(w http.ResponseWriter, keys SealedKeys) (Conn, error) {
 
 // plainConn unwraps connections that say what they wrap with NetConn
 // (clienthello.Conn, after a peek) down to the socket, whose writev a sealed
-// batch uses; not one that still has bytes to replay (Buffered).
+// batch uses; not one that still has bytes to replay (Buffered). It unwraps
+// a BatchConn too (the cluster link's, under its TLS): it holds nothing
+// outside a batch, and the sealed transport batches by itself.
 func plainConn(c net.Conn) net.Conn {
 	for range 8 {
+		if b, ok := c.(*BatchConn); ok {
+			c = b.Conn
+			continue
+		}
 		u, ok := c.(interface{ NetConn() net.Conn })
 		if !ok {
 			break

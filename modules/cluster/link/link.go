@@ -1,8 +1,9 @@
 // Package link is the authenticated node-to-node link of a Gatehouse
-// cluster: one multiplexed tunnel.Session per pair of nodes, over the raw
-// transport (tunnel.RawUpgrade; a WebSocket with nodes of older releases)
-// on mutual TLS whose certificates a cluster CA issued, so that a node can
-// reach a gateway whose tunnel another node holds.
+// cluster: one multiplexed tunnel.Session per pair of nodes, over the sealed
+// transport (tunnel.SealedUpgrade, keyed from the mutual TLS connection; the
+// raw transport or a WebSocket with nodes of older releases) on mutual TLS
+// whose certificates a cluster CA issued, so that a node can reach a gateway
+// whose tunnel another node holds.
 //
 // Both ends present a certificate of the cluster CA. A certificate from
 // any other CA fails the TLS handshake. The dialing node checks that the
@@ -107,6 +108,10 @@ type Config struct {
 	// WebSocketOnly makes the link offer and accept only the WebSocket, as
 	// nodes of older releases did (for tests of a rolling upgrade).
 	WebSocketOnly bool
+	// NoSealed makes the link offer and accept the raw transport and the
+	// WebSocket but not the sealed transport, as nodes of the release
+	// before it did (for tests of a rolling upgrade).
+	NoSealed bool
 	// OpenTimeout bounds the opening of a relayed stream on the local
 	// tunnel. Default 10s.
 	OpenTimeout time.Duration
@@ -143,9 +148,10 @@ type Link struct {
 	sessions map[string]*tunnel.Session // by peer name
 	dialing  map[string]*dialCall
 	relays   map[string]*Relay
-	// raw holds the live sessions on the raw transport: their peer is of
-	// a release that reads the early-data length in a stream's Meta.
-	raw map[*tunnel.Session]bool
+	// early holds the live sessions on the raw or the sealed transport:
+	// their peer is of a release that reads the early-data length in a
+	// stream's Meta.
+	early map[*tunnel.Session]bool
 
 	streamsOut, streamsIn, refused, bytesIn, bytesOut atomic.Uint64
 
@@ -213,7 +219,7 @@ func New(cfg Config) (*Link, error) {
 		sessions: make(map[string]*tunnel.Session),
 		dialing:  make(map[string]*dialCall),
 		relays:   make(map[string]*Relay),
-		raw:      make(map[*tunnel.Session]bool),
+		early:    make(map[*tunnel.Session]bool),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	certFunc := cfg.Certificate
@@ -279,7 +285,8 @@ func (l *Link) Serve(ln net.Listener) error {
 
 // batchListener makes each accepted connection a tunnel.BatchConn, under
 // the TLS: on the raw transport each frame then leaves in one write instead
-// of one per TLS record, four system calls per full Data frame.
+// of one per TLS record, four system calls per full Data frame. (The sealed
+// transport writes the socket under the BatchConn, in batches of its own.)
 type batchListener struct{ net.Listener }
 
 func (b batchListener) Accept() (net.Conn, error) {
@@ -342,20 +349,29 @@ func (l *Link) serveLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cert := r.TLS.PeerCertificates[0]
-	// The raw transport when the dialing node offers it, a WebSocket for
-	// a node of an older release (a rolling upgrade).
+	// The sealed transport when the dialing node offers it, else the raw
+	// transport or a WebSocket for a node of an older release (a rolling
+	// upgrade).
 	var conn tunnel.Conn
 	transport := tunnel.TransportWebSocket
 	var err error
-	if l.cfg.WebSocketOnly {
+	switch {
+	case l.cfg.WebSocketOnly:
 		var c *websocket.Conn
 		if c, err = websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled}); err == nil {
 			conn = tunnel.WebSocketConn(c)
 		}
-	} else if tunnel.OffersRaw(r) {
+	case !l.cfg.NoSealed && tunnel.Offers(r, tunnel.SealedUpgrade):
+		// Its keys come from this mTLS connection (TLS 1.3, whose
+		// exporter never fails), which keeps authenticating the peer:
+		// the checks above and the handshake's below are unchanged. The
+		// dialer speaks first (its Handshake), as the sealed acceptor
+		// needs: it writes nothing before it has read a record.
+		conn, transport, err = tunnel.AcceptTransport(w, r)
+	case tunnel.OffersRaw(r):
 		conn, err = acceptRaw(w)
 		transport = tunnel.RawUpgrade
-	} else {
+	default:
 		conn, transport, err = tunnel.AcceptTransport(w, r)
 	}
 	if err != nil {
@@ -387,7 +403,7 @@ func (l *Link) serveLink(w http.ResponseWriter, r *http.Request) {
 	}
 	// Early data (Relay.OpenEarly) only to a node that takes it.
 	s.SetPeerVersion(hs.Version)
-	l.adopt(peer, s, transport == tunnel.RawUpgrade)
+	l.adopt(peer, s, transport != tunnel.TransportWebSocket)
 	l.log.Info("link session accepted", "peer", peer, "transport", transport)
 	l.serveStreams(peer, s)
 }
@@ -395,10 +411,10 @@ func (l *Link) serveLink(w http.ResponseWriter, r *http.Request) {
 // adopt makes s the session toward peer unless a live one exists (two
 // nodes that dial each other at once keep both sessions, each serving
 // the streams its dialer opens), and closes it when the link closes.
-func (l *Link) adopt(peer string, s *tunnel.Session, raw bool) {
+func (l *Link) adopt(peer string, s *tunnel.Session, early bool) {
 	l.mu.Lock()
-	if raw {
-		l.raw[s] = true
+	if early {
+		l.early[s] = true
 	}
 	if old := l.sessions[peer]; old == nil || old.Err() != nil {
 		l.sessions[peer] = s
@@ -444,7 +460,7 @@ func (l *Link) session(ctx context.Context, peer string) (*tunnel.Session, error
 // callers may be waiting for it.
 func (l *Link) dial(peer string, call *dialCall) {
 	defer l.wg.Done()
-	s, raw, err := l.connect(peer)
+	s, early, err := l.connect(peer)
 	l.mu.Lock()
 	delete(l.dialing, peer)
 	if err == nil {
@@ -453,8 +469,8 @@ func (l *Link) dial(peer string, call *dialCall) {
 			_ = s.Close()
 		} else {
 			l.sessions[peer] = s
-			if raw {
-				l.raw[s] = true
+			if early {
+				l.early[s] = true
 			}
 		}
 	}
@@ -468,7 +484,9 @@ func (l *Link) dial(peer string, call *dialCall) {
 	l.serveStreams(peer, s)
 }
 
-func (l *Link) connect(peer string) (s *tunnel.Session, raw bool, err error) {
+// connect dials peer and runs the tunnel handshake; early tells that the
+// session is not a WebSocket, so the peer takes early data.
+func (l *Link) connect(peer string) (s *tunnel.Session, early bool, err error) {
 	addr, ok := l.cfg.Peers.Peer(peer)
 	if !ok {
 		return nil, false, fmt.Errorf("%w: %s", ErrNoPeer, peer)
@@ -501,7 +519,7 @@ func (l *Link) connect(peer string) (s *tunnel.Session, raw bool, err error) {
 	var rt http.RoundTripper = tr
 	var offer *rawOffer
 	if !l.cfg.WebSocketOnly {
-		offer = &rawOffer{base: tr}
+		offer = &rawOffer{base: tr, offerSealed: !l.cfg.NoSealed}
 		rt = offer
 	}
 	var conn tunnel.Conn
@@ -511,6 +529,16 @@ func (l *Link) connect(peer string) (s *tunnel.Session, raw bool, err error) {
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	switch {
+	case offer != nil && offer.rwc != nil && offer.sealed != nil && errors.Is(err, errRawUpgraded):
+		// From here on the TLS connection's record layer is not used:
+		// the sealed records go on the socket under it (bc.Conn, which
+		// writes a batch with writev). The mTLS handshake authenticated
+		// the peer and keys the records.
+		if conn, err = tunnel.SealedConn(bc.Conn, *offer.sealed, true); err != nil {
+			_ = offer.rwc.Close()
+			return nil, false, fmt.Errorf("link to %s: %w", peer, err)
+		}
+		transport = tunnel.SealedUpgrade
 	case offer != nil && offer.rwc != nil && errors.Is(err, errRawUpgraded):
 		conn, transport = tunnel.RawConn(offer.rwc, nil, bc), tunnel.RawUpgrade
 	case err != nil:
@@ -531,36 +559,65 @@ func (l *Link) connect(peer string) (s *tunnel.Session, raw bool, err error) {
 	// data (Relay.OpenEarly).
 	s.SetPeerVersion(tunnel.ProtocolVersion)
 	l.log.Info("link session dialed", "peer", peer, "transport", transport)
-	return s, transport == tunnel.RawUpgrade, nil
+	return s, transport != tunnel.TransportWebSocket, nil
 }
 
 // errRawUpgraded ends the WebSocket library's dial when the peer chose the
-// raw transport; connect takes the connection from the rawOffer.
+// raw or the sealed transport; connect takes the connection from the
+// rawOffer.
 var errRawUpgraded = errors.New("upgraded to " + tunnel.RawUpgrade)
 
-// rawOffer adds tunnel.RawUpgrade after websocket in the link's upgrade
-// request (as the agent's client does, see docs/protocol.md): a node that
-// knows it answers with the raw transport, a node of an older release
-// picks the WebSocket. The link's transport makes one request per dial, so
-// rwc needs no lock: connect reads it after the dial returned.
+// rawOffer adds tunnel.RawUpgrade, and tunnel.SealedUpgrade when offerSealed,
+// after websocket in the link's upgrade request (as the agent's client does,
+// see docs/protocol.md): a node of this release answers with the sealed
+// transport, a node of the release before with the raw one, and a node of
+// an older release picks the WebSocket. The link's transport makes one
+// request per dial, so rwc and sealed need no lock: connect reads them after
+// the dial returned.
 type rawOffer struct {
-	base http.RoundTripper
-	rwc  io.ReadWriteCloser
+	base        http.RoundTripper
+	offerSealed bool
+	rwc         io.ReadWriteCloser
+	// sealed holds the keys when the peer chose the sealed transport.
+	sealed *tunnel.SealedKeys
 }
 
 func (o *rawOffer) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
 	r.Header.Add("Upgrade", tunnel.RawUpgrade)
+	if o.offerSealed {
+		r.Header.Add("Upgrade", tunnel.SealedUpgrade)
+	}
 	resp, err := o.base.RoundTrip(r)
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols || !tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.RawUpgrade) {
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return resp, nil
+	}
+	switch {
+	case o.offerSealed && tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.SealedUpgrade):
+		// A binding that differs means that the two ends do not share
+		// this TLS connection. The link is node to node, mTLS on both
+		// ends: nothing legitimate terminates TLS between them, so that
+		// fails the dial rather than falling back.
+		keys, err := tunnel.DeriveSealedKeys(resp.TLS)
+		if err == nil {
+			err = keys.CheckBinding(resp.Header.Get(tunnel.SealedBindingHeader))
+		}
+		if err != nil {
+			_ = resp.Body.Close()
+			return nil, err
+		}
+		o.sealed = &keys
+	case tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.RawUpgrade):
+	default:
 		return resp, nil
 	}
 	rwc, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
 		_ = resp.Body.Close()
+		o.sealed = nil
 		return nil, errors.New("raw upgrade: the response body is not writable")
 	}
 	o.rwc = rwc
@@ -574,7 +631,7 @@ func (l *Link) serveStreams(peer string, s *tunnel.Session) {
 	defer wg.Wait()
 	defer func() {
 		l.mu.Lock()
-		delete(l.raw, s)
+		delete(l.early, s)
 		var r *Relay
 		if l.sessions[peer] == s {
 			delete(l.sessions, peer)
@@ -699,11 +756,12 @@ func readEarly(ctx context.Context, st *tunnel.Stream, n int) ([]byte, error) {
 	return buf, nil
 }
 
-// isRaw reports whether s is on the raw transport.
-func (l *Link) isRaw(s *tunnel.Session) bool {
+// takesEarly reports whether s is on the raw or the sealed transport,
+// whose peer takes early data.
+func (l *Link) takesEarly(s *tunnel.Session) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.raw[s]
+	return l.early[s]
 }
 
 // Stats returns the link's counters.
@@ -828,7 +886,7 @@ func (r *Relay) OpenEarly(ctx context.Context, m tunnel.Meta, early []byte) (hub
 	if err != nil {
 		return nil, err
 	}
-	if len(early) > 0 && len(early) <= tunnel.MaxEarlyData && r.l.isRaw(s) {
+	if len(early) > 0 && len(early) <= tunnel.MaxEarlyData && r.l.takesEarly(s) {
 		// The receiving node waits for exactly these bytes and sends
 		// them with its own opening (see openLocal). A node of an older
 		// release (on a WebSocket) would refuse the longer Meta; it gets

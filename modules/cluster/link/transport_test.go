@@ -5,10 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"sync"
@@ -70,84 +74,112 @@ func (t *transports) get() []string {
 	return slices.Clone(t.seen)
 }
 
-// Nodes of this release link over the raw transport and send a stream's
-// early data on with the opening of the gateway's leg; a node of an older
-// release (WebSocket only, as a rolling upgrade has them) links with either
-// side over a WebSocket and gets the early data as plain bytes after the
-// Ack. The bytes arrive exactly every way.
+// release is what a node of some release speaks on the link.
+type release int
+
+const (
+	releaseWebSocket release = iota // WebSocket only
+	releaseRaw                      // and the raw transport gatehouse-tunnel/2
+	releaseSealed                   // and the sealed transport gatehouse-tunnel/3: this one
+)
+
+func (r release) String() string {
+	return [...]string{"websocket", "raw", "sealed"}[r]
+}
+
+// config sets cfg up as a node of release r.
+func (r release) config(cfg Config) Config {
+	cfg.WebSocketOnly = r == releaseWebSocket
+	cfg.NoSealed = r == releaseRaw
+	return cfg
+}
+
+// transport is the transport two nodes of releases a and b link over.
+func transport(a, b release) string {
+	return [...]string{tunnel.TransportWebSocket, tunnel.RawUpgrade, tunnel.SealedUpgrade}[min(a, b)]
+}
+
+// Nodes of this release link over the sealed transport, a node of the
+// release before over the raw transport, with either side; both send a
+// stream's early data on with the opening of the gateway's leg. A node of
+// an older release (WebSocket only) links with any side over a WebSocket
+// and gets the early data as plain bytes after the Ack. The bytes arrive
+// exactly every way, a rolling upgrade's every pair.
 func TestTransportsAndEarlyData(t *testing.T) {
-	for _, tc := range []struct {
-		dialerOld, acceptorOld bool
-	}{{false, false}, {true, false}, {false, true}, {true, true}} {
-		t.Run(fmt.Sprintf("old dialer %v, old acceptor %v", tc.dialerOld, tc.acceptorOld), func(t *testing.T) {
-			raw := !tc.dialerOld && !tc.acceptorOld
-			down := make([]byte, 1<<20)
-			up := make([]byte, 1<<20)
-			hello := make([]byte, 1800) // a ClientHello with a post-quantum key share
-			rand.Read(down)
-			rand.Read(up)
-			rand.Read(hello)
-			addr, got := gatewayServer(t, down)
-
-			c := newCluster(t)
-			gw := &earlyTunnel{fakeTunnel: &fakeTunnel{addr: addr, done: make(chan struct{})}}
-			var logA, logB transports
-			a := c.nodeWith(t, Config{Name: "node-a", Cert: nodeCert(t, c.ca, "node-a").TLS(), WebSocketOnly: tc.dialerOld, Logger: slog.New(&logA)}, true)
-			c.nodeWith(t, Config{Name: "node-b", Cert: nodeCert(t, c.ca, "node-b").TLS(), WebSocketOnly: tc.acceptorOld, Logger: slog.New(&logB), Local: locals{"home": gw}}, true)
-
-			meta := tunnel.Meta{Gateway: "home", ServerName: "www.home.box.example.org", Client: netip.MustParseAddrPort("198.51.100.7:40000")}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			st, err := a.Relay("node-b").OpenEarly(ctx, meta, hello)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				if _, err := st.Write(up); err != nil {
-					t.Errorf("write: %v", err)
-				}
-				if err := st.CloseWrite(); err != nil {
-					t.Errorf("close write: %v", err)
-				}
+	releases := []release{releaseWebSocket, releaseRaw, releaseSealed}
+	for _, dialer := range releases {
+		for _, acceptor := range releases {
+			t.Run(fmt.Sprintf("dialer %v, acceptor %v", dialer, acceptor), func(t *testing.T) {
+				testTransportAndEarlyData(t, dialer, acceptor)
 			})
-			read, err := io.ReadAll(st)
-			wg.Wait()
-			_ = st.Close()
-			if err != nil {
-				t.Fatalf("read: %v", err)
-			}
-			if !bytes.Equal(read, down) {
-				t.Fatalf("read %d bytes, not the %d the gateway sent", len(read), len(down))
-			}
-			if h := <-got; h != sha256.Sum256(append(bytes.Clone(hello), up...)) {
-				t.Fatal("the gateway did not receive the early data and then the bytes sent")
-			}
+		}
+	}
+}
 
-			want := tunnel.TransportWebSocket
-			if raw {
-				want = tunnel.RawUpgrade
-			}
-			if s := logA.get(); !slices.Equal(s, []string{"link session dialed: " + want}) {
-				t.Errorf("dialer logged %q, want the %s transport", s, want)
-			}
-			if s := logB.get(); !slices.Equal(s, []string{"link session accepted: " + want}) {
-				t.Errorf("acceptor logged %q, want the %s transport", s, want)
-			}
-			gw.mu.Lock()
-			defer gw.mu.Unlock()
-			gw.fakeTunnel.mu.Lock()
-			defer gw.fakeTunnel.mu.Unlock()
-			if len(gw.metas) != 1 || gw.metas[0] != meta {
-				t.Errorf("local tunnel opened with %+v, want %+v", gw.metas, meta)
-			}
-			switch {
-			case raw && (len(gw.early) != 1 || !bytes.Equal(gw.early[0], hello)):
-				t.Errorf("the gateway's leg opened with %d early openings, want the ClientHello", len(gw.early))
-			case !raw && len(gw.early) != 0:
-				t.Errorf("an older node cannot have sent early data on: %d early openings", len(gw.early))
-			}
-		})
+func testTransportAndEarlyData(t *testing.T, dialer, acceptor release) {
+	want := transport(dialer, acceptor)
+	takesEarly := want != tunnel.TransportWebSocket
+	down := make([]byte, 1<<20)
+	up := make([]byte, 1<<20)
+	hello := make([]byte, 1800) // a ClientHello with a post-quantum key share
+	rand.Read(down)
+	rand.Read(up)
+	rand.Read(hello)
+	addr, got := gatewayServer(t, down)
+
+	c := newCluster(t)
+	gw := &earlyTunnel{fakeTunnel: &fakeTunnel{addr: addr, done: make(chan struct{})}}
+	var logA, logB transports
+	a := c.nodeWith(t, dialer.config(Config{Name: "node-a", Cert: nodeCert(t, c.ca, "node-a").TLS(), Logger: slog.New(&logA)}), true)
+	c.nodeWith(t, acceptor.config(Config{Name: "node-b", Cert: nodeCert(t, c.ca, "node-b").TLS(), Logger: slog.New(&logB), Local: locals{"home": gw}}), true)
+
+	meta := tunnel.Meta{Gateway: "home", ServerName: "www.home.box.example.org", Client: netip.MustParseAddrPort("198.51.100.7:40000")}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := a.Relay("node-b").OpenEarly(ctx, meta, hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := st.Write(up); err != nil {
+			t.Errorf("write: %v", err)
+		}
+		if err := st.CloseWrite(); err != nil {
+			t.Errorf("close write: %v", err)
+		}
+	})
+	read, err := io.ReadAll(st)
+	wg.Wait()
+	_ = st.Close()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if !bytes.Equal(read, down) {
+		t.Fatalf("read %d bytes, not the %d the gateway sent", len(read), len(down))
+	}
+	if h := <-got; h != sha256.Sum256(append(bytes.Clone(hello), up...)) {
+		t.Fatal("the gateway did not receive the early data and then the bytes sent")
+	}
+
+	if s := logA.get(); !slices.Equal(s, []string{"link session dialed: " + want}) {
+		t.Errorf("dialer logged %q, want the %s transport", s, want)
+	}
+	if s := logB.get(); !slices.Equal(s, []string{"link session accepted: " + want}) {
+		t.Errorf("acceptor logged %q, want the %s transport", s, want)
+	}
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	gw.fakeTunnel.mu.Lock()
+	defer gw.fakeTunnel.mu.Unlock()
+	if len(gw.metas) != 1 || gw.metas[0] != meta {
+		t.Errorf("local tunnel opened with %+v, want %+v", gw.metas, meta)
+	}
+	switch {
+	case takesEarly && (len(gw.early) != 1 || !bytes.Equal(gw.early[0], hello)):
+		t.Errorf("the gateway's leg opened with %d early openings, want the ClientHello", len(gw.early))
+	case !takesEarly && len(gw.early) != 0:
+		t.Errorf("an older node cannot have sent early data on: %d early openings", len(gw.early))
 	}
 }
 
@@ -177,15 +209,23 @@ func (c countedConn) Write(p []byte) (int, error) {
 }
 
 // The accepting node sends each Data frame of the raw transport in one
-// write, not one per TLS record (four per full frame).
-func TestAcceptedRawSessionWritesFramesWhole(t *testing.T) {
+// write, not one per TLS record (four per full frame), and the sealed
+// transport's records whole as well.
+func TestAcceptedSessionWritesFramesWhole(t *testing.T) {
+	for _, dialer := range []release{releaseRaw, releaseSealed} {
+		t.Run(dialer.String(), func(t *testing.T) { testAcceptedSessionWritesFramesWhole(t, dialer) })
+	}
+}
+
+func testAcceptedSessionWritesFramesWhole(t *testing.T, dialer release) {
 	const size = 4 << 20
 	down := make([]byte, size)
 	rand.Read(down)
 	addr, got := gatewayServer(t, down)
 
 	c := newCluster(t)
-	a := c.node(t, "node-a", c.ca, nil, true)
+	var logA transports
+	a := c.nodeWith(t, dialer.config(Config{Name: "node-a", Cert: nodeCert(t, c.ca, "node-a").TLS(), Logger: slog.New(&logA)}), true)
 	var writes atomic.Int64
 	c.wrap = func(ln net.Listener) net.Listener { return writeCounter{ln, &writes} }
 	c.node(t, "node-b", c.ca, locals{"home": &fakeTunnel{addr: addr, done: make(chan struct{})}}, true)
@@ -195,6 +235,9 @@ func TestAcceptedRawSessionWritesFramesWhole(t *testing.T) {
 	st, err := a.Relay("node-b").Open(ctx, tunnel.Meta{Gateway: "home"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := transport(dialer, releaseSealed); !slices.Equal(logA.get(), []string{"link session dialed: " + want}) {
+		t.Fatalf("dialer logged %q, want the %s transport", logA.get(), want)
 	}
 	_ = st.CloseWrite()
 	before := writes.Load()
@@ -209,5 +252,46 @@ func TestAcceptedRawSessionWritesFramesWhole(t *testing.T) {
 	// writes in pieces come on top: well under twice the Data frames.
 	if n := writes.Load() - before; n > 2*frames {
 		t.Errorf("%d writes to the network for %d MiB, %d full Data frames", n, size>>20, frames)
+	}
+}
+
+// A dialing node checks the sealed transport's binding: an acceptor that
+// does not share the dialer's TLS connection (here one that answers with a
+// binding of its own making, as something that ended TLS between them
+// would) fails the dial, rather than getting records keyed from a
+// connection it is not on.
+func TestSealedBindingChecked(t *testing.T) {
+	c := newCluster(t)
+	a := c.node(t, "node-a", c.ca, nil, true)
+	cert := nodeCert(t, c.ca, "node-b").TLS()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !tunnel.Offers(r, tunnel.SealedUpgrade) {
+			http.Error(w, "no sealed offer", http.StatusBadRequest)
+			return
+		}
+		nc, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n\r\n",
+			tunnel.SealedUpgrade, tunnel.SealedBindingHeader, "AAAAAAAAAAAAAAAAAAAAAA")
+		_ = brw.Flush()
+		_, _ = io.Copy(io.Discard, nc)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	c.peers.set("node-b", srv.Listener.Addr().String())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := a.Relay("node-b").Open(ctx, tunnel.Meta{Gateway: "home"})
+	if err == nil {
+		_ = st.Close()
+		t.Fatal("the link opened a stream through a peer whose binding is not ours")
+	}
+	if !errors.Is(err, tunnel.ErrSealedBinding) {
+		t.Fatalf("error %v, want ErrSealedBinding", err)
 	}
 }
