@@ -144,9 +144,23 @@ func TestSealedFramesBothWays(t *testing.T) {
 			t.Error("no batching")
 			return
 		}
-		if !small(100, false) || !small(100, false) || !small(100, true) || !pooled(40<<10) ||
-			!small(30<<10, false) || !small(30<<10, true) || !small(30<<10, true) || !pooled(MaxFrameSize-1) {
-			return
+		for _, step := range []struct {
+			size        int
+			pooled      bool
+			lastOfBatch bool // the last frame of its record
+		}{
+			{100, false, false}, {100, false, false}, {100, false, true}, {40 << 10, true, true},
+			{30 << 10, false, false}, {30 << 10, false, true}, {30 << 10, false, true}, {MaxFrameSize - 1, true, true},
+		} {
+			ok := false
+			if step.pooled {
+				ok = pooled(step.size)
+			} else {
+				ok = small(step.size, step.lastOfBatch)
+			}
+			if !ok {
+				return
+			}
 		}
 		if err := w.endBatch(); err != nil {
 			t.Error(err)
