@@ -145,9 +145,9 @@ func TestSealedFramesBothWays(t *testing.T) {
 			return
 		}
 		for _, step := range []struct {
-			size        int
-			pooled      bool
-			lastOfBatch bool // the last frame of its record
+			size         int
+			pooled       bool
+			lastInRecord bool
 		}{
 			{100, false, false}, {100, false, false}, {100, false, true}, {40 << 10, true, true},
 			{30 << 10, false, false}, {30 << 10, false, true}, {30 << 10, false, true}, {MaxFrameSize - 1, true, true},
@@ -156,7 +156,7 @@ func TestSealedFramesBothWays(t *testing.T) {
 			if step.pooled {
 				ok = pooled(step.size)
 			} else {
-				ok = small(step.size, step.lastOfBatch)
+				ok = small(step.size, step.lastInRecord)
 			}
 			if !ok {
 				return
