@@ -202,3 +202,39 @@ func TestNewOnlySockets(t *testing.T) {
 		t.Fatal("New(net.Pipe) is not nil")
 	}
 }
+
+func TestWrap(t *testing.T) {
+	a, b := pair(t)
+	wa := Wrap(a)
+	sc, ok := wa.(*Conn)
+	if !ok {
+		t.Fatalf("Wrap(*net.TCPConn) = %T, want *Conn", wa)
+	}
+	if sc.NetConn() != a {
+		t.Fatal("NetConn is not the wrapped socket")
+	}
+	if _, err := wa.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(b)
+	if err != nil || string(got) != "ping" {
+		t.Fatalf("peer read %q, %v; want ping and EOF", got, err)
+	}
+	if _, err := b.Write([]byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	got, err = io.ReadAll(wa)
+	if err != nil || string(got) != "pong" {
+		t.Fatalf("read %q, %v; want pong and EOF", got, err)
+	}
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	if Wrap(c1) != c1 {
+		t.Fatal("Wrap(net.Pipe) did not return the pipe itself")
+	}
+}
