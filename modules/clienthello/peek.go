@@ -184,6 +184,29 @@ func (c *Conn) Peeked() []byte {
 	return append([]byte(nil), c.buf...)
 }
 
+// Pending returns the bytes not yet replayed without copying them: for a
+// caller that sends them on its own (a stream's early data) before it lets
+// anything read the connection. They stay the Conn's: valid, and not to be
+// modified, until the next Read, WriteTo or Discard.
+func (c *Conn) Pending() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf
+}
+
+// Discard drops up to n of the bytes not yet replayed, as a Read of them
+// would, and returns how many it dropped.
+func (c *Conn) Discard(n int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n = max(min(n, len(c.buf)), 0)
+	c.buf = c.buf[n:]
+	if len(c.buf) == 0 {
+		c.buf = nil
+	}
+	return n
+}
+
 // WriteTo writes the buffered bytes and then copies the wrapped connection
 // to w until EOF. It lets io.Copy reach the wrapped connection's own fast
 // paths (splice between TCP sockets) once the replay is done.
