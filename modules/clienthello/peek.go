@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/modules/sockio"
 )
 
 // Defaults for Peek.
@@ -51,11 +53,15 @@ func PeekAfter(conn net.Conn, first []byte, maxBytes int, timeout time.Duration)
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	replay := &Conn{Conn: conn}
+	replay := &Conn{Conn: conn, raw: sockio.New(conn)}
+	var src io.Reader = conn
+	if replay.raw != nil {
+		src = replay.raw
+	}
 	if err := conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return nil, replay, fmt.Errorf("clienthello: setting read deadline: %w", err)
 	}
-	buf, info, err := read(conn, first, maxBytes)
+	buf, info, err := read(src, first, maxBytes)
 	replay.buf = buf
 	if derr := conn.SetReadDeadline(time.Time{}); derr != nil && err == nil {
 		// A connection whose deadline cannot be cleared would fail its
@@ -67,7 +73,7 @@ func PeekAfter(conn net.Conn, first []byte, maxBytes int, timeout time.Duration)
 
 // read reads from conn until the ClientHello is complete or fails, and
 // returns the bytes read whatever happens.
-func read(conn net.Conn, first []byte, maxBytes int) ([]byte, *Info, error) {
+func read(conn io.Reader, first []byte, maxBytes int) ([]byte, *Info, error) {
 	buf := append(make([]byte, 0, max(min(initialBuffer, maxBytes), len(first))), first...)
 	var a assembler
 	need := max(1, len(buf))
@@ -122,6 +128,10 @@ func readError(err error, have int) error {
 // wrapped connection. Like any net.Conn it is safe for concurrent use.
 type Conn struct {
 	net.Conn
+	// raw, when not nil, reads and writes the wrapped socket with raw
+	// system calls (see sockio: a relay's hops then wake no thread of the
+	// runtime's); nil for other connections.
+	raw *sockio.IO
 	mu  sync.Mutex
 	buf []byte // not yet replayed; nil once drained
 }
@@ -131,7 +141,18 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if n, ok := c.replay(p); ok {
 		return n, nil
 	}
+	if c.raw != nil {
+		return c.raw.Read(p)
+	}
 	return c.Conn.Read(p)
+}
+
+// Write writes to the wrapped connection.
+func (c *Conn) Write(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.Write(p)
+	}
+	return c.Conn.Write(p)
 }
 
 // replay copies buffered bytes into p, reporting ok=false once drained.
@@ -161,6 +182,29 @@ func (c *Conn) Peeked() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]byte(nil), c.buf...)
+}
+
+// Pending returns the bytes not yet replayed without copying them: for a
+// caller that sends them on its own (a stream's early data) before it lets
+// anything read the connection. They stay the Conn's: valid, and not to be
+// modified, until the next Read, WriteTo or Discard.
+func (c *Conn) Pending() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf
+}
+
+// Discard drops up to n of the bytes not yet replayed, as a Read of them
+// would, and returns how many it dropped.
+func (c *Conn) Discard(n int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n = max(min(n, len(c.buf)), 0)
+	c.buf = c.buf[n:]
+	if len(c.buf) == 0 {
+		c.buf = nil
+	}
+	return n
 }
 
 // WriteTo writes the buffered bytes and then copies the wrapped connection

@@ -40,6 +40,7 @@ func Copy(dst io.Writer, src io.Reader, count func(int)) (int64, error) {
 		return copyStream(dst, st, count)
 	}
 	toStream, _ := dst.(*tunnel.Stream)
+	src = rawReader(src)
 	small := make([]byte, SmallBuffer)
 	large := false
 	var total int64

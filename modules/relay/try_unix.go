@@ -3,15 +3,28 @@
 package relay
 
 import (
-	"errors"
 	"io"
 	"net"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/gatehouse-project/gatehouse/modules/clienthello"
+	"github.com/gatehouse-project/gatehouse/modules/sockio"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
+
+// rawReader is src, read with raw system calls when it is a socket (see
+// sockio): a relay's read is the first system call after its data woke
+// the process, the one that would otherwise wake the runtime's sysmon.
+// A clienthello.Conn reads its socket that way itself.
+func rawReader(src io.Reader) io.Reader {
+	if c, ok := src.(net.Conn); ok {
+		if raw := sockio.New(c); raw != nil {
+			return raw
+		}
+	}
+	return src
+}
 
 // tryConn is the destination of a copy from a tunnel stream when it is a
 // socket: besides Write, it offers TryWrite (tunnel.TryWriter), a write
@@ -21,7 +34,7 @@ import (
 // copy's total), since the copy's ReadTo does not return those bytes.
 type tryConn struct {
 	*errWriter
-	rc    syscall.RawConn
+	raw   *sockio.IO
 	count func(int)
 	n     atomic.Int64
 	// sock is the socket itself: net.Buffers writes with writev only to
@@ -49,11 +62,11 @@ func withTry(w *errWriter, count func(int)) io.Writer {
 	default:
 		return w
 	}
-	rc, err := sock.SyscallConn()
-	if err != nil {
+	raw := sockio.New(sock)
+	if raw == nil {
 		return w
 	}
-	return &tryConn{errWriter: w, rc: rc, count: count, sock: sock}
+	return &tryConn{errWriter: w, raw: raw, count: count, sock: sock}
 }
 
 var _ tunnel.BuffersWriter = (*tryConn)(nil)
@@ -73,36 +86,9 @@ func (t *tryConn) WriteBuffers(v [][]byte) (int64, error) {
 func (t *tryConn) tried() int64 { return t.n.Load() }
 
 func (t *tryConn) TryWrite(p []byte) (int, error) {
-	n := 0
-	var werr error
-	err := t.rc.Write(func(fd uintptr) bool {
-		for len(p) > 0 {
-			m, err := syscall.Write(int(fd), p)
-			if m > 0 {
-				n += m
-				p = p[m:]
-			}
-			switch {
-			case errors.Is(err, syscall.EINTR):
-				continue
-			case errors.Is(err, syscall.EAGAIN):
-				// Full: the rest waits for the copy's own Write.
-				return true
-			case err != nil:
-				werr = err
-				return true
-			case m <= 0:
-				return true
-			}
-		}
-		// Done, whatever happened: never wait for the socket here.
-		return true
-	})
-	if werr == nil {
-		werr = err
-	}
-	if werr != nil {
-		t.err = werr
+	n, err := t.raw.TryWrite(p)
+	if err != nil {
+		t.err = err
 	}
 	if n > 0 {
 		t.n.Add(int64(n))
@@ -110,5 +96,5 @@ func (t *tryConn) TryWrite(p []byte) (int, error) {
 			t.count(n)
 		}
 	}
-	return n, werr
+	return n, err
 }

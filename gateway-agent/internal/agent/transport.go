@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/config"
+	"github.com/gatehouse-project/gatehouse/modules/sockio"
 )
 
 func loadRoots(path string) (*x509.CertPool, error) {
@@ -46,7 +47,14 @@ func cloudTransport(cfg config.Config, overrides map[string]netip.Addr) (*http.T
 				addr = net.JoinHostPort(ip.String(), port)
 			}
 		}
-		return d.DialContext(ctx, network, addr)
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		// The tunnel's connection: each stream's hop on this side starts
+		// with a read or a write of it, which through the net package
+		// would first wake the runtime's sysmon (see sockio).
+		return sockio.Wrap(c), nil
 	}
 	return t, nil
 }

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-project/gatehouse/gateway-agent/internal/proxy"
+	"github.com/gatehouse-project/gatehouse/modules/sockio"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
 )
@@ -99,7 +100,12 @@ func run() error {
 			TLSClientConfig: &tls.Config{RootCAs: roots},
 			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 				var d net.Dialer
-				return d.DialContext(ctx, network, *cloud)
+				c, err := d.DialContext(ctx, network, *cloud)
+				if err != nil {
+					return nil, err
+				}
+				// As the agent's own transport does (see sockio).
+				return sockio.Wrap(c), nil
 			},
 		}},
 		// The benchmark's concurrent downloads open hundreds of streams

@@ -94,6 +94,9 @@ type Server struct {
 	tun  *chanListener
 	// transport reaches the upstream (proxy mode).
 	transport *http.Transport
+	// upstreamIP is UpstreamAddr when it is an address, not a name
+	// (passthrough): dialed without resolving it again each time.
+	upstreamIP netip.AddrPort
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -120,6 +123,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.UpstreamAddr = hostPort(cfg.Upstream)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
+	if ap, err := netip.ParseAddrPort(cfg.UpstreamAddr); err == nil && cfg.Passthrough {
+		s.upstreamIP = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -484,7 +490,19 @@ func (s *Server) relay(c net.Conn, hdr []byte) {
 	// four system calls would come between the connect and the early
 	// data, on every new connection's critical path.
 	d := net.Dialer{Timeout: s.cfg.DialTimeout, KeepAlive: -1}
-	up, err := d.DialContext(s.ctx, "tcp", s.cfg.UpstreamAddr)
+	var up net.Conn
+	var err error
+	if s.upstreamIP.IsValid() {
+		// An address: no resolving, parsing and address list per
+		// connection (DialContext's, about 6 µs of the agent's CPU on
+		// the way from the Initiator to the connect).
+		var tc *net.TCPConn
+		if tc, err = d.DialTCP(s.ctx, "tcp", netip.AddrPort{}, s.upstreamIP); err == nil {
+			up = tc
+		}
+	} else {
+		up, err = d.DialContext(s.ctx, "tcp", s.cfg.UpstreamAddr)
+	}
 	if err != nil {
 		s.log.Warn("upstream unreachable", "upstream", s.cfg.UpstreamAddr, "error", err)
 		s.setHealth(fmt.Errorf("connecting to %s: %w", s.cfg.UpstreamAddr, err))
@@ -503,7 +521,13 @@ func (s *Server) relay(c net.Conn, hdr []byte) {
 	// write: the gateway's server starts its handshake while the Ack is on
 	// its way to the cloud.
 	if e, ok := c.(earlyTaker); ok {
-		hdr = append(hdr, e.Early()...)
+		// Early returns a copy of its own: taken as it is when there is
+		// no header to put before it.
+		if early := e.Early(); len(hdr) == 0 {
+			hdr = early
+		} else {
+			hdr = append(hdr, early...)
+		}
 	}
 	if len(hdr) > 0 {
 		if _, err := up.Write(hdr); err != nil {

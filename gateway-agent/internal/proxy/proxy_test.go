@@ -280,3 +280,58 @@ func TestPassthroughEarlyData(t *testing.T) {
 	}
 	st.Close()
 }
+
+// Early data without a PROXY header goes to the upstream as it came, both
+// to an upstream given by address (dialed as such) and by name (resolved
+// per connection).
+func TestPassthroughEarlyDataWithoutHeader(t *testing.T) {
+	for _, byName := range []bool{false, true} {
+		t.Run(fmt.Sprintf("byName=%v", byName), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			got := make(chan string, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				b, err := io.ReadAll(c)
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				got <- string(b)
+			}()
+			addr := ln.Addr().String()
+			if byName {
+				addr = net.JoinHostPort("localhost", fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
+			}
+			s, err := New(Config{Passthrough: true, UpstreamAddr: addr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Shutdown(context.Background())
+			if s.upstreamIP.IsValid() == byName {
+				t.Fatalf("upstream %q taken as an address: %v", addr, s.upstreamIP.IsValid())
+			}
+			cloud := sessions(t, s.HandleStream)
+			cloud.SetPeerVersion(tunnel.VersionEarlyData)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := cloud.OpenEarly(ctx, tunnel.Initiator{Gatename: "home", ClientAddr: "198.51.100.7:5555"}, []byte("hello-early"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Write([]byte("+after"))
+			st.CloseWrite()
+			if r := <-got; r != "hello-early+after" {
+				t.Fatalf("the upstream read %q", r)
+			}
+			st.Close()
+		})
+	}
+}
