@@ -2,9 +2,17 @@
 
 package sockio
 
-import "syscall"
+import (
+	"net"
+	"syscall"
+)
 
-const supported = false
+const (
+	supported = false
+	rawWritev = false
+)
 
 func read(uintptr, []byte) (int, syscall.Errno)  { panic("sockio: no socket system calls here") }
 func write(uintptr, []byte) (int, syscall.Errno) { panic("sockio: no socket system calls here") }
+
+func (s *IO) writevRaw(*net.Buffers) (int64, error) { panic("sockio: no raw writev here") }

@@ -2,9 +2,15 @@
 
 package sockio
 
-import "syscall"
+import (
+	"net"
+	"syscall"
+)
 
-const supported = true
+const (
+	supported = true
+	rawWritev = false
+)
 
 // read and write go through the syscall package here, as the net package's
 // do: the runtime's bookkeeping stays, the rest of IO works the same.
@@ -24,3 +30,5 @@ func errno(err error) syscall.Errno {
 	}
 	return err.(syscall.Errno)
 }
+
+func (s *IO) writevRaw(*net.Buffers) (int64, error) { panic("sockio: no raw writev here") }

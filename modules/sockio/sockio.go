@@ -166,3 +166,35 @@ func (s *IO) TryWrite(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// WriteBuffers writes all of bufs, in order, as one writev where the
+// system has it raw (Linux), waiting for room in the send buffer and
+// honouring the write deadline; elsewhere one Write per buffer. It
+// consumes bufs as net.Buffers.WriteTo does.
+func (s *IO) WriteBuffers(bufs *net.Buffers) (int64, error) {
+	if !rawWritev {
+		var n int64
+		for _, b := range *bufs {
+			m, err := s.Write(b)
+			n += int64(m)
+			if err != nil {
+				return n, err
+			}
+		}
+		*bufs = nil
+		return n, nil
+	}
+	return s.writevRaw(bufs)
+}
+
+// consume drops the first n bytes of bufs.
+func consume(bufs *net.Buffers, n int) {
+	for len(*bufs) > 0 && n >= len((*bufs)[0]) {
+		n -= len((*bufs)[0])
+		(*bufs)[0] = nil
+		*bufs = (*bufs)[1:]
+	}
+	if n > 0 {
+		(*bufs)[0] = (*bufs)[0][n:]
+	}
+}

@@ -238,3 +238,55 @@ func TestWrap(t *testing.T) {
 		t.Fatal("Wrap(net.Pipe) did not return the pipe itself")
 	}
 }
+
+// TestWriteBuffers writes more than the socket buffers hold as many
+// buffers of odd sizes (and some empty ones), so that the writev is cut
+// short inside a buffer and has to wait for room, while a slow reader
+// drains; every byte must arrive in order, and the buffers be consumed.
+func TestWriteBuffers(t *testing.T) {
+	a, b := pair(t)
+	w := newIO(t, a)
+	var bufs net.Buffers
+	var want []byte
+	for i := range 300 {
+		p := make([]byte, (i*7919)%40000)
+		for j := range p {
+			p[j] = byte(i + j)
+		}
+		bufs = append(bufs, p)
+		want = append(want, p...)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		var all []byte
+		buf := make([]byte, 3000)
+		for {
+			time.Sleep(50 * time.Microsecond)
+			n, err := b.Read(buf)
+			all = append(all, buf[:n]...)
+			if err != nil {
+				got <- all
+				return
+			}
+		}
+	}()
+	n, err := w.WriteBuffers(&bufs)
+	if err != nil || n != int64(len(want)) {
+		t.Fatalf("WriteBuffers: %d, %v; want %d", n, err, len(want))
+	}
+	if len(bufs) != 0 {
+		t.Errorf("%d buffers left unconsumed", len(bufs))
+	}
+	a.CloseWrite()
+	if all := <-got; !bytes.Equal(all, want) {
+		t.Fatalf("read %d bytes, they differ from the %d written", len(all), len(want))
+	}
+	// A deadline in the past ends a writev that has to wait.
+	a2, _ := pair(t)
+	w2 := newIO(t, a2)
+	a2.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	big := net.Buffers{make([]byte, 64<<20)}
+	if _, err := w2.WriteBuffers(&big); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writev past the deadline: %v", err)
+	}
+}

@@ -16,6 +16,8 @@ import (
 	"net"
 	"slices"
 	"sync"
+
+	"github.com/gatehouse-project/gatehouse/modules/sockio"
 )
 
 // SealedUpgrade is the HTTP Upgrade token of the sealed transport, the raw
@@ -196,11 +198,18 @@ func (d *sealDirection) advance() error {
 // upgraded TLS connection (which nothing may read or write any more); agent
 // tells which end this is.
 func SealedConn(nc net.Conn, keys SealedKeys, agent bool) (Conn, error) {
-	c := &sealedConn{nc: nc, open: -1, closed: make(chan struct{})}
+	c := &sealedConn{nc: nc, rw: nc, open: -1, closed: make(chan struct{})}
 	if !agent {
 		c.heard = make(chan struct{})
 	}
-	_, c.writev = nc.(*net.TCPConn)
+	// The socket itself, read and written with raw system calls (see
+	// sockio: every hop then starts without waking the runtime's
+	// monitor thread), a batch in one writev.
+	if s := sockio.New(plainConn(nc)); s != nil {
+		c.rw, c.writev = s, s.WriteBuffers
+	} else if tc, ok := nc.(*net.TCPConn); ok {
+		c.writev = func(b *net.Buffers) (int64, error) { return b.WriteTo(tc) }
+	}
 	out, in := keys.cloudToAgent, keys.agentToCloud
 	if agent {
 		out, in = in, out
@@ -215,8 +224,11 @@ func SealedConn(nc net.Conn, keys SealedKeys, agent bool) (Conn, error) {
 }
 
 type sealedConn struct {
-	nc     net.Conn
-	writev bool // nc is a *net.TCPConn: a batch leaves in one writev
+	nc net.Conn
+	// rw reads and writes nc's socket; writev, when not nil, writes a
+	// batch in one system call.
+	rw     io.ReadWriter
+	writev func(*net.Buffers) (int64, error)
 
 	// Reading (the reading goroutine's only).
 	r sealDirection
@@ -314,7 +326,7 @@ func (c *sealedConn) ReadMessage(ctx context.Context) ([]byte, error) {
 // readRecord reads the next record into a pooled buffer and opens it there.
 func (c *sealedConn) readRecord() error {
 	for c.pn < recordHeaderLen {
-		m, err := c.nc.Read(c.pend[c.pn:])
+		m, err := c.rw.Read(c.pend[c.pn:])
 		c.pn += m
 		if err != nil && c.pn < recordHeaderLen {
 			return readErr(err, c.pn)
@@ -332,7 +344,7 @@ func (c *sealedConn) readRecord() error {
 	b := (*bp)[:cap(*bp)]
 	have := copy(b, c.pend[:c.pn])
 	for have < total {
-		m, err := c.nc.Read(b[have:min(total+readAhead, len(b))])
+		m, err := c.rw.Read(b[have:min(total+readAhead, len(b))])
 		have += m
 		if err != nil && have < total {
 			framePool.Put(bp)
@@ -520,10 +532,10 @@ func (c *sealedConn) flush(ctx context.Context) error {
 	var err error
 	switch {
 	case len(c.segs) == 1 && c.segs[0].ext != nil:
-		_, err = c.nc.Write(c.segs[0].ext)
+		_, err = c.rw.Write(c.segs[0].ext)
 	case len(c.segs) == 1:
-		_, err = c.nc.Write(c.out[c.segs[0].start:c.segs[0].end])
-	case c.writev:
+		_, err = c.rw.Write(c.out[c.segs[0].start:c.segs[0].end])
+	case c.writev != nil:
 		c.iov = c.iov[:0]
 		for _, s := range c.segs {
 			if s.ext != nil {
@@ -533,7 +545,7 @@ func (c *sealedConn) flush(ctx context.Context) error {
 			}
 		}
 		iov := c.iov
-		_, err = iov.WriteTo(c.nc)
+		_, err = c.writev(&iov)
 		clear(c.iov[:cap(c.iov)])
 	default:
 		// No writev under nc: the records go out in one write, copied
@@ -546,7 +558,7 @@ func (c *sealedConn) flush(ctx context.Context) error {
 				c.out = append(c.out, c.out[s.start:s.end]...)
 			}
 		}
-		_, err = c.nc.Write(c.out[start:])
+		_, err = c.rw.Write(c.out[start:])
 	}
 	c.segs = c.segs[:0]
 	if cap(c.out) > sealedOutKeep {
