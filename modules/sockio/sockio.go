@@ -93,20 +93,31 @@ func (s *IO) Read(p []byte) (int, error) {
 
 // Write writes all of p as net.Conn's Write does, waiting for room in the
 // send buffer and honouring the write deadline.
-func (s *IO) Write(p []byte) (int, error) {
+func (s *IO) Write(p []byte) (int, error) { return s.write(p, true) }
+
+// TryWrite writes what the socket's send buffer has room for and never
+// waits: n may be short of len(p) with a nil error. It honours neither
+// deadline, since it never blocks.
+func (s *IO) TryWrite(p []byte) (int, error) { return s.write(p, false) }
+
+// write writes p until it is all written or, unless wait, the send buffer
+// is full.
+func (s *IO) write(p []byte, wait bool) (int, error) {
 	n := 0
 	var errno syscall.Errno
 	err := s.rc.Write(func(fd uintptr) bool {
 		for n < len(p) {
-			var m int
-			m, errno = write(fd, p[n:])
+			m, e := write(fd, p[n:])
 			switch {
-			case errno == syscall.EINTR:
+			case e == syscall.EINTR:
 				continue
-			case errno == syscall.EAGAIN:
-				errno = 0
-				return false // wait for room
-			case errno != 0:
+			case e == syscall.EAGAIN:
+				return !wait // full: wait for room, or leave the rest to the caller
+			case e != 0:
+				errno = e
+				return true
+			case m <= 0:
+				errno = syscall.EIO // a socket never takes nothing without an error
 				return true
 			}
 			n += m
@@ -131,40 +142,6 @@ func (s *IO) opError(op string, err error) error {
 		err = oe.Err
 	}
 	return &net.OpError{Op: op, Net: s.netw, Source: s.c.LocalAddr(), Addr: s.c.RemoteAddr(), Err: err}
-}
-
-// TryWrite writes what the socket's send buffer has room for and never
-// waits: n may be short of len(p) with a nil error. It honours neither
-// deadline, since it never blocks.
-func (s *IO) TryWrite(p []byte) (int, error) {
-	n := 0
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			var m int
-			m, errno = write(fd, p[n:])
-			switch {
-			case errno == syscall.EINTR:
-				continue
-			case errno == syscall.EAGAIN:
-				errno = 0
-				return true // full: the rest is the caller's
-			case errno != 0:
-				return true
-			case m <= 0:
-				return true
-			}
-			n += m
-		}
-		return true
-	})
-	switch {
-	case err != nil:
-		return n, s.opError("write", err)
-	case errno != 0:
-		return n, s.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
 }
 
 // WriteBuffers writes all of bufs, in order, as one writev where the

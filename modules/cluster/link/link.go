@@ -529,18 +529,18 @@ func (l *Link) connect(peer string) (s *tunnel.Session, early bool, err error) {
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	switch {
-	case offer != nil && offer.rwc != nil && offer.sealed != nil && errors.Is(err, errRawUpgraded):
+	case offer != nil && offer.up.RWC != nil && offer.up.Sealed != nil && errors.Is(err, errRawUpgraded):
 		// From here on the TLS connection's record layer is not used:
 		// the sealed records go on the socket under it (bc.Conn, which
 		// writes a batch with writev). The mTLS handshake authenticated
 		// the peer and keys the records.
-		if conn, err = tunnel.SealedConn(bc.Conn, *offer.sealed, true); err != nil {
-			_ = offer.rwc.Close()
+		if conn, err = tunnel.SealedConn(bc.Conn, *offer.up.Sealed, true); err != nil {
+			_ = offer.up.RWC.Close()
 			return nil, false, fmt.Errorf("link to %s: %w", peer, err)
 		}
 		transport = tunnel.SealedUpgrade
-	case offer != nil && offer.rwc != nil && errors.Is(err, errRawUpgraded):
-		conn, transport = tunnel.RawConn(offer.rwc, nil, bc), tunnel.RawUpgrade
+	case offer != nil && offer.up.RWC != nil && errors.Is(err, errRawUpgraded):
+		conn, transport = tunnel.RawConn(offer.up.RWC, nil, bc), tunnel.RawUpgrade
 	case err != nil:
 		return nil, false, fmt.Errorf("dial link to %s at %s: %w", peer, addr, err)
 	default:
@@ -567,60 +567,37 @@ func (l *Link) connect(peer string) (s *tunnel.Session, early bool, err error) {
 // rawOffer.
 var errRawUpgraded = errors.New("upgraded to " + tunnel.RawUpgrade)
 
-// rawOffer adds tunnel.RawUpgrade, and tunnel.SealedUpgrade when offerSealed,
-// after websocket in the link's upgrade request (as the agent's client does,
-// see docs/protocol.md): a node of this release answers with the sealed
-// transport, a node of the release before with the raw one, and a node of
-// an older release picks the WebSocket. The link's transport makes one
-// request per dial, so rwc and sealed need no lock: connect reads them after
-// the dial returned.
+// rawOffer adds the raw and sealed transports after websocket in the
+// link's upgrade request (tunnel.OfferUpgrades, the sealed one when
+// offerSealed; as the agent's client does, see docs/protocol.md): a node of
+// this release answers with the sealed transport, a node of the release
+// before with the raw one, and a node of an older release picks the
+// WebSocket. A sealed binding that differs fails the dial rather than
+// falling back, as the agent does: the link is mTLS on both ends, and
+// nothing legitimate ends TLS between two nodes. The link's transport makes
+// one request per dial, so up needs no lock: connect reads it after the
+// dial returned.
 type rawOffer struct {
 	base        http.RoundTripper
 	offerSealed bool
-	rwc         io.ReadWriteCloser
-	// sealed holds the keys when the peer chose the sealed transport.
-	sealed *tunnel.SealedKeys
+	up          tunnel.Upgraded
 }
 
 func (o *rawOffer) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
-	r.Header.Add("Upgrade", tunnel.RawUpgrade)
-	if o.offerSealed {
-		r.Header.Add("Upgrade", tunnel.SealedUpgrade)
-	}
+	tunnel.OfferUpgrades(r.Header, o.offerSealed)
 	resp, err := o.base.RoundTrip(r)
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return resp, nil
-	}
+	up, ok, err := tunnel.TakeUpgrade(resp, o.offerSealed)
 	switch {
-	case o.offerSealed && tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.SealedUpgrade):
-		// A binding that differs means that the two ends do not share
-		// this TLS connection. The link is node to node, mTLS on both
-		// ends: nothing legitimate terminates TLS between them, so that
-		// fails the dial rather than falling back.
-		keys, err := tunnel.DeriveSealedKeys(resp.TLS)
-		if err == nil {
-			err = keys.CheckBinding(resp.Header.Get(tunnel.SealedBindingHeader))
-		}
-		if err != nil {
-			_ = resp.Body.Close()
-			return nil, err
-		}
-		o.sealed = &keys
-	case tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.RawUpgrade):
-	default:
+	case err != nil:
+		return nil, err
+	case !ok:
 		return resp, nil
 	}
-	rwc, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		_ = resp.Body.Close()
-		o.sealed = nil
-		return nil, errors.New("raw upgrade: the response body is not writable")
-	}
-	o.rwc = rwc
+	o.up = up
 	return nil, errRawUpgraded
 }
 

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -57,23 +56,23 @@ func (c *Client) dial(ctx context.Context) (tunnel.Conn, string, *tunnel.BatchCo
 	}
 	wc, _, err := websocket.Dial(ctx, c.URL, opts)
 	if offer != nil {
-		if up := offer.take(); up.rwc != nil {
+		if up := offer.take(); up.RWC != nil {
 			bc := dialed.get()
 			switch {
 			case !errors.Is(err, errRawUpgraded):
 				// Cannot happen: the upgraded response ended the dial.
-				_ = up.rwc.Close()
-			case up.sealed == nil:
-				return tunnel.RawConn(up.rwc, nil, bc), tunnel.RawUpgrade, bc, nil
+				_ = up.RWC.Close()
+			case up.Sealed == nil:
+				return tunnel.RawConn(up.RWC, nil, bc), tunnel.RawUpgrade, bc, nil
 			case bc == nil:
-				_ = up.rwc.Close()
+				_ = up.RWC.Close()
 				return nil, "", nil, errors.New("sealed upgrade without a connection of our own")
 			default:
 				// From here on the TLS connection's record layer is
 				// not used: the sealed records go on the socket under it.
-				conn, err := tunnel.SealedConn(bc.Conn, *up.sealed, true)
+				conn, err := tunnel.SealedConn(bc.Conn, *up.Sealed, true)
 				if err != nil {
-					_ = up.rwc.Close()
+					_ = up.RWC.Close()
 					return nil, "", nil, err
 				}
 				return conn, tunnel.SealedUpgrade, bc, nil
@@ -95,71 +94,42 @@ func (c *Client) dial(ctx context.Context) (tunnel.Conn, string, *tunnel.BatchCo
 // the sealed transport; dial takes the connection from rawOffer.
 var errRawUpgraded = errors.New("upgraded to " + tunnel.RawUpgrade)
 
-// rawOffer adds tunnel.RawUpgrade (and tunnel.SealedUpgrade, when sealed)
-// to the WebSocket library's upgrade request, after websocket, so that Go's
-// transport still sees a WebSocket upgrade (which it keeps on HTTP/1.1) and
-// a cloud that does not know them picks websocket from the list.
+// rawOffer adds the raw and sealed transports to the WebSocket library's
+// upgrade request (tunnel.OfferUpgrades; the sealed one when sealed) and
+// keeps the connection of a 101 that chose one of them.
 type rawOffer struct {
 	base   http.RoundTripper
 	sealed bool
 
 	mu sync.Mutex
-	up rawUpgraded
-}
-
-// rawUpgraded is the connection of a 101 to the raw or sealed transport;
-// sealed holds the keys of the latter.
-type rawUpgraded struct {
-	rwc    io.ReadWriteCloser
-	sealed *tunnel.SealedKeys
+	up tunnel.Upgraded
 }
 
 func (o *rawOffer) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
-	r.Header.Add("Upgrade", tunnel.RawUpgrade)
-	if o.sealed {
-		r.Header.Add("Upgrade", tunnel.SealedUpgrade)
-	}
+	tunnel.OfferUpgrades(r.Header, o.sealed)
 	resp, err := o.base.RoundTrip(r)
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return resp, nil
-	}
-	var up rawUpgraded
+	up, ok, err := tunnel.TakeUpgrade(resp, o.sealed)
 	switch {
-	case o.sealed && tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.SealedUpgrade):
-		keys, err := tunnel.DeriveSealedKeys(resp.TLS)
-		if err == nil {
-			err = keys.CheckBinding(resp.Header.Get(tunnel.SealedBindingHeader))
-		}
-		if err != nil {
-			_ = resp.Body.Close()
-			return nil, err
-		}
-		up.sealed = &keys
-	case tunnel.HeaderHasToken(resp.Header, "Upgrade", tunnel.RawUpgrade):
-	default:
+	case err != nil:
+		return nil, err
+	case !ok:
 		return resp, nil
 	}
-	rwc, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		_ = resp.Body.Close()
-		return nil, errors.New("raw upgrade: the response body is not writable")
-	}
-	up.rwc = rwc
 	o.mu.Lock()
 	o.up = up
 	o.mu.Unlock()
 	return nil, errRawUpgraded
 }
 
-func (o *rawOffer) take() rawUpgraded {
+func (o *rawOffer) take() tunnel.Upgraded {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	up := o.up
-	o.up = rawUpgraded{}
+	o.up = tunnel.Upgraded{}
 	return up
 }
 
