@@ -165,12 +165,15 @@ func TestStreamsAreProxiedWithTheOriginalClient(t *testing.T) {
 	}
 }
 
-func TestPassthroughWithProxyHeader(t *testing.T) {
+// upstream is a gateway's server that takes one connection and sends on
+// got what serve makes of it (or the error).
+func upstream(t *testing.T, serve func(c net.Conn) (string, error)) (net.Listener, <-chan string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	got := make(chan string, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -178,14 +181,24 @@ func TestPassthroughWithProxyHeader(t *testing.T) {
 			return
 		}
 		defer c.Close()
+		r, err := serve(c)
+		if err != nil {
+			r = err.Error()
+		}
+		got <- r
+	}()
+	return ln, got
+}
+
+func TestPassthroughWithProxyHeader(t *testing.T) {
+	ln, got := upstream(t, func(c net.Conn) (string, error) {
 		b := make([]byte, 16+12+5)
 		if _, err := io.ReadFull(c, b); err != nil {
-			got <- err.Error()
-			return
+			return "", err
 		}
-		got <- fmt.Sprintf("%x", b[:12]) + " " + net.IP(b[16:20]).String() + " " + string(b[28:])
 		c.Write([]byte("bye"))
-	}()
+		return fmt.Sprintf("%x", b[:12]) + " " + net.IP(b[16:20]).String() + " " + string(b[28:]), nil
+	})
 	s, err := New(Config{Passthrough: true, ProxyProtocol: true, UpstreamAddr: ln.Addr().String()})
 	if err != nil {
 		t.Fatal(err)
@@ -287,25 +300,10 @@ func TestPassthroughEarlyData(t *testing.T) {
 func TestPassthroughEarlyDataWithoutHeader(t *testing.T) {
 	for _, byName := range []bool{false, true} {
 		t.Run(fmt.Sprintf("byName=%v", byName), func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			got := make(chan string, 1)
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
+			ln, got := upstream(t, func(c net.Conn) (string, error) {
 				b, err := io.ReadAll(c)
-				if err != nil {
-					got <- err.Error()
-					return
-				}
-				got <- string(b)
-			}()
+				return string(b), err
+			})
 			addr := ln.Addr().String()
 			if byName {
 				addr = net.JoinHostPort("localhost", fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
