@@ -5,6 +5,7 @@
 package testtools
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -60,4 +61,29 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		time.Sleep(pause)
 		pause = min(2*pause, 100*time.Millisecond)
 	}
+}
+
+// TCPPair is a connected TCP pair on loopback: the end that dialed and the
+// end that was accepted, both closed when the test ends (closing one early,
+// as a test may, is harmless).
+func TCPPair(t testing.TB) (dialed, accepted *net.TCPConn) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// The kernel completes the connection into the backlog: dial, then
+	// accept, on one goroutine.
+	dialed, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dialed.Close() })
+	accepted, err = ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { accepted.Close() })
+	return dialed, accepted
 }

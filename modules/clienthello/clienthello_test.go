@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -400,7 +402,7 @@ func (w *slowWriter) Write(p []byte) (int, error) {
 // up at its deadline, and clears it, so the connection stays usable.
 func TestPeekTimeout(t *testing.T) {
 	wire := captureHello(t, &tls.Config{ServerName: "slow.box.example.org"})
-	server, client := tcpPair(t)
+	client, server := testtools.TCPPair(t)
 	if _, err := client.Write(wire[:100]); err != nil {
 		t.Fatal(err)
 	}
@@ -428,38 +430,16 @@ func TestPeekTimeout(t *testing.T) {
 
 // TestPeekSilentClient: a client that connects and says nothing.
 func TestPeekSilentClient(t *testing.T) {
-	server, _ := tcpPair(t)
+	_, server := testtools.TCPPair(t)
 	_, replay, err := Peek(server, 0, 50*time.Millisecond)
 	if !isTimeout(err) || replay == nil || replay.Buffered() != 0 {
 		t.Fatalf("got %v, want a timeout with nothing buffered", err)
 	}
 }
 
-func tcpPair(t *testing.T) (server, client net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		client.Close()
-		server.Close()
-	})
-	return server, client
-}
-
 func TestConnWriteToAndCloseWrite(t *testing.T) {
 	wire := captureHello(t, &tls.Config{ServerName: "copy.box.example.org"})
-	server, client := tcpPair(t)
+	client, server := testtools.TCPPair(t)
 	if _, err := client.Write(wire); err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +450,7 @@ func TestConnWriteToAndCloseWrite(t *testing.T) {
 	if _, err := client.Write([]byte("tail")); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.(*net.TCPConn).CloseWrite(); err != nil {
+	if err := client.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer

@@ -8,13 +8,15 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 
 // Pending and Discard take the peeked bytes off the replay without a copy
 // (ingress sends them as a stream's early data); the Conn then goes on
 // reading and writing its socket.
 func TestPendingDiscardOverTCP(t *testing.T) {
-	server, client := tcpPair(t)
+	client, server := testtools.TCPPair(t)
 	hello := captureHello(t, &tls.Config{ServerName: "pending.example"})
 	if _, err := client.Write(hello); err != nil {
 		t.Fatal(err)

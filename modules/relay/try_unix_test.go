@@ -5,10 +5,10 @@ package relay
 import (
 	"bytes"
 	"io"
-	"net"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/modules/clienthello"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 )
@@ -17,7 +17,7 @@ import (
 // buffer holds and returns at once instead of waiting; the peer then reads
 // exactly those bytes.
 func TestTryWriteNeverBlocks(t *testing.T) {
-	c, peer := loopbackPair(t)
+	c, peer := testtools.TCPPair(t)
 
 	tw, ok := withTry(&errWriter{w: c}, nil).(*tryConn)
 	if !ok {
@@ -52,7 +52,7 @@ func TestTryWriteNeverBlocks(t *testing.T) {
 // buffer, in order, even when they are far larger than the socket's send
 // buffer (writev's partial writes are resumed).
 func TestWriteBuffersWritesAll(t *testing.T) {
-	c, peer := loopbackPair(t)
+	c, peer := testtools.TCPPair(t)
 
 	w, ok := withTry(&errWriter{w: &clienthello.Conn{Conn: c}}, nil).(tunnel.BuffersWriter)
 	if !ok {
@@ -78,26 +78,4 @@ func TestWriteBuffersWritesAll(t *testing.T) {
 	if b := <-got; !bytes.Equal(b, want) {
 		t.Fatalf("peer read %d bytes, not the %d written in order", len(b), len(want))
 	}
-}
-
-// loopbackPair is a connected TCP pair on loopback, closed when the test
-// ends (closing c early, as a test may, is harmless).
-func loopbackPair(t *testing.T) (c, peer net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	peer, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { peer.Close() })
-	return c, peer
 }

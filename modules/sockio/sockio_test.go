@@ -9,32 +9,9 @@ import (
 	"runtime"
 	"testing"
 	"time"
-)
 
-// pair is a connected loopback TCP pair.
-func pair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-accepted
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a.(*net.TCPConn), b.(*net.TCPConn)
-}
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
+)
 
 func newIO(t *testing.T, c net.Conn) *IO {
 	t.Helper()
@@ -46,7 +23,7 @@ func newIO(t *testing.T, c net.Conn) *IO {
 }
 
 func TestReadWrite(t *testing.T) {
-	a, b := pair(t)
+	a, b := testtools.TCPPair(t)
 	ra, rb := newIO(t, a), newIO(t, b)
 	// More than a socket buffer, so that Write has to wait for room
 	// while the reader drains it.
@@ -82,7 +59,7 @@ func TestReadWrite(t *testing.T) {
 }
 
 func TestReadDeadline(t *testing.T) {
-	a, _ := pair(t)
+	a, _ := testtools.TCPPair(t)
 	s := newIO(t, a)
 	if err := a.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
 		t.Fatal(err)
@@ -106,7 +83,7 @@ func TestReadDeadline(t *testing.T) {
 }
 
 func TestClosed(t *testing.T) {
-	a, _ := pair(t)
+	a, _ := testtools.TCPPair(t)
 	s := newIO(t, a)
 	a.Close()
 	if _, err := s.Read(make([]byte, 8)); !errors.Is(err, net.ErrClosed) {
@@ -123,7 +100,7 @@ func TestClosed(t *testing.T) {
 // A blocked Read returns as soon as the connection is closed, as on
 // net.Conn: it waits through the runtime's poller, not in the kernel.
 func TestCloseUnblocksRead(t *testing.T) {
-	a, _ := pair(t)
+	a, _ := testtools.TCPPair(t)
 	s := newIO(t, a)
 	errc := make(chan error, 1)
 	go func() {
@@ -143,7 +120,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 }
 
 func TestWriteError(t *testing.T) {
-	a, b := pair(t)
+	a, b := testtools.TCPPair(t)
 	s := newIO(t, a)
 	// A reset: the peer closes with unread data, so the kernel answers
 	// with RST and a later write fails with a system call error.
@@ -168,7 +145,7 @@ func TestWriteError(t *testing.T) {
 }
 
 func TestTryWriteNeverWaits(t *testing.T) {
-	a, b := pair(t)
+	a, b := testtools.TCPPair(t)
 	s := newIO(t, a)
 	// Nobody reads b: TryWrite fills the send and receive buffers and
 	// then returns short, without an error and without waiting.
@@ -204,7 +181,7 @@ func TestNewOnlySockets(t *testing.T) {
 }
 
 func TestWrap(t *testing.T) {
-	a, b := pair(t)
+	a, b := testtools.TCPPair(t)
 	wa := Wrap(a)
 	sc, ok := wa.(*Conn)
 	if !ok {
@@ -244,7 +221,7 @@ func TestWrap(t *testing.T) {
 // short inside a buffer and has to wait for room, while a slow reader
 // drains; every byte must arrive in order, and the buffers be consumed.
 func TestWriteBuffers(t *testing.T) {
-	a, b := pair(t)
+	a, b := testtools.TCPPair(t)
 	w := newIO(t, a)
 	var bufs net.Buffers
 	var want []byte
@@ -282,7 +259,7 @@ func TestWriteBuffers(t *testing.T) {
 		t.Fatalf("read %d bytes, they differ from the %d written", len(all), len(want))
 	}
 	// A deadline in the past ends a writev that has to wait.
-	a2, _ := pair(t)
+	a2, _ := testtools.TCPPair(t)
 	w2 := newIO(t, a2)
 	a2.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 	big := net.Buffers{make([]byte, 64<<20)}

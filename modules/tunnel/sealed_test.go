@@ -10,6 +10,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-project/gatehouse/internal/testtools"
 )
 
 // testSealedKeys are keys as DeriveSealedKeys would give both ends.
@@ -21,37 +23,12 @@ func testSealedKeys(t testing.TB) SealedKeys {
 	return k
 }
 
-// tcpPair is two ends of a loopback TCP connection.
-func tcpPair(t testing.TB) (a, b net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		acc <- c
-	}()
-	a, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = <-acc
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
-
 // sealedPair is an agent's and a cloud's sealed transport over loopback TCP
 // (or over the given connections).
 func sealedPair(t testing.TB, an, cn net.Conn) (agent, cloud *sealedConn) {
 	t.Helper()
 	if an == nil {
-		an, cn = tcpPair(t)
+		an, cn = testtools.TCPPair(t)
 	}
 	k := testSealedKeys(t)
 	a, err := SealedConn(an, k, true)
@@ -414,7 +391,7 @@ func (c *heldCheckConn) Read(p []byte) (int, error) {
 // TestSealedIdleHoldsNoBuffer: a transport waiting for a record holds no
 // pooled buffer (an idle session's memory).
 func TestSealedIdleHoldsNoBuffer(t *testing.T) {
-	an, cn := tcpPair(t)
+	an, cn := testtools.TCPPair(t)
 	hc := &heldCheckConn{Conn: cn}
 	agent, cloud := sealedPair(t, an, hc)
 	var holding []bool
