@@ -184,25 +184,8 @@ func TestRelayTransfersBytesExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if _, err := st.Write(up); err != nil {
-			t.Errorf("write: %v", err)
-		}
-		if err := st.CloseWrite(); err != nil {
-			t.Errorf("close write: %v", err)
-		}
-	})
-	read, err := io.ReadAll(st)
-	wg.Wait()
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	_ = st.Close()
+	exchange(t, st, up, down)
 	t.Logf("16 MiB each way through the link in %v", time.Since(start))
-	if !bytes.Equal(read, down) {
-		t.Fatalf("read %d bytes, not the %d the gateway sent", len(read), len(down))
-	}
 	if h := <-got; h != sha256.Sum256(up) {
 		t.Fatal("the gateway did not receive the bytes sent")
 	}
@@ -473,4 +456,31 @@ func TestRelayEndsWithItsNodeOrSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	ended(r, "the link session died")
+}
+
+// exchange sends up on st and half-closes it while it reads st to its end,
+// which must be down; it closes st.
+func exchange(t *testing.T, st interface {
+	io.ReadWriteCloser
+	CloseWrite() error
+}, up, down []byte) {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := st.Write(up); err != nil {
+			t.Errorf("write: %v", err)
+		}
+		if err := st.CloseWrite(); err != nil {
+			t.Errorf("close write: %v", err)
+		}
+	})
+	read, err := io.ReadAll(st)
+	wg.Wait()
+	_ = st.Close()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if !bytes.Equal(read, down) {
+		t.Fatalf("read %d bytes, not the %d the gateway sent", len(read), len(down))
+	}
 }

@@ -140,24 +140,7 @@ func testTransportAndEarlyData(t *testing.T, dialer, acceptor release) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if _, err := st.Write(up); err != nil {
-			t.Errorf("write: %v", err)
-		}
-		if err := st.CloseWrite(); err != nil {
-			t.Errorf("close write: %v", err)
-		}
-	})
-	read, err := io.ReadAll(st)
-	wg.Wait()
-	_ = st.Close()
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	if !bytes.Equal(read, down) {
-		t.Fatalf("read %d bytes, not the %d the gateway sent", len(read), len(down))
-	}
+	exchange(t, st, up, down)
 	if h := <-got; h != sha256.Sum256(append(bytes.Clone(hello), up...)) {
 		t.Fatal("the gateway did not receive the early data and then the bytes sent")
 	}
