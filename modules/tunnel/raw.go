@@ -330,34 +330,7 @@ func acceptSealed(w http.ResponseWriter, keys SealedKeys) (Conn, error) {
 		_ = nc.Close()
 		return nil, fmt.Errorf("%s upgrade: %w", SealedUpgrade, err)
 	}
-	return SealedConn(plainConn(tc.NetConn()), keys, false)
-}
-
-// plainConn unwraps connections that say what they wrap with NetConn
-// (clienthello.Conn, after a peek) down to the socket, whose writev a sealed
-// batch uses; not one that still has bytes to replay (Buffered). It unwraps
-// a BatchConn too (the cluster link's, under its TLS): it holds nothing
-// outside a batch, and the sealed transport batches by itself.
-func plainConn(c net.Conn) net.Conn {
-	for range 8 {
-		if b, ok := c.(*BatchConn); ok {
-			c = b.Conn
-			continue
-		}
-		u, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		if b, ok := c.(interface{ Buffered() int }); ok && b.Buffered() > 0 {
-			break
-		}
-		n := u.NetConn()
-		if n == nil || n == c {
-			break
-		}
-		c = n
-	}
-	return c
+	return SealedConn(tc.NetConn(), keys, false)
 }
 
 // OffersRaw reports whether an upgrade request offers RawUpgrade.

@@ -205,9 +205,10 @@ func SealedConn(nc net.Conn, keys SealedKeys, agent bool) (Conn, error) {
 	// The socket itself, read and written with raw system calls (see
 	// sockio: every hop then starts without waking the runtime's
 	// monitor thread), a batch in one writev.
-	if s := sockio.New(plainConn(nc)); s != nil {
+	sock := plainConn(nc)
+	if s := sockio.New(sock); s != nil {
 		c.rw, c.writev = s, s.WriteBuffers
-	} else if tc, ok := nc.(*net.TCPConn); ok {
+	} else if tc, ok := sock.(*net.TCPConn); ok {
 		c.writev = func(b *net.Buffers) (int64, error) { return b.WriteTo(tc) }
 	}
 	out, in := keys.cloudToAgent, keys.agentToCloud
@@ -581,4 +582,31 @@ func (c *sealedConn) Close() error {
 		}
 	})
 	return c.closeErr
+}
+
+// plainConn unwraps connections that say what they wrap with NetConn
+// (clienthello.Conn, after a peek) down to the socket, whose writev a sealed
+// batch uses; not one that still has bytes to replay (Buffered). It unwraps
+// a BatchConn too (the cluster link's, under its TLS): it holds nothing
+// outside a batch, and the sealed transport batches by itself.
+func plainConn(c net.Conn) net.Conn {
+	for range 8 {
+		if b, ok := c.(*BatchConn); ok {
+			c = b.Conn
+			continue
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		if b, ok := c.(interface{ Buffered() int }); ok && b.Buffered() > 0 {
+			break
+		}
+		n := u.NetConn()
+		if n == nil || n == c {
+			break
+		}
+		c = n
+	}
+	return c
 }
