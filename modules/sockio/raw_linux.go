@@ -12,6 +12,9 @@ const (
 	rawWritev = true
 )
 
+// iovec is writev(2)'s vector element.
+type iovec = syscall.Iovec
+
 // read and write are read(2) and write(2) on a non-blocking socket, which
 // never block: syscall.RawSyscall leaves the runtime's scheduler out.
 func read(fd uintptr, p []byte) (int, syscall.Errno) {
@@ -34,15 +37,15 @@ func writev(fd uintptr, iov []syscall.Iovec) (int, syscall.Errno) {
 func (s *IO) writevRaw(bufs *net.Buffers) (int64, error) {
 	var total int64
 	var errno syscall.Errno
-	var iov []syscall.Iovec
 	err := s.rc.Write(func(fd uintptr) bool {
+		defer clear(s.iov) // no buffer stays reachable from here
 		for len(*bufs) > 0 {
-			iov = iovecs(iov[:0], *bufs)
-			if len(iov) == 0 { // only empty buffers left
+			s.iov = iovecs(s.iov[:0], *bufs)
+			if len(s.iov) == 0 { // only empty buffers left
 				*bufs = nil
 				return true
 			}
-			m, e := writev(fd, iov)
+			m, e := writev(fd, s.iov)
 			switch {
 			case e == syscall.EINTR:
 				continue

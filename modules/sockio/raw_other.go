@@ -12,6 +12,9 @@ const (
 	rawWritev = false
 )
 
+// iovec is unused here: WriteBuffers writes buffer by buffer.
+type iovec struct{}
+
 func read(uintptr, []byte) (int, syscall.Errno)  { panic("sockio: no socket system calls here") }
 func write(uintptr, []byte) (int, syscall.Errno) { panic("sockio: no socket system calls here") }
 

@@ -12,6 +12,9 @@ const (
 	rawWritev = false
 )
 
+// iovec is unused here: WriteBuffers writes buffer by buffer.
+type iovec struct{}
+
 // read and write go through the syscall package here, as the net package's
 // do: the runtime's bookkeeping stays, the rest of IO works the same.
 func read(fd uintptr, p []byte) (int, syscall.Errno) {

@@ -34,6 +34,9 @@ type IO struct {
 	c    net.Conn
 	rc   syscall.RawConn
 	netw string // the network in errors, as net.OpError's Net
+	// iov is WriteBuffers' vector, kept between calls; the socket's
+	// write lock (held while RawConn.Write runs its function) guards it.
+	iov []iovec
 }
 
 // New returns an IO for c when c is a TCP or Unix socket of the net
