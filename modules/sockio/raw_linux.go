@@ -38,7 +38,7 @@ func (s *IO) writevRaw(bufs *net.Buffers) (int64, error) {
 	var total int64
 	var errno syscall.Errno
 	err := s.rc.Write(func(fd uintptr) bool {
-		defer clear(s.iov) // no buffer stays reachable from here
+		defer func() { clear(s.iov) }() // no buffer stays reachable from here
 		for len(*bufs) > 0 {
 			s.iov = iovecs(s.iov[:0], *bufs)
 			if len(s.iov) == 0 { // only empty buffers left
