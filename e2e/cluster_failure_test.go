@@ -22,6 +22,7 @@ import (
 	"github.com/gatehouse-project/gatehouse/internal/testenv"
 	"github.com/gatehouse-project/gatehouse/internal/testtools"
 	"github.com/gatehouse-project/gatehouse/internal/testtools/cloudtest"
+	"github.com/gatehouse-project/gatehouse/modules/adminapi"
 	"github.com/gatehouse-project/gatehouse/modules/relay"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel"
 	"github.com/gatehouse-project/gatehouse/modules/tunnel/client"
@@ -611,6 +612,15 @@ func TestClusterGatewayAgent(t *testing.T) {
 		}
 	}
 	survivor := slices.DeleteFunc(slices.Clone(holders), func(n string) bool { return n == victim })[0]
+	// The spare node relays to the holders it knows of, which reach its
+	// directory through PostgreSQL: it must know of both before one
+	// dies, or it has none to fail over to (seen in CI under load: the
+	// kill came before the second holder reached the spare).
+	testtools.Eventually(t, 10*time.Second, spare+" knowing both holders", func() bool {
+		var g adminapi.Gateway
+		adminJSON(t, byName[spare], "/gatehouse/gateways/"+name, &g)
+		return slices.Equal(slices.Sorted(slices.Values(g.OnlineOn)), slices.Sorted(slices.Values(holders)))
+	})
 
 	stop := make(chan struct{})
 	loop := startDownloadLoop(t, byName[spare], name, cert.file, 4<<20, 400, 60*time.Second, stop)
